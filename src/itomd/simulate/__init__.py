@@ -1,0 +1,5 @@
+"""Simulation: batched Langevin integrators and resumable campaigns."""
+
+from itomd.simulate.integrators import BAOABLangevin, OverdampedLangevin, SimulationError, make_integrator, simulate
+
+__all__ = ["simulate", "OverdampedLangevin", "BAOABLangevin", "make_integrator", "SimulationError"]

@@ -1,0 +1,229 @@
+"""Turn a system specification string into a :class:`System` — the one place strings become systems.
+
+A specification is either a shipped system name (see :data:`SHIPPED_SYSTEMS`) or
+``path/to/file.py:NAME`` naming an object in a user's Python file. ``NAME`` may be
+
+* a :class:`System` instance,
+* a :class:`Potential` instance or subclass (instantiated without arguments, or with ``dim``),
+* a plain function ``f(x) -> U`` on torch tensors of shape ``[*batch, dim]`` returning ``[*batch]``
+  (give the dimension with ``dim=`` / ``--dim``, or as an attribute ``f.dim``).
+
+Temperature, friction, timestep, frame interval and box can be overridden for any system.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import importlib.util
+import inspect
+import math
+import os
+import sys
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+
+from itomd.errors import InvalidInputError, UnknownSystemError
+from itomd.systems.potential import CallablePotential, Potential
+from itomd.systems.system import Box, System
+from itomd.systems.toy import DoubleWellPotential, HarmonicPotential, MullerBrownPotential, PrinzPotential
+
+
+def _prinz(dim: int | None) -> System:
+    _require_dim(dim, 1, "prinz")
+    # deeptime's frame: 500 steps of 1e-5 = 5e-3. We integrate with 1e-4 (EM bias on the slowest
+    # timescale < 1%, measured against the exact SqRA reference in the tests).
+    return System(PrinzPotential(), kT=1.0, friction=1.0, timestep=1e-4, frame_interval=5e-3,
+                  box=((-1.2, 1.2),))
+
+
+def _muller_brown(dim: int | None) -> System:
+    _require_dim(dim, 2, "muller-brown")
+    return System(MullerBrownPotential(), kT=10.0, friction=1.0, timestep=5e-5, frame_interval=1e-2,
+                  box=((-1.7, 1.3), (-0.4, 2.1)))
+
+
+def _double_well(dim: int | None) -> System:
+    dim = 1 if dim is None else dim
+    box = ((-2.0, 2.0),) + ((-2.5, 2.5),) * (dim - 1)
+    return System(DoubleWellPotential(dim=dim), kT=1.0, friction=1.0, timestep=1e-3,
+                  frame_interval=1e-2, box=box)
+
+
+def _harmonic(dim: int | None) -> System:
+    dim = 1 if dim is None else dim
+    return System(HarmonicPotential(dim=dim), kT=1.0, friction=1.0, timestep=1e-3,
+                  frame_interval=1e-2, box=((-6.0, 6.0),) * dim)
+
+
+#: Shipped systems: name -> factory(dim) -> System.
+SHIPPED_SYSTEMS: dict[str, Callable[[int | None], System]] = {
+    "prinz": _prinz,
+    "muller-brown": _muller_brown,
+    "double-well": _double_well,
+    "harmonic": _harmonic,
+}
+_ALIASES = {"mueller-brown": "muller-brown", "muller_brown": "muller-brown", "mb": "muller-brown",
+            "double_well": "double-well", "doublewell": "double-well"}
+
+
+def _require_dim(dim: int | None, expected: int, name: str) -> None:
+    if dim is not None and dim != expected:
+        raise InvalidInputError(f"system '{name}' is {expected}-dimensional; --dim {dim} is not possible")
+
+
+@dataclass(frozen=True)
+class SystemSpec:
+    """A picklable recipe for a :class:`System` (what workers and stored metadata carry).
+
+    Parameters
+    ----------
+    spec : str
+        Shipped name or ``path/to/file.py:NAME``.
+    dim, kT, friction, timestep, frame_interval, box
+        Optional overrides; ``None`` keeps the system's own value.
+    """
+
+    spec: str
+    dim: int | None = None
+    kT: float | None = None
+    friction: float | None = None
+    timestep: float | None = None
+    frame_interval: float | None = None
+    box: Box | None = None
+
+    def build(self) -> System:
+        """Build the system (loads the user's file where the spec names one)."""
+        return resolve_system(self.spec, dim=self.dim, kT=self.kT, friction=self.friction,
+                              timestep=self.timestep, frame_interval=self.frame_interval, box=self.box)
+
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        if self.box is not None:
+            d["box"] = [list(b) for b in self.box]
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "SystemSpec":
+        d = dict(d)
+        if d.get("box") is not None:
+            d["box"] = tuple(tuple(b) for b in d["box"])
+        return cls(**{k: d.get(k) for k in ("spec", "dim", "kT", "friction", "timestep", "frame_interval", "box")})
+
+
+def resolve_system(
+    spec: str,
+    dim: int | None = None,
+    kT: float | None = None,
+    friction: float | None = None,
+    timestep: float | None = None,
+    frame_interval: float | None = None,
+    box: Box | None = None,
+) -> System:
+    """Build a :class:`System` from a specification string.
+
+    Parameters
+    ----------
+    spec : str
+        A shipped system name (``prinz``, ``muller-brown``, ``double-well``, ``harmonic``) or
+        ``path/to/file.py:NAME``.
+    dim : int, optional
+        Dimension, for systems that have a choice or user functions that need it.
+    kT, friction, timestep, frame_interval : float, optional
+        Overrides of the system's defaults.
+    box : tuple of (low, high), optional
+        Override of the system's box.
+
+    Returns
+    -------
+    System
+
+    Raises
+    ------
+    UnknownSystemError
+        If ``spec`` names no shipped system and no loadable file object.
+    InvalidInputError
+        For a wrong dimension or a non-positive parameter.
+    """
+    if dim is not None and (int(dim) != dim or dim < 1):
+        raise InvalidInputError(f"--dim must be a positive integer, got {dim!r}")
+    key = spec.strip().lower()
+    key = _ALIASES.get(key, key)
+    if key in SHIPPED_SYSTEMS:
+        system = SHIPPED_SYSTEMS[key](dim)
+    elif ":" in spec and spec.rsplit(":", 1)[0].endswith(".py"):
+        system = _load_user_system(spec, dim, kT)
+    else:
+        raise UnknownSystemError(
+            f"unknown system '{spec}': choose one of {', '.join(SHIPPED_SYSTEMS)} or give path/to/file.py:NAME"
+        )
+    overrides = {k: v for k, v in dict(kT=kT, friction=friction, timestep=timestep,
+                                        frame_interval=frame_interval, box=box).items() if v is not None}
+    if "frame_interval" in overrides and "timestep" not in overrides:
+        # keep the integration step unless it does not divide the requested frame interval
+        ratio = overrides["frame_interval"] / system.timestep
+        if abs(ratio - round(ratio)) > 1e-6 * max(ratio, 1.0) or round(ratio) < 1:
+            overrides["timestep"] = overrides["frame_interval"] / max(1, math.ceil(ratio))
+    if dim is not None and system.dim != dim:
+        raise InvalidInputError(f"system '{spec}' is {system.dim}-dimensional; --dim {dim} is not possible")
+    system = dataclasses.replace(system, spec=spec, **overrides)
+    _check_energy_callable(system)
+    return system
+
+
+def _load_user_system(spec: str, dim: int | None, kT: float | None) -> System:
+    path, name = spec.rsplit(":", 1)
+    if not os.path.isfile(path):
+        raise UnknownSystemError(f"system file not found: {path}")
+    module_name = "itomd_user_" + hashlib.sha1(os.path.abspath(path).encode()).hexdigest()[:12]
+    if module_name in sys.modules:
+        module = sys.modules[module_name]
+    else:
+        loader_spec = importlib.util.spec_from_file_location(module_name, path)
+        if loader_spec is None or loader_spec.loader is None:
+            raise UnknownSystemError(f"cannot import {path} as a Python file")
+        module = importlib.util.module_from_spec(loader_spec)
+        try:
+            loader_spec.loader.exec_module(module)
+        except Exception as exc:  # user code: report in one line
+            raise UnknownSystemError(f"importing {path} failed: {type(exc).__name__}: {exc}") from exc
+        sys.modules[module_name] = module
+    if not hasattr(module, name):
+        raise UnknownSystemError(f"{path} defines no object named '{name}'")
+    obj = getattr(module, name)
+    if isinstance(obj, System):
+        return obj
+    if inspect.isclass(obj) and issubclass(obj, Potential):
+        try:
+            obj = obj() if dim is None else obj(dim=dim)
+        except TypeError as exc:
+            raise InvalidInputError(f"cannot instantiate {name} from {path}: {exc}") from exc
+    if isinstance(obj, Potential):
+        potential = obj
+    elif callable(obj):
+        fdim = dim if dim is not None else getattr(obj, "dim", None)
+        if fdim is None:
+            raise InvalidInputError(f"{spec} is an energy function: give its dimension with --dim")
+        potential = CallablePotential(obj, dim=int(fdim), name=name)
+    else:
+        raise UnknownSystemError(f"{spec} is neither a System, a Potential nor an energy function")
+    return System(potential, kT=float(kT if kT is not None else getattr(obj, "kT", 1.0)),
+                  name=name, box=getattr(obj, "box", None))
+
+
+def _check_energy_callable(system: System) -> None:
+    """Evaluate the energy once on a small batch so a broken function fails early, in one line."""
+    x = torch.zeros(2, system.dim, dtype=torch.float64)
+    try:
+        u = system.potential.energy(x)
+    except InvalidInputError:
+        raise
+    except Exception as exc:
+        raise InvalidInputError(
+            f"energy of system '{system.spec or system.name}' fails on a batch of shape [2, {system.dim}] "
+            f"({type(exc).__name__}: {exc}); is the dimension right?"
+        ) from exc
+    if not torch.is_floating_point(u):
+        raise InvalidInputError(f"energy of system '{system.spec}' must be a floating-point tensor")

@@ -1,0 +1,112 @@
+"""A :class:`System`: a potential at a temperature with the parameters of its dynamics."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+from itomd.errors import InvalidInputError
+from itomd.systems.potential import Potential
+
+Box = tuple[tuple[float, float], ...]
+
+
+@dataclass(frozen=True)
+class System:
+    r"""A potential with temperature, friction and integration parameters.
+
+    The overdamped (Brownian) dynamics is
+
+    .. math::
+        dx = -\frac{\nabla U(x)}{\gamma}\,dt + \sqrt{\frac{2\,kT}{\gamma}}\, dW,
+
+    with diffusion constant :math:`D = kT/\gamma`. The underdamped (Langevin) dynamics uses the
+    same friction coefficient: :math:`m\,dv = -\nabla U\,dt - \gamma v\,dt + \sqrt{2\gamma kT}\,dW`,
+    so both agree in the high-friction limit.
+
+    Parameters
+    ----------
+    potential : Potential
+        Energy function, in the same energy unit as ``kT``.
+    kT : float
+        Thermal energy.
+    friction : float
+        Friction coefficient γ (mass / time).
+    timestep : float
+        Integration step Δt (time units).
+    frame_interval : float
+        Physical time τ between stored frames; an integer multiple of ``timestep``.
+    mass : float
+        Particle mass (underdamped dynamics only).
+    box : tuple of (low, high) per dimension, optional
+        Region that holds essentially all equilibrium probability; used for exact references,
+        histograms and plots.
+    name : str
+        Name recorded in metadata.
+    spec : str
+        The specification the system was built from (a shipped name or ``path.py:NAME``), so that
+        stored data can rebuild it.
+    """
+
+    potential: Potential
+    kT: float
+    friction: float = 1.0
+    timestep: float = 1e-3
+    frame_interval: float = 1e-2
+    mass: float = 1.0
+    box: Box | None = None
+    name: str = ""
+    spec: str = ""
+    parameters: dict = field(default_factory=dict, compare=False)
+
+    def __post_init__(self) -> None:
+        for attr in ("kT", "friction", "timestep", "frame_interval", "mass"):
+            value = getattr(self, attr)
+            if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
+                raise InvalidInputError(f"{attr} must be a positive number, got {value!r}")
+        ratio = self.frame_interval / self.timestep
+        if abs(ratio - round(ratio)) > 1e-6 * max(1.0, ratio) or round(ratio) < 1:
+            raise InvalidInputError(
+                f"frame interval {self.frame_interval:g} must be a positive integer multiple of the "
+                f"timestep {self.timestep:g}"
+            )
+        if self.box is not None:
+            box = tuple((float(lo), float(hi)) for lo, hi in self.box)
+            if len(box) != self.potential.dim:
+                raise InvalidInputError(
+                    f"box has {len(box)} ranges but the system is {self.potential.dim}-dimensional"
+                )
+            if any(not hi > lo for lo, hi in box):
+                raise InvalidInputError(f"box ranges must satisfy low < high, got {box}")
+            object.__setattr__(self, "box", box)
+        if not self.name:
+            object.__setattr__(self, "name", self.potential.name)
+
+    @property
+    def dim(self) -> int:
+        """Number of coordinates."""
+        return self.potential.dim
+
+    @property
+    def diffusion(self) -> float:
+        """Diffusion constant D = kT / γ."""
+        return self.kT / self.friction
+
+    @property
+    def steps_per_frame(self) -> int:
+        """Integration steps between stored frames."""
+        return int(round(self.frame_interval / self.timestep))
+
+    def metadata(self) -> dict:
+        """JSON-serialisable description of the system, stored with trajectories."""
+        return {
+            "system": self.name,
+            "spec": self.spec or self.name,
+            "dim": self.dim,
+            "kT": self.kT,
+            "friction": self.friction,
+            "mass": self.mass,
+            "timestep": self.timestep,
+            "frame_interval": self.frame_interval,
+            "box": [list(b) for b in self.box] if self.box else None,
+        }
