@@ -72,8 +72,16 @@ class MullerBrownPotential(Potential):
         super().__init__(dim=2)
         self.scale = float(scale)
 
+    def _parameters(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        key = (x.dtype, x.device)
+        cache = self.__dict__.setdefault("_parameter_cache", {})
+        if key not in cache:
+            cache[key] = {k: torch.tensor(getattr(self, k), dtype=x.dtype, device=x.device)
+                          for k in ("A", "a", "b", "c", "x0", "y0")}
+        return cache[key]
+
     def _terms(self, x: torch.Tensor):
-        p = {k: torch.tensor(getattr(self, k), dtype=x.dtype, device=x.device) for k in ("A", "a", "b", "c", "x0", "y0")}
+        p = self._parameters(x)
         dx = x[..., 0:1] - p["x0"]
         dy = x[..., 1:2] - p["y0"]
         e = p["A"] * torch.exp(p["a"] * dx**2 + p["b"] * dx * dy + p["c"] * dy**2)

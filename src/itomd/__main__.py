@@ -1,0 +1,5 @@
+import sys
+
+from itomd.cli import main
+
+sys.exit(main())

@@ -1,0 +1,359 @@
+"""The ``itomd`` command line: ``simulate``, ``reference``, ``analyze``, ``report`` and ``demo``.
+
+Strings become objects here and nowhere below: options are parsed and validated, systems are
+resolved from their specification, and library functions receive objects. Errors caused by the
+user's input are printed as one line (``itomd: error: ...``) with exit status 2; no tracebacks
+unless ``--debug`` is given.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Sequence
+
+from itomd.errors import InvalidInputError, ItomdError
+
+EXIT_USAGE = 2
+
+
+# -- argument types -------------------------------------------------------------------------------
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got '{text}'") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
+    return value
+
+
+def _nonnegative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got '{text}'") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be a non-negative integer, got {value}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got '{text}'") from None
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
+    return value
+
+
+def _float_list(text: str) -> list[float]:
+    try:
+        values = [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got '{text}'") from None
+    if not values or not all(math.isfinite(v) for v in values):
+        raise argparse.ArgumentTypeError(f"expected finite comma-separated numbers, got '{text}'")
+    return values
+
+
+def _lag_list(text: str) -> list[int]:
+    out = []
+    for item in text.split(","):
+        try:
+            lag = int(item)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"lags must be comma-separated integers (frames), got '{text}'") from None
+        if lag < 1:
+            raise argparse.ArgumentTypeError(f"lags must be positive (frames), got {lag}")
+        out.append(lag)
+    return sorted(set(out))
+
+
+def _box(values: list[float] | None, dim: int) -> tuple[tuple[float, float], ...] | None:
+    if values is None:
+        return None
+    if len(values) != 2 * dim:
+        raise InvalidInputError(f"--box needs {2 * dim} numbers (min,max per dimension) for a {dim}-D system, got {len(values)}")
+    return tuple((values[2 * i], values[2 * i + 1]) for i in range(dim))
+
+
+class _Parser(argparse.ArgumentParser):
+    """An ArgumentParser whose usage errors are one line."""
+
+    def error(self, message: str):  # noqa: D401 - argparse API
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
+
+
+# -- shared option groups -------------------------------------------------------------------------
+def _add_system_options(p: argparse.ArgumentParser, required: bool = True) -> None:
+    g = p.add_argument_group("system")
+    g.add_argument("--system", required=required, metavar="SPEC",
+                   help="shipped system (prinz, muller-brown, double-well, harmonic) or path/to/file.py:NAME")
+    g.add_argument("--dim", type=_positive_int, help="dimension (systems with a choice, user functions)")
+    g.add_argument("--kT", type=_positive_float, dest="kT", help="thermal energy (default: the system's)")
+    g.add_argument("--friction", type=_positive_float, help="friction coefficient gamma (default 1)")
+    g.add_argument("--timestep", type=_positive_float, help="integration step (default: the system's)")
+    g.add_argument("--frame-interval", type=_positive_float, dest="frame_interval",
+                   help="physical time between stored frames (default: the system's)")
+    g.add_argument("--box", type=_float_list, metavar="XMIN,XMAX[,YMIN,YMAX]",
+                   help="region for the exact reference and plots")
+
+
+def _system_spec(args: argparse.Namespace):
+    from itomd.systems import SystemSpec
+
+    spec = SystemSpec(spec=args.system, dim=args.dim, kT=args.kT, friction=args.friction,
+                      timestep=args.timestep, frame_interval=args.frame_interval)
+    system = spec.build()  # validates everything once, here, with one-line errors
+    box = _box(args.box, system.dim)
+    if box is not None:
+        spec = SystemSpec(**{**spec.__dict__, "box": box})
+        system = spec.build()
+    return spec, system
+
+
+# -- commands -------------------------------------------------------------------------------------
+def cmd_simulate(args: argparse.Namespace) -> int:
+    from itomd.simulate.campaign import run_campaign
+
+    spec, system = _system_spec(args)
+    x0 = None
+    start = "equilibrium"
+    if args.x0 is not None:
+        if len(args.x0) != system.dim:
+            raise InvalidInputError(f"--x0 needs {system.dim} numbers for {system.name}, got {len(args.x0)}")
+        x0, start = args.x0, "fixed"
+    t0 = time.perf_counter()
+    store = run_campaign(spec, args.out, n_trajectories=args.n_traj, n_frames=args.n_frames, seed=args.seed,
+                         integrator=args.integrator, start=start, x0=x0, chunk_size=args.chunk_size,
+                         scheduler=args.scheduler,
+                         n_workers=args.workers, progress=not args.quiet)
+    elapsed = time.perf_counter() - t0
+    summary = {"out": str(args.out), "n_trajectories": len(store), "n_frames": args.n_frames,
+               "frame_interval": system.frame_interval, "simulated_time": len(store) * (args.n_frames - 1) * system.frame_interval,
+               "wall_seconds": round(elapsed, 3), "system": system.metadata()}
+    _emit(summary, args.json, f"wrote {len(store)} trajectories of {args.n_frames} frames to {args.out} "
+                              f"({summary['simulated_time']:.4g} time units in {elapsed:.1f} s)")
+    return 0
+
+
+def cmd_reference(args: argparse.Namespace) -> int:
+    from itomd.systems.reference import exact_reference
+
+    spec, system = _system_spec(args)
+    reference = exact_reference(system, n_grid=args.grid, n_eigen=max(args.n_timescales + 1, 2))
+    out = {"system": system.metadata(), **reference.to_dict(args.n_timescales)}
+    lag_time = args.lag_time if args.lag_time is not None else system.frame_interval
+    out["transfer_eigenvalues"] = {"lag_time": lag_time,
+                                   "values": reference.transfer_eigenvalues(lag_time)[: args.n_timescales + 1].tolist()}
+    its = ", ".join(f"{t:.4g}" for t in out["implied_timescales"])
+    _emit(out, args.json, f"{system.name} (kT={system.kT:g}, friction={system.friction:g}): exact implied timescales {its}")
+    return 0
+
+
+def _load_for_analysis(args: argparse.Namespace):
+    """Trajectories, metadata, the system (if known) and the exact reference (if asked for)."""
+    from itomd.data.store import TrajectoryStore
+    from itomd.systems import SystemSpec
+    from itomd.systems.reference import exact_reference
+
+    store = TrajectoryStore(args.path)
+    trajectories = store.trajectories()
+    meta = store.metadata
+    system = None
+    if args.system is not None:
+        _, system = _system_spec(args)
+    elif meta.get("spec"):
+        spec = meta["spec"]
+        spec = SystemSpec.from_dict(json.loads(spec) if isinstance(spec, str) else spec)
+        try:
+            system = spec.build()
+        except ItomdError:
+            system = None
+    frame_interval = float(meta.get("frame_interval") or (system.frame_interval if system else 1.0))
+    kT = float(meta.get("kT") or (system.kT if system else 1.0))
+    reference = None
+    if args.reference:
+        if system is None:
+            raise InvalidInputError("--reference needs a known system: pass --system SPEC")
+        if system.dim > 2:
+            raise InvalidInputError(f"exact references are available for dimension ≤ 2 here, system has {system.dim}")
+        reference = exact_reference(system)
+    return trajectories, frame_interval, kT, system, reference
+
+
+def _run_analysis(args: argparse.Namespace):
+    from itomd.analysis import analyze
+
+    trajectories, frame_interval, kT, system, reference = _load_for_analysis(args)
+    result = analyze(trajectories, frame_interval, kT, reference=reference, lags=args.lags,
+                     n_timescales=args.n_timescales, n_states=args.n_states, seed=args.seed,
+                     progress=not args.quiet)
+    return result, system
+
+
+def cmd_analyze(args: argparse.Namespace) -> int:
+    result, system = _run_analysis(args)
+    out = result.to_dict()
+    if args.out:
+        _write_json(Path(args.out), out)
+    its = out["implied_timescales"]
+    lines = [f"{len(its['lags'])} lags; slowest implied timescale "
+             + ", ".join(f"{t[0]:.4g}" for t in its["timescales"])
+             + (f" (exact {its['reference'][0]:.4g})" if its.get("reference") else "")]
+    if out.get("js_divergence") is not None:
+        lines.append(f"stationary JS divergence vs exact: {out['js_divergence']:.4g} nats")
+    _emit(out, args.json, "\n".join(lines))
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from itomd.analysis.report import write_report
+
+    result, system = _run_analysis(args)
+    title = args.title or f"itomd report: {system.name if system else Path(args.path).name}"
+    path = write_report(result, args.out, title=title)
+    _emit({"report": str(path)}, args.json, f"wrote {path}")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from itomd.demo import run_demo
+
+    path = run_demo(Path(args.out), quick=args.quick, n_workers=args.workers)
+    print(f"demo finished: open {path}")
+    return 0
+
+
+# -- plumbing -------------------------------------------------------------------------------------
+def _emit(payload: dict, as_json: bool, text: str) -> None:
+    if as_json:
+        print(json.dumps(payload, indent=2, default=_json_default))
+    else:
+        print(text)
+
+
+def _json_default(obj):
+    import numpy as np
+
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, Path):
+        return str(obj)
+    raise TypeError(f"not JSON-serialisable: {type(obj).__name__}")
+
+
+def _write_json(path: Path, payload: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(json.dumps(payload, indent=2, default=_json_default))
+    os.replace(tmp, path)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="itomd", description="Learned transition densities for molecular dynamics (ITO/BoPITO).")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks for errors")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    p = sub.add_parser("simulate", help="run a resumable campaign of many trajectories")
+    _add_system_options(p)
+    p.add_argument("--out", required=True, type=Path, help="output trajectory store (directory)")
+    p.add_argument("--n-traj", dest="n_traj", required=True, type=_positive_int, help="number of trajectories")
+    p.add_argument("--n-frames", dest="n_frames", required=True, type=_positive_int, help="frames per trajectory (incl. start)")
+    p.add_argument("--seed", type=_nonnegative_int, default=0)
+    p.add_argument("--integrator", choices=["overdamped", "baoab"], default="overdamped")
+    p.add_argument("--x0", type=_float_list, metavar="X[,Y]", help="start all walkers here (default: equilibrium samples)")
+    p.add_argument("--chunk-size", dest="chunk_size", type=_positive_int, default=256,
+                   help="walkers simulated together in one task (larger is faster per walker)")
+    p.add_argument("--scheduler", metavar="ADDRESS", help="dask scheduler address (default: a LocalCluster)")
+    p.add_argument("--workers", type=_nonnegative_int, help="LocalCluster workers (0: run in this process)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--json", action="store_true", help="print a JSON summary")
+    p.set_defaults(func=cmd_simulate)
+
+    p = sub.add_parser("reference", help="exact implied timescales and stationary density (SqRA, dim ≤ 3)")
+    _add_system_options(p)
+    p.add_argument("--grid", type=_positive_int, help="cells per axis (default 1200 in 1-D, 240 in 2-D)")
+    p.add_argument("--n-timescales", dest="n_timescales", type=_positive_int, default=4)
+    p.add_argument("--lag-time", dest="lag_time", type=_positive_float, help="lag for transfer eigenvalues (default: frame interval)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_reference)
+
+    for name, helptext in (("analyze", "MSM implied timescales, CK test, FES, JS divergence, autocorrelation"),
+                           ("report", "write an HTML report with the analysis plots")):
+        p = sub.add_parser(name, help=helptext)
+        p.add_argument("path", type=Path, help="trajectory store (directory)")
+        _add_system_options(p, required=False)
+        p.add_argument("--reference", action="store_true", help="compare with the exact reference (dim ≤ 2)")
+        p.add_argument("--lags", type=_lag_list, help="MSM lags in frames, comma-separated (default: automatic)")
+        p.add_argument("--n-timescales", dest="n_timescales", type=_positive_int, default=3)
+        p.add_argument("--n-states", dest="n_states", type=_positive_int, help="number of discrete states")
+        p.add_argument("--seed", type=_nonnegative_int, default=0)
+        p.add_argument("--quiet", action="store_true")
+        p.add_argument("--json", action="store_true")
+        if name == "analyze":
+            p.add_argument("--out", type=Path, help="also write the JSON here")
+            p.set_defaults(func=cmd_analyze)
+        else:
+            p.add_argument("--out", type=Path, required=True, help="HTML file to write")
+            p.add_argument("--title")
+            p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser("demo", help="Müller–Brown end to end: simulate, reference, analyze, report")
+    p.add_argument("--out", type=Path, default=Path("demo-output"))
+    p.add_argument("--quick", action="store_true", help="a smaller run (for tests)")
+    p.add_argument("--workers", type=_nonnegative_int, help="LocalCluster workers (0: in-process)")
+    p.set_defaults(func=cmd_demo)
+    return parser
+
+
+def _join_negative_values(argv: list[str]) -> list[str]:
+    """Let ``--box -1.5,1.2`` and ``--x0 -0.5`` work (argparse reads a leading '-' as an option)."""
+    out: list[str] = []
+    i = 0
+    while i < len(argv):
+        token = argv[i]
+        if token in ("--box", "--x0") and i + 1 < len(argv) and argv[i + 1].startswith("-") and argv[i + 1][1:2] not in ("-", ""):
+            out.append(f"{token}={argv[i + 1]}")
+            i += 2
+            continue
+        out.append(token)
+        i += 1
+    return out
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``itomd`` command."""
+    argv = _join_negative_values(list(sys.argv[1:] if argv is None else argv))
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except ItomdError as exc:
+        if args.debug:
+            raise
+        print(f"itomd {args.command}: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print(f"itomd {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # an unexpected failure: still one line, the traceback on request
+        if args.debug:
+            raise
+        message = str(exc).splitlines()[0] if str(exc) else ""
+        print(f"itomd {args.command}: internal error: {type(exc).__name__}: {message} (rerun with --debug for the traceback)",
+              file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
