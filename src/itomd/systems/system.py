@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from itomd.errors import InvalidInputError
 from itomd.systems.potential import Potential
@@ -57,7 +57,6 @@ class System:
     box: Box | None = None
     name: str = ""
     spec: str = ""
-    parameters: dict = field(default_factory=dict, compare=False)
 
     def __post_init__(self) -> None:
         for attr in ("kT", "friction", "timestep", "frame_interval", "mass"):
