@@ -1,0 +1,100 @@
+"""Input checks shared by the analysis functions (one-line errors)."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+
+from itomd.errors import InvalidInputError
+
+
+def check_trajectories(trajectories: Sequence[np.ndarray]) -> list[np.ndarray]:
+    """Validate trajectories: a non-empty list of finite [n_frames, dim] arrays of one dimension.
+
+    A single 2-D array is taken as one trajectory, a 3-D array [n_trajectories, n_frames, dim] as
+    many, and 1-D arrays as one-dimensional trajectories [n_frames].
+
+    Returns
+    -------
+    list of np.ndarray, each [n_frames_i, dim], float64
+    """
+    if isinstance(trajectories, np.ndarray):
+        trajectories = [trajectories] if trajectories.ndim <= 2 else list(trajectories)
+    try:
+        trajectories = [np.asarray(t, dtype=float) for t in trajectories]
+    except (TypeError, ValueError):
+        raise InvalidInputError("trajectories must be a list of numeric arrays [n_frames, dim]") from None
+    if not trajectories:
+        raise InvalidInputError("no trajectories given")
+    out = []
+    for i, t in enumerate(trajectories):
+        if t.ndim == 1:
+            t = t[:, None]
+        if t.ndim != 2 or t.shape[0] == 0 or t.shape[1] == 0:
+            raise InvalidInputError(f"trajectory {i} must have shape [n_frames, dim], got {t.shape}")
+        if not np.all(np.isfinite(t)):
+            raise InvalidInputError(f"trajectory {i} contains NaN or inf values")
+        out.append(t)
+    dims = {t.shape[1] for t in out}
+    if len(dims) != 1:
+        raise InvalidInputError(f"trajectories have different dimensions: {sorted(dims)}")
+    return out
+
+
+def check_samples(samples: np.ndarray, name: str = "samples") -> np.ndarray:
+    """Validate a set of configurations: a finite, non-empty array [n, dim] (1-D input is [n])."""
+    try:
+        samples = np.asarray(samples, dtype=float)
+    except (TypeError, ValueError):
+        raise InvalidInputError(f"{name} must be a numeric array [n, dim]") from None
+    if samples.ndim == 1:
+        samples = samples[:, None]
+    if samples.ndim != 2 or samples.shape[0] == 0 or samples.shape[1] == 0:
+        raise InvalidInputError(f"{name} must have shape [n, dim], got {samples.shape}")
+    if not np.all(np.isfinite(samples)):
+        raise InvalidInputError(f"{name} contain NaN or inf values")
+    return samples
+
+
+def check_lags(lags: Sequence[int] | int, trajectories: Sequence[np.ndarray]) -> list[int]:
+    """Validate lags (frames): positive integers, each shorter than the longest trajectory.
+
+    Returns
+    -------
+    list of int
+        The distinct lags, ascending.
+    """
+    values = np.atleast_1d(np.asarray(lags, dtype=object))
+    if values.ndim != 1 or values.size == 0:
+        raise InvalidInputError(f"lags must be a non-empty list of positive integers (frames), got {lags!r}")
+    checked = []
+    for value in values:
+        if not (_is_number(value) and np.isfinite(value) and float(value) == int(value)):
+            raise InvalidInputError(f"lags must be positive integers (frames), got {value!r}")
+        checked.append(int(value))
+    if min(checked) < 1:
+        raise InvalidInputError(f"lags must be positive integers (frames), got {min(checked)}")
+    longest = max(len(t) for t in trajectories)
+    if max(checked) >= longest:
+        raise InvalidInputError(
+            f"lag {max(checked)} frames is not shorter than the longest trajectory ({longest} frames)")
+    return sorted(set(checked))
+
+
+def check_frame_interval(frame_interval: float) -> float:
+    """Validate the physical time between frames (a positive finite number)."""
+    if not (_is_number(frame_interval) and np.isfinite(frame_interval) and frame_interval > 0):
+        raise InvalidInputError(f"frame interval must be a positive number, got {frame_interval!r}")
+    return float(frame_interval)
+
+
+def check_positive(value: float, name: str) -> float:
+    """Validate a positive finite number such as kT."""
+    if not (_is_number(value) and np.isfinite(value) and value > 0):
+        raise InvalidInputError(f"{name} must be a positive number, got {value!r}")
+    return float(value)
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, (bool, np.bool_))
