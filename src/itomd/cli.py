@@ -206,7 +206,7 @@ def cmd_analyze(args: argparse.Namespace) -> int:
         _write_json(Path(args.out), out)
     its = out["implied_timescales"]
     lines = [f"{len(its['lags'])} lags; slowest implied timescale "
-             + ", ".join(f"{t[0]:.4g}" for t in its["timescales"])
+             + ", ".join("–" if t[0] is None else f"{t[0]:.4g}" for t in its["timescales"])
              + (f" (exact {its['reference'][0]:.4g})" if its.get("reference") else "")]
     if out.get("js_divergence") is not None:
         lines.append(f"stationary JS divergence vs exact: {out['js_divergence']:.4g} nats")

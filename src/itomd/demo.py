@@ -68,7 +68,8 @@ def run_demo(out: Path, quick: bool = False, n_workers: int | None = None, seed:
     its = summary["implied_timescales"]
     exact = reference.implied_timescales(1)[0]
     print(f"slowest implied timescale: exact {exact:.3f}; MSM "
-          + ", ".join(f"{t[0]:.3f} (lag {lt:g})" for t, lt in zip(its["timescales"], its["lag_times"])))
+          + ", ".join(f"{t[0]:.3f} (lag {lt:g})" for t, lt in zip(its["timescales"], its["lag_times"])
+                        if t[0] is not None))
     if summary.get("js_divergence") is not None:
         print(f"stationary JS divergence vs exact: {summary['js_divergence']:.4f} nats")
     return report

@@ -1,15 +1,23 @@
-"""Analysis of trajectories with deeptime: MSMs, implied timescales, CK tests, free energies,
-JS divergence, autocorrelation; result objects with ``.plot()`` and ``.to_dict()``; HTML report."""
+"""Analysis of trajectories: MSMs with deeptime (implied timescales with Bayesian intervals, CK tests),
+free-energy surfaces, JS divergence (nats), autocorrelation, and a self-contained HTML report.
 
-from itomd.analysis.correlation import AutocorrelationResult, autocorrelation
+Inputs are plain arrays: a list of trajectories [n_frames_i, dim] and the physical time per frame.
+Every result has ``.to_dict()`` (JSON-serialisable) and, where it makes sense, ``.plot()``.
+"""
+
+from itomd.analysis.correlation import AutocorrelationResult, autocorrelation, first_coordinate
 from itomd.analysis.discretize import Discretization, discretize
-from itomd.analysis.divergence import JSDivergence, js_divergence, js_divergence_of_histograms
+from itomd.analysis.divergence import JSDivergence, js_divergence, js_divergence_of_distributions
 from itomd.analysis.fes import FreeEnergySurface, free_energy_surface
 from itomd.analysis.msm import CKTestResult, ImpliedTimescalesResult, ck_test, implied_timescales
 from itomd.analysis.pipeline import AnalysisResult, analyze, default_lags
+from itomd.analysis.report import write_report
 
 __all__ = [
-    "analyze", "AnalysisResult", "default_lags", "discretize", "Discretization", "implied_timescales",
-    "ImpliedTimescalesResult", "ck_test", "CKTestResult", "free_energy_surface", "FreeEnergySurface",
-    "js_divergence", "js_divergence_of_histograms", "JSDivergence", "autocorrelation", "AutocorrelationResult",
+    "analyze", "AnalysisResult", "default_lags", "write_report",
+    "discretize", "Discretization",
+    "implied_timescales", "ImpliedTimescalesResult", "ck_test", "CKTestResult",
+    "free_energy_surface", "FreeEnergySurface",
+    "js_divergence", "js_divergence_of_distributions", "JSDivergence",
+    "autocorrelation", "AutocorrelationResult", "first_coordinate",
 ]

@@ -1,133 +1,212 @@
-"""Free-energy surfaces F = −kT ln p on one or two features."""
+r"""Free-energy surfaces from samples, with the exact reference on the same bins.
+
+.. math::
+    F(b) = -kT \ln \frac{n_b}{N\,V_b} - \min_{b'} F(b'),
+
+for bins *b* with :math:`n_b` of N samples and volume :math:`V_b`; empty bins are NaN. The exact
+surface uses the reference's probability mass in the same bins instead of :math:`n_b/N`.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 
-from itomd.errors import InvalidInputError
+from itomd.analysis._histogram import (Range, histogram, histogram_edges, reference_bin_mass, reference_range,
+                                       select_features)
+from itomd.analysis._validation import check_positive, check_samples
+
+if TYPE_CHECKING:
+    import matplotlib.axes
+
+    from itomd.systems.reference import ExactReference
+
+#: Bins with fewer samples than this are left out of :meth:`FreeEnergySurface.rms_deviation`.
+DEFAULT_MIN_COUNT = 20
 
 
 @dataclass
 class FreeEnergySurface:
-    """A histogram free energy, optionally with the exact one on the same bins.
+    """A free-energy surface on a regular histogram of 1 or 2 features.
 
     Attributes
     ----------
-    edges : list of np.ndarray
-        Bin edges per dimension (1 or 2 dimensions).
-    free_energy : np.ndarray, shape [bins_1(, bins_2)]
-        F = −kT ln p, minimum 0, NaN where no sample fell.
-    reference : np.ndarray or None
-        Exact F on the same bins (minimum 0, NaN where the exact mass is 0).
+    edges : tuple of np.ndarray, each [n_bins_k + 1]
+        Bin edges per feature.
+    free_energy : np.ndarray, shape [n_bins_1, (n_bins_2)]
+        F = −kT ln p in energy units (the unit of kT), minimum 0; NaN in empty bins.
+    counts : np.ndarray, shape [n_bins_1, (n_bins_2)]
+        Samples per bin.
     kT : float
+    features : tuple of int
+        Coordinates histogrammed.
+    n_samples : int
+        All samples given (including those outside the edges).
+    n_outside : int
+        Samples outside the edges (not in any bin).
+    reference : np.ndarray, shape [n_bins_1, (n_bins_2)], optional
+        Exact free energy on the same bins, minimum 0; NaN where the exact mass is zero.
     """
 
-    edges: list[np.ndarray]
+    edges: tuple[np.ndarray, ...]
     free_energy: np.ndarray
+    counts: np.ndarray
     kT: float
+    features: tuple[int, ...]
+    n_samples: int
+    n_outside: int
     reference: np.ndarray | None = None
-    feature_names: tuple[str, ...] = ("x", "y")
 
     @property
-    def centers(self) -> list[np.ndarray]:
-        return [0.5 * (e[1:] + e[:-1]) for e in self.edges]
+    def dim(self) -> int:
+        return len(self.edges)
 
-    def rmse_vs_reference(self, max_free_energy: float | None = None) -> float | None:
-        """RMS difference to the exact F over bins where both are defined (and F_exact < cut)."""
+    @property
+    def centers(self) -> tuple[np.ndarray, ...]:
+        """Bin centres per feature, each [n_bins_k]."""
+        return tuple(0.5 * (e[1:] + e[:-1]) for e in self.edges)
+
+    def rms_deviation(self, min_count: int = DEFAULT_MIN_COUNT) -> float | None:
+        """Root-mean-square difference to the exact surface, in units of kT.
+
+        Taken over bins with at least ``min_count`` samples and non-zero exact mass, after removing
+        the mean offset over those bins (free energies are defined up to a constant).
+
+        Returns
+        -------
+        float or None
+            None without a reference or without such bins.
+        """
         if self.reference is None:
             return None
-        cut = 5 * self.kT if max_free_energy is None else max_free_energy
-        mask = np.isfinite(self.free_energy) & np.isfinite(self.reference) & (self.reference < cut)
+        mask = (self.counts >= min_count) & np.isfinite(self.reference) & np.isfinite(self.free_energy)
         if not mask.any():
             return None
-        # compare shapes up to a constant: align the means over the compared bins
-        d = self.free_energy[mask] - self.reference[mask]
-        return float(np.sqrt(np.mean((d - d.mean()) ** 2)))
+        diff = (self.free_energy - self.reference)[mask]
+        return float(np.sqrt(np.mean((diff - diff.mean()) ** 2)) / self.kT)
 
     def to_dict(self) -> dict:
-        nan = lambda a: None if a is None else np.where(np.isfinite(a), a, None).tolist()
-        return {"edges": [e.tolist() for e in self.edges], "free_energy": nan(self.free_energy),
-                "reference": nan(self.reference), "kT": self.kT, "rmse_vs_reference_below_5kT": self.rmse_vs_reference()}
+        """JSON-serialisable summary (NaN becomes null)."""
+        return {
+            "features": list(self.features),
+            "bins": [len(e) - 1 for e in self.edges],
+            "range": [[float(e[0]), float(e[-1])] for e in self.edges],
+            "edges": [e.tolist() for e in self.edges],
+            "kT": self.kT,
+            "free_energy": _to_json(self.free_energy),
+            "reference": None if self.reference is None else _to_json(self.reference),
+            "n_samples": self.n_samples,
+            "n_outside": self.n_outside,
+            "rms_deviation_kT": self.rms_deviation(),
+            "rms_min_count": DEFAULT_MIN_COUNT,
+        }
 
-    def plot(self, ax=None):
-        """1-D: F and the exact F; 2-D: filled contours of F with exact contour lines."""
+    def plot(self, ax: "matplotlib.axes.Axes | None" = None, max_free_energy: float | None = None) -> "matplotlib.axes.Axes":
+        """Draw the surface.
+
+        1-D: F against the coordinate, the exact surface dashed. 2-D: filled contours of F with the
+        exact surface overlaid as dashed contour lines at the same levels.
+
+        Parameters
+        ----------
+        ax : matplotlib.axes.Axes, optional
+            Axes to draw on; a new figure is made otherwise.
+        max_free_energy : float, optional
+            Upper end of the colour scale / y axis; default the smaller of 10 kT and the largest F.
+
+        Returns
+        -------
+        matplotlib.axes.Axes
+        """
         import matplotlib.pyplot as plt
 
-        if len(self.edges) == 1:
-            ax = ax or plt.subplots(figsize=(5.5, 4))[1]
-            c = self.centers[0]
-            ax.plot(c, self.free_energy, "o-", ms=3, label="samples")
+        if ax is None:
+            ax = plt.subplots(figsize=(5.5, 4.0))[1]
+        finite = self.free_energy[np.isfinite(self.free_energy)]
+        top = max_free_energy or (min(10.0 * self.kT, float(finite.max())) if finite.size else 10.0 * self.kT)
+        top = top if top > 0 else self.kT
+        names = [f"x[{f}]" for f in self.features]
+        if self.dim == 1:
+            (x,) = self.centers
+            ax.plot(x, self.free_energy, "-", color="C0", label="samples")
             if self.reference is not None:
-                ax.plot(c, self.reference, "k--", label="exact")
-            ax.set_xlabel(self.feature_names[0])
+                ax.plot(x, self.reference, "--", color="k", lw=1.2, label="exact")
+            ax.set_ylim(-0.05 * top, top * 1.05)
+            ax.set_xlabel(names[0])
             ax.set_ylabel("free energy")
-            ax.legend()
+            ax.legend(fontsize=8)
         else:
-            ax = ax or plt.subplots(figsize=(5.5, 4.5))[1]
-            cx, cy = self.centers
-            vmax = np.nanpercentile(self.free_energy, 99) if np.isfinite(self.free_energy).any() else 1.0
-            cs = ax.contourf(cx, cy, np.ma.masked_invalid(self.free_energy).T, levels=np.linspace(0, vmax, 16),
-                             cmap="viridis")
-            plt.colorbar(cs, ax=ax, label="free energy")
+            x, y = self.centers
+            levels = np.linspace(0.0, top, 13)
+            shown = np.where(np.isfinite(self.free_energy), np.minimum(self.free_energy, top), np.nan)
+            filled = ax.contourf(x, y, shown.T, levels=levels, cmap="viridis")
+            ax.figure.colorbar(filled, ax=ax, label="free energy")
             if self.reference is not None:
-                ax.contour(cx, cy, np.ma.masked_invalid(np.minimum(self.reference, vmax)).T,
-                           levels=np.linspace(0, vmax, 8), colors="w", linewidths=0.8)
-            ax.set_xlabel(self.feature_names[0])
-            ax.set_ylabel(self.feature_names[1])
-        ax.set_title("free-energy surface" + (" (exact: dashed/white)" if self.reference is not None else ""))
+                exact = np.where(np.isfinite(self.reference), self.reference, np.nan)
+                ax.contour(x, y, exact.T, levels=levels[1:-1], colors="w", linestyles="--", linewidths=0.8)
+                ax.plot([], [], "--", color="0.4", label="exact (contours)")
+                ax.legend(fontsize=7, loc="upper right")
+            ax.set_xlabel(names[0])
+            ax.set_ylabel(names[1])
+        rms = self.rms_deviation()
+        suffix = "" if rms is None else f", RMS vs exact {rms:.2f} kT"
+        ax.set_title(f"Free energy ({' × '.join(str(len(e) - 1) for e in self.edges)} bins{suffix})", fontsize=10)
         return ax
-
-
-def _free_energy(hist: np.ndarray, kT: float) -> np.ndarray:
-    with np.errstate(divide="ignore"):
-        f = -kT * np.log(hist / hist.sum())
-    f[~np.isfinite(f)] = np.nan
-    return f - np.nanmin(f)
 
 
 def free_energy_surface(
     samples: np.ndarray,
     kT: float,
-    bins: int | Sequence[int] = 50,
-    range: Sequence[tuple[float, float]] | None = None,  # noqa: A002 - numpy's name
-    reference=None,
+    bins: int | Sequence[int] | None = None,
+    range: Range | tuple[float, float] | None = None,
+    reference: "ExactReference | None" = None,
+    features: Sequence[int] | None = None,
 ) -> FreeEnergySurface:
-    """Histogram free energy of samples on their 1 or 2 coordinates.
+    """Histogram free-energy surface of samples, optionally with the exact one on the same bins.
 
     Parameters
     ----------
-    samples : np.ndarray, shape [n, 1] or [n, 2]
-        Feature values.
+    samples : np.ndarray, shape [n, dim]
+        Configurations (e.g. all frames of all trajectories); 1-D input is taken as [n].
     kT : float
-        Thermal energy (F is reported in its unit).
-    bins : int or sequence of int
+        Thermal energy; F is in its units.
+    bins : int or sequence of int, optional
+        Bins per feature (default 100 in 1-D, 50 × 50 in 2-D).
     range : sequence of (low, high), optional
-        Defaults to the reference's box, else the data range.
+        Histogram range per feature; default the reference's box if a reference is given, else
+        the range of the samples.
     reference : ExactReference, optional
+        Adds the exact free energy on the same bins (marginalised over coordinates not in
+        ``features``).
+    features : sequence of int, optional
+        One or two coordinates to histogram; default all (which must then be 1 or 2).
 
     Returns
     -------
     FreeEnergySurface
     """
-    samples = np.asarray(samples, dtype=float)
-    if samples.ndim == 1:
-        samples = samples[:, None]
-    if samples.ndim != 2 or samples.shape[1] not in (1, 2) or len(samples) == 0:
-        raise InvalidInputError(f"free-energy surfaces take samples of shape [n, 1] or [n, 2], got {samples.shape}")
-    if not np.all(np.isfinite(samples)):
-        raise InvalidInputError("samples contain NaN or inf values")
-    if not (np.isfinite(kT) and kT > 0):
-        raise InvalidInputError(f"kT must be positive, got {kT}")
-    from itomd.analysis.divergence import _edges
-
-    if range is None and reference is not None:
-        range = reference.box
-    edges, _, _ = _edges(samples, bins, range)
-    hist, _ = np.histogramdd(samples, bins=edges)
-    ref = None
+    samples = check_samples(samples)
+    kT = check_positive(kT, "kT")
+    selected, features = select_features(samples, features, max_dim=2)
+    default_range = None if reference is None else reference_range(reference, features)
+    edges = histogram_edges([selected], bins, range, default_range)
+    counts, n_outside = histogram(selected, edges)
+    volume = np.prod(np.meshgrid(*[np.diff(e) for e in edges], indexing="ij"), axis=0)
+    free_energy = _free_energy(counts / max(len(selected), 1) / volume, kT)
+    exact = None
     if reference is not None:
-        ref = _free_energy(reference.bin_probabilities(edges), kT)
-    return FreeEnergySurface(edges=edges, free_energy=_free_energy(hist, kT), kT=float(kT), reference=ref)
+        exact = _free_energy(reference_bin_mass(reference, edges, features) / volume, kT)
+    return FreeEnergySurface(edges=edges, free_energy=free_energy, counts=counts, kT=kT, features=features,
+                             n_samples=len(selected), n_outside=n_outside, reference=exact)
+
+
+def _free_energy(density: np.ndarray, kT: float) -> np.ndarray:
+    with np.errstate(divide="ignore"):
+        f = np.where(density > 0, -kT * np.log(density), np.nan)
+    return f - np.nanmin(f) if np.any(np.isfinite(f)) else f
+
+
+def _to_json(values: np.ndarray):
+    return np.where(np.isfinite(values), values, None).tolist()

@@ -1,108 +1,159 @@
-"""One call from trajectories to every number and plot: :func:`analyze` → :class:`AnalysisResult`."""
+"""One call from trajectories to every number: :func:`analyze` → :class:`AnalysisResult`."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 from tqdm.auto import tqdm
 
-from itomd.analysis._validation import check_frame_interval, check_lags, check_trajectories
-from itomd.analysis.correlation import AutocorrelationResult, autocorrelation
-from itomd.analysis.discretize import discretize
+from itomd.analysis._validation import check_frame_interval, check_lags, check_positive, check_trajectories
+from itomd.analysis.correlation import AutocorrelationResult, Observable, autocorrelation
+from itomd.analysis.discretize import Discretization, discretize
 from itomd.analysis.divergence import JSDivergence, js_divergence
 from itomd.analysis.fes import FreeEnergySurface, free_energy_surface
-from itomd.analysis.msm import CKTestResult, ImpliedTimescalesResult, ck_test, implied_timescales
+from itomd.analysis.msm import DEFAULT_N_SAMPLES, CKTestResult, ImpliedTimescalesResult, ck_test, implied_timescales
 from itomd.errors import InvalidInputError
+
+if TYPE_CHECKING:
+    from itomd.systems.reference import ExactReference
+
+#: Trajectories shorter than this fraction of the longest one do not limit the default lags.
+USEFUL_LENGTH_FRACTION = 0.1
 
 
 @dataclass
 class AnalysisResult:
-    """Everything :func:`analyze` computed; ``to_dict()`` is the ``itomd analyze --json`` output."""
+    """Everything :func:`analyze` computed.
+
+    Attributes
+    ----------
+    implied_timescales : ImpliedTimescalesResult
+    ck_test : CKTestResult or None
+        None where the test was impossible (see ``notes``).
+    free_energy : FreeEnergySurface
+    js_divergence : JSDivergence or None
+        Against the exact reference; None without one.
+    autocorrelation : AutocorrelationResult
+    discretization : Discretization
+    n_trajectories, n_frames : int
+        Trajectories and frames in all.
+    frame_interval, kT : float
+    features : tuple of int
+        Coordinates used for the free energy and the JS divergence.
+    notes : list of str
+        What was chosen automatically or skipped.
+    """
 
     implied_timescales: ImpliedTimescalesResult
-    autocorrelation: AutocorrelationResult
     ck_test: CKTestResult | None
-    free_energy: FreeEnergySurface | None
-    js: JSDivergence | None
+    free_energy: FreeEnergySurface
+    js_divergence: JSDivergence | None
+    autocorrelation: AutocorrelationResult
+    discretization: Discretization
     n_trajectories: int
     n_frames: int
     frame_interval: float
     kT: float
+    features: tuple[int, ...]
     notes: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict:
+        """JSON-serialisable summary; times in physical units, JS divergence in nats."""
         return {
             "implied_timescales": self.implied_timescales.to_dict(),
-            "js_divergence": None if self.js is None else self.js.value,
-            "js_divergence_details": None if self.js is None else self.js.to_dict(),
-            "free_energy": None if self.free_energy is None else self.free_energy.to_dict(),
+            "js_divergence": None if self.js_divergence is None else self.js_divergence.value,
+            "js_divergence_details": None if self.js_divergence is None else self.js_divergence.to_dict(),
+            "free_energy": self.free_energy.to_dict(),
             "ck_test": None if self.ck_test is None else self.ck_test.to_dict(),
             "autocorrelation": self.autocorrelation.to_dict(),
             "n_trajectories": self.n_trajectories,
             "n_frames": self.n_frames,
             "frame_interval": self.frame_interval,
             "kT": self.kT,
-            "notes": self.notes,
+            "dim": self.discretization.dim,
+            "features": list(self.features),
+            "discretization": {"method": self.discretization.method, "n_states": self.discretization.n_states},
+            "notes": list(self.notes),
         }
 
-    def figures(self) -> list[tuple[str, object]]:
-        """(title, matplotlib Figure) for each plot, in report order."""
-        import matplotlib.pyplot as plt
 
-        figs = []
-        ax = self.implied_timescales.plot()
-        figs.append(("Implied timescales vs lag (exact: dashed)", ax.figure))
-        if self.free_energy is not None:
-            figs.append(("Free-energy surface", self.free_energy.plot().figure))
-        if self.ck_test is not None:
-            figs.append(("Chapman–Kolmogorov test", self.ck_test.plot(plt.figure())))
-        figs.append(("Autocorrelation", self.autocorrelation.plot().figure))
-        for _, fig in figs:
-            fig.tight_layout()
-        return figs
+def useful_length(trajectory_lengths: Sequence[int]) -> int:
+    """The shortest trajectory length among those at least a tenth as long as the longest."""
+    lengths = np.asarray(trajectory_lengths, dtype=int)
+    return int(lengths[lengths >= USEFUL_LENGTH_FRACTION * lengths.max()].min())
 
 
-def default_lags(longest: int, n: int = 7) -> list[int]:
-    """About ``n`` log-spaced lags (frames) from 1 to a third of the longest trajectory."""
-    top = max(1, (longest - 1) // 3)
-    return sorted({int(round(v)) for v in np.geomspace(1, top, n)})
+def default_lags(trajectory_lengths: Sequence[int], n_lags: int = 8) -> list[int]:
+    """About ``n_lags`` log-spaced MSM lags (frames) from 1 to a third of the useful trajectory length.
+
+    Parameters
+    ----------
+    trajectory_lengths : sequence of int
+        Frames per trajectory.
+    n_lags : int
+
+    Returns
+    -------
+    list of int
+        Distinct lags, ascending (fewer than ``n_lags`` for short trajectories).
+    """
+    top = max(1, useful_length(trajectory_lengths) // 3)
+    return sorted({int(round(v)) for v in np.geomspace(1, top, n_lags)})
 
 
 def analyze(
     trajectories: Sequence[np.ndarray],
     frame_interval: float,
     kT: float,
-    reference=None,
+    reference: "ExactReference | None" = None,
     lags: Sequence[int] | None = None,
     n_timescales: int = 3,
     n_states: int | None = None,
-    n_bootstrap: int = 50,
     seed: int = 0,
     progress: bool = False,
+    *,
+    n_samples: int = DEFAULT_N_SAMPLES,
+    ck_lag: int | None = None,
+    n_metastable: int = 2,
+    observable: Observable | None = None,
 ) -> AnalysisResult:
     """MSM implied timescales, CK test, free energy, JS divergence and autocorrelation in one call.
 
+    Automatic choices (recorded in ``notes``): lags from :func:`default_lags`; the CK test at the
+    middle of the lags that leave room for four multiples; free energy and JS divergence on the raw
+    coordinates if there are at most two, else on the first two; the JS divergence only with a
+    reference; the autocorrelation of the first coordinate at 16 log-spaced lags up to half the
+    useful trajectory length. Frames are assumed to be drawn from equilibrium.
+
     Parameters
     ----------
-    trajectories : list of np.ndarray, each [n_frames, dim]
+    trajectories : list of np.ndarray, each [n_frames_i, dim]
     frame_interval : float
         Physical time between frames.
     kT : float
-        Thermal energy (free energies are reported in its unit).
+        Thermal energy (free energies are in its unit).
     reference : ExactReference, optional
-        Adds exact timescales, exact FES, JS divergence vs the exact density and exact C(τ).
+        Adds exact timescales, the exact free energy, the JS divergence and the exact autocorrelation.
     lags : sequence of int, optional
-        MSM lags in frames (default: :func:`default_lags`).
+        MSM lags in frames.
     n_timescales : int
+        Implied timescales per lag.
     n_states : int, optional
         States of the discretisation (default 100).
-    n_bootstrap : int
-        Bootstrap resamples for timescale intervals.
     seed : int
+        Seed of the clustering and the posterior sampling.
     progress : bool
         Show a progress bar over the steps.
+    n_samples : int
+        Bayesian MSM samples per lag for confidence intervals (0: none).
+    ck_lag : int, optional
+        Lag (frames) of the CK-tested model.
+    n_metastable : int
+        PCCA+ sets of the CK test.
+    observable : callable, optional
+        Observable of the autocorrelation, [n, dim] → [n]; default the first coordinate.
 
     Returns
     -------
@@ -110,57 +161,68 @@ def analyze(
     """
     trajectories = check_trajectories(trajectories)
     frame_interval = check_frame_interval(frame_interval)
-    if not (np.isfinite(kT) and kT > 0):
-        raise InvalidInputError(f"kT must be positive, got {kT}")
-    longest = max(len(t) for t in trajectories)
-    if longest < 3:
-        raise InvalidInputError(f"trajectories need at least 3 frames for an analysis, the longest has {longest}")
-    lags = check_lags(lags if lags is not None else default_lags(longest), trajectories)
+    kT = check_positive(kT, "kT")
     dim = trajectories[0].shape[1]
-    notes = []
     if reference is not None and reference.dim != dim:
-        raise InvalidInputError(f"trajectories are {dim}-D but the reference is {reference.dim}-D")
-    steps = tqdm(total=5, desc="analyze", disable=not progress, leave=False)
+        raise InvalidInputError(f"trajectories are {dim}-dimensional but the reference is {reference.dim}-dimensional")
+    lengths = [len(t) for t in trajectories]
+    if max(lengths) < 2:
+        raise InvalidInputError("trajectories need at least 2 frames for a dynamical analysis")
+    usable = useful_length(lengths)
+    notes = []
+    if lags is None:
+        lags = default_lags(lengths)
+        notes.append(f"lags {lags} frames chosen automatically (up to 1/3 of {usable} frames)")
+    lags = check_lags(lags, trajectories)
 
-    steps.set_postfix_str("discretise")
+    steps = tqdm(total=6, desc="analyze", disable=not progress, leave=False)
+
+    def step(name: str) -> None:
+        steps.set_postfix_str(name)
+
+    step("discretise")
     discretization = discretize(trajectories, n_states=n_states, seed=seed)
     steps.update()
 
-    steps.set_postfix_str("implied timescales")
+    step("implied timescales")
     its = implied_timescales(trajectories, frame_interval, lags, n_timescales=n_timescales,
-                             discretization=discretization, n_bootstrap=n_bootstrap, reference=reference, seed=seed)
+                             discretization=discretization, n_samples=n_samples, reference=reference, seed=seed)
     steps.update()
 
-    steps.set_postfix_str("CK test")
+    step("CK test")
     ck = None
-    ck_candidates = [l for l in lags if 3 * l < longest]
-    if ck_candidates:
-        ck_lag = ck_candidates[len(ck_candidates) // 2]
-        try:
-            ck = ck_test(trajectories, frame_interval, ck_lag, n_metastable=2, mlags=5,
-                         discretization=discretization, seed=seed)
-        except (InvalidInputError, ValueError, RuntimeError) as exc:  # e.g. PCCA on a disconnected model
-            notes.append(f"CK test skipped: {str(exc).splitlines()[0]}")
+    if ck_lag is None:
+        candidates = [lag for lag in lags if 4 * lag < usable] or lags[:1]
+        ck_lag = candidates[len(candidates) // 2]
+    try:
+        ck = ck_test(trajectories, frame_interval, ck_lag, n_metastable=n_metastable,
+                     discretization=discretization, n_samples=n_samples, seed=seed)
+    except (ValueError, AssertionError, np.linalg.LinAlgError) as error:  # InvalidInputError is a ValueError
+        notes.append(f"CK test skipped: {str(error).splitlines()[0] if str(error) else type(error).__name__}")
     steps.update()
 
-    steps.set_postfix_str("free energy / JS")
-    frames = np.concatenate(trajectories)
-    fes, js = None, None
-    features = frames if dim <= 2 else frames[:, :2]
+    features = tuple(range(min(dim, 2)))
     if dim > 2:
-        notes.append("free energy on the first two coordinates")
-    bins = 100 if features.shape[1] == 1 else 40
-    use_reference = reference if dim <= 2 else None
-    fes = free_energy_surface(features, kT, bins=bins, reference=use_reference)
-    if use_reference is not None:
-        js = js_divergence(frames, reference=use_reference, bins=bins)
+        notes.append(f"free energy and JS divergence on the first two of {dim} coordinates")
+    frames = np.concatenate(trajectories)
+
+    step("free energy")
+    fes = free_energy_surface(frames, kT, reference=reference, features=features)
     steps.update()
 
-    steps.set_postfix_str("autocorrelation")
-    acf_lags = sorted({int(round(v)) for v in np.geomspace(1, max(1, (longest - 1) // 2), 12)})
-    acf = autocorrelation(trajectories, frame_interval, acf_lags, reference=use_reference, name="x₁")
+    step("JS divergence")
+    js = None
+    if reference is not None:
+        js = js_divergence(frames, reference=reference, features=features)
+    else:
+        notes.append("no JS divergence: it needs an exact reference")
+    steps.update()
+
+    step("autocorrelation")
+    acf_lags = sorted({int(round(v)) for v in np.geomspace(1, max(1, usable // 2), 16)})
+    acf = autocorrelation(trajectories, frame_interval, acf_lags, observable=observable, reference=reference)
     steps.update()
     steps.close()
-    return AnalysisResult(implied_timescales=its, autocorrelation=acf, ck_test=ck, free_energy=fes, js=js,
-                          n_trajectories=len(trajectories), n_frames=int(sum(len(t) for t in trajectories)),
-                          frame_interval=frame_interval, kT=float(kT), notes=notes)
+    return AnalysisResult(implied_timescales=its, ck_test=ck, free_energy=fes, js_divergence=js, autocorrelation=acf,
+                          discretization=discretization, n_trajectories=len(trajectories), n_frames=int(sum(lengths)),
+                          frame_interval=frame_interval, kT=kT, features=features, notes=notes)

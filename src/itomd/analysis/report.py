@@ -1,4 +1,8 @@
-"""A single self-contained HTML page with the analysis plots (PNG embedded) and key numbers."""
+"""One self-contained HTML page with the analysis plots (PNG, embedded as base64) and key numbers.
+
+Figures are rendered with matplotlib's Agg canvas directly, so writing a report neither needs a
+display nor changes the caller's pyplot backend or state.
+"""
 
 from __future__ import annotations
 
@@ -6,97 +10,174 @@ import base64
 import html
 import io
 import os
-import secrets
+import tempfile
 from pathlib import Path
+from typing import Mapping, Sequence, Union
 
-import matplotlib
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")
+from itomd.analysis.pipeline import AnalysisResult
 
-from itomd.analysis.pipeline import AnalysisResult  # noqa: E402
+#: An extra section's body: an HTML fragment (inserted as is) or a matplotlib figure.
+SectionBody = Union[str, Figure]
 
 _STYLE = """
-body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1100px; color: #222; }
+body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1150px; color: #222; }
 h1 { font-size: 1.5em; } h2 { font-size: 1.15em; margin-top: 1.6em; }
-table { border-collapse: collapse; margin: 1em 0; } td, th { border: 1px solid #ccc; padding: 4px 10px; text-align: right; }
+table { border-collapse: collapse; margin: 0.6em 0; }
+td, th { border: 1px solid #ccc; padding: 3px 10px; text-align: right; }
 th { background: #f3f3f3; } td:first-child, th:first-child { text-align: left; }
-.figs { display: flex; flex-wrap: wrap; gap: 16px; } figure { margin: 0; } figcaption { font-size: 0.9em; color: #555; }
-img { max-width: 540px; border: 1px solid #eee; } .note { color: #555; font-size: 0.9em; }
+.figs { display: flex; flex-wrap: wrap; gap: 16px; } figure { margin: 0; }
+figcaption { font-size: 0.9em; color: #555; } img { max-width: 550px; border: 1px solid #eee; }
+.note { color: #555; font-size: 0.9em; }
 """
 
 
-def _png(fig) -> str:
-    import matplotlib.pyplot as plt
+def write_report(
+    result: AnalysisResult,
+    path: str | os.PathLike,
+    title: str = "itomd report",
+    extra_sections: Mapping[str, SectionBody] | Sequence[tuple[str, SectionBody]] | None = None,
+) -> Path:
+    """Write the analysis as one self-contained HTML file, atomically.
 
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100)
-    plt.close(fig)
-    return base64.b64encode(buf.getvalue()).decode("ascii")
-
-
-def _fmt(x) -> str:
-    return "–" if x is None else f"{x:.4g}"
-
-
-def _summary_table(result: AnalysisResult) -> str:
-    its = result.implied_timescales
-    ref = its.reference
-    rows = []
-    for i, lag in enumerate(its.lags):
-        t = its.timescales[i, 0]
-        lo, hi = its.lower[i, 0], its.upper[i, 0]
-        err = "–" if ref is None else f"{100 * (t / ref[0] - 1):+.1f}%"
-        rows.append(f"<tr><td>{lag}</td><td>{its.lag_times[i]:.4g}</td><td>{t:.4g}</td>"
-                    f"<td>[{lo:.4g}, {hi:.4g}]</td><td>{_fmt(None if ref is None else ref[0])}</td><td>{err}</td></tr>")
-    head = ("<table><tr><th>lag (frames)</th><th>lag time</th><th>slowest ITS</th>"
-            f"<th>{int(its.confidence * 100)}% bootstrap CI</th><th>exact</th><th>error</th></tr>")
-    return head + "".join(rows) + "</table>"
-
-
-def _numbers(result: AnalysisResult) -> str:
-    items = [("trajectories", str(result.n_trajectories)), ("frames", str(result.n_frames)),
-             ("frame interval τ", f"{result.frame_interval:g}"), ("kT", f"{result.kT:g}"),
-             ("MSM states", str(result.implied_timescales.n_states))]
-    if result.js is not None:
-        js = result.js
-        items.append(("stationary JS divergence vs exact",
-                      f"{js.value:.4g} nats ({'×'.join(map(str, js.bins))} bins on "
-                      f"{', '.join(f'[{lo:g}, {hi:g}]' for lo, hi in js.range)})"))
-    if result.free_energy is not None and result.free_energy.reference is not None:
-        items.append(("FES RMSE vs exact (bins below 5 kT)", f"{_fmt(result.free_energy.rmse_vs_reference())} energy units"))
-    if result.ck_test is not None:
-        items.append(("CK test max deviation", f"{result.ck_test.max_deviation:.3g} (lag {result.ck_test.lag} frames)"))
-    if result.autocorrelation.reference is not None:
-        items.append(("autocorrelation max |error| vs exact", f"{result.autocorrelation.max_abs_error():.3g}"))
-    return "<table>" + "".join(f"<tr><td>{html.escape(k)}</td><td>{html.escape(v)}</td></tr>" for k, v in items) + "</table>"
-
-
-def write_report(result: AnalysisResult, path: str | os.PathLike, title: str = "itomd report",
-                 extra_sections: list[tuple[str, str]] | None = None) -> Path:
-    """Write one self-contained HTML page (atomically) and return its path.
+    The page holds a table of key numbers (slowest implied timescales against the exact ones, the
+    JS divergence in nats with its bins and range, the free-energy and autocorrelation deviations,
+    the CK-test deviation) and the plots: implied timescales, free energy, CK test, autocorrelation.
+    The file is written to a temporary file in the same directory and moved into place.
 
     Parameters
     ----------
     result : AnalysisResult
     path : str or os.PathLike
-        HTML file to write; its directory is created.
+        HTML file to write; missing parent directories are created.
     title : str
-    extra_sections : list of (heading, html), optional
-        Further sections appended verbatim (trusted HTML).
+    extra_sections : mapping or sequence of (heading, body), optional
+        Appended sections; a ``str`` body is inserted as HTML (trusted), a matplotlib ``Figure`` is
+        embedded as a PNG.
+
+    Returns
+    -------
+    pathlib.Path
+        The written file.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    figures = "".join(f'<figure><img src="data:image/png;base64,{_png(fig)}" alt="{html.escape(t)}">'
-                      f"<figcaption>{html.escape(t)}</figcaption></figure>" for t, fig in result.figures())
-    notes = "".join(f'<p class="note">{html.escape(n)}</p>' for n in result.notes)
-    extra = "".join(f"<h2>{html.escape(h)}</h2>{body}" for h, body in (extra_sections or []))
-    page = (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
-            f"<style>{_STYLE}</style></head><body><h1>{html.escape(title)}</h1>"
-            f"<h2>Key numbers</h2>{_numbers(result)}<h2>Slowest implied timescale by lag</h2>{_summary_table(result)}"
-            f"{notes}<h2>Plots</h2><div class='figs'>{figures}</div>{extra}"
-            f"<p class='note'>JS divergence in nats (not the JS distance). Implied timescales in physical time; "
-            f"MSMs by deeptime (reversible maximum likelihood).</p></body></html>")
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{secrets.token_hex(4)}")
-    tmp.write_text(page, encoding="utf-8")
-    os.replace(tmp, path)
+    figures = "".join(_figure_html(caption, fig) for caption, fig in _figures(result))
+    sections = extra_sections.items() if isinstance(extra_sections, Mapping) else (extra_sections or [])
+    extra = "".join(f"<h2>{html.escape(str(heading))}</h2>"
+                    + (_figure_html("", body) if isinstance(body, Figure) else str(body))
+                    for heading, body in sections)
+    notes = "".join(f'<li>{html.escape(note)}</li>' for note in result.notes)
+    page = (
+        "<!DOCTYPE html>\n<html lang='en'><head><meta charset='utf-8'>"
+        f"<title>{html.escape(title)}</title><style>{_STYLE}</style></head><body>\n"
+        f"<h1>{html.escape(title)}</h1>\n"
+        f"<h2>Key numbers</h2>{_key_numbers(result)}\n"
+        f"<h2>Slowest implied timescale by lag</h2>{_timescale_table(result)}\n"
+        + (f"<h2>Notes</h2><ul class='note'>{notes}</ul>\n" if notes else "")
+        + f"<h2>Plots</h2><div class='figs'>{figures}</div>\n{extra}\n"
+        "<p class='note'>JS divergence in nats (the divergence, not scipy's JS distance, which is its "
+        "square root). Times in the units of the frame interval; free energies in units of kT. MSMs: "
+        "deeptime, reversible maximum likelihood; intervals from Bayesian MSM posterior samples.</p>\n"
+        "</body></html>\n")
+    _write_atomically(path, page)
     return path
+
+
+# -- content --------------------------------------------------------------------------------------
+def _figures(result: AnalysisResult) -> list[tuple[str, Figure]]:
+    figures = []
+    fig = Figure(figsize=(5.5, 4.0))
+    result.implied_timescales.plot(ax=fig.subplots())
+    figures.append(("Implied timescales vs lag time (exact: dashed)", fig))
+    fig = Figure(figsize=(5.5, 4.0))
+    result.free_energy.plot(ax=fig.subplots())
+    figures.append(("Free energy (exact: dashed)", fig))
+    if result.ck_test is not None:
+        m = result.ck_test.n_metastable
+        figures.append(("Chapman–Kolmogorov test",
+                        result.ck_test.plot(fig=Figure(figsize=(2.3 * m + 1.2, 2.0 * m + 0.8)))))
+    fig = Figure(figsize=(5.5, 4.0))
+    result.autocorrelation.plot(ax=fig.subplots())
+    figures.append(("Autocorrelation (exact: dashed)", fig))
+    for _, fig in figures:
+        fig.tight_layout()
+    return figures
+
+
+def _key_numbers(result: AnalysisResult) -> str:
+    its = result.implied_timescales
+    rows = [("trajectories", f"{result.n_trajectories}"), ("frames (all trajectories)", f"{result.n_frames}"),
+            ("frame interval", f"{result.frame_interval:g}"), ("kT", f"{result.kT:g}"),
+            ("MSM states", f"{its.n_states} ({result.discretization.method})")]
+    if its.reference is not None:
+        rows.append(("exact slowest implied timescale", f"{its.reference[0]:.4g}"))
+    if result.js_divergence is not None:
+        js = result.js_divergence
+        rows.append(("JS divergence vs exact (nats)", f"{js.value:.4g}"))
+        rows.append(("JS divergence histogram",
+                     f"{'×'.join(map(str, js.bins))} bins on "
+                     + ", ".join(f"[{lo:.3g}, {hi:.3g}]" for lo, hi in js.range)
+                     + f", features {list(js.features)}, {js.fraction_outside:.2%} of frames outside"))
+    rms = result.free_energy.rms_deviation()
+    if rms is not None:
+        rows.append(("free energy RMS deviation vs exact", f"{rms:.3g} kT (bins with ≥ 20 frames)"))
+    if result.ck_test is not None:
+        rows.append(("CK test max |prediction − estimate|",
+                     f"{result.ck_test.max_deviation:.3g} (lag {result.ck_test.lag} frames, "
+                     f"{result.ck_test.n_metastable} sets)"))
+    acf = result.autocorrelation.max_abs_deviation()
+    if acf is not None:
+        rows.append((f"autocorrelation of {result.autocorrelation.observable}: max |C − C_exact|", f"{acf:.3g}"))
+    return _table(["quantity", "value"], rows)
+
+
+def _timescale_table(result: AnalysisResult) -> str:
+    its = result.implied_timescales
+    error = its.relative_error_vs_reference()
+    rows = []
+    for i, lag in enumerate(its.lags):
+        rows.append((f"{lag}", f"{its.lag_times[i]:.4g}", _number(its.timescales[i, 0]),
+                     f"[{_number(its.lower[i, 0])}, {_number(its.upper[i, 0])}]",
+                     "–" if its.reference is None else f"{its.reference[0]:.4g}",
+                     "–" if error is None or not np.isfinite(error[i, 0]) else f"{error[i, 0]:+.1%}",
+                     f"{its.effective_counts[i]:.0f}"))
+    header = ["lag (frames)", "lag time", "slowest timescale", f"{its.confidence:.0%} interval", "exact",
+              "relative error", "effective counts"]
+    return _table(header, rows)
+
+
+def _table(header: list[str], rows: list[tuple[str, ...]]) -> str:
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in rows)
+    return f"<table><tr>{head}</tr>{body}</table>"
+
+
+def _number(value: float) -> str:
+    return f"{value:.4g}" if np.isfinite(value) else "–"
+
+
+def _figure_html(caption: str, fig: Figure) -> str:
+    buffer = io.BytesIO()
+    FigureCanvasAgg(fig).print_png(buffer)
+    data = base64.b64encode(buffer.getvalue()).decode("ascii")
+    text = html.escape(caption)
+    return (f'<figure><img src="data:image/png;base64,{data}" alt="{text}">'
+            f"<figcaption>{text}</figcaption></figure>")
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        os.fchmod(descriptor, 0o644)  # mkstemp makes the file private; a report is for reading
+        with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise

@@ -100,23 +100,42 @@ class ExactReference:
         """Equilibrium average of an observable given on the grid (shape [n_1, ..., n_d] or [n_cells])."""
         return float((self.cell_probabilities.ravel() * np.asarray(values).ravel()).sum())
 
-    def bin_probabilities(self, edges: list[np.ndarray] | tuple[np.ndarray, ...]) -> np.ndarray:
-        """Stationary probability mass in the bins of a histogram.
+    def bin_probabilities(self, edges: list[np.ndarray] | tuple[np.ndarray, ...],
+                          features: tuple[int, ...] | None = None) -> np.ndarray:
+        """Stationary probability mass in the bins of a histogram (marginal over other coordinates).
+
+        Each grid cell is a box of uniform density (what :meth:`sample` draws from); its mass is split
+        among the bins in proportion to the overlap, so bins need not line up with cells.
 
         Parameters
         ----------
         edges : sequence of np.ndarray
-            Bin edges per dimension (as for ``np.histogramdd``), ``len(edges) == dim``.
+            Bin edges per histogram dimension (as for ``np.histogramdd``).
+        features : tuple of int, optional
+            Coordinates the histogram is over (default: all, in order); the others are integrated out.
 
         Returns
         -------
         np.ndarray, shape [len(edges[0]) - 1, ...]
             Probabilities (sum ≤ 1; mass outside the edges is dropped).
         """
-        if len(edges) != self.dim:
-            raise InvalidInputError(f"need {self.dim} edge arrays for a {self.dim}-dimensional reference")
-        hist, _ = np.histogramdd(self.points, bins=list(edges), weights=self.cell_probabilities.ravel())
-        return hist
+        features = tuple(range(self.dim)) if features is None else tuple(int(f) for f in features)
+        if len(edges) != len(features) or not features or min(features) < 0 or max(features) >= self.dim \
+                or len(set(features)) != len(features):
+            raise InvalidInputError(
+                f"need one edge array per feature {features} of the {self.dim}-dimensional reference, got {len(edges)}")
+        mass = self.cell_probabilities
+        for axis in range(self.dim):  # contract axis 0 each time; bin axes accumulate at the end
+            if axis in features:
+                e = np.asarray(edges[features.index(axis)], dtype=float)
+                h = self.spacing[axis]
+                low = np.maximum(self.axes[axis][:, None] - h / 2, e[None, :-1])
+                high = np.minimum(self.axes[axis][:, None] + h / 2, e[None, 1:])
+                mass = np.tensordot(mass, np.clip(high - low, 0.0, None) / h, axes=([0], [0]))
+            else:
+                mass = mass.sum(axis=0)
+        order = sorted(features)
+        return np.transpose(mass, [order.index(f) for f in features])
 
     def sample(self, n: int, seed: int | np.random.Generator | None = None) -> np.ndarray:
         """Draw independent samples from the stationary density.
