@@ -1,5 +1,8 @@
-"""Data: the trajectory store (one HDF5 file per trajectory, atomic writes, a JSON manifest)."""
+"""Data: the trajectory store (one HDF5 file per trajectory, atomic writes, a JSON manifest) and
+multi-lag pair sampling for transition-density training."""
 
+from itomd.data.pairs import FixedLag, LagSampler, LogUniformLag, PairSampler, PairStream, UniformLag, make_lag_sampler
 from itomd.data.store import TrajectoryStore, save_trajectories, trajectory_filename
 
-__all__ = ["TrajectoryStore", "save_trajectories", "trajectory_filename"]
+__all__ = ["TrajectoryStore", "save_trajectories", "trajectory_filename", "LagSampler", "FixedLag", "UniformLag",
+           "LogUniformLag", "make_lag_sampler", "PairSampler", "PairStream"]

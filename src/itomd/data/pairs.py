@@ -1,0 +1,213 @@
+r"""Multi-lag pair data for ITO training: (x_t, x_{t+Nτ}, N) with N drawn from a lag sampler.
+
+Lag samplers have an exact, documented support on {1, …, N_max} (``N_max`` can be drawn):
+
+* :class:`FixedLag` — always N.
+* :class:`UniformLag` — P(N) = 1/N_max.
+* :class:`LogUniformLag` — P(N) = ln((N+1)/N) / ln(N_max+1), i.e. ``floor(exp(U))`` with
+  U ~ Uniform[0, ln(N_max+1)): log-uniform in continuous lag, discretised without losing N_max.
+
+Given N, a pair is drawn uniformly among all *valid* start frames of all trajectories: frame t of
+trajectory i is valid iff t + N ≤ T_i − 1, so trajectory i offers max(T_i − N, 0) starts and a
+trajectory shorter than N + 1 frames offers none. Trajectories that cannot serve the largest lag
+are reported once with a warning. All randomness comes from an explicit :class:`torch.Generator`;
+:class:`PairStream` gives every DataLoader worker its own stream derived from (seed, epoch, worker),
+so batches are reproducible whatever the number of workers.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import dataclass
+from typing import Iterator, Sequence
+
+import numpy as np
+import torch
+
+from itomd.errors import InvalidInputError
+
+
+class LagSampler:
+    """Distribution of lags N on {1, …, max_lag}; subclasses define :meth:`probabilities`."""
+
+    max_lag: int
+
+    def probabilities(self) -> np.ndarray:
+        """Exact probability of each lag, shape [max_lag] (entry k is P(N = k + 1))."""
+        raise NotImplementedError
+
+    def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Draw ``n`` lags, int64 tensor of shape [n]."""
+        p = torch.as_tensor(self.probabilities(), dtype=torch.float64)
+        return torch.multinomial(p, n, replacement=True, generator=generator) + 1
+
+
+def _check_max_lag(max_lag: int) -> int:
+    if isinstance(max_lag, bool) or int(max_lag) != max_lag or max_lag < 1:
+        raise InvalidInputError(f"lags must be positive integers, got {max_lag!r}")
+    return int(max_lag)
+
+
+@dataclass(frozen=True)
+class FixedLag(LagSampler):
+    """Always the lag ``lag``."""
+
+    lag: int
+
+    def __post_init__(self) -> None:
+        _check_max_lag(self.lag)
+
+    @property
+    def max_lag(self) -> int:  # type: ignore[override]
+        return int(self.lag)
+
+    def probabilities(self) -> np.ndarray:
+        p = np.zeros(self.max_lag)
+        p[-1] = 1.0
+        return p
+
+    def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        return torch.full((n,), int(self.lag), dtype=torch.int64)
+
+
+@dataclass(frozen=True)
+class UniformLag(LagSampler):
+    """N uniform on {1, …, max_lag}."""
+
+    max_lag: int
+
+    def __post_init__(self) -> None:
+        _check_max_lag(self.max_lag)
+
+    def probabilities(self) -> np.ndarray:
+        return np.full(self.max_lag, 1.0 / self.max_lag)
+
+
+@dataclass(frozen=True)
+class LogUniformLag(LagSampler):
+    """P(N) = ln((N+1)/N) / ln(max_lag+1) on {1, …, max_lag} (``floor`` of a log-uniform variable)."""
+
+    max_lag: int
+
+    def __post_init__(self) -> None:
+        _check_max_lag(self.max_lag)
+
+    def probabilities(self) -> np.ndarray:
+        n = np.arange(1, self.max_lag + 1, dtype=float)
+        return np.log1p(1.0 / n) / math.log(self.max_lag + 1)
+
+
+def make_lag_sampler(kind: str, max_lag: int) -> LagSampler:
+    """``fixed`` | ``uniform`` | ``log-uniform`` with the given (maximum) lag."""
+    kinds = {"fixed": FixedLag, "uniform": UniformLag, "log-uniform": LogUniformLag, "loguniform": LogUniformLag}
+    if kind not in kinds:
+        raise InvalidInputError(f"unknown lag sampler '{kind}': choose fixed, uniform or log-uniform")
+    return kinds[kind](max_lag)
+
+
+class PairSampler:
+    """Uniform draws of valid (x_t, x_{t+N}) pairs from a set of trajectories for given lags N.
+
+    Parameters
+    ----------
+    trajectories : sequence of array-like, each [n_frames_i, dim]
+    lag_sampler : LagSampler
+        Distribution of lags (frames).
+    """
+
+    def __init__(self, trajectories: Sequence[np.ndarray], lag_sampler: LagSampler):
+        trajs = [torch.as_tensor(np.asarray(t, dtype=np.float64)) for t in trajectories]
+        if not trajs:
+            raise InvalidInputError("no trajectories given")
+        for i, t in enumerate(trajs):
+            if t.ndim != 2:
+                raise InvalidInputError(f"trajectory {i} must have shape [n_frames, dim], got {tuple(t.shape)}")
+            if not torch.all(torch.isfinite(t)):
+                raise InvalidInputError(f"trajectory {i} contains NaN or inf values")
+        if len({t.shape[1] for t in trajs}) != 1:
+            raise InvalidInputError("trajectories have different dimensions")
+        self.trajectories = trajs
+        self.lag_sampler = lag_sampler
+        self.lengths = torch.tensor([len(t) for t in trajs], dtype=torch.int64)
+        self.offsets = torch.cat([torch.zeros(1, dtype=torch.int64), torch.cumsum(self.lengths, 0)[:-1]])
+        self.frames = torch.cat(trajs)
+        too_short = int((self.lengths <= lag_sampler.max_lag).sum())
+        if int((self.lengths > 1).sum()) == 0 or self.n_valid_starts(1) == 0:
+            raise InvalidInputError("no trajectory has two frames: no pairs can be formed")
+        supported = [n for n in range(1, lag_sampler.max_lag + 1) if lag_sampler.probabilities()[n - 1] > 0]
+        unusable = [n for n in supported if self.n_valid_starts(n) == 0]
+        if unusable:
+            raise InvalidInputError(
+                f"lag {min(unusable)} frames is not shorter than any trajectory (longest: {int(self.lengths.max())} frames)")
+        if too_short:
+            warnings.warn(f"{too_short} of {len(trajs)} trajectories are too short for lags up to "
+                          f"{lag_sampler.max_lag} frames; they serve only shorter lags", stacklevel=2)
+
+    @property
+    def dim(self) -> int:
+        return int(self.frames.shape[1])
+
+    def n_valid_starts(self, lag: int) -> int:
+        """Number of valid (trajectory, start frame) pairs at ``lag``."""
+        return int(torch.clamp(self.lengths - lag, min=0).sum())
+
+    def sample_indices(self, lags: torch.Tensor, generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Global frame indices of starts and ends for the given lags, each int64 [n]."""
+        lags = torch.as_tensor(lags, dtype=torch.int64)
+        starts = torch.empty_like(lags)
+        for lag in torch.unique(lags).tolist():
+            mask = lags == lag
+            counts = torch.clamp(self.lengths - lag, min=0)
+            cum = torch.cumsum(counts, 0)
+            u = torch.randint(int(cum[-1]), (int(mask.sum()),), generator=generator)
+            traj = torch.searchsorted(cum, u, right=True)
+            start_in_traj = u - (cum[traj] - counts[traj])
+            starts[mask] = self.offsets[traj] + start_in_traj
+        return starts, starts + lags
+
+    def sample(self, batch_size: int, generator: torch.Generator | None = None
+               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """A batch (x_t [B, dim], x_{t+N} [B, dim], N [B])."""
+        lags = self.lag_sampler.sample(batch_size, generator)
+        i0, i1 = self.sample_indices(lags, generator)
+        return self.frames[i0], self.frames[i1], lags
+
+
+class PairStream(torch.utils.data.IterableDataset):
+    """An endless, reproducible stream of pair batches for a :class:`torch.utils.data.DataLoader`.
+
+    Use with ``DataLoader(stream, batch_size=None, num_workers=k)``. Worker w of k draws from a
+    generator seeded by ``SeedSequence(seed, spawn_key=(epoch, w))`` and yields every k-th batch,
+    so the stream of batches depends on (seed, epoch, num_workers) only.
+
+    Parameters
+    ----------
+    sampler : PairSampler
+    batch_size : int
+    seed : int
+    epoch : int
+        Changes the stream; set it per epoch (or per resume) for fresh, reproducible batches.
+    n_batches : int, optional
+        Stop after this many batches in total (default: endless).
+    """
+
+    def __init__(self, sampler: PairSampler, batch_size: int, seed: int, epoch: int = 0, n_batches: int | None = None):
+        super().__init__()
+        if batch_size < 1:
+            raise InvalidInputError(f"batch size must be positive, got {batch_size}")
+        self.sampler = sampler
+        self.batch_size = batch_size
+        self.seed = seed
+        self.epoch = epoch
+        self.n_batches = n_batches
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+        info = torch.utils.data.get_worker_info()
+        worker, n_workers = (0, 1) if info is None else (info.id, info.num_workers)
+        seq = np.random.SeedSequence(self.seed, spawn_key=(self.epoch, worker))
+        generator = torch.Generator().manual_seed(int(seq.generate_state(1, dtype=np.uint64)[0] % (2**63)))
+        index = worker
+        while self.n_batches is None or index < self.n_batches:
+            yield self.sampler.sample(self.batch_size, generator)
+            index += n_workers
