@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from itomd.analysis import js_divergence_of_distributions
 from itomd.simulate import simulate
 from itomd.systems import resolve_system
 from itomd.systems.reference import exact_reference
@@ -60,9 +61,7 @@ def msm_free_prinz_bias(timestep: float, walkers: int = 1000, n_frames: int = 40
     p = p / p.sum()
     q = ref.bin_probabilities([edges])
     q = q / q.sum()
-    m = 0.5 * (p + q)
-    kl = lambda a, b: float(np.sum(a[a > 0] * np.log(a[a > 0] / b[a > 0])))
-    return {"timestep": timestep, "js_divergence_nats": 0.5 * kl(p, m) + 0.5 * kl(q, m), "bins": 48}
+    return {"timestep": timestep, "js_divergence_nats": js_divergence_of_distributions(p, q), "bins": 48}
 
 
 def muller_brown_timestep_bias(timestep: float, walkers: int = 20000) -> dict:
@@ -76,10 +75,8 @@ def muller_brown_timestep_bias(timestep: float, walkers: int = 20000) -> dict:
     p = p / p.sum()
     q = ref.bin_probabilities(edges)
     q = q / q.sum()
-    m = 0.5 * (p + q)
-    kl = lambda a, b: float(np.sum(a[a > 0] * np.log(a[a > 0] / b[a > 0])))
     return {"timestep": timestep, "mean_energy": float(system.potential.energy(traj).mean()),
-            "exact_mean_energy": ref.expectation(ref.energy), "js_divergence_nats": 0.5 * kl(p, m) + 0.5 * kl(q, m),
+            "exact_mean_energy": ref.expectation(ref.energy), "js_divergence_nats": js_divergence_of_distributions(p, q),
             "bins": "30x30"}
 
 

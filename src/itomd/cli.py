@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import sys
 import time
 from pathlib import Path
@@ -253,10 +252,9 @@ def _json_default(obj):
 
 
 def _write_json(path: Path, payload: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(payload, indent=2, default=_json_default))
-    os.replace(tmp, path)
+    from itomd.data.store import write_text_atomically
+
+    write_text_atomically(path, json.dumps(payload, indent=2, default=_json_default))
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -7,10 +7,10 @@ run reuses the finished trajectories.
 from __future__ import annotations
 
 import json
-import os
 import time
 from pathlib import Path
 
+from itomd.data.store import write_text_atomically
 from itomd.systems import SystemSpec
 from itomd.systems.reference import exact_reference
 
@@ -76,6 +76,4 @@ def run_demo(out: Path, quick: bool = False, n_workers: int | None = None, seed:
 
 
 def _write_json(path: Path, payload: dict) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(payload, indent=2))
-    os.replace(tmp, path)
+    write_text_atomically(path, json.dumps(payload, indent=2))

@@ -10,7 +10,6 @@ import base64
 import html
 import io
 import os
-import tempfile
 from pathlib import Path
 from typing import Mapping, Sequence, Union
 
@@ -19,6 +18,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from itomd.analysis.pipeline import AnalysisResult
+from itomd.data.store import write_text_atomically
 
 #: An extra section's body: an HTML fragment (inserted as is) or a matplotlib figure.
 SectionBody = Union[str, Figure]
@@ -83,7 +83,7 @@ def write_report(
         "square root). Times in the units of the frame interval; free energies in units of kT. MSMs: "
         "deeptime, reversible maximum likelihood; intervals from Bayesian MSM posterior samples.</p>\n"
         "</body></html>\n")
-    _write_atomically(path, page)
+    write_text_atomically(path, page)
     return path
 
 
@@ -167,17 +167,3 @@ def _figure_html(caption: str, fig: Figure) -> str:
     text = html.escape(caption)
     return (f'<figure><img src="data:image/png;base64,{data}" alt="{text}">'
             f"<figcaption>{text}</figcaption></figure>")
-
-
-def _write_atomically(path: Path, text: str) -> None:
-    descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        os.fchmod(descriptor, 0o644)  # mkstemp makes the file private; a report is for reading
-        with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise

@@ -391,6 +391,18 @@ def save_trajectories(
     return store
 
 
+def write_text_atomically(path: str | os.PathLike, text: str) -> Path:
+    """Write a text file (UTF-8) atomically: temporary file, fsync, rename; parent created.
+
+    The one home of write-then-rename for reports, JSON results and the like; trajectory files use
+    the same mechanism.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    _atomic_write(path, lambda temporary: temporary.write_text(text, encoding="utf-8"))
+    return path
+
+
 # -- helpers ------------------------------------------------------------------------------------
 def _atomic_write(target: Path, write: Callable[[Path], None]) -> None:
     """Write ``target`` via a temporary file in the same directory, fsync, then rename over it."""
