@@ -1,4 +1,4 @@
-"""The ``itomd`` command line: ``simulate``, ``reference``, ``analyze``, ``report`` and ``demo``.
+"""The ``itomd`` command line: ``simulate``, ``reference``, ``train``, ``sample``, ``analyze``, ``report``, ``demo``.
 
 Strings become objects here and nowhere below: options are parsed and validated, systems are
 resolved from their specification, and library functions receive objects. Errors caused by the
@@ -223,6 +223,98 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_train(args: argparse.Namespace) -> int:
+    from itomd.data.store import TrajectoryStore
+    from itomd.estimator import ITOEstimator, TrainingConfig
+    from itomd.systems import SystemSpec
+
+    overrides = dict(max_lag=args.max_lag, minutes=args.minutes, max_steps=args.max_steps, batch_size=args.batch_size,
+                     seed=args.seed, device=args.device, equilibrium=True if args.equilibrium else None)
+    if args.config is not None:
+        config = TrainingConfig.from_toml(args.config, **overrides)
+    elif args.resume and (args.out / "config.toml").is_file():
+        config = TrainingConfig.from_toml(args.out / "config.toml", **overrides)
+        config.minutes = args.minutes  # a recorded budget belonged to the earlier invocation
+    else:
+        config = TrainingConfig.from_dict({}, **overrides)
+    if args.resume and not (args.out / "checkpoint.pt").is_file():
+        raise InvalidInputError(f"nothing to resume: no checkpoint in {args.out}")
+    store = TrajectoryStore(args.data)
+    trajectories = store.trajectories()
+    meta = store.metadata
+    frame_interval = meta.get("frame_interval")
+    if frame_interval is None:
+        raise InvalidInputError(f"{args.data} does not record its frame interval")
+    system = None
+    if meta.get("spec"):
+        spec = meta["spec"]
+        system = SystemSpec.from_dict(json.loads(spec) if isinstance(spec, str) else spec).to_dict()
+    t0 = time.perf_counter()
+    estimator = ITOEstimator(config).fit(trajectories, float(frame_interval), run_dir=args.out, resume=args.resume,
+                                         progress=not args.quiet, system=system)
+    elapsed = time.perf_counter() - t0
+    summary = {"run": str(args.out), "steps": estimator.step, "max_steps": config.max_steps,
+               "stopped_by_budget": estimator.stopped_by_budget, "wall_seconds": round(elapsed, 2),
+               "model": str(args.out / "model.pt"), "kind": "equilibrium" if config.equilibrium else "transition"}
+    more = " (wall-clock budget reached; --resume continues)" if estimator.stopped_by_budget else ""
+    _emit(summary, args.json, f"trained {estimator.step} of {config.max_steps} steps in {elapsed:.1f} s{more}; "
+                              f"model in {args.out / 'model.pt'}")
+    return 0
+
+
+def cmd_sample(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from itomd.model import TransitionModel
+    from itomd.rollout import read_start_points, run_rollout, simulated_time, start_points_from_store
+
+    model = TransitionModel.load(args.run)
+    if not model.conditional:
+        raise InvalidInputError(f"{args.run} is an equilibrium model; rollouts need a transition model")
+    if args.from_store is not None and args.x0 is not None:
+        raise InvalidInputError("give start points either with --from DIR or with --x0 FILE, not both")
+    if args.from_store is not None:
+        x0 = start_points_from_store(args.from_store, args.n_walkers, args.seed, model.dim)
+    elif args.x0 is not None:
+        x0 = read_start_points(args.x0, model.dim)
+        if len(x0) == 1:
+            x0 = np.repeat(x0, args.n_walkers, axis=0)
+        elif len(x0) != args.n_walkers:
+            raise InvalidInputError(f"{args.x0} holds {len(x0)} start points for {args.n_walkers} walkers "
+                                    "(give one point or one per walker)")
+    else:
+        x0 = _equilibrium_start_points(model, args.n_walkers, args.seed)
+    if args.lag > model.max_lag:
+        print(f"itomd sample: note: lag {args.lag} is beyond the largest training lag {model.max_lag}; "
+              "the model extrapolates", file=sys.stderr)
+    t0 = time.perf_counter()
+    store = run_rollout(model, args.out, lag=args.lag, n_jumps=args.n_jumps, x0=x0, seed=args.seed,
+                        chunk_size=args.chunk_size, sampler=args.sampler, n_steps=args.n_steps,
+                        tolerance=args.tolerance, progress=not args.quiet, model_source=str(args.run))
+    elapsed = time.perf_counter() - t0
+    covered = simulated_time(len(store), args.n_jumps, args.lag, model.frame_interval)
+    summary = {"out": str(args.out), "n_walkers": len(store), "n_jumps": args.n_jumps, "lag": args.lag,
+               "frame_interval": args.lag * model.frame_interval, "simulated_time": covered,
+               "wall_seconds": round(elapsed, 3)}
+    _emit(summary, args.json, f"wrote {len(store)} surrogate trajectories of {args.n_jumps} jumps "
+                              f"(lag {args.lag} = {args.lag * model.frame_interval:g} time units) to {args.out}: "
+                              f"{covered:.4g} time units in {elapsed:.1f} s")
+    return 0
+
+
+def _equilibrium_start_points(model, n_walkers: int, seed: int):
+    import numpy as np
+
+    from itomd.systems import SystemSpec
+    from itomd.systems.reference import exact_reference
+
+    if model.system is None or model.dim > 2:
+        raise InvalidInputError("give start points with --from DIR (a trajectory store) or --x0 FILE")
+    system = SystemSpec.from_dict(model.system).build()
+    rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(0, 2)))
+    return exact_reference(system, n_eigen=2).sample(n_walkers, rng)
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from itomd.demo import run_demo
 
@@ -285,6 +377,40 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lag-time", dest="lag_time", type=_positive_float, help="lag for transfer eigenvalues (default: frame interval)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_reference)
+
+    p = sub.add_parser("train", help="train an ITO transition model (or an equilibrium model) on trajectories")
+    p.add_argument("--data", required=True, type=Path, help="trajectory store to train on")
+    p.add_argument("--out", required=True, type=Path, help="run directory (checkpoints, model.pt, metrics.jsonl)")
+    p.add_argument("--config", type=Path, help="TOML file of training options (see itomd.estimator.TrainingConfig)")
+    p.add_argument("--max-lag", dest="max_lag", type=_positive_int, help="largest lag N in frames (default 100)")
+    p.add_argument("--minutes", type=_positive_float, help="wall-clock budget of this invocation")
+    p.add_argument("--max-steps", dest="max_steps", type=_positive_int, help="optimiser steps in all (default 20000)")
+    p.add_argument("--batch-size", dest="batch_size", type=_positive_int, help="global batch size (default 512)")
+    p.add_argument("--seed", type=_nonnegative_int)
+    p.add_argument("--device", help="auto (default), cpu or cuda")
+    p.add_argument("--equilibrium", action="store_true", help="train an unconditional model of the frames")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out exactly where it stopped")
+    p.add_argument("--quiet", action="store_true")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("sample", help="roll out surrogate trajectories from a trained model")
+    p.add_argument("run", type=Path, help="run directory (or model.pt) from itomd train")
+    p.add_argument("--lag", required=True, type=_positive_int, help="jump lag N in frames of the training data")
+    p.add_argument("--n-jumps", dest="n_jumps", required=True, type=_positive_int)
+    p.add_argument("--n-walkers", dest="n_walkers", required=True, type=_positive_int)
+    p.add_argument("--out", required=True, type=Path, help="trajectory store to write (resumable)")
+    p.add_argument("--from", dest="from_store", type=Path, metavar="DIR", help="start from frames of this store")
+    p.add_argument("--x0", type=Path, metavar="FILE", help="start points (.npy or text, [W, dim] or [dim])")
+    p.add_argument("--seed", type=_nonnegative_int, default=0)
+    p.add_argument("--sampler", default="heun", help="heun (default), euler, euler-maruyama or ancestral")
+    p.add_argument("--n-steps", dest="n_steps", type=_positive_int, default=16, help="noise levels per jump")
+    p.add_argument("--chunk-size", dest="chunk_size", type=_positive_int, default=1024, help="walkers per batch")
+    p.add_argument("--tolerance", type=_positive_float, default=0.5,
+                   help="blow-up threshold beyond the training range, in units of its extent")
+    p.add_argument("--quiet", action="store_true")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_sample)
 
     for name, helptext in (("analyze", "MSM implied timescales, CK test, FES, JS divergence, autocorrelation"),
                            ("report", "write an HTML report with the analysis plots")):

@@ -313,7 +313,7 @@ class TrajectoryStore:
                     handle.attrs[key] = value
                 handle.attrs[_JSON_KEYS_ATTRIBUTE] = json.dumps(json_keys)
 
-        _atomic_write(target, write_hdf5)
+        write_atomically(target, write_hdf5)
         return target
 
     def write_manifest(self, manifest: Mapping[str, Any]) -> Path:
@@ -324,7 +324,7 @@ class TrajectoryStore:
             raise InvalidInputError(f"manifest is not JSON-serialisable: {exc}") from exc
         self.path.mkdir(parents=True, exist_ok=True)
         target = self.path / MANIFEST
-        _atomic_write(target, lambda temporary: temporary.write_text(text))
+        write_atomically(target, lambda temporary: temporary.write_text(text))
         return target
 
     def remove_temporary_files(self) -> int:
@@ -399,12 +399,12 @@ def write_text_atomically(path: str | os.PathLike, text: str) -> Path:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    _atomic_write(path, lambda temporary: temporary.write_text(text, encoding="utf-8"))
+    write_atomically(path, lambda temporary: temporary.write_text(text, encoding="utf-8"))
     return path
 
 
 # -- helpers ------------------------------------------------------------------------------------
-def _atomic_write(target: Path, write: Callable[[Path], None]) -> None:
+def write_atomically(target: Path, write: Callable[[Path], None]) -> None:
     """Write ``target`` via a temporary file in the same directory, fsync, then rename over it."""
     directory = target.parent
     for entry in os.scandir(directory):  # leftovers of earlier interrupted writes of this file

@@ -11,7 +11,9 @@ Training draws :math:`\ln\sigma \sim \mathcal N(P_\mathrm{mean}, P_\mathrm{std}^
 minimises :math:`\lambda(\sigma)\lVert D(x_0 + \sigma n;\sigma) - x_0\rVert^2` with
 :math:`\lambda = (\sigma^2+\sigma_d^2)/(\sigma\sigma_d)^2` (unit effective weight). Conditioning
 (e.g. ``cond=x_t, lag=N``) is passed to the inner network as keyword arguments, so the same class
-serves unconditional (equilibrium) and conditional (transition) models.
+serves unconditional (equilibrium) and conditional (transition) models. An optional ``shift``
+(the data mean) centres the data: the preconditioning acts on :math:`x - \text{shift}` and the
+shift is added back, so noise stays isotropic in physical coordinates.
 """
 
 from __future__ import annotations
@@ -40,16 +42,22 @@ class Denoiser(nn.Module):
         model).
     p_mean, p_std : float
         Log-normal training distribution of σ.
+    shift : sequence of float, optional
+        Centre of the data (its mean), one entry per coordinate of the event; default 0.
     """
 
-    def __init__(self, inner: nn.Module, sigma_data: float, p_mean: float = -1.2, p_std: float = 1.2):
+    def __init__(self, inner: nn.Module, sigma_data: float, p_mean: float = -1.2, p_std: float = 1.2,
+                 shift: "torch.Tensor | list[float] | None" = None):
         super().__init__()
         if not sigma_data > 0:
             raise InvalidInputError(f"sigma_data must be positive, got {sigma_data}")
+        if not p_std > 0:
+            raise InvalidInputError(f"p_std must be positive, got {p_std}")
         self.inner = inner
         self.sigma_data = float(sigma_data)
         self.p_mean = float(p_mean)
         self.p_std = float(p_std)
+        self.register_buffer("shift", torch.zeros(()) if shift is None else torch.as_tensor(shift, dtype=torch.float32))
 
     def scalings(self, sigma: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """(c_skip, c_out, c_in, c_noise), each shaped like ``sigma`` [B]."""
@@ -63,14 +71,31 @@ class Denoiser(nn.Module):
         """Denoised estimate D(x; σ), shape of ``x`` [B, *event]; ``sigma`` has shape [B]."""
         c_skip, c_out, c_in, c_noise = (append_dims(c, x.ndim) if i < 3 else c
                                         for i, c in enumerate(self.scalings(sigma.to(x.dtype))))
-        return c_skip * x + c_out * self.inner(c_in * x, c_noise, **cond)
+        shift = self.shift.to(x.dtype)
+        centred = x - shift
+        return shift + c_skip * centred + c_out * self.inner(c_in * centred, c_noise, **cond)
+
+    def sample_training_sigmas(self, n: int, generator: torch.Generator | None = None,
+                               device: torch.device | str | None = None) -> torch.Tensor:
+        """Draw ``n`` training noise levels, ln σ ~ N(p_mean, p_std²); shape [n]."""
+        return (self.p_mean + self.p_std * torch.randn(n, generator=generator, device=device)).exp()
 
     def loss(self, x0: torch.Tensor, generator: torch.Generator | None = None, **cond) -> torch.Tensor:
         """Denoising score-matching loss of a batch of clean samples ``x0`` [B, *event] (a scalar)."""
-        b = x0.shape[0]
-        log_sigma = self.p_mean + self.p_std * torch.randn(b, generator=generator, dtype=x0.dtype, device=x0.device)
-        sigma = log_sigma.exp()
+        sigma = self.sample_training_sigmas(x0.shape[0], generator, x0.device).to(x0.dtype)
         noise = torch.randn(x0.shape, generator=generator, dtype=x0.dtype, device=x0.device)
+        return self.loss_at(x0, sigma, noise, **cond)
+
+    def loss_at(self, x0: torch.Tensor, sigma: torch.Tensor, noise: torch.Tensor, *, through: nn.Module | None = None,
+                **cond) -> torch.Tensor:
+        """The loss for given noise levels ``sigma`` [B] and unit noise ``noise`` (shape of ``x0``).
+
+        Lets a caller draw the random numbers itself (e.g. one global batch split across
+        data-parallel ranks). ``through`` is a wrapper of this denoiser to call instead of it
+        (a ``DistributedDataParallel`` module, whose forward synchronises gradients).
+        """
+        b = x0.shape[0]
         weight = (sigma**2 + self.sigma_data**2) / (sigma * self.sigma_data) ** 2
-        err = (self(x0 + append_dims(sigma, x0.ndim) * noise, sigma, **cond) - x0) ** 2
+        model = self if through is None else through
+        err = (model(x0 + append_dims(sigma, x0.ndim) * noise, sigma, **cond) - x0) ** 2
         return (weight * err.reshape(b, -1).sum(-1)).mean()

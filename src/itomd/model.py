@@ -1,0 +1,284 @@
+r"""Trained models as independent objects: :class:`TransitionModel` samples x_{t+Nτ} given x_t.
+
+A model is what an :class:`~itomd.estimator.ITOEstimator` hands out (``fetch_model()``) and what
+``itomd sample`` loads: the EMA weights of the denoiser, the recipe to rebuild it
+(:class:`DenoiserSpec`), the data's frame interval τ, the largest training lag and the range of the
+training data (for blow-up detection). Sampling uses the EMA weights — there are no others in a
+model file.
+
+The same class holds an unconditional *equilibrium* model (``conditional=False``): then
+``sample`` ignores the condition and lag and draws from the learned Boltzmann distribution.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import torch
+
+from itomd.diffusion.denoiser import Denoiser
+from itomd.diffusion.samplers import SAMPLERS
+from itomd.diffusion.schedules import karras_sigmas
+from itomd.errors import DataFileError, InvalidInputError
+from itomd.nn.mlp import TransitionMLP
+
+MODEL_FORMAT = "itomd-model"
+MODEL_FORMAT_VERSION = 1
+
+#: Default sampler and number of noise levels per jump (Heun: 2·n_steps − 1 network evaluations).
+DEFAULT_SAMPLER = "heun"
+DEFAULT_N_STEPS = 16
+#: Noise range of the sampling schedule in units of σ_data, and Karras' ρ.
+SIGMA_MIN_FACTOR = 0.004
+SIGMA_MAX_FACTOR = 40.0
+DEFAULT_RHO = 7.0
+
+
+@dataclass(frozen=True)
+class DenoiserSpec:
+    """Everything needed to rebuild a denoiser with a :class:`~itomd.nn.TransitionMLP` inside.
+
+    Parameters
+    ----------
+    dim : int
+        State dimension.
+    conditional : bool
+        Transition model (conditioned on x_t and N) or equilibrium model.
+    hidden, n_blocks, n_frequencies : int
+        Network size (see :class:`~itomd.nn.TransitionMLP`).
+    sigma_data : float
+        Pooled standard deviation of the centred training frames.
+    shift : tuple of float, length dim
+        Mean of the training frames (the denoiser's centre).
+    condition_shift, condition_scale : tuple of float, length dim
+        Standardisation of the condition (mean and std of the frames per coordinate).
+    max_log_lag : float
+        ln of the largest training lag.
+    p_mean, p_std : float
+        Training distribution of ln σ.
+    """
+
+    dim: int
+    conditional: bool
+    hidden: int
+    n_blocks: int
+    n_frequencies: int
+    sigma_data: float
+    shift: tuple[float, ...]
+    condition_shift: tuple[float, ...]
+    condition_scale: tuple[float, ...]
+    max_log_lag: float
+    p_mean: float
+    p_std: float
+
+    def build(self) -> Denoiser:
+        """A freshly initialised denoiser (float32, CPU) of this shape."""
+        inner = TransitionMLP(self.dim, hidden=self.hidden, n_blocks=self.n_blocks, n_frequencies=self.n_frequencies,
+                              conditional=self.conditional, condition_shift=self.condition_shift,
+                              condition_scale=self.condition_scale, max_log_lag=self.max_log_lag)
+        return Denoiser(inner, sigma_data=self.sigma_data, p_mean=self.p_mean, p_std=self.p_std, shift=list(self.shift))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "DenoiserSpec":
+        names = {f.name for f in dataclasses.fields(cls)}
+        missing = names - set(d)
+        if missing:
+            raise DataFileError(f"model description lacks {', '.join(sorted(missing))}")
+        return cls(**{k: tuple(float(x) for x in d[k]) if isinstance(d[k], list) else d[k] for k in names})
+
+
+def fit_denoiser_spec(frames: np.ndarray, conditional: bool, max_lag: int, hidden: int, n_blocks: int,
+                      n_frequencies: int, p_mean: float | None = None, p_std: float = 1.2) -> DenoiserSpec:
+    """A :class:`DenoiserSpec` with the data scales estimated from ``frames`` [n, dim].
+
+    σ_data is the pooled standard deviation of the centred frames. ``p_mean=None`` takes EDM's
+    −1.2 (tuned for σ_data = 0.5) moved to the data's scale: −1.2 + ln(σ_data/0.5).
+    """
+    frames = np.asarray(frames, dtype=np.float64)
+    mean = frames.mean(0)
+    std = frames.std(0)
+    std = np.where(std > 0, std, 1.0)
+    sigma_data = float(np.sqrt(np.mean((frames - mean) ** 2))) or 1.0
+    if p_mean is None:
+        p_mean = -1.2 + math.log(sigma_data / 0.5)
+    return DenoiserSpec(dim=int(frames.shape[1]), conditional=bool(conditional), hidden=int(hidden), n_blocks=int(n_blocks),
+                        n_frequencies=int(n_frequencies), sigma_data=sigma_data, shift=tuple(mean.tolist()),
+                        condition_shift=tuple(mean.tolist()), condition_scale=tuple(std.tolist()),
+                        max_log_lag=math.log(max(int(max_lag), 2)), p_mean=float(p_mean), p_std=float(p_std))
+
+
+class TransitionModel:
+    """A trained (EMA) denoiser of p(x_{t+Nτ} | x_t) — or of μ(x) — ready to sample.
+
+    Parameters
+    ----------
+    spec : DenoiserSpec
+        Architecture and data scales.
+    state_dict : dict
+        Weights of the denoiser built from ``spec`` (the EMA weights of training).
+    frame_interval : float
+        τ, the physical time between frames of the training data; a jump of lag N covers N·τ.
+    max_lag : int
+        Largest lag (frames) seen in training.
+    data_low, data_high : sequence of float, length dim
+        Per-coordinate range of the training frames.
+    system : dict, optional
+        The training data's system spec (:meth:`~itomd.systems.SystemSpec.to_dict`), if known.
+    info : dict, optional
+        Free-form training facts (steps, wall time, loss...).
+    """
+
+    def __init__(self, spec: DenoiserSpec, state_dict: dict[str, torch.Tensor], frame_interval: float, max_lag: int,
+                 data_low: Sequence[float], data_high: Sequence[float], system: dict | None = None,
+                 info: dict | None = None):
+        self.spec = spec
+        self.frame_interval = float(frame_interval)
+        self.max_lag = int(max_lag)
+        self.data_low = np.asarray(data_low, dtype=np.float64)
+        self.data_high = np.asarray(data_high, dtype=np.float64)
+        self.system = system
+        self.info = dict(info or {})
+        self.denoiser = spec.build()
+        try:
+            self.denoiser.load_state_dict(state_dict)
+        except (RuntimeError, KeyError) as exc:
+            raise DataFileError(f"model weights do not match the model description: {str(exc).splitlines()[0]}") from exc
+        self.denoiser.eval().requires_grad_(False)
+        self.device = torch.device("cpu")
+
+    # -- properties ----------------------------------------------------------------------------
+    @property
+    def dim(self) -> int:
+        return self.spec.dim
+
+    @property
+    def conditional(self) -> bool:
+        return self.spec.conditional
+
+    def to(self, device: torch.device | str) -> "TransitionModel":
+        """Move the network to ``device`` (in place); returns self."""
+        self.device = torch.device(device)
+        self.denoiser.to(self.device)
+        return self
+
+    def sigmas(self, n_steps: int = DEFAULT_N_STEPS, sigma_min: float | None = None, sigma_max: float | None = None,
+               rho: float = DEFAULT_RHO) -> torch.Tensor:
+        """The Karras noise schedule of ``n_steps`` levels (plus the final 0) on the data's scale."""
+        sd = self.spec.sigma_data
+        return karras_sigmas(n_steps, SIGMA_MIN_FACTOR * sd if sigma_min is None else sigma_min,
+                             SIGMA_MAX_FACTOR * sd if sigma_max is None else sigma_max, rho)
+
+    # -- sampling ------------------------------------------------------------------------------
+    @torch.no_grad()
+    def sample(self, x_t: torch.Tensor | np.ndarray | None, lag: int | torch.Tensor | None = None,
+               n_samples: int | None = None, sampler: str | Callable = DEFAULT_SAMPLER, n_steps: int = DEFAULT_N_STEPS,
+               sigmas: torch.Tensor | None = None, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Draw x_{t+Nτ} ~ p(· | x_t) for every row of ``x_t`` (or μ for an equilibrium model).
+
+        Parameters
+        ----------
+        x_t : array_like, shape [W, dim], optional
+            Start states (conditional models); None for an equilibrium model.
+        lag : int or torch.Tensor of shape [W]
+            Lag N in frames (≥ 1); conditional models only.
+        n_samples : int, optional
+            Number of samples of an equilibrium model (default: ``len(x_t)``).
+        sampler : str or callable
+            A name in :data:`~itomd.diffusion.samplers.SAMPLERS` or a sampler function.
+        n_steps : int
+            Noise levels of the default schedule (ignored when ``sigmas`` is given).
+        sigmas : torch.Tensor, optional
+            A full schedule ending in 0.
+        generator : torch.Generator, optional
+            Source of randomness (on the model's device).
+
+        Returns
+        -------
+        torch.Tensor, shape [W, dim], float32 on the model's device
+        """
+        sample_fn = _resolve_sampler(sampler)
+        extra: dict[str, torch.Tensor] = {}
+        if self.conditional:
+            if x_t is None or lag is None:
+                raise InvalidInputError("a transition model needs start states x_t and a lag")
+            x_t = torch.as_tensor(x_t, dtype=torch.float32, device=self.device)
+            if x_t.ndim != 2 or x_t.shape[1] != self.dim:
+                raise InvalidInputError(f"start states must have shape [W, {self.dim}], got {tuple(x_t.shape)}")
+            lag_t = torch.as_tensor(lag, dtype=torch.float32, device=self.device).expand(x_t.shape[0])
+            if torch.any(lag_t < 1):
+                raise InvalidInputError(f"the lag must be a positive number of frames, got {lag}")
+            extra = {"cond": x_t, "lag": lag_t}
+            n = x_t.shape[0]
+        else:
+            n = n_samples if n_samples is not None else (len(x_t) if x_t is not None else None)
+            if n is None or n < 1:
+                raise InvalidInputError("an equilibrium model needs a positive number of samples")
+        schedule = (self.sigmas(n_steps) if sigmas is None else torch.as_tensor(sigmas)).to(self.device, torch.float32)
+        noise = torch.randn((n, self.dim), generator=generator, device=self.device)
+        x = self.denoiser.shift.to(self.device) + schedule[0] * noise
+        return sample_fn(self.denoiser, x, schedule, extra_args=extra, generator=generator)
+
+    def outside_training_range(self, x: torch.Tensor, tolerance: float = 0.5) -> torch.Tensor:
+        """Rows of ``x`` [W, dim] that are non-finite or beyond the training range by more than
+        ``tolerance`` × its extent in some coordinate; bool [W]."""
+        low = torch.as_tensor(self.data_low, dtype=x.dtype, device=x.device)
+        high = torch.as_tensor(self.data_high, dtype=x.dtype, device=x.device)
+        margin = tolerance * (high - low)
+        bad = ~torch.isfinite(x).all(-1)
+        return bad | ((x < low - margin) | (x > high + margin)).any(-1)
+
+    # -- persistence ---------------------------------------------------------------------------
+    def to_payload(self) -> dict[str, Any]:
+        """The model as a dict of tensors and plain values (what :meth:`save` writes)."""
+        return {"format": MODEL_FORMAT, "format_version": MODEL_FORMAT_VERSION, "spec": self.spec.to_dict(),
+                "state_dict": {k: v.detach().cpu() for k, v in self.denoiser.state_dict().items()},
+                "frame_interval": self.frame_interval, "max_lag": self.max_lag,
+                "data_low": self.data_low.tolist(), "data_high": self.data_high.tolist(),
+                "system": self.system, "info": self.info}
+
+    @classmethod
+    def from_payload(cls, payload: dict[str, Any], source: str = "model") -> "TransitionModel":
+        if not isinstance(payload, dict) or payload.get("format") != MODEL_FORMAT:
+            raise DataFileError(f"{source} is not an itomd model file")
+        if payload.get("format_version") != MODEL_FORMAT_VERSION:
+            raise DataFileError(f"{source} has model format version {payload.get('format_version')}; "
+                                f"this itomd reads version {MODEL_FORMAT_VERSION}")
+        try:
+            return cls(DenoiserSpec.from_dict(payload["spec"]), payload["state_dict"], payload["frame_interval"],
+                       payload["max_lag"], payload["data_low"], payload["data_high"], payload.get("system"),
+                       payload.get("info"))
+        except KeyError as exc:
+            raise DataFileError(f"{source} lacks the entry {exc}") from exc
+
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write the model atomically to ``path`` (a torch file)."""
+        from itomd.checkpoint import save_atomically
+
+        return save_atomically(self.to_payload(), path)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> "TransitionModel":
+        """Read a model written by :meth:`save` (or a run directory holding ``model.pt``)."""
+        from itomd.checkpoint import load_file
+
+        path = Path(path)
+        if path.is_dir():
+            path = path / "model.pt"
+        return cls.from_payload(load_file(path, what="model"), source=str(path))
+
+
+def _resolve_sampler(sampler: str | Callable) -> Callable:
+    if callable(sampler):
+        return sampler
+    if sampler not in SAMPLERS:
+        raise InvalidInputError(f"unknown sampler '{sampler}': choose one of {', '.join(SAMPLERS)}")
+    return SAMPLERS[sampler]

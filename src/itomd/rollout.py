@@ -1,0 +1,255 @@
+r"""Surrogate trajectories: chain jumps x_{k+1} ~ p_θ(· | x_k, N) for many walkers in one batch.
+
+:func:`rollout` returns the frames of one batch of walkers in memory; :func:`run_rollout` streams
+many walkers into a :class:`~itomd.data.store.TrajectoryStore`, chunk by chunk, resumably — the
+``itomd sample`` command. A rollout of lag N has frame interval N·τ; stores written here carry the
+system's spec, kT and that frame interval, so ``itomd analyze`` reads them like MD data.
+
+Blow-ups
+--------
+After every jump the new states are checked: a non-finite value, or a coordinate beyond the
+training data's range by more than ``tolerance`` × its extent, stops the rollout with a
+:class:`RolloutBlowUpError` that says which jump and how many walkers — frames already written
+stay valid, nothing after the blow-up is written.
+
+Determinism
+-----------
+Chunk c of walkers draws all its noise from a generator seeded by
+``SeedSequence(seed, spawn_key=(c,))`` (start points from the data: ``spawn_key=(c, 1)``), so a
+resumed rollout writes the same frames as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from itomd import __version__
+from itomd.data.store import TrajectoryStore
+from itomd.errors import DataFileError, InvalidInputError, ItomdError
+from itomd.model import DEFAULT_N_STEPS, DEFAULT_SAMPLER, TransitionModel
+
+#: Walkers per chunk (one batch through the network, one resumable unit on disk).
+DEFAULT_WALKER_CHUNK = 1024
+#: Allowed excursion beyond the training range, in units of the range's extent per coordinate.
+DEFAULT_TOLERANCE = 0.5
+
+
+class RolloutBlowUpError(ItomdError):
+    """The surrogate produced non-finite states or left the training data's range."""
+
+
+@torch.no_grad()
+def rollout(model: TransitionModel, x0: np.ndarray | torch.Tensor, lag: int, n_jumps: int,
+            generator: torch.Generator | None = None, sampler: str = DEFAULT_SAMPLER, n_steps: int = DEFAULT_N_STEPS,
+            tolerance: float = DEFAULT_TOLERANCE, progress: bool = False) -> np.ndarray:
+    """Chain ``n_jumps`` jumps of lag N from each start point.
+
+    Parameters
+    ----------
+    model : TransitionModel
+        A conditional (transition) model.
+    x0 : array_like, shape [W, dim]
+        Start states.
+    lag : int
+        N in frames of the training data (a jump covers N·τ).
+    n_jumps : int
+        Jumps per walker.
+    generator : torch.Generator, optional
+    sampler, n_steps :
+        Sampler name and noise levels per jump (see :meth:`TransitionModel.sample`).
+    tolerance : float
+        Blow-up threshold (see module docs).
+    progress : bool
+
+    Returns
+    -------
+    np.ndarray, shape [W, n_jumps + 1, dim], float32
+        Frame 0 is the start point.
+
+    Raises
+    ------
+    RolloutBlowUpError
+    """
+    _check_rollout_arguments(model, lag, n_jumps)
+    x = torch.as_tensor(np.asarray(x0, dtype=np.float32), device=model.device)
+    if x.ndim != 2 or x.shape[1] != model.dim:
+        raise InvalidInputError(f"start points must have shape [W, {model.dim}], got {tuple(x.shape)}")
+    if not torch.isfinite(x).all():
+        raise InvalidInputError("start points contain NaN or inf")
+    frames = torch.empty((x.shape[0], n_jumps + 1, model.dim), dtype=torch.float32)
+    frames[:, 0] = x.cpu()
+    for k in tqdm(range(n_jumps), disable=not progress, unit="jump", desc=f"rollout lag {lag}", leave=False):
+        x = model.sample(x, lag=lag, sampler=sampler, n_steps=n_steps, generator=generator)
+        bad = model.outside_training_range(x, tolerance)
+        if bad.any():
+            raise RolloutBlowUpError(
+                f"rollout blew up at jump {k + 1}: {int(bad.sum())} of {len(bad)} walkers are non-finite or beyond "
+                f"the training data's range (tolerance {tolerance:g} × range); try a smaller lag, more sampler steps "
+                "or a better-trained model")
+        frames[:, k + 1] = x.cpu()
+    return frames.numpy()
+
+
+def _check_rollout_arguments(model: TransitionModel, lag: int, n_jumps: int) -> None:
+    if not isinstance(model, TransitionModel) or not model.conditional:
+        raise InvalidInputError("rollouts need a transition (conditional) model, not an equilibrium model")
+    for name, value in (("lag", lag), ("n_jumps", n_jumps)):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+            raise InvalidInputError(f"{name} must be a positive integer, got {value!r}")
+
+
+def start_points_from_store(path: str | os.PathLike, n_walkers: int, seed: int, dim: int) -> np.ndarray:
+    """``n_walkers`` frames drawn uniformly (with replacement) from a trajectory store; [W, dim]."""
+    trajectories = TrajectoryStore(path).trajectories()
+    frames = np.concatenate(trajectories)
+    if frames.shape[1] != dim:
+        raise InvalidInputError(f"{path} holds {frames.shape[1]}-dimensional frames; the model is {dim}-dimensional")
+    rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(0, 1)))
+    return frames[rng.integers(len(frames), size=n_walkers)]
+
+
+def read_start_points(path: str | os.PathLike, dim: int) -> np.ndarray:
+    """Start points from a ``.npy`` file or a text file of numbers, shape [W, dim] (or [dim])."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataFileError(f"no start-point file at {path}")
+    try:
+        points = np.load(path) if path.suffix == ".npy" else np.loadtxt(path, ndmin=2, delimiter=None)
+    except (ValueError, OSError, EOFError) as exc:
+        raise DataFileError(f"cannot read start points from {path}: {str(exc).splitlines()[0]}") from exc
+    points = np.asarray(points, dtype=np.float64)
+    if points.ndim == 1:
+        points = points[None, :] if points.shape[0] == dim else points[:, None]
+    if points.ndim != 2 or points.shape[1] != dim:
+        raise InvalidInputError(f"start points in {path} must have shape [W, {dim}], got {points.shape}")
+    if not np.all(np.isfinite(points)):
+        raise InvalidInputError(f"start points in {path} contain NaN or inf")
+    return points
+
+
+def run_rollout(model: TransitionModel, out_dir: str | os.PathLike, lag: int, n_jumps: int, x0: np.ndarray,
+                seed: int = 0, chunk_size: int = DEFAULT_WALKER_CHUNK, sampler: str = DEFAULT_SAMPLER,
+                n_steps: int = DEFAULT_N_STEPS, tolerance: float = DEFAULT_TOLERANCE, progress: bool = True,
+                model_source: str | None = None) -> TrajectoryStore:
+    """Roll out one trajectory per start point into ``out_dir``; resumable chunk by chunk.
+
+    Parameters
+    ----------
+    model : TransitionModel
+    out_dir : str or os.PathLike
+        Trajectory store to write (a re-run with the same parameters resumes it).
+    lag, n_jumps : int
+    x0 : np.ndarray, shape [W, dim]
+        One start point per walker.
+    seed : int
+    chunk_size : int
+        Walkers per batch.
+    sampler, n_steps, tolerance :
+        As for :func:`rollout`.
+    progress : bool
+    model_source : str, optional
+        Where the model came from (recorded in the manifest).
+
+    Returns
+    -------
+    TrajectoryStore
+        W trajectories of shape [n_jumps + 1, dim] with frame interval ``lag × model.frame_interval``.
+    """
+    from itomd.simulate.campaign import _differences, _exclusive_lock
+
+    _check_rollout_arguments(model, lag, n_jumps)
+    x0 = np.asarray(x0, dtype=np.float64)
+    if x0.ndim != 2 or x0.shape[1] != model.dim:
+        raise InvalidInputError(f"start points must have shape [W, {model.dim}], got {x0.shape}")
+    if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
+        raise InvalidInputError(f"chunk_size must be a positive integer, got {chunk_size!r}")
+    n_walkers = len(x0)
+    frame_interval = lag * model.frame_interval
+    parameters = json.loads(json.dumps({
+        "lag": int(lag), "n_jumps": int(n_jumps), "n_walkers": n_walkers, "seed": int(seed), "chunk_size": chunk_size,
+        "sampler": sampler, "n_steps": int(n_steps), "model": model_source, "model_steps": model.info.get("steps"),
+        "x0_checksum": float(np.round(x0.sum(), 10)),
+    }))
+    metadata = _trajectory_metadata(model, frame_interval, lag)
+    store = TrajectoryStore(Path(out_dir).absolute())
+    try:
+        store.path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise DataFileError(f"cannot create the output directory {store.path}: {exc.strerror or exc}") from exc
+    n_chunks = -(-n_walkers // chunk_size)
+    with _exclusive_lock(store.path):
+        manifest = store.manifest
+        if manifest is None:
+            if store.indices:
+                raise InvalidInputError(f"{store.path} already holds trajectories; use a new --out")
+            store.write_manifest({"format": "itomd-trajectory-store", "format_version": 1, "itomd_version": __version__,
+                                  "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+                                  "rollout": parameters})
+        else:
+            recorded = manifest.get("rollout")
+            if not isinstance(recorded, dict):
+                raise InvalidInputError(f"{store.path} holds a trajectory store not made by a rollout; use a new --out")
+            differences = _differences(recorded, parameters)
+            if differences:
+                raise InvalidInputError(f"{store.path} was made with different parameters: "
+                                        f"{'; '.join(differences[:4])}; use a new --out")
+        store.remove_temporary_files()
+        present = set(store.indices)
+        with tqdm(total=n_walkers, disable=not progress, unit="walker", desc=f"sample lag {lag}",
+                  dynamic_ncols=True) as bar:
+            for chunk in range(n_chunks):
+                walkers = range(chunk * chunk_size, min((chunk + 1) * chunk_size, n_walkers))
+                if all(i in present for i in walkers) and _chunk_complete(store, walkers, n_jumps, model.dim):
+                    bar.update(len(walkers))
+                    continue
+                seed_state = np.random.SeedSequence(seed, spawn_key=(chunk,)).generate_state(1, dtype=np.uint64)[0]
+                generator = torch.Generator(device=model.device).manual_seed(int(seed_state % (2**63)))
+                frames = rollout(model, x0[walkers.start:walkers.stop], lag, n_jumps, generator=generator,
+                                 sampler=sampler, n_steps=n_steps, tolerance=tolerance, progress=progress)
+                for offset, trajectory in enumerate(frames):
+                    store.write(walkers.start + offset, trajectory.astype(np.float64), {**metadata, "chunk": chunk})
+                bar.update(len(walkers))
+    return store
+
+
+def _chunk_complete(store: TrajectoryStore, walkers: range, n_jumps: int, dim: int) -> bool:
+    for index in walkers:
+        try:
+            if store.read(index).shape != (n_jumps + 1, dim):
+                return False
+        except (DataFileError, InvalidInputError):
+            return False
+    return True
+
+
+def _trajectory_metadata(model: TransitionModel, frame_interval: float, lag: int) -> dict[str, Any]:
+    metadata: dict[str, Any] = {}
+    if model.system is not None:
+        from itomd.systems import SystemSpec
+
+        try:
+            system = SystemSpec.from_dict(model.system).build()
+            metadata.update(system.metadata())
+        except ItomdError:
+            pass
+        metadata["spec"] = json.dumps(model.system)
+    metadata.update({"frame_interval": frame_interval, "lag": int(lag), "source": "itomd rollout",
+                     "data_frame_interval": model.frame_interval})
+    return metadata
+
+
+def simulated_time(n_walkers: int, n_jumps: int, lag: int, frame_interval: float) -> float:
+    """Physical time covered by a rollout, summed over walkers."""
+    return float(n_walkers) * n_jumps * lag * frame_interval
+
+
+__all__: Sequence[str] = ["RolloutBlowUpError", "rollout", "run_rollout", "start_points_from_store",
+                          "read_start_points", "simulated_time"]

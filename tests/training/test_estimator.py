@@ -1,0 +1,162 @@
+"""Training: a tiny model learns OU transitions at two lags; EMA is what samples; configs validate."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from itomd.checkpoint import load_file
+from itomd.errors import DataFileError, InvalidInputError
+from itomd.estimator import ExponentialMovingAverage, ITOEstimator, TrainingConfig
+from itomd.model import TransitionModel
+
+
+def test_tiny_model_learns_ou_mean_jump_and_spread_at_two_lags(ou_trajectories, ou_decay, tiny_config):
+    """E[x_{t+N} | x_t] = a^N x_t and Var = 1 − a^{2N} (exact OU), checked at N = 1 and N = 10."""
+    torch.set_num_threads(2)
+    data = ou_trajectories(200, 300, seed=1)
+    config = tiny_config(hidden=64, n_blocks=2, n_frequencies=8, batch_size=256, max_steps=1500, warmup_steps=100,
+                         learning_rate=3e-3, ema_decay=0.995)
+    model = ITOEstimator(config).fit(data, frame_interval=0.1, progress=False).fetch_model()
+    generator = torch.Generator().manual_seed(0)
+    for lag in (1, 10):
+        for x_t in (-1.5, 0.0, 1.5):
+            samples = model.sample(torch.full((4000, 1), x_t), lag=lag, generator=generator).numpy()[:, 0]
+            mean, std = ou_decay**lag * x_t, np.sqrt(1 - ou_decay ** (2 * lag))
+            assert abs(samples.mean() - mean) < 0.08, (lag, x_t, samples.mean(), mean)
+            assert abs(samples.std() / std - 1) < 0.15, (lag, x_t, samples.std(), std)
+
+
+def test_equilibrium_model_learns_the_stationary_gaussian(ou_data, tiny_config):
+    torch.set_num_threads(2)
+    config = tiny_config(equilibrium=True, hidden=64, batch_size=256, max_steps=600, learning_rate=3e-3, ema_decay=0.99)
+    model = ITOEstimator(config).fit(ou_data, frame_interval=0.1, progress=False).fetch_model()
+    assert not model.conditional
+    x = model.sample(None, n_samples=8000, generator=torch.Generator().manual_seed(0)).numpy()[:, 0]
+    assert abs(x.mean()) < 0.06 and abs(x.std() - 1) < 0.08
+
+
+def test_fit_writes_run_directory_and_model_holds_ema_weights(tmp_path, ou_data, tiny_config):
+    run = tmp_path / "run"
+    estimator = ITOEstimator(tiny_config()).fit(ou_data, 0.1, run_dir=run, progress=False)
+    assert {p.name for p in run.iterdir()} >= {"checkpoint.pt", "model.pt", "config.toml", "metrics.jsonl"}
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [10, 20, 30, 40]
+    assert all(np.isfinite(r["loss"]) and r["steps_per_second"] > 0 for r in rows)
+    checkpoint = load_file(run / "checkpoint.pt")
+    model = TransitionModel.load(run)
+    for name, value in model.denoiser.state_dict().items():
+        assert torch.equal(value, checkpoint["ema"]["module"][name]), name
+    trained = checkpoint["denoiser"]
+    assert any(not torch.equal(trained[k], checkpoint["ema"]["module"][k]) for k in trained), \
+        "sampling must use the EMA weights, which differ from the raw weights"
+    fetched = estimator.fetch_model()
+    assert all(torch.equal(v, model.denoiser.state_dict()[k]) for k, v in fetched.denoiser.state_dict().items())
+    assert TrainingConfig.from_toml(run / "config.toml") == tiny_config()
+    assert model.max_lag == 10 and model.frame_interval == 0.1 and model.info["steps"] == 40
+
+
+def test_resume_continues_exactly(tmp_path, ou_data, tiny_config):
+    """Training 40 steps straight equals 20 steps + resume (the budget/kill case is tested in the CLI)."""
+    straight = ITOEstimator(tiny_config(max_steps=40)).fit(ou_data, 0.1, run_dir=tmp_path / "a", progress=False)
+    half = ITOEstimator(tiny_config(max_steps=40, checkpoint_every=20))
+    _train_until(half, ou_data, tmp_path / "c", stop_at=20)
+    resumed = ITOEstimator(tiny_config(max_steps=40)).fit(ou_data, 0.1, run_dir=tmp_path / "c", resume=True, progress=False)
+    assert resumed.step == 40
+    a, c = load_file(tmp_path / "a" / "checkpoint.pt"), load_file(tmp_path / "c" / "checkpoint.pt")
+    for part in ("denoiser",):
+        for k in a[part]:
+            assert torch.equal(a[part][k], c[part][k]), k
+    for k in a["ema"]["module"]:
+        assert torch.equal(a["ema"]["module"][k], c["ema"]["module"][k]), k
+    assert torch.equal(a["generator"], c["generator"])
+    steps = [json.loads(line)["step"] for line in (tmp_path / "c" / "metrics.jsonl").read_text().splitlines()]
+    assert steps == [10, 20, 30, 40]
+
+
+def _train_until(estimator: ITOEstimator, data, run_dir, stop_at: int) -> None:
+    """Run ``fit`` but interrupt it right after the checkpoint of step ``stop_at`` (like a kill)."""
+    import itomd.estimator as module
+
+    original = module.save_atomically
+
+    def save_then_maybe_stop(payload, path):
+        out = original(payload, path)
+        if path.name == "checkpoint.pt" and payload["step"] >= stop_at:
+            raise KeyboardInterrupt
+        return out
+
+    module.save_atomically = save_then_maybe_stop
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            estimator.fit(data, 0.1, run_dir=run_dir, progress=False)
+    finally:
+        module.save_atomically = original
+
+
+def test_resume_refuses_changed_configuration_and_data(tmp_path, ou_data, tiny_config):
+    ITOEstimator(tiny_config()).fit(ou_data, 0.1, run_dir=tmp_path / "r", progress=False)
+    with pytest.raises(InvalidInputError, match="different configuration"):
+        ITOEstimator(tiny_config(hidden=16)).fit(ou_data, 0.1, run_dir=tmp_path / "r", resume=True, progress=False)
+    with pytest.raises(InvalidInputError, match="different data"):
+        ITOEstimator(tiny_config()).fit(ou_data[:10], 0.1, run_dir=tmp_path / "r", resume=True, progress=False)
+    with pytest.raises(InvalidInputError, match="already holds a training run"):
+        ITOEstimator(tiny_config()).fit(ou_data, 0.1, run_dir=tmp_path / "r", progress=False)
+    (tmp_path / "r" / "checkpoint.pt").write_bytes(b"garbage")
+    with pytest.raises(DataFileError, match="corrupt or truncated"):
+        ITOEstimator(tiny_config()).fit(ou_data, 0.1, run_dir=tmp_path / "r", resume=True, progress=False)
+
+
+def test_minutes_budget_stops_early(ou_data, tiny_config):
+    estimator = ITOEstimator(tiny_config(max_steps=10**9, minutes=0.02)).fit(ou_data, 0.1, progress=False)
+    assert estimator.stopped_by_budget and 0 < estimator.step < 10**9
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({"max_lag": 0}, "max_lag"), ({"lag_distribution": "gaussian"}, "lag_distribution"),
+    ({"learning_rate": -1.0}, "learning_rate"), ({"ema_decay": 1.0}, "ema_decay"), ({"minutes": 0}, "minutes"),
+    ({"batch_size": 2.5}, "batch_size"),
+])
+def test_config_validation(changes, message):
+    with pytest.raises(InvalidInputError, match=message):
+        TrainingConfig(**changes)
+
+
+def test_config_from_toml(tmp_path):
+    path = tmp_path / "c.toml"
+    path.write_text("[training]\nmax_lag = 50\nlag_distribution = 'uniform'\nhidden = 64\n")
+    config = TrainingConfig.from_toml(path, max_lag=20, minutes=None)
+    assert (config.max_lag, config.lag_distribution, config.hidden) == (20, "uniform", 64)
+    path.write_text("max_lag = 50\nhiden = 64\n")
+    with pytest.raises(InvalidInputError, match="unknown training option.*hiden"):
+        TrainingConfig.from_toml(path)
+    path.write_text("max_lag = = 5\n")
+    with pytest.raises(InvalidInputError, match="not valid TOML"):
+        TrainingConfig.from_toml(path)
+    with pytest.raises(DataFileError, match="no config file"):
+        TrainingConfig.from_toml(tmp_path / "missing.toml")
+
+
+def test_training_rejects_bad_data(tiny_config):
+    bad = [np.array([[0.0], [np.nan], [1.0]] * 10)]
+    with pytest.raises(InvalidInputError, match="NaN"):
+        ITOEstimator(tiny_config()).fit(bad, 0.1, progress=False)
+    with pytest.raises(InvalidInputError, match="frame_interval"):
+        ITOEstimator(tiny_config()).fit([np.zeros((50, 1))], 0.0, progress=False)
+
+
+def test_ema_warms_up_and_tracks():
+    module = torch.nn.Linear(1, 1, bias=False)
+    with torch.no_grad():
+        module.weight.fill_(0.0)
+    ema = ExponentialMovingAverage(module, decay=0.99)
+    with torch.no_grad():
+        module.weight.fill_(1.0)
+    ema.update(module)  # first decay min(0.99, 1/10) = 0.1
+    assert ema.module.weight.item() == pytest.approx(0.9)
+    for _ in range(2000):
+        ema.update(module)
+    assert ema.module.weight.item() == pytest.approx(1.0, abs=1e-6)
