@@ -195,6 +195,16 @@ def _run_analysis(args: argparse.Namespace):
     result = analyze(trajectories, frame_interval, kT, reference=reference, lags=args.lags,
                      n_timescales=args.n_timescales, n_states=args.n_states, seed=args.seed,
                      progress=not args.quiet)
+    if args.compare is not None:
+        from itomd.analysis import compare
+        from itomd.data.store import TrajectoryStore
+
+        other = TrajectoryStore(args.compare)
+        other_interval = other.metadata.get("frame_interval")
+        if other_interval is None:
+            raise InvalidInputError(f"{args.compare} does not record its frame interval")
+        compare(result, trajectories, other.trajectories(), float(other_interval), label=args.compare_label,
+                seed=args.seed)
     return result, system
 
 
@@ -209,6 +219,12 @@ def cmd_analyze(args: argparse.Namespace) -> int:
              + (f" (exact {its['reference'][0]:.4g})" if its.get("reference") else "")]
     if out.get("js_divergence") is not None:
         lines.append(f"stationary JS divergence vs exact: {out['js_divergence']:.4g} nats")
+    if out.get("comparison") is not None:
+        c = out["comparison"]
+        lines.append(f"{c['label']}: slowest implied timescale "
+                     + ", ".join("–" if t[0] is None else f"{t[0]:.4g}" for t in c["implied_timescales"]["timescales"])
+                     + f" at lag times {', '.join(f'{v:g}' for v in c['implied_timescales']['lag_times'])}; "
+                     f"JS divergence vs {c['label']}: {c['js_divergence']:.4g} nats")
     _emit(out, args.json, "\n".join(lines))
     return 0
 
@@ -422,6 +438,9 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--n-timescales", dest="n_timescales", type=_positive_int, default=3)
         p.add_argument("--n-states", dest="n_states", type=_positive_int, help="number of discrete states")
         p.add_argument("--seed", type=_nonnegative_int, default=0)
+        p.add_argument("--compare", type=Path, metavar="DIR",
+                       help="a second trajectory store (e.g. MD) analysed on the same states and lag times")
+        p.add_argument("--compare-label", dest="compare_label", default="MD", help="its name in the output")
         p.add_argument("--quiet", action="store_true")
         p.add_argument("--json", action="store_true")
         if name == "analyze":

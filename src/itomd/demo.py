@@ -1,7 +1,8 @@
-"""The demo pipeline on Müller–Brown: simulate → exact reference → analyze → HTML report.
+"""The demo pipeline on Müller–Brown: simulate → train ITO → roll out → analyze → HTML report.
 
-``itomd demo --out DIR`` (and ``make demo``) runs it. It is resumable like every campaign: a second
-run reuses the finished trajectories.
+``itomd demo --out DIR`` (and ``make demo``) runs it. Every stage is resumable: a second run reuses
+the finished trajectories, continues an unfinished training run from its checkpoint, and skips
+rollout chunks already written.
 """
 
 from __future__ import annotations
@@ -10,69 +11,124 @@ import json
 import time
 from pathlib import Path
 
+import numpy as np
+
 from itomd.data.store import write_text_atomically
 from itomd.systems import SystemSpec
 from itomd.systems.reference import exact_reference
 
 
-def run_demo(out: Path, quick: bool = False, n_workers: int | None = None, seed: int = 2026) -> Path:
+def run_demo(out: Path, quick: bool = False, n_workers: int | None = None, seed: int = 2026,
+             train_minutes: float = 4.0) -> Path:
     """Run the Müller–Brown pipeline and return the path of the HTML report.
 
     Parameters
     ----------
     out : Path
-        Output directory; holds ``trajectories/``, ``reference.json``, ``analysis.json`` and
+        Output directory; holds ``trajectories/`` (MD), ``run/`` (the ITO model), ``rollout/``
+        (surrogate trajectories), ``reference.json``, ``analysis_md.json``, ``analysis.json`` and
         ``report.html``.
     quick : bool
-        A much smaller campaign (seconds; for tests). The full demo simulates 4,000 equilibrium-started
-        trajectories of 5 time units (20,000 time units, ≈ 4,000 slowest relaxation times) so the MSM's
-        slowest implied timescale is well determined.
+        A much smaller run (seconds; for tests). The full demo simulates 4,000 equilibrium-started
+        trajectories of 5 time units (20,000 time units), trains for ``train_minutes`` on the CPU and
+        rolls out 2,000 walkers × 100 jumps of 0.5 time units (10⁵ time units).
     n_workers : int, optional
-        dask LocalCluster workers (0 = in-process).
+        dask LocalCluster workers for the MD campaign (0 = in-process).
     seed : int
-        Campaign seed.
+        Seed of the campaign, the training and the rollout.
+    train_minutes : float
+        Training wall-clock budget (the full demo).
     """
-    from itomd.analysis import analyze
+    from itomd.analysis import analyze, compare
     from itomd.analysis.report import write_report
+    from itomd.estimator import ITOEstimator, TrainingConfig
+    from itomd.model import TransitionModel
+    from itomd.rollout import run_rollout
     from itomd.simulate.campaign import run_campaign
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     spec = SystemSpec("muller-brown")
     system = spec.build()
-    n_traj, n_frames, chunk = (200, 101, 100) if quick else (4000, 501, 500)
+    tau = system.frame_interval
+    if quick:
+        n_traj, n_frames, chunk = 200, 101, 100
+        config = TrainingConfig(max_lag=20, max_steps=150, hidden=64, n_blocks=2, batch_size=256, checkpoint_every=50,
+                                seed=seed)
+        lag, n_walkers, n_jumps = 10, 200, 20
+    else:
+        n_traj, n_frames, chunk = 4000, 501, 500
+        config = TrainingConfig(max_lag=100, max_steps=16_000, minutes=train_minutes, seed=seed)
+        lag, n_walkers, n_jumps = 50, 2000, 100
+    timings = {}
 
-    print(f"[1/4] simulating {n_traj} Müller–Brown trajectories of {n_frames} frames "
-          f"(τ = {system.frame_interval:g}, kT = {system.kT:g}) ...", flush=True)
+    print(f"[1/5] simulating {n_traj} Müller–Brown trajectories of {n_frames} frames "
+          f"(τ = {tau:g}, kT = {system.kT:g}) ...", flush=True)
     t0 = time.perf_counter()
     store = run_campaign(spec, out / "trajectories", n_trajectories=n_traj, n_frames=n_frames, seed=seed,
                          chunk_size=chunk, n_workers=n_workers, progress=True)
-    t_sim = time.perf_counter() - t0
+    md = store.trajectories()
+    timings["simulate"] = time.perf_counter() - t0
 
-    print("[2/4] exact reference by the square-root approximation ...", flush=True)
+    print("[2/5] exact reference by the square-root approximation ...", flush=True)
     reference = exact_reference(system)
     _write_json(out / "reference.json", {"system": system.metadata(), **reference.to_dict()})
 
-    print("[3/4] MSM analysis (deeptime): implied timescales, CK test, FES, JS divergence ...", flush=True)
+    run = out / "run"
+    print(f"[3/5] training the ITO model (lags 1–{config.max_lag} τ, "
+          + (f"{config.max_steps} steps" if config.minutes is None else f"≤ {config.minutes:g} CPU minutes")
+          + ") ...", flush=True)
     t0 = time.perf_counter()
-    result = analyze(store.trajectories(), system.frame_interval, system.kT, reference=reference,
-                     seed=seed, progress=True)
-    t_ana = time.perf_counter() - t0
-    summary = result.to_dict()
-    summary["timings_seconds"] = {"simulate": round(t_sim, 2), "analyze": round(t_ana, 2)}
+    finished = run / "finished"  # written once training ended (all steps, or the time budget)
+    if finished.exists():
+        model = TransitionModel.load(run)
+    else:
+        resume = (run / "checkpoint.pt").exists()
+        model = ITOEstimator(config).fit(md, tau, run_dir=run, resume=resume, system=spec.to_dict()).fetch_model()
+        write_text_atomically(finished, json.dumps(model.info.get("steps")))
+    timings["train"] = time.perf_counter() - t0
+
+    print(f"[4/5] rolling out {n_walkers} walkers × {n_jumps} jumps of {lag} τ = {lag * tau:g} time units ...", flush=True)
+    rng = np.random.default_rng(seed)
+    x0 = reference.sample(n_walkers, rng)
+    t0 = time.perf_counter()
+    rollout_store = run_rollout(model, out / "rollout", lag=lag, n_jumps=n_jumps, x0=x0, seed=seed,
+                                progress=True, model_source=str(run))
+    timings["rollout"] = time.perf_counter() - t0
+
+    print("[5/5] analysis (deeptime MSMs, FES, JS divergence, CK test) of the rollouts and of MD; report ...", flush=True)
+    t0 = time.perf_counter()
+    rollouts = rollout_store.trajectories()
+    md_result = analyze(md, tau, system.kT, reference=reference, seed=seed)
+    rollout_result = analyze(rollouts, lag * tau, system.kT, reference=reference, seed=seed,
+                             lags=[1, 2, 4, 8] if not quick else [1, 2])
+    compare(rollout_result, rollouts, md, tau, label="MD", seed=seed)
+    timings["analyze"] = time.perf_counter() - t0
+    md_summary = md_result.to_dict()
+    summary = rollout_result.to_dict()
+    summary["timings_seconds"] = {k: round(v, 2) for k, v in timings.items()}
+    summary["model"] = model.info
+    _write_json(out / "analysis_md.json", md_summary)
     _write_json(out / "analysis.json", summary)
+    report = write_report(rollout_result, out / "report.html",
+                          title="itomd demo: ITO surrogate of Müller–Brown (kT = 10) vs exact and MD",
+                          extra_sections=[("MD data (the training set) analysed alone", _md_section(md_result))])
 
-    print("[4/4] writing the HTML report ...", flush=True)
-    report = write_report(result, out / "report.html", title="itomd demo: Müller–Brown at kT = 10")
-
-    its = summary["implied_timescales"]
     exact = reference.implied_timescales(1)[0]
-    print(f"slowest implied timescale: exact {exact:.3f}; MSM "
-          + ", ".join(f"{t[0]:.3f} (lag {lt:g})" for t, lt in zip(its["timescales"], its["lag_times"])
-                        if t[0] is not None))
-    if summary.get("js_divergence") is not None:
-        print(f"stationary JS divergence vs exact: {summary['js_divergence']:.4f} nats")
+    its = summary["implied_timescales"]
+    print(f"slowest implied timescale: exact {exact:.3f}; ITO rollout "
+          + ", ".join(f"{t[0]:.3f} (lag {lt:g})" for t, lt in zip(its["timescales"], its["lag_times"]) if t[0] is not None))
+    print(f"stationary JS divergence vs exact: rollout {summary['js_divergence']:.4f} nats, "
+          f"MD {md_summary['js_divergence']:.4f} nats")
     return report
+
+
+def _md_section(result) -> str:
+    its = result.implied_timescales
+    rows = "".join(f"<tr><td>{lt:.4g}</td><td>{t:.4g}</td></tr>" for lt, t in zip(its.lag_times, its.timescales[:, 0]))
+    js = "–" if result.js_divergence is None else f"{result.js_divergence.value:.4g}"
+    return (f"<p>{result.n_trajectories} MD trajectories, {result.n_frames} frames; stationary JS divergence vs exact "
+            f"{js} nats.</p><table><tr><th>lag time</th><th>MSM slowest timescale</th></tr>{rows}</table>")
 
 
 def _write_json(path: Path, payload: dict) -> None:

@@ -85,7 +85,7 @@ class TrainingConfig:
     hidden, n_blocks, n_frequencies : int
         Network size (:class:`~itomd.nn.TransitionMLP`).
     p_mean : float, optional
-        Mean of ln σ in training; default EDM's −1.2 moved to the data scale.
+        Mean of ln(σ/σ_d) in training; default EDM's −1.2 + ln 2 (EDM's −1.2 for σ_d = 0.5).
     p_std : float
         Standard deviation of ln σ in training.
     checkpoint_every, log_every : int
@@ -327,7 +327,7 @@ class ITOEstimator:
             if run_dir is not None and (run_dir / "checkpoint.pt").exists():
                 raise InvalidInputError(f"{run_dir} already holds a training run; pass --resume to continue it "
                                         "or choose a new --out")
-            spec = fit_denoiser_spec(frames, conditional=not config.equilibrium, max_lag=config.max_lag,
+            spec = fit_denoiser_spec(trajectories, conditional=not config.equilibrium, max_lag=config.max_lag,
                                      hidden=config.hidden, n_blocks=config.n_blocks, n_frequencies=config.n_frequencies,
                                      p_mean=config.p_mean, p_std=config.p_std)
 
@@ -444,7 +444,7 @@ def _draw_batch(pairs: PairSampler | None, frames: torch.Tensor, batch_size: int
         i0, i1 = pairs.sample_indices(lag, generator)
         cond, x0 = frames[i0], frames[i1]
         lag = lag.to(torch.float32)
-    sigma = denoiser.sample_training_sigmas(batch_size, generator)
+    sigma = denoiser.sample_training_sigmas(batch_size, generator, **({} if lag is None else {"lag": lag}))
     noise = torch.randn(x0.shape, generator=generator)
     return x0, cond, lag, sigma, noise
 

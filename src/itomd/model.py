@@ -13,16 +13,17 @@ The same class holds an unconditional *equilibrium* model (``conditional=False``
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
 
-from itomd.diffusion.denoiser import Denoiser
+from itomd.diffusion.denoiser import Denoiser, TransitionDenoiser
 from itomd.diffusion.samplers import SAMPLERS
 from itomd.diffusion.schedules import karras_sigmas
 from itomd.errors import DataFileError, InvalidInputError
@@ -34,9 +35,10 @@ MODEL_FORMAT_VERSION = 1
 #: Default sampler and number of noise levels per jump (Heun: 2·n_steps − 1 network evaluations).
 DEFAULT_SAMPLER = "heun"
 DEFAULT_N_STEPS = 16
-#: Noise range of the sampling schedule in units of σ_data, and Karras' ρ.
+#: Noise range of the sampling schedule: σ_min in units of the smallest data scale (σ_d(1) of a
+#: transition model), σ_max in units of the largest; and Karras' ρ.
 SIGMA_MIN_FACTOR = 0.004
-SIGMA_MAX_FACTOR = 40.0
+SIGMA_MAX_FACTOR = 20.0
 DEFAULT_RHO = 7.0
 
 
@@ -55,13 +57,17 @@ class DenoiserSpec:
     sigma_data : float
         Pooled standard deviation of the centred training frames.
     shift : tuple of float, length dim
-        Mean of the training frames (the denoiser's centre).
+        Mean of the training frames (the centre of an equilibrium denoiser).
     condition_shift, condition_scale : tuple of float, length dim
         Standardisation of the condition (mean and std of the frames per coordinate).
     max_log_lag : float
         ln of the largest training lag.
     p_mean, p_std : float
-        Training distribution of ln σ.
+        Training distribution of ln σ (equilibrium) or of ln(σ/σ_d(N)) (transition).
+    lag_coefficients : tuple of tuple of float, shape [max_lag, dim], optional
+    lag_scales : tuple of float, length max_lag, optional
+        Lag-N regression slopes and residual RMS of the data (transition models; see
+        :class:`~itomd.diffusion.TransitionDenoiser` and :func:`lag_statistics`).
     """
 
     dim: int
@@ -76,44 +82,117 @@ class DenoiserSpec:
     max_log_lag: float
     p_mean: float
     p_std: float
+    lag_coefficients: tuple[tuple[float, ...], ...] | None = None
+    lag_scales: tuple[float, ...] | None = None
 
     def build(self) -> Denoiser:
         """A freshly initialised denoiser (float32, CPU) of this shape."""
         inner = TransitionMLP(self.dim, hidden=self.hidden, n_blocks=self.n_blocks, n_frequencies=self.n_frequencies,
                               conditional=self.conditional, condition_shift=self.condition_shift,
                               condition_scale=self.condition_scale, max_log_lag=self.max_log_lag)
+        if self.conditional:
+            if not self.lag_scales or not self.lag_coefficients:
+                raise DataFileError("a transition model description needs lag_coefficients and lag_scales")
+            return TransitionDenoiser(inner, sigma_data=self.sigma_data, mean=list(self.shift),
+                                      lag_coefficients=[list(c) for c in self.lag_coefficients],
+                                      lag_scales=list(self.lag_scales), p_mean=self.p_mean, p_std=self.p_std)
         return Denoiser(inner, sigma_data=self.sigma_data, p_mean=self.p_mean, p_std=self.p_std, shift=list(self.shift))
 
+    @property
+    def noise_range(self) -> tuple[float, float]:
+        """(smallest, largest) data scale the sampling schedule must cover."""
+        if self.lag_scales:
+            return min(self.lag_scales), max(max(self.lag_scales), self.sigma_data)
+        return self.sigma_data, self.sigma_data
+
     def to_dict(self) -> dict[str, Any]:
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
+        return json.loads(json.dumps(dataclasses.asdict(self)))  # tuples → lists
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "DenoiserSpec":
         names = {f.name for f in dataclasses.fields(cls)}
-        missing = names - set(d)
+        missing = names - set(d) - {"lag_scales", "lag_coefficients"}
         if missing:
             raise DataFileError(f"model description lacks {', '.join(sorted(missing))}")
-        return cls(**{k: tuple(float(x) for x in d[k]) if isinstance(d[k], list) else d[k] for k in names})
+        return cls(**{k: _tuples(d[k]) if isinstance(d[k], list) else d[k] for k in names if k in d})
 
 
-def fit_denoiser_spec(frames: np.ndarray, conditional: bool, max_lag: int, hidden: int, n_blocks: int,
-                      n_frequencies: int, p_mean: float | None = None, p_std: float = 1.2) -> DenoiserSpec:
-    """A :class:`DenoiserSpec` with the data scales estimated from ``frames`` [n, dim].
+def lag_statistics(trajectories: Sequence[np.ndarray], max_lag: int, max_pairs: int = 200_000,
+                   seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    r"""Per-lag linear (AR) prediction of x_{t+N} from x_t, for N = 1..max_lag.
 
-    σ_data is the pooled standard deviation of the centred frames. ``p_mean=None`` takes EDM's
-    −1.2 (tuned for σ_data = 0.5) moved to the data's scale: −1.2 + ln(σ_data/0.5).
+    With m the mean of all frames: A(N)_d = Cov(x_{t+N,d}, x_{t,d}) / Var(x_{t,d}) and
+    σ(N) = sqrt(mean over pairs and coordinates of (x_{t+N} − m − A(N)(x_t − m))²).
+
+    Estimated from at most ``max_pairs`` random start frames per lag (deterministic given ``seed``).
+    Lags no trajectory is long enough for repeat the previous lag's values.
+
+    Returns
+    -------
+    coefficients : np.ndarray, shape [max_lag, dim]
+    scales : np.ndarray, shape [max_lag], positive
     """
-    frames = np.asarray(frames, dtype=np.float64)
+    rng = np.random.default_rng(seed)
+    lengths = np.array([len(t) for t in trajectories])
+    frames = np.concatenate([np.asarray(t, dtype=np.float64) for t in trajectories])
+    mean = frames.mean(0)
+    centred = frames - mean
+    offsets = np.concatenate([[0], np.cumsum(lengths)[:-1]])
+    coefficients = np.ones((max_lag, frames.shape[1]))
+    scales = np.zeros(max_lag)
+    for lag in range(1, max_lag + 1):
+        counts = np.clip(lengths - lag, 0, None)
+        total = counts.sum()
+        if total == 0:
+            coefficients[lag - 1], scales[lag - 1] = coefficients[lag - 2], scales[lag - 2]
+            continue
+        u = rng.integers(total, size=min(total, max_pairs))
+        cum = np.cumsum(counts)
+        traj = np.searchsorted(cum, u, side="right")
+        start = offsets[traj] + u - (cum[traj] - counts[traj])
+        a, b = centred[start], centred[start + lag]
+        variance = (a * a).mean(0)
+        slope = np.where(variance > 0, (a * b).mean(0) / np.where(variance > 0, variance, 1.0), 1.0)
+        coefficients[lag - 1] = slope
+        scales[lag - 1] = np.sqrt(np.mean((b - slope * a) ** 2))
+    positive = scales[scales > 0]
+    floor = positive.min() if positive.size else 1.0
+    return coefficients, np.where(scales > 0, scales, floor)
+
+
+def fit_denoiser_spec(trajectories: Sequence[np.ndarray], conditional: bool, max_lag: int, hidden: int, n_blocks: int,
+                      n_frequencies: int, p_mean: float | None = None, p_std: float = 1.2) -> DenoiserSpec:
+    """A :class:`DenoiserSpec` with the data scales estimated from ``trajectories`` (each [n_i, dim]).
+
+    σ_data is the pooled standard deviation of the centred frames; transition models also get the
+    RMS displacement per lag (:func:`lag_displacement_scales`). ``p_mean=None`` takes EDM's −1.2
+    (tuned for σ_data = 0.5) in units of the data scale: −1.2 + ln 2 relative to σ_d.
+    """
+    frames = np.concatenate([np.asarray(t, dtype=np.float64) for t in trajectories])
     mean = frames.mean(0)
     std = frames.std(0)
     std = np.where(std > 0, std, 1.0)
     sigma_data = float(np.sqrt(np.mean((frames - mean) ** 2))) or 1.0
-    if p_mean is None:
+    lag_scales = lag_coefficients = None
+    if conditional:
+        coefficients, scales = lag_statistics(trajectories, max_lag)
+        lag_coefficients, lag_scales = _tuples(coefficients.tolist()), _tuples(scales.tolist())
+        if p_mean is None:
+            p_mean = -1.2 + math.log(2.0)
+    elif p_mean is None:
         p_mean = -1.2 + math.log(sigma_data / 0.5)
     return DenoiserSpec(dim=int(frames.shape[1]), conditional=bool(conditional), hidden=int(hidden), n_blocks=int(n_blocks),
                         n_frequencies=int(n_frequencies), sigma_data=sigma_data, shift=tuple(mean.tolist()),
                         condition_shift=tuple(mean.tolist()), condition_scale=tuple(std.tolist()),
-                        max_log_lag=math.log(max(int(max_lag), 2)), p_mean=float(p_mean), p_std=float(p_std))
+                        max_log_lag=math.log(max(int(max_lag), 2)), p_mean=float(p_mean), p_std=float(p_std),
+                        lag_coefficients=lag_coefficients, lag_scales=lag_scales)
+
+
+def _tuples(value: Any) -> Any:
+    """Nested lists of numbers → nested tuples of float (specs are frozen and comparable)."""
+    if isinstance(value, (list, tuple)):
+        return tuple(_tuples(v) for v in value)
+    return float(value)
 
 
 class TransitionModel:
@@ -173,9 +252,9 @@ class TransitionModel:
     def sigmas(self, n_steps: int = DEFAULT_N_STEPS, sigma_min: float | None = None, sigma_max: float | None = None,
                rho: float = DEFAULT_RHO) -> torch.Tensor:
         """The Karras noise schedule of ``n_steps`` levels (plus the final 0) on the data's scale."""
-        sd = self.spec.sigma_data
-        return karras_sigmas(n_steps, SIGMA_MIN_FACTOR * sd if sigma_min is None else sigma_min,
-                             SIGMA_MAX_FACTOR * sd if sigma_max is None else sigma_max, rho)
+        low, high = self.spec.noise_range
+        return karras_sigmas(n_steps, SIGMA_MIN_FACTOR * low if sigma_min is None else sigma_min,
+                             SIGMA_MAX_FACTOR * high if sigma_max is None else sigma_max, rho)
 
     # -- sampling ------------------------------------------------------------------------------
     @torch.no_grad()
@@ -224,7 +303,8 @@ class TransitionModel:
                 raise InvalidInputError("an equilibrium model needs a positive number of samples")
         schedule = (self.sigmas(n_steps) if sigmas is None else torch.as_tensor(sigmas)).to(self.device, torch.float32)
         noise = torch.randn((n, self.dim), generator=generator, device=self.device)
-        x = self.denoiser.shift.to(self.device) + schedule[0] * noise
+        centre = self.denoiser.centre_and_scale(noise, **extra)[0]
+        x = centre + schedule[0] * noise
         return sample_fn(self.denoiser, x, schedule, extra_args=extra, generator=generator)
 
     def outside_training_range(self, x: torch.Tensor, tolerance: float = 0.5) -> torch.Tensor:

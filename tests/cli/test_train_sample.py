@@ -173,3 +173,21 @@ def test_sample_reports_blow_up_instead_of_writing_garbage(prinz_data, tiny_toml
                    str(tmp_path / "o"), "--tolerance", "1e-9", "--n-steps", "2", "--quiet")
     assert_one_line_error(proc, "blew up at jump 1")
     assert len(TrajectoryStore(tmp_path / "o").indices) == 0
+
+
+def test_analyze_and_report_compare_rollouts_with_md(prinz_data, tiny_toml, tmp_path, capsys):
+    run, out = tmp_path / "run", tmp_path / "rollout"
+    assert main(["train", "--data", str(prinz_data), "--out", str(run), "--config", str(tiny_toml),
+                 "--max-steps", "20", "--quiet"]) == 0
+    assert main(["sample", str(run), "--lag", "2", "--n-jumps", "40", "--n-walkers", "8", "--out", str(out),
+                 "--from", str(prinz_data), "--n-steps", "3", "--tolerance", "100", "--quiet"]) == 0
+    capsys.readouterr()
+    assert main(["analyze", str(out), "--reference", "--lags", "1,3", "--compare", str(prinz_data), "--json",
+                 "--quiet"]) == 0
+    comparison = json.loads(capsys.readouterr().out)["comparison"]
+    assert comparison["label"] == "MD" and comparison["js_divergence"] >= 0
+    assert comparison["implied_timescales"]["lags"] == [2, 6]  # MD frames for lag times 2τ and 6τ
+    report = tmp_path / "r.html"
+    assert main(["report", str(out), "--reference", "--lags", "1,3", "--compare", str(prinz_data), "--out",
+                 str(report), "--quiet"]) == 0
+    assert "Comparison with MD" in report.read_text()

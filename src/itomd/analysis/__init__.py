@@ -10,11 +10,11 @@ from itomd.analysis.discretize import Discretization, discretize
 from itomd.analysis.divergence import JSDivergence, js_divergence, js_divergence_of_distributions
 from itomd.analysis.fes import FreeEnergySurface, free_energy_surface
 from itomd.analysis.msm import CKTestResult, ImpliedTimescalesResult, ck_test, implied_timescales
-from itomd.analysis.pipeline import AnalysisResult, analyze, default_lags
+from itomd.analysis.pipeline import AnalysisResult, Comparison, analyze, compare, default_lags
 from itomd.analysis.report import write_report
 
 __all__ = [
-    "analyze", "AnalysisResult", "default_lags", "write_report",
+    "analyze", "AnalysisResult", "compare", "Comparison", "default_lags", "write_report",
     "discretize", "Discretization",
     "implied_timescales", "ImpliedTimescalesResult", "ck_test", "CKTestResult",
     "free_energy_surface", "FreeEnergySurface",

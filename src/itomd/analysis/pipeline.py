@@ -58,6 +58,7 @@ class AnalysisResult:
     kT: float
     features: tuple[int, ...]
     notes: list[str] = field(default_factory=list)
+    comparison: "Comparison | None" = None
 
     def to_dict(self) -> dict:
         """JSON-serialisable summary; times in physical units, JS divergence in nats."""
@@ -76,7 +77,87 @@ class AnalysisResult:
             "features": list(self.features),
             "discretization": {"method": self.discretization.method, "n_states": self.discretization.n_states},
             "notes": list(self.notes),
+            "comparison": None if self.comparison is None else self.comparison.to_dict(),
         }
+
+
+@dataclass
+class Comparison:
+    """A second data set (e.g. MD next to surrogate rollouts) analysed on the same discretisation.
+
+    Attributes
+    ----------
+    label : str
+        What the second data set is ("MD").
+    implied_timescales : ImpliedTimescalesResult
+        Its MSM implied timescales at the same lag *times* as the main analysis (where its frame
+        interval divides them).
+    js_divergence : JSDivergence
+        Between the two sets of frames (nats), on the main analysis' features.
+    frame_interval : float
+        The second data set's frame interval.
+    n_trajectories, n_frames : int
+    """
+
+    label: str
+    implied_timescales: ImpliedTimescalesResult
+    js_divergence: JSDivergence
+    frame_interval: float
+    n_trajectories: int
+    n_frames: int
+
+    def to_dict(self) -> dict:
+        return {"label": self.label, "implied_timescales": self.implied_timescales.to_dict(),
+                "js_divergence": self.js_divergence.value, "js_divergence_details": self.js_divergence.to_dict(),
+                "frame_interval": self.frame_interval, "n_trajectories": self.n_trajectories, "n_frames": self.n_frames}
+
+
+def compare(result: AnalysisResult, analysed: Sequence[np.ndarray], trajectories: Sequence[np.ndarray],
+            frame_interval: float, label: str = "MD", seed: int = 0, n_samples: int = DEFAULT_N_SAMPLES) -> Comparison:
+    """Analyse ``trajectories`` like ``result`` (same states, same lag times) and attach the comparison.
+
+    Parameters
+    ----------
+    result : AnalysisResult
+        The main analysis (e.g. of surrogate rollouts); its ``comparison`` is set.
+    analysed : list of np.ndarray, each [n_frames_i, dim]
+        The trajectories ``result`` was computed from.
+    trajectories : list of np.ndarray, each [n_frames_i, dim]
+        The data to compare with (e.g. MD).
+    frame_interval : float
+        Their frame interval; lag times of ``result`` that are not whole multiples of it, or too long
+        for the trajectories, are left out.
+    label : str
+    seed, n_samples :
+        As for :func:`analyze`.
+
+    Returns
+    -------
+    Comparison
+    """
+    trajectories = check_trajectories(trajectories)
+    frame_interval = check_frame_interval(frame_interval)
+    if trajectories[0].shape[1] != result.discretization.dim:
+        raise InvalidInputError(f"cannot compare {trajectories[0].shape[1]}-dimensional data with "
+                                f"{result.discretization.dim}-dimensional data")
+    longest = max(len(t) for t in trajectories)
+    lags = []
+    for lag_time in result.implied_timescales.lag_times:
+        lag = int(round(lag_time / frame_interval))
+        if lag >= 1 and abs(lag * frame_interval - lag_time) <= 1e-6 * lag_time and lag < longest:
+            lags.append(lag)
+    lags = sorted(set(lags))
+    if not lags:
+        raise InvalidInputError(f"none of the lag times {result.implied_timescales.lag_times.tolist()} is a whole "
+                                f"multiple of the comparison's frame interval {frame_interval:g} shorter than its trajectories")
+    its = implied_timescales(trajectories, frame_interval, lags, n_timescales=result.implied_timescales.n_timescales,
+                             discretization=result.discretization, n_samples=n_samples, seed=seed)
+    frames = np.concatenate(trajectories)
+    js = js_divergence(np.concatenate(check_trajectories(analysed)), frames, features=result.features)
+    comparison = Comparison(label=label, implied_timescales=its, js_divergence=js, frame_interval=frame_interval,
+                            n_trajectories=len(trajectories), n_frames=int(len(frames)))
+    result.comparison = comparison
+    return comparison
 
 
 def useful_length(trajectory_lengths: Sequence[int]) -> int:

@@ -78,7 +78,7 @@ def write_report(
         f"<h2>Key numbers</h2>{_key_numbers(result)}\n"
         f"<h2>Slowest implied timescale by lag</h2>{_timescale_table(result)}\n"
         + (f"<h2>Notes</h2><ul class='note'>{notes}</ul>\n" if notes else "")
-        + f"<h2>Plots</h2><div class='figs'>{figures}</div>\n{extra}\n"
+        + f"<h2>Plots</h2><div class='figs'>{figures}</div>\n{_comparison_html(result)}{extra}\n"
         "<p class='note'>JS divergence in nats (the divergence, not scipy's JS distance, which is its "
         "square root). Times in the units of the frame interval; free energies in units of kT. MSMs: "
         "deeptime, reversible maximum likelihood; intervals from Bayesian MSM posterior samples.</p>\n"
@@ -106,6 +106,39 @@ def _figures(result: AnalysisResult) -> list[tuple[str, Figure]]:
     for _, fig in figures:
         fig.tight_layout()
     return figures
+
+
+def _comparison_html(result: AnalysisResult) -> str:
+    """Side-by-side implied timescales and the JS divergence against a second data set (e.g. MD)."""
+    comparison = result.comparison
+    if comparison is None:
+        return ""
+    mine, other = result.implied_timescales, comparison.implied_timescales
+    label = html.escape(comparison.label)
+    rows = []
+    for i, lag_time in enumerate(mine.lag_times):
+        match = np.flatnonzero(np.isclose(other.lag_times, lag_time, rtol=1e-6))
+        theirs = other.timescales[match[0], 0] if match.size else np.nan
+        rows.append((f"{lag_time:.4g}", _number(mine.timescales[i, 0]), _number(theirs),
+                     "–" if mine.reference is None else f"{mine.reference[0]:.4g}"))
+    fig = Figure(figsize=(5.5, 4.0))
+    ax = fig.subplots()
+    ax.plot(mine.lag_times, mine.timescales[:, 0], "o-", label="this data")
+    ax.plot(other.lag_times, other.timescales[:, 0], "s--", label=comparison.label)
+    if mine.reference is not None:
+        ax.axhline(mine.reference[0], color="k", ls=":", label="exact")
+    ax.set_xscale("log")
+    ax.set_xlabel("lag time")
+    ax.set_ylabel("slowest implied timescale")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return (f"<h2>Comparison with {label}</h2>"
+            + _table(["quantity", "value"], [
+                (f"{comparison.label} data", f"{comparison.n_trajectories} trajectories, {comparison.n_frames} frames, "
+                                             f"frame interval {comparison.frame_interval:g}"),
+                (f"JS divergence vs {comparison.label} (nats)", f"{comparison.js_divergence.value:.4g}")])
+            + _table(["lag time", "slowest timescale (this data)", f"slowest timescale ({comparison.label})", "exact"], rows)
+            + f"<div class='figs'>{_figure_html(f'Implied timescales: this data vs {comparison.label} (same states)', fig)}</div>")
 
 
 def _key_numbers(result: AnalysisResult) -> str:

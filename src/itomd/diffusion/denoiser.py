@@ -59,30 +59,39 @@ class Denoiser(nn.Module):
         self.p_std = float(p_std)
         self.register_buffer("shift", torch.zeros(()) if shift is None else torch.as_tensor(shift, dtype=torch.float32))
 
-    def scalings(self, sigma: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(c_skip, c_out, c_in, c_noise), each shaped like ``sigma`` [B]."""
-        sd2 = self.sigma_data ** 2
+    def centre_and_scale(self, x: torch.Tensor, **cond) -> tuple[torch.Tensor, torch.Tensor]:
+        """Centre (broadcastable to ``x``) and data scale σ_d [B] the preconditioning uses.
+
+        The data mean and σ_data here; subclasses may make both depend on the conditioning.
+        """
+        return self.shift.to(x.dtype), torch.full((x.shape[0],), self.sigma_data, dtype=x.dtype, device=x.device)
+
+    def scalings(self, sigma: torch.Tensor, sigma_data: torch.Tensor | float | None = None
+                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(c_skip, c_out, c_in, c_noise), each shaped like ``sigma`` [B] (σ_d default: ``sigma_data``)."""
+        sd = self.sigma_data if sigma_data is None else sigma_data
+        sd2 = sd**2
         c_skip = sd2 / (sigma**2 + sd2)
-        c_out = sigma * self.sigma_data / (sigma**2 + sd2).sqrt()
+        c_out = sigma * sd / (sigma**2 + sd2).sqrt()
         c_in = 1.0 / (sigma**2 + sd2).sqrt()
         return c_skip, c_out, c_in, sigma.log() / 4
 
     def forward(self, x: torch.Tensor, sigma: torch.Tensor, **cond) -> torch.Tensor:
         """Denoised estimate D(x; σ), shape of ``x`` [B, *event]; ``sigma`` has shape [B]."""
+        shift, sd = self.centre_and_scale(x, **cond)
         c_skip, c_out, c_in, c_noise = (append_dims(c, x.ndim) if i < 3 else c
-                                        for i, c in enumerate(self.scalings(sigma.to(x.dtype))))
-        shift = self.shift.to(x.dtype)
+                                        for i, c in enumerate(self.scalings(sigma.to(x.dtype), sd)))
         centred = x - shift
         return shift + c_skip * centred + c_out * self.inner(c_in * centred, c_noise, **cond)
 
     def sample_training_sigmas(self, n: int, generator: torch.Generator | None = None,
-                               device: torch.device | str | None = None) -> torch.Tensor:
+                               device: torch.device | str | None = None, **cond) -> torch.Tensor:
         """Draw ``n`` training noise levels, ln σ ~ N(p_mean, p_std²); shape [n]."""
         return (self.p_mean + self.p_std * torch.randn(n, generator=generator, device=device)).exp()
 
     def loss(self, x0: torch.Tensor, generator: torch.Generator | None = None, **cond) -> torch.Tensor:
         """Denoising score-matching loss of a batch of clean samples ``x0`` [B, *event] (a scalar)."""
-        sigma = self.sample_training_sigmas(x0.shape[0], generator, x0.device).to(x0.dtype)
+        sigma = self.sample_training_sigmas(x0.shape[0], generator, x0.device, **cond).to(x0.dtype)
         noise = torch.randn(x0.shape, generator=generator, dtype=x0.dtype, device=x0.device)
         return self.loss_at(x0, sigma, noise, **cond)
 
@@ -95,7 +104,72 @@ class Denoiser(nn.Module):
         (a ``DistributedDataParallel`` module, whose forward synchronises gradients).
         """
         b = x0.shape[0]
-        weight = (sigma**2 + self.sigma_data**2) / (sigma * self.sigma_data) ** 2
+        sd = self.centre_and_scale(x0, **cond)[1]
+        weight = (sigma**2 + sd**2) / (sigma * sd) ** 2
         model = self if through is None else through
         err = (model(x0 + append_dims(sigma, x0.ndim) * noise, sigma, **cond) - x0) ** 2
         return (weight * err.reshape(b, -1).sum(-1)).mean()
+
+
+class TransitionDenoiser(Denoiser):
+    r"""A Denoiser of x_{t+Nτ} | x_t preconditioned around the linear (AR) prediction at lag N.
+
+    For transition densities the natural scale of the "data" depends on the lag: at short lags
+    x_{t+Nτ} stays within far less than σ_data of x_t, at long lags it forgets x_t. The
+    preconditioning therefore centres on the linear prediction
+    :math:`m + A(N)\,(x_t - m)` (m the data mean, A(N) the per-coordinate lag-N regression slope,
+    i.e. the normalised autocorrelation) and scales by σ_d(N), the RMS residual of that prediction;
+    the training noise levels are drawn relative to it: ln(σ/σ_d(N)) ~ N(p_mean, p_std²). Every lag's
+    network target is then of unit scale, and for linear (Ornstein–Uhlenbeck) dynamics the
+    preconditioning alone is already exact. All three tables are estimated from the data and stored
+    with the model; lags beyond the tables use their last entry. Conditioning keywords: ``cond``
+    (x_t, [B, dim]) and ``lag`` (N, [B]).
+
+    Parameters
+    ----------
+    inner : nn.Module
+    sigma_data : float
+        Pooled standard deviation of the frames (kept for reference and schedules).
+    mean : sequence of float, length dim
+        Data mean m.
+    lag_coefficients : array_like, shape [max_lag, dim]
+        A(N) for N = 1..max_lag.
+    lag_scales : sequence of float, length max_lag
+        σ_d(N) for N = 1..max_lag.
+    p_mean, p_std : float
+        Training distribution of ln(σ/σ_d(N)).
+    """
+
+    def __init__(self, inner: nn.Module, sigma_data: float, mean: "torch.Tensor | list[float]",
+                 lag_coefficients: "torch.Tensor | list[list[float]]", lag_scales: "torch.Tensor | list[float]",
+                 p_mean: float = -1.2 + 0.6931471805599453, p_std: float = 1.2):
+        super().__init__(inner, sigma_data, p_mean=p_mean, p_std=p_std, shift=mean)
+        scales = torch.as_tensor(lag_scales, dtype=torch.float32)
+        coefficients = torch.as_tensor(lag_coefficients, dtype=torch.float32)
+        if scales.ndim != 1 or len(scales) < 1 or not torch.all(scales > 0):
+            raise InvalidInputError("lag_scales must be a non-empty list of positive numbers")
+        if coefficients.ndim != 2 or coefficients.shape[0] != len(scales) or coefficients.shape[1] != self.shift.numel():
+            raise InvalidInputError(f"lag_coefficients must have shape [{len(scales)}, {self.shift.numel()}], "
+                                    f"got {tuple(coefficients.shape)}")
+        self.register_buffer("lag_scales", scales)
+        self.register_buffer("lag_coefficients", coefficients)
+
+    def _index(self, lag: torch.Tensor) -> torch.Tensor:
+        return torch.clamp(torch.round(lag).long(), 1, len(self.lag_scales)) - 1
+
+    def centre_and_scale(self, x: torch.Tensor, cond: torch.Tensor | None = None, lag: torch.Tensor | None = None,
+                         **_) -> tuple[torch.Tensor, torch.Tensor]:
+        if cond is None or lag is None:
+            raise InvalidInputError("a transition denoiser needs cond= (x_t) and lag= (N)")
+        index = self._index(torch.as_tensor(lag, device=x.device).expand(x.shape[0]))
+        mean = self.shift.to(x.dtype)
+        centre = mean + self.lag_coefficients[index].to(x.dtype) * (cond.to(x.dtype) - mean)
+        return centre, self.lag_scales[index].to(x.dtype)
+
+    def sample_training_sigmas(self, n: int, generator: torch.Generator | None = None,
+                               device: torch.device | str | None = None, **cond) -> torch.Tensor:
+        lag = cond.get("lag")
+        if lag is None:
+            raise InvalidInputError("a transition denoiser draws training noise levels per lag: pass lag=")
+        z = torch.randn(n, generator=generator, device=device)
+        return self.lag_scales[self._index(torch.as_tensor(lag, device=z.device))] * (self.p_mean + self.p_std * z).exp()
