@@ -32,13 +32,15 @@ from itomd.nn.mlp import TransitionMLP
 MODEL_FORMAT = "itomd-model"
 MODEL_FORMAT_VERSION = 1
 
-#: Default sampler and number of noise levels per jump (Heun: 2·n_steps − 1 network evaluations).
-DEFAULT_SAMPLER = "heun"
-DEFAULT_N_STEPS = 16
-#: Noise range of the sampling schedule: σ_min in units of the smallest data scale (σ_d(1) of a
-#: transition model), σ_max in units of the largest; and Karras' ρ.
-SIGMA_MIN_FACTOR = 0.004
-SIGMA_MAX_FACTOR = 20.0
+#: Default sampler and number of noise levels per jump (DPM-Solver++(2M): one network evaluation
+#: per level; see BENCHMARKS.md for accuracy against network evaluations).
+DEFAULT_SAMPLER = "dpmpp-2m"
+DEFAULT_N_STEPS = 24
+#: Noise range of the sampling schedule in units of the data scale at the jump's lag, σ_d(N)
+#: (σ_data for an equilibrium model), and Karras' ρ. On a Gaussian target this schedule gives
+#: < 0.1 % error in the standard deviation with 24 DPM-Solver++(2M) or Heun levels.
+SIGMA_MIN_FACTOR = 0.02
+SIGMA_MAX_FACTOR = 10.0
 DEFAULT_RHO = 7.0
 
 
@@ -98,12 +100,15 @@ class DenoiserSpec:
                                       lag_scales=list(self.lag_scales), p_mean=self.p_mean, p_std=self.p_std)
         return Denoiser(inner, sigma_data=self.sigma_data, p_mean=self.p_mean, p_std=self.p_std, shift=list(self.shift))
 
-    @property
-    def noise_range(self) -> tuple[float, float]:
-        """(smallest, largest) data scale the sampling schedule must cover."""
-        if self.lag_scales:
-            return min(self.lag_scales), max(max(self.lag_scales), self.sigma_data)
-        return self.sigma_data, self.sigma_data
+    def noise_range(self, lags: Sequence[float] | None = None) -> tuple[float, float]:
+        """(smallest, largest) data scale a sampling schedule must cover for jumps of these lags."""
+        if not self.lag_scales:
+            return self.sigma_data, self.sigma_data
+        if lags is None:
+            return min(self.lag_scales), max(self.lag_scales)
+        index = np.clip(np.rint(np.asarray(lags, dtype=float)).astype(int), 1, len(self.lag_scales)) - 1
+        scales = np.asarray(self.lag_scales)[index]
+        return float(scales.min()), float(scales.max())
 
     def to_dict(self) -> dict[str, Any]:
         return json.loads(json.dumps(dataclasses.asdict(self)))  # tuples → lists
@@ -249,10 +254,15 @@ class TransitionModel:
         self.denoiser.to(self.device)
         return self
 
-    def sigmas(self, n_steps: int = DEFAULT_N_STEPS, sigma_min: float | None = None, sigma_max: float | None = None,
-               rho: float = DEFAULT_RHO) -> torch.Tensor:
-        """The Karras noise schedule of ``n_steps`` levels (plus the final 0) on the data's scale."""
-        low, high = self.spec.noise_range
+    def sigmas(self, n_steps: int = DEFAULT_N_STEPS, lag: int | Sequence[float] | None = None,
+               sigma_min: float | None = None, sigma_max: float | None = None, rho: float = DEFAULT_RHO) -> torch.Tensor:
+        """The Karras noise schedule of ``n_steps`` levels (plus the final 0) for jumps of ``lag``.
+
+        From ``SIGMA_MAX_FACTOR`` × the largest to ``SIGMA_MIN_FACTOR`` × the smallest data scale
+        σ_d(N) among the lags (all lags of the table if None; σ_data for an equilibrium model).
+        """
+        lags = None if lag is None else np.atleast_1d(np.asarray(lag, dtype=float))
+        low, high = self.spec.noise_range(lags)
         return karras_sigmas(n_steps, SIGMA_MIN_FACTOR * low if sigma_min is None else sigma_min,
                              SIGMA_MAX_FACTOR * high if sigma_max is None else sigma_max, rho)
 
@@ -301,10 +311,13 @@ class TransitionModel:
             n = n_samples if n_samples is not None else (len(x_t) if x_t is not None else None)
             if n is None or n < 1:
                 raise InvalidInputError("an equilibrium model needs a positive number of samples")
-        schedule = (self.sigmas(n_steps) if sigmas is None else torch.as_tensor(sigmas)).to(self.device, torch.float32)
+        lags = extra["lag"].unique().cpu().numpy() if self.conditional else None
+        schedule = (self.sigmas(n_steps, lag=lags) if sigmas is None else torch.as_tensor(sigmas))
+        schedule = schedule.to(self.device, torch.float32)
         noise = torch.randn((n, self.dim), generator=generator, device=self.device)
-        centre = self.denoiser.centre_and_scale(noise, **extra)[0]
-        x = centre + schedule[0] * noise
+        # start from the noised linear-Gaussian approximation N(c, σ_max² + σ_d²): exact for OU dynamics
+        centre, scale = self.denoiser.centre_and_scale(noise, **extra)
+        x = centre + (schedule[0] ** 2 + scale[:, None] ** 2).sqrt() * noise
         return sample_fn(self.denoiser, x, schedule, extra_args=extra, generator=generator)
 
     def outside_training_range(self, x: torch.Tensor, tolerance: float = 0.5) -> torch.Tensor:

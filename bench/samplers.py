@@ -1,0 +1,111 @@
+"""Sampler accuracy vs network evaluations per jump, against the 1000-step ancestral baseline.
+
+One jump of lag N from W exact equilibrium start points, with every sampler at several step counts.
+Scored per setting: (a) the slowest implied timescale of the one-jump transition matrix — a
+reversible maximum-likelihood MSM (deeptime) on the counts of (x_t, x_{t+N}) pairs, on 100 regular
+states over the box — against the exact SqRA value; (b) the stationary JS divergence (nats) of the
+x_{t+N} samples against the exact density (equilibrium must be preserved by one jump); (c) the JS
+divergence of the joint (x_t, x_{t+N}) histogram (60 × 60) against the baseline's.
+
+    .venv/bin/python bench/samplers.py --system prinz --run bench/work/prinz/run --lag 10
+
+Needs a trained run (bench/ito_accuracy.py makes one). Writes bench/results/samplers_<system>.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from deeptime.markov import TransitionCountModel
+from deeptime.markov.msm import MaximumLikelihoodMSM
+
+from itomd.analysis.divergence import js_divergence, js_divergence_of_distributions
+from itomd.model import TransitionModel
+from itomd.systems import SystemSpec
+from itomd.systems.reference import exact_reference
+
+SETTINGS = {"heun": [4, 8, 12, 16, 25], "euler": [8, 16, 32, 50], "euler-maruyama": [16, 32, 50, 100],
+            "ancestral": [16, 32, 50, 100]}
+#: Network evaluations per jump for n noise levels.
+NFE = {"heun": lambda n: 2 * n - 1, "euler": lambda n: n, "euler-maruyama": lambda n: n, "ancestral": lambda n: n}
+
+
+def one_jump_timescale(x0: np.ndarray, x1: np.ndarray, edges: np.ndarray, lag_time: float) -> float:
+    """Slowest implied timescale of the reversible MLE MSM of one-jump pair counts (1-D states)."""
+    n = len(edges) - 1
+    s0 = np.clip(np.digitize(x0, edges) - 1, 0, n - 1)
+    s1 = np.clip(np.digitize(x1, edges) - 1, 0, n - 1)
+    counts = np.zeros((n, n))
+    np.add.at(counts, (s0, s1), 1.0)
+    msm = MaximumLikelihoodMSM(reversible=True).fit(TransitionCountModel(counts)).fetch_model()
+    return float(msm.timescales(1)[0] * lag_time)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--system", default="prinz")
+    parser.add_argument("--run", type=Path, default=Path("bench/work/prinz/run"))
+    parser.add_argument("--lag", type=int, default=10)
+    parser.add_argument("--walkers", type=int, default=20_000)
+    parser.add_argument("--baseline-steps", type=int, default=1000)
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    system = SystemSpec(args.system).build()
+    if system.dim != 1:
+        raise SystemExit("this benchmark scores 1-D systems (one-jump MSM on regular states)")
+    model = TransitionModel.load(args.run)
+    reference = exact_reference(system)
+    t2_exact = float(reference.implied_timescales(1)[0])
+    lag_time = args.lag * system.frame_interval
+    x0 = reference.sample(args.walkers, np.random.default_rng(0))
+    low, high = reference.axes[0][0], reference.axes[0][-1]
+    edges = np.linspace(low, high, 101)
+    joint_edges = [np.linspace(low, high, 61)] * 2
+
+    def run(sampler: str, n_steps: int) -> dict:
+        generator = torch.Generator().manual_seed(1)
+        t0 = time.perf_counter()
+        x1 = model.sample(x0, lag=args.lag, sampler=sampler, n_steps=n_steps, generator=generator).numpy()
+        seconds = time.perf_counter() - t0
+        ok = np.isfinite(x1[:, 0])
+        t2 = one_jump_timescale(x0[ok, 0], x1[ok, 0], edges, lag_time)
+        joint = np.histogram2d(x0[ok, 0], x1[ok, 0], bins=joint_edges)[0]
+        return {"sampler": sampler, "n_steps": n_steps, "nfe": NFE[sampler](n_steps), "seconds": seconds,
+                "its": t2, "its_error": t2 / t2_exact - 1, "js_stationary": js_divergence(x1[ok], reference=reference).value,
+                "joint": joint}
+
+    print(f"baseline: ancestral, {args.baseline_steps} steps, {args.walkers} walkers ...", flush=True)
+    baseline = run("ancestral", args.baseline_steps)
+    rows = []
+    for sampler, steps in SETTINGS.items():
+        for n in steps:
+            row = run(sampler, n)
+            row["js_joint_vs_baseline"] = js_divergence_of_distributions(row.pop("joint"), baseline["joint"])
+            rows.append(row)
+            print(f"{sampler:15s} {n:4d} steps {row['nfe']:4d} NFE: ITS {row['its']:.4f} ({100 * row['its_error']:+.1f} %) "
+                  f"JS stat {row['js_stationary']:.1e} JS joint vs baseline {row['js_joint_vs_baseline']:.1e} "
+                  f"{row['seconds']:.1f} s", flush=True)
+    baseline.pop("joint")
+    result = {"system": args.system, "lag": args.lag, "walkers": args.walkers, "its_exact": t2_exact,
+              "model_steps": model.info.get("steps"), "baseline": baseline, "rows": rows}
+    out = Path("bench/results") / f"samplers_{args.system}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2, default=float))
+    print(f"\nexact ITS {t2_exact:.4f}; baseline ancestral {args.baseline_steps}: ITS {baseline['its']:.4f} "
+          f"({100 * baseline['its_error']:+.1f} %), JS stationary {baseline['js_stationary']:.1e}")
+    print("| sampler | steps | NFE/jump | ITS error vs exact | JS stationary | JS joint vs baseline | s/jump |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
+    for r in rows:
+        print(f"| {r['sampler']} | {r['n_steps']} | {r['nfe']} | {100 * r['its_error']:+.1f} % | {r['js_stationary']:.1e} | "
+              f"{r['js_joint_vs_baseline']:.1e} | {r['seconds']:.2f} |")
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()
