@@ -29,10 +29,11 @@ from itomd.model import TransitionModel
 from itomd.systems import SystemSpec
 from itomd.systems.reference import exact_reference
 
-SETTINGS = {"heun": [4, 8, 12, 16, 25], "euler": [8, 16, 32, 50], "euler-maruyama": [16, 32, 50, 100],
-            "ancestral": [16, 32, 50, 100]}
+SETTINGS = {"dpmpp-2m": [6, 12, 18, 24, 48], "heun": [4, 7, 13, 25], "euler": [12, 24, 48],
+            "euler-maruyama": [24, 48, 100], "ancestral": [24, 48, 100]}
 #: Network evaluations per jump for n noise levels.
-NFE = {"heun": lambda n: 2 * n - 1, "euler": lambda n: n, "euler-maruyama": lambda n: n, "ancestral": lambda n: n}
+NFE = {"heun": lambda n: 2 * n - 1, "dpmpp-2m": lambda n: n, "euler": lambda n: n, "euler-maruyama": lambda n: n,
+       "ancestral": lambda n: n}
 
 
 def one_jump_timescale(x0: np.ndarray, x1: np.ndarray, edges: np.ndarray, lag_time: float) -> float:

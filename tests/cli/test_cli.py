@@ -110,12 +110,22 @@ def test_lag_longer_than_data(prinz_store):
 def test_help_lists_commands():
     proc = run_cli("--help")
     assert proc.returncode == 0
-    for cmd in ("simulate", "reference", "analyze", "report", "demo"):
+    for cmd in ("simulate", "reference", "train", "sample", "analyze", "report", "demo"):
         assert cmd in proc.stdout
 
 
 @pytest.mark.slow
 def test_demo_quick(tmp_path):
-    proc = run_cli("demo", "--out", str(tmp_path / "demo"), "--quick", "--workers", "0")
+    out = tmp_path / "demo"
+    proc = run_cli("demo", "--out", str(out), "--quick", "--workers", "0")
     assert proc.returncode == 0, proc.stderr
-    assert (tmp_path / "demo" / "report.html").exists()
+    assert (out / "report.html").exists() and (out / "run" / "model.pt").exists()
+    summary = json.loads((out / "analysis.json").read_text())
+    assert summary["comparison"]["label"] == "MD" and summary["js_divergence"] is not None
+    assert "Comparison with MD" in (out / "report.html").read_text()
+    # a second run reuses the data, the model and the rollout
+    rollout_file = sorted((out / "rollout").glob("traj_*.h5"))[0]
+    before = rollout_file.stat().st_mtime_ns
+    proc = run_cli("demo", "--out", str(out), "--quick", "--workers", "0")
+    assert proc.returncode == 0, proc.stderr
+    assert rollout_file.stat().st_mtime_ns == before
