@@ -420,7 +420,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--x0", type=Path, metavar="FILE", help="start points (.npy or text, [W, dim] or [dim])")
     p.add_argument("--seed", type=_nonnegative_int, default=0)
     p.add_argument("--sampler", default="dpmpp-2m",
-                   help="dpmpp-2m (default), heun, euler, euler-maruyama or ancestral (the 1000-step baseline)")
+                   help="dpmpp-2m (default), heun, heun-churn, euler, euler-maruyama or ancestral (the 1000-step baseline)")
     p.add_argument("--n-steps", dest="n_steps", type=_positive_int, default=24,
                    help="noise levels per jump (network evaluations: n for dpmpp-2m, 2n-1 for heun)")
     p.add_argument("--chunk-size", dest="chunk_size", type=_positive_int, default=1024, help="walkers per batch")

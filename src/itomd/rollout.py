@@ -163,7 +163,7 @@ def run_rollout(model: TransitionModel, out_dir: str | os.PathLike, lag: int, n_
     TrajectoryStore
         W trajectories of shape [n_jumps + 1, dim] with frame interval ``lag × model.frame_interval``.
     """
-    from itomd.simulate.campaign import _differences, _exclusive_lock
+    from itomd.simulate.campaign import exclusive_lock, parameter_differences
 
     _check_rollout_arguments(model, lag, n_jumps)
     x0 = np.asarray(x0, dtype=np.float64)
@@ -185,7 +185,7 @@ def run_rollout(model: TransitionModel, out_dir: str | os.PathLike, lag: int, n_
     except OSError as exc:
         raise DataFileError(f"cannot create the output directory {store.path}: {exc.strerror or exc}") from exc
     n_chunks = -(-n_walkers // chunk_size)
-    with _exclusive_lock(store.path):
+    with exclusive_lock(store.path):
         manifest = store.manifest
         if manifest is None:
             if store.indices:
@@ -197,7 +197,7 @@ def run_rollout(model: TransitionModel, out_dir: str | os.PathLike, lag: int, n_
             recorded = manifest.get("rollout")
             if not isinstance(recorded, dict):
                 raise InvalidInputError(f"{store.path} holds a trajectory store not made by a rollout; use a new --out")
-            differences = _differences(recorded, parameters)
+            differences = parameter_differences(recorded, parameters)
             if differences:
                 raise InvalidInputError(f"{store.path} was made with different parameters: "
                                         f"{'; '.join(differences[:4])}; use a new --out")

@@ -21,7 +21,7 @@ def gaussian_denoiser(x, sigma, shift=None):
 
 
 # Steps per sampler for a 1 % accuracy on this target (σ from 20 to 0.002): Heun is second order.
-STEPS = {"euler": 200, "heun": 32, "dpmpp-2m": 48, "euler-maruyama": 400, "ancestral": 1000}
+STEPS = {"euler": 200, "heun": 32, "heun-churn": 64, "dpmpp-2m": 48, "euler-maruyama": 400, "ancestral": 1000}
 
 
 @pytest.mark.parametrize("name", list(SAMPLERS))

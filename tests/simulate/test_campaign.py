@@ -14,7 +14,7 @@ import torch
 
 from itomd.data import TrajectoryStore
 from itomd.errors import DataFileError, InvalidInputError
-from itomd.simulate.campaign import Campaign, _exclusive_lock, run_campaign
+from itomd.simulate.campaign import Campaign, exclusive_lock, run_campaign
 from itomd.systems import SystemSpec
 from itomd.systems.reference import exact_reference
 
@@ -168,8 +168,8 @@ def test_directory_with_foreign_trajectories_is_refused(tmp_path):
 
 def test_concurrent_campaign_is_refused(tmp_path):
     tmp_path.mkdir(exist_ok=True)
-    with _exclusive_lock(tmp_path):
-        with pytest.raises(InvalidInputError, match="another campaign"):
+    with exclusive_lock(tmp_path):
+        with pytest.raises(InvalidInputError, match="another itomd process"):
             small(tmp_path)
 
 

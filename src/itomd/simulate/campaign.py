@@ -250,7 +250,7 @@ class Campaign:
         recorded = manifest.get("campaign")
         if not isinstance(recorded, dict):
             raise InvalidInputError(f"{store.path} holds a trajectory store not made by a campaign; use a new --out")
-        differences = _differences(recorded, parameters)
+        differences = parameter_differences(recorded, parameters)
         if differences:
             shown = "; ".join(differences[:4]) + ("; ..." if len(differences) > 4 else "")
             raise InvalidInputError(f"{store.path} was made with different parameters: {shown}; use a new --out")
@@ -305,7 +305,7 @@ class Campaign:
             store.path.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise DataFileError(f"cannot create the output directory {store.path}: {exc.strerror or exc}") from exc
-        with _exclusive_lock(store.path):
+        with exclusive_lock(store.path):
             self._check_or_write_manifest(store)
             store.remove_temporary_files()
             done = self.completed_chunks(store)
@@ -448,7 +448,7 @@ def _absolute_spec(spec: SystemSpec) -> SystemSpec:
 
 
 @contextlib.contextmanager
-def _exclusive_lock(directory: Path) -> Iterator[None]:
+def exclusive_lock(directory: Path) -> Iterator[None]:
     """Hold an advisory lock on ``directory`` (released by the OS even after ``kill -9``)."""
     try:
         import fcntl
@@ -459,7 +459,7 @@ def _exclusive_lock(directory: Path) -> Iterator[None]:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
-            raise InvalidInputError(f"another campaign is writing to {directory}; wait for it or use a new --out") from None
+            raise InvalidInputError(f"another itomd process is writing to {directory}; wait for it or use a new --out") from None
         try:
             yield
         finally:
@@ -470,13 +470,13 @@ def _json_normalised(value: Any) -> Any:
     return json.loads(json.dumps(value, allow_nan=False))
 
 
-def _differences(recorded: dict[str, Any], requested: dict[str, Any], prefix: str = "") -> list[str]:
+def parameter_differences(recorded: dict[str, Any], requested: dict[str, Any], prefix: str = "") -> list[str]:
     """Readable ``key recorded != requested`` entries, nested dicts flattened with dots."""
     out = []
     for key in list(recorded) + [k for k in requested if k not in recorded]:
         old, new = recorded.get(key), requested.get(key)
         if isinstance(old, dict) and isinstance(new, dict):
-            out += _differences(old, new, f"{prefix}{key}.")
+            out += parameter_differences(old, new, f"{prefix}{key}.")
         elif old != new:
             out.append(f"{prefix}{key} {_short(old)} != {_short(new)}")
     return out
