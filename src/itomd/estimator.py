@@ -422,7 +422,6 @@ class ITOEstimator:
         self.step = step
         info = {"steps": step, "train_seconds": round(elapsed, 3), "config": config.to_dict(), "data": data_summary}
         self._model = TransitionModel(spec, _cpu_state(ema.module.state_dict()), info=info, **model_kwargs)
-        self._train_weights = _cpu_state(denoiser.state_dict())
         return self
 
     def fetch_model(self) -> TransitionModel:
