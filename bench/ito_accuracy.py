@@ -51,7 +51,7 @@ def main() -> None:
     parser.add_argument("--max-steps", type=int, default=200_000)
     parser.add_argument("--walkers", type=int, default=2000)
     parser.add_argument("--n-steps", type=int, default=None, help="sampler noise levels per jump (default: model's)")
-    parser.add_argument("--sampler", default="dpmpp-2m")
+    parser.add_argument("--sampler", default="heun-churn")
     parser.add_argument("--retrain", action="store_true")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2)

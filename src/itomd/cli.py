@@ -419,10 +419,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--from", dest="from_store", type=Path, metavar="DIR", help="start from frames of this store")
     p.add_argument("--x0", type=Path, metavar="FILE", help="start points (.npy or text, [W, dim] or [dim])")
     p.add_argument("--seed", type=_nonnegative_int, default=0)
-    p.add_argument("--sampler", default="dpmpp-2m",
-                   help="dpmpp-2m (default), heun, heun-churn, euler, euler-maruyama or ancestral (the 1000-step baseline)")
-    p.add_argument("--n-steps", dest="n_steps", type=_positive_int, default=24,
-                   help="noise levels per jump (network evaluations: n for dpmpp-2m, 2n-1 for heun)")
+    p.add_argument("--sampler", default="heun-churn",
+                   help="heun-churn (default, stochastic), dpmpp-2m, heun, euler, euler-maruyama or ancestral "
+                        "(the 1000-step baseline)")
+    p.add_argument("--n-steps", dest="n_steps", type=_positive_int, default=25,
+                   help="noise levels per jump (network evaluations: 2n-1 for heun/heun-churn, n for the others)")
     p.add_argument("--chunk-size", dest="chunk_size", type=_positive_int, default=1024, help="walkers per batch")
     p.add_argument("--tolerance", type=_positive_float, default=0.5,
                    help="blow-up threshold beyond the training range, in units of its extent")
