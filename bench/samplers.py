@@ -2,13 +2,15 @@
 
 One jump of lag N from W exact equilibrium start points, with every sampler at several step counts.
 Scored per setting: (a) the slowest implied timescale of the one-jump transition matrix — a
-reversible maximum-likelihood MSM (deeptime) on the counts of (x_t, x_{t+N}) pairs, on 100 regular
-states over the box — against the exact SqRA value; (b) the stationary JS divergence (nats) of the
+reversible maximum-likelihood MSM (deeptime) on the counts of (x_t, x_{t+N}) pairs, on 100 states
+(regular in 1-D, k-means in 2-D) — against the exact SqRA value and against the same estimator on
+exact Langevin jumps from the same starts (the estimator's own bias); (b) the stationary JS divergence (nats) of the
 x_{t+N} samples against the exact density (equilibrium must be preserved by one jump); (c) the JS
 divergence of the joint (x_t, x_{t+N}) histogram (20 × 20) against the baseline's, next to its noise
 floor (the baseline against itself with other random numbers).
 
-    .venv/bin/python bench/samplers.py --system prinz --run bench/work/prinz/run --lag 10
+    .venv/bin/python bench/samplers.py --system prinz --run bench/work/prinz/run --lag 10 --walkers 10000
+    .venv/bin/python bench/samplers.py --system muller-brown --run bench/work/muller-brown/run --lag 25 --walkers 50000
 
 Needs a trained run (bench/ito_accuracy.py makes one). Writes bench/results/samplers_<system>.json.
 """
@@ -25,6 +27,7 @@ import torch
 from deeptime.markov import TransitionCountModel
 from deeptime.markov.msm import MaximumLikelihoodMSM
 
+from itomd.analysis.discretize import discretize
 from itomd.analysis.divergence import js_divergence, js_divergence_of_distributions
 from itomd.model import TransitionModel
 from itomd.systems import SystemSpec
@@ -37,11 +40,10 @@ NFE = {"heun": lambda n: 2 * n - 1, "heun-churn": lambda n: 2 * n - 1, "dpmpp-2m
        "ancestral": lambda n: n}
 
 
-def one_jump_timescale(x0: np.ndarray, x1: np.ndarray, edges: np.ndarray, lag_time: float) -> float:
-    """Slowest implied timescale of the reversible MLE MSM of one-jump pair counts (1-D states)."""
-    n = len(edges) - 1
-    s0 = np.clip(np.digitize(x0, edges) - 1, 0, n - 1)
-    s1 = np.clip(np.digitize(x1, edges) - 1, 0, n - 1)
+def one_jump_timescale(x0: np.ndarray, x1: np.ndarray, discretization, lag_time: float) -> float:
+    """Slowest implied timescale of the reversible MLE MSM of one-jump pair counts (x0, x1: [W, dim])."""
+    n = discretization.n_states
+    s0, s1 = discretization.transform([x0, x1])
     counts = np.zeros((n, n))
     np.add.at(counts, (s0, s1), 1.0)
     msm = MaximumLikelihoodMSM(reversible=True).fit(TransitionCountModel(counts).submodel_largest()).fetch_model()
@@ -56,18 +58,20 @@ def main() -> None:
     parser.add_argument("--walkers", type=int, default=20_000)
     parser.add_argument("--baseline-steps", type=int, default=1000)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--samplers", type=lambda t: t.split(","), default=list(SETTINGS),
+                        help="comma-separated subset of " + ",".join(SETTINGS))
+    parser.add_argument("--no-repeat", action="store_true", help="skip the baseline's second seed (noise floor)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     system = SystemSpec(args.system).build()
-    if system.dim != 1:
-        raise SystemExit("this benchmark scores 1-D systems (one-jump MSM on regular states)")
     model = TransitionModel.load(args.run)
     reference = exact_reference(system)
     t2_exact = float(reference.implied_timescales(1)[0])
     lag_time = args.lag * system.frame_interval
     x0 = reference.sample(args.walkers, np.random.default_rng(0))
+    # 100 states: regular in 1-D, k-means on exact samples in 2-D (as the analysis does)
+    states = discretize([reference.sample(20_000, np.random.default_rng(5))], seed=0)
     low, high = reference.axes[0][0], reference.axes[0][-1]
-    edges = np.linspace(low, high, 101)
     joint_edges = [np.linspace(low, high, 21)] * 2
 
     def run(sampler: str, n_steps: int, seed: int = 1) -> dict:
@@ -75,20 +79,26 @@ def main() -> None:
         t0 = time.perf_counter()
         x1 = model.sample(x0, lag=args.lag, sampler=sampler, n_steps=n_steps, generator=generator).numpy()
         seconds = time.perf_counter() - t0
-        ok = np.isfinite(x1[:, 0])
-        t2 = one_jump_timescale(x0[ok, 0], x1[ok, 0], edges, lag_time)
+        ok = np.isfinite(x1).all(1)
+        t2 = one_jump_timescale(x0[ok], x1[ok].astype(np.float64), states, lag_time)
+        # joint (x_t, x_{t+N}) histogram of the first coordinate
         joint = np.histogram2d(x0[ok, 0], x1[ok, 0], bins=joint_edges)[0]
         return {"sampler": sampler, "n_steps": n_steps, "nfe": NFE[sampler](n_steps), "seconds": seconds,
                 "its": t2, "its_error": t2 / t2_exact - 1, "js_stationary": js_divergence(x1[ok], reference=reference).value,
                 "joint": joint}
 
+    from itomd.simulate.integrators import simulate
+
+    exact_jump = simulate(system, torch.as_tensor(x0), args.lag + 1, generator=torch.Generator().manual_seed(3))[:, -1]
+    t2_langevin = one_jump_timescale(x0, exact_jump.numpy(), states, lag_time)
+    print(f"exact Langevin jumps on the same states: ITS {t2_langevin:.4f} (exact {t2_exact:.4f})", flush=True)
     print(f"baseline: ancestral, {args.baseline_steps} steps, {args.walkers} walkers ...", flush=True)
     baseline = run("ancestral", args.baseline_steps)
-    repeat = run("ancestral", args.baseline_steps, seed=2)
+    repeat = baseline if args.no_repeat else run("ancestral", args.baseline_steps, seed=2)
     noise_floor = js_divergence_of_distributions(repeat["joint"], baseline["joint"])
     print(f"baseline ITS {baseline['its']:.4f} / {repeat['its']:.4f} (two seeds); joint JS noise floor {noise_floor:.1e}")
     rows = []
-    for sampler, steps in SETTINGS.items():
+    for sampler, steps in ((k, SETTINGS[k]) for k in args.samplers):
         for n in steps:
             row = run(sampler, n)
             row["js_joint_vs_baseline"] = js_divergence_of_distributions(row.pop("joint"), baseline["joint"])
@@ -96,15 +106,15 @@ def main() -> None:
             print(f"{sampler:15s} {n:4d} steps {row['nfe']:4d} NFE: ITS {row['its']:.4f} ({100 * row['its_error']:+.1f} %) "
                   f"JS stat {row['js_stationary']:.1e} JS joint vs baseline {row['js_joint_vs_baseline']:.1e} "
                   f"{row['seconds']:.1f} s", flush=True)
-    baseline.pop("joint")
-    repeat.pop("joint")
+    baseline = {k: v for k, v in baseline.items() if k != "joint"}
+    repeat = {k: v for k, v in repeat.items() if k != "joint"}
     result = {"system": args.system, "lag": args.lag, "walkers": args.walkers, "its_exact": t2_exact,
-              "model_steps": model.info.get("steps"), "baseline": baseline, "baseline_other_seed": repeat,
+              "its_langevin_one_jump": t2_langevin, "model_steps": model.info.get("steps"), "baseline": baseline, "baseline_other_seed": repeat,
               "js_joint_noise_floor": noise_floor, "rows": rows}
     out = Path("bench/results") / f"samplers_{args.system}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2, default=float))
-    print(f"\nexact ITS {t2_exact:.4f}; baseline ancestral {args.baseline_steps}: ITS {baseline['its']:.4f} "
+    print(f"\nexact ITS {t2_exact:.4f}; exact Langevin one-jump MSM {t2_langevin:.4f}; baseline ancestral {args.baseline_steps}: ITS {baseline['its']:.4f} "
           f"({100 * baseline['its_error']:+.1f} %; other seed {100 * repeat['its_error']:+.1f} %), "
           f"JS stationary {baseline['js_stationary']:.1e}, joint-JS noise floor {noise_floor:.1e}")
     print("| sampler | steps | NFE/jump | ITS error vs exact | JS stationary | JS joint vs baseline | s/jump |")
