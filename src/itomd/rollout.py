@@ -21,7 +21,6 @@ resumed rollout writes the same frames as an uninterrupted one.
 
 from __future__ import annotations
 
-import datetime
 import json
 import os
 from pathlib import Path
@@ -31,8 +30,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from itomd import __version__
-from itomd.data.store import TrajectoryStore
+from itomd.data.store import TrajectoryStore, exclusive_lock
 from itomd.errors import DataFileError, InvalidInputError, ItomdError
 from itomd.model import DEFAULT_N_STEPS, DEFAULT_SAMPLER, TransitionModel
 
@@ -163,8 +161,6 @@ def run_rollout(model: TransitionModel, out_dir: str | os.PathLike, lag: int, n_
     TrajectoryStore
         W trajectories of shape [n_jumps + 1, dim] with frame interval ``lag × model.frame_interval``.
     """
-    from itomd.simulate.campaign import exclusive_lock, parameter_differences
-
     _check_rollout_arguments(model, lag, n_jumps)
     x0 = np.asarray(x0, dtype=np.float64)
     if x0.ndim != 2 or x0.shape[1] != model.dim:
@@ -186,21 +182,7 @@ def run_rollout(model: TransitionModel, out_dir: str | os.PathLike, lag: int, n_
         raise DataFileError(f"cannot create the output directory {store.path}: {exc.strerror or exc}") from exc
     n_chunks = -(-n_walkers // chunk_size)
     with exclusive_lock(store.path):
-        manifest = store.manifest
-        if manifest is None:
-            if store.indices:
-                raise InvalidInputError(f"{store.path} already holds trajectories; use a new --out")
-            store.write_manifest({"format": "itomd-trajectory-store", "format_version": 1, "itomd_version": __version__,
-                                  "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-                                  "rollout": parameters})
-        else:
-            recorded = manifest.get("rollout")
-            if not isinstance(recorded, dict):
-                raise InvalidInputError(f"{store.path} holds a trajectory store not made by a rollout; use a new --out")
-            differences = parameter_differences(recorded, parameters)
-            if differences:
-                raise InvalidInputError(f"{store.path} was made with different parameters: "
-                                        f"{'; '.join(differences[:4])}; use a new --out")
+        store.claim("rollout", parameters)
         store.remove_temporary_files()
         present = set(store.indices)
         with tqdm(total=n_walkers, disable=not progress, unit="walker", desc=f"sample lag {lag}",

@@ -14,7 +14,8 @@ import torch
 
 from itomd.data import TrajectoryStore
 from itomd.errors import DataFileError, InvalidInputError
-from itomd.simulate.campaign import Campaign, exclusive_lock, run_campaign
+from itomd.data.store import exclusive_lock
+from itomd.simulate.campaign import Campaign, run_campaign
 from itomd.systems import SystemSpec
 from itomd.systems.reference import exact_reference
 

@@ -35,6 +35,7 @@ Errors: a missing store or file, a corrupt or truncated file, or a file of the w
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import json
 import os
@@ -59,6 +60,7 @@ CONSISTENT_KEYS = ("system", "spec", "dim", "kT", "friction", "timestep", "frame
 
 _TRAJECTORY_FILE = re.compile(r"^traj_(\d+)\.h5$")
 _TEMPORARY_MARKER = ".tmp-"
+_LOCK_FILE = ".lock"
 
 
 def trajectory_filename(index: int) -> str:
@@ -327,6 +329,30 @@ class TrajectoryStore:
         write_atomically(target, lambda temporary: temporary.write_text(text))
         return target
 
+    def claim(self, section: str, parameters: Mapping[str, Any]) -> None:
+        """Record what writes this store, or check that it is what wrote it before.
+
+        The manifest holds ``{section: parameters}`` (e.g. ``"campaign"`` or ``"rollout"``). A new
+        store gets the manifest; a store made with the same section and parameters is accepted (the
+        writer resumes); anything else is refused with an :class:`InvalidInputError` naming the
+        differences.
+        """
+        manifest = self.manifest
+        if manifest is None:
+            if self.indices:
+                raise InvalidInputError(
+                    f"{self.path} already holds trajectories that no {section} manifest describes; use a new --out")
+            self.write_manifest({"format": "itomd-trajectory-store", "format_version": 1,
+                                 "itomd_version": _itomd_version(), "created": _now(), section: dict(parameters)})
+            return
+        recorded = manifest.get(section)
+        if not isinstance(recorded, dict):
+            raise InvalidInputError(f"{self.path} holds a trajectory store not made by a {section}; use a new --out")
+        differences = parameter_differences(recorded, dict(parameters))
+        if differences:
+            shown = "; ".join(differences[:4]) + ("; ..." if len(differences) > 4 else "")
+            raise InvalidInputError(f"{self.path} was made with different parameters: {shown}; use a new --out")
+
     def remove_temporary_files(self) -> int:
         """Delete stray temporary files left by interrupted writes; returns how many were removed.
 
@@ -401,6 +427,43 @@ def write_text_atomically(path: str | os.PathLike, text: str) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     write_atomically(path, lambda temporary: temporary.write_text(text, encoding="utf-8"))
     return path
+
+
+@contextlib.contextmanager
+def exclusive_lock(directory: Path) -> Iterator[None]:
+    """Hold an advisory lock on ``directory`` so that one process writes it at a time (released by
+    the OS even after ``kill -9``)."""
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: no lock
+        yield
+        return
+    with open(directory / _LOCK_FILE, "a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            raise InvalidInputError(f"another itomd process is writing to {directory}; wait for it or use a new --out") from None
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def parameter_differences(recorded: Mapping[str, Any], requested: Mapping[str, Any], prefix: str = "") -> list[str]:
+    """Readable ``key recorded != requested`` entries, nested dicts flattened with dots."""
+    out = []
+    for key in list(recorded) + [k for k in requested if k not in recorded]:
+        old, new = recorded.get(key), requested.get(key)
+        if isinstance(old, dict) and isinstance(new, dict):
+            out += parameter_differences(old, new, f"{prefix}{key}.")
+        elif old != new:
+            out.append(f"{prefix}{key} {_short(old)} != {_short(new)}")
+    return out
+
+
+def _short(value: Any, limit: int = 40) -> str:
+    text = json.dumps(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 # -- helpers ------------------------------------------------------------------------------------

@@ -35,9 +35,7 @@ results. Scripts that start a ``LocalCluster`` need the usual ``if __name__ == "
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import datetime
 import functools
 import json
 import logging
@@ -50,8 +48,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from itomd import __version__
-from itomd.data.store import TrajectoryStore
+from itomd.data.store import TrajectoryStore, exclusive_lock
 from itomd.errors import DataFileError, InvalidInputError
 from itomd.simulate.integrators import INTEGRATORS, simulate
 from itomd.systems.registry import SystemSpec
@@ -63,7 +60,6 @@ logger = logging.getLogger(__name__)
 DEFAULT_CHUNK_SIZE = 64
 #: Start-point modes.
 START_MODES = ("equilibrium", "fixed")
-_LOCK_FILE = ".campaign.lock"
 
 
 @dataclass(frozen=True, eq=False)
@@ -235,26 +231,6 @@ class Campaign:
                 return False
         return True
 
-    def _check_or_write_manifest(self, store: TrajectoryStore) -> None:
-        manifest = store.manifest
-        parameters = self.parameters()
-        if manifest is None:
-            if store.indices:
-                raise InvalidInputError(
-                    f"{store.path} already holds trajectories that no campaign manifest describes; use a new --out")
-            store.write_manifest({"format": "itomd-trajectory-store", "format_version": 1,
-                                  "itomd_version": __version__,
-                                  "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-                                  "campaign": parameters})
-            return
-        recorded = manifest.get("campaign")
-        if not isinstance(recorded, dict):
-            raise InvalidInputError(f"{store.path} holds a trajectory store not made by a campaign; use a new --out")
-        differences = parameter_differences(recorded, parameters)
-        if differences:
-            shown = "; ".join(differences[:4]) + ("; ..." if len(differences) > 4 else "")
-            raise InvalidInputError(f"{store.path} was made with different parameters: {shown}; use a new --out")
-
     # -- running --------------------------------------------------------------------------------
     def run(
         self,
@@ -306,7 +282,7 @@ class Campaign:
         except OSError as exc:
             raise DataFileError(f"cannot create the output directory {store.path}: {exc.strerror or exc}") from exc
         with exclusive_lock(store.path):
-            self._check_or_write_manifest(store)
+            store.claim("campaign", self.parameters())
             store.remove_temporary_files()
             done = self.completed_chunks(store)
             pending = sorted(set(range(self.n_chunks)) - set(done))
@@ -447,41 +423,5 @@ def _absolute_spec(spec: SystemSpec) -> SystemSpec:
     return spec
 
 
-@contextlib.contextmanager
-def exclusive_lock(directory: Path) -> Iterator[None]:
-    """Hold an advisory lock on ``directory`` (released by the OS even after ``kill -9``)."""
-    try:
-        import fcntl
-    except ImportError:  # not POSIX: no lock
-        yield
-        return
-    with open(directory / _LOCK_FILE, "a") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            raise InvalidInputError(f"another itomd process is writing to {directory}; wait for it or use a new --out") from None
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
 def _json_normalised(value: Any) -> Any:
     return json.loads(json.dumps(value, allow_nan=False))
-
-
-def parameter_differences(recorded: dict[str, Any], requested: dict[str, Any], prefix: str = "") -> list[str]:
-    """Readable ``key recorded != requested`` entries, nested dicts flattened with dots."""
-    out = []
-    for key in list(recorded) + [k for k in requested if k not in recorded]:
-        old, new = recorded.get(key), requested.get(key)
-        if isinstance(old, dict) and isinstance(new, dict):
-            out += parameter_differences(old, new, f"{prefix}{key}.")
-        elif old != new:
-            out.append(f"{prefix}{key} {_short(old)} != {_short(new)}")
-    return out
-
-
-def _short(value: Any, limit: int = 40) -> str:
-    text = json.dumps(value)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
