@@ -56,21 +56,9 @@ def sample_euler(model: Model, x: torch.Tensor, sigmas: torch.Tensor, extra_args
 @torch.no_grad()
 def sample_heun(model: Model, x: torch.Tensor, sigmas: torch.Tensor, extra_args: dict | None = None,
                 callback: Callable | None = None, generator: torch.Generator | None = None) -> torch.Tensor:
-    """Second-order Heun integration of the probability-flow ODE (Karras et al. 2022, Alg. 1)."""
-    sigmas, extra_args = _check(x, sigmas), extra_args or {}
-    for i in range(len(sigmas) - 1):
-        denoised = model(x, _sigma_batch(x, sigmas[i]), **extra_args)
-        d = (x - denoised) / sigmas[i]
-        dt = sigmas[i + 1] - sigmas[i]
-        x_next = x + dt * d
-        if sigmas[i + 1] > 0:
-            denoised_2 = model(x_next, _sigma_batch(x, sigmas[i + 1]), **extra_args)
-            d_2 = (x_next - denoised_2) / sigmas[i + 1]
-            x_next = x + dt * 0.5 * (d + d_2)
-        x = x_next
-        if callback:
-            callback({"i": i, "x": x, "sigma": sigmas[i], "denoised": denoised})
-    return x
+    """Second-order Heun integration of the probability-flow ODE (Karras et al. 2022, Alg. 1):
+    :func:`sample_heun_churn` without churn."""
+    return sample_heun_churn(model, x, sigmas, extra_args, callback, generator, churn=0.0)
 
 
 @torch.no_grad()
