@@ -169,9 +169,7 @@ def _load_for_analysis(args: argparse.Namespace):
     system = None
     if args.system is not None:
         _, system = _system_spec(args)
-    elif meta.get("spec"):
-        spec = meta["spec"]
-        spec = SystemSpec.from_dict(json.loads(spec) if isinstance(spec, str) else spec)
+    elif (spec := SystemSpec.from_metadata(meta)) is not None:
         try:
             system = spec.build()
         except ItomdError:
@@ -200,11 +198,8 @@ def _run_analysis(args: argparse.Namespace):
         from itomd.data.store import TrajectoryStore
 
         other = TrajectoryStore(args.compare)
-        other_interval = other.metadata.get("frame_interval")
-        if other_interval is None:
-            raise InvalidInputError(f"{args.compare} does not record its frame interval")
-        compare(result, trajectories, other.trajectories(), float(other_interval), label=args.compare_label,
-                seed=args.seed)
+        compare(result, trajectories, other.trajectories(), _recorded_frame_interval(other.metadata, args.compare),
+                label=args.compare_label, seed=args.seed)
     return result, system
 
 
@@ -258,15 +253,11 @@ def cmd_train(args: argparse.Namespace) -> int:
     store = TrajectoryStore(args.data)
     trajectories = store.trajectories()
     meta = store.metadata
-    frame_interval = meta.get("frame_interval")
-    if frame_interval is None:
-        raise InvalidInputError(f"{args.data} does not record its frame interval")
-    system = None
-    if meta.get("spec"):
-        spec = meta["spec"]
-        system = SystemSpec.from_dict(json.loads(spec) if isinstance(spec, str) else spec).to_dict()
+    frame_interval = _recorded_frame_interval(meta, args.data)
+    spec = SystemSpec.from_metadata(meta)
+    system = None if spec is None else spec.to_dict()
     t0 = time.perf_counter()
-    estimator = ITOEstimator(config).fit(trajectories, float(frame_interval), run_dir=args.out, resume=args.resume,
+    estimator = ITOEstimator(config).fit(trajectories, frame_interval, run_dir=args.out, resume=args.resume,
                                          progress=not args.quiet, system=system)
     elapsed = time.perf_counter() - t0
     summary = {"run": str(args.out), "steps": estimator.step, "max_steps": config.max_steps,
@@ -316,6 +307,13 @@ def cmd_sample(args: argparse.Namespace) -> int:
                               f"(lag {args.lag} = {args.lag * model.frame_interval:g} time units) to {args.out}: "
                               f"{covered:.4g} time units in {elapsed:.1f} s")
     return 0
+
+
+def _recorded_frame_interval(metadata: dict, path: Path) -> float:
+    """The frame interval a trajectory store records (one-line error if it records none)."""
+    if metadata.get("frame_interval") is None:
+        raise InvalidInputError(f"{path} does not record its frame interval")
+    return float(metadata["frame_interval"])
 
 
 def _equilibrium_start_points(model, n_walkers: int, seed: int):

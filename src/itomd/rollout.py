@@ -15,8 +15,9 @@ stay valid, nothing after the blow-up is written.
 Determinism
 -----------
 Chunk c of walkers draws all its noise from a generator seeded by
-``SeedSequence(seed, spawn_key=(c,))`` (start points from the data: ``spawn_key=(c, 1)``), so a
-resumed rollout writes the same frames as an uninterrupted one.
+``SeedSequence(seed, spawn_key=(c,))`` (start points drawn from a store by
+:func:`start_points_from_store`: ``spawn_key=(0, 1)``), so a resumed rollout writes the same
+frames as an uninterrupted one.
 """
 
 from __future__ import annotations

@@ -17,6 +17,7 @@ import dataclasses
 import hashlib
 import importlib.util
 import inspect
+import json
 import math
 import os
 import sys
@@ -111,6 +112,14 @@ class SystemSpec:
         if d.get("box") is not None:
             d["box"] = tuple(tuple(b) for b in d["box"])
         return cls(**{k: d.get(k) for k in ("spec", "dim", "kT", "friction", "timestep", "frame_interval", "box")})
+
+    @classmethod
+    def from_metadata(cls, metadata: dict) -> "SystemSpec | None":
+        """The spec recorded in trajectory metadata (its ``spec`` entry, a dict or its JSON text), or None."""
+        spec = metadata.get("spec")
+        if not spec:
+            return None
+        return cls.from_dict(json.loads(spec) if isinstance(spec, str) else spec)
 
 
 def resolve_system(
