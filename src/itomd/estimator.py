@@ -360,10 +360,13 @@ class ITOEstimator:
             write_text_atomically(run_dir / "config.toml", config.to_toml())
             metrics = _MetricsLog(run_dir / "metrics.jsonl", keep_through_step=step)
 
-        def save(at_step: int, elapsed: float) -> None:
+        def ema_model(at_step: int, elapsed: float) -> TransitionModel:
+            info = {"steps": at_step, "train_seconds": round(elapsed, 3), "config": config.to_dict(), "data": data_summary}
+            return TransitionModel(spec, _cpu_state(ema.module.state_dict()), info=info, **model_kwargs)
+
+        def save(at_step: int, elapsed: float, model: TransitionModel | None = None) -> None:
             if run_dir is None or not dist.is_main:
                 return
-            info = {"steps": at_step, "train_seconds": round(elapsed, 3), "config": config.to_dict(), "data": data_summary}
             save_atomically({
                 "format": CHECKPOINT_FORMAT, "format_version": CHECKPOINT_FORMAT_VERSION,
                 "config": config.to_dict(), "spec": spec.to_dict(), "data": data_summary, "step": at_step,
@@ -371,7 +374,7 @@ class ITOEstimator:
                 "ema": {"module": _cpu_state(ema.module.state_dict()), "updates": ema.updates},
                 "optimizer": optimizer.state_dict(), "generator": generator.get_state(),
             }, run_dir / "checkpoint.pt")
-            TransitionModel(spec, _cpu_state(ema.module.state_dict()), info=info, **model_kwargs).save(run_dir / "model.pt")
+            (model or ema_model(at_step, elapsed)).save(run_dir / "model.pt")
 
         deadline = None if config.minutes is None else time.monotonic() + 60.0 * config.minutes
         start = time.monotonic()
@@ -418,10 +421,9 @@ class ITOEstimator:
                 save(step, elapsed_before + time.monotonic() - start)
         bar.close()
         elapsed = elapsed_before + time.monotonic() - start
-        save(step, elapsed)
+        self._model = ema_model(step, elapsed)
+        save(step, elapsed, self._model)
         self.step = step
-        info = {"steps": step, "train_seconds": round(elapsed, 3), "config": config.to_dict(), "data": data_summary}
-        self._model = TransitionModel(spec, _cpu_state(ema.module.state_dict()), info=info, **model_kwargs)
         return self
 
     def fetch_model(self) -> TransitionModel:
