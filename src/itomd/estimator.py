@@ -4,7 +4,9 @@ r"""Training ITO (and equilibrium) denoisers: :class:`ITOEstimator` and its :cla
 :class:`~itomd.diffusion.Denoiser` around a :class:`~itomd.nn.TransitionMLP` on multi-lag pairs
 (x_t, x_{t+Nτ}, N) — or, with ``config.equilibrium``, on single frames — and returns itself;
 ``fetch_model()`` returns an independent :class:`~itomd.model.TransitionModel` holding the EMA
-weights.
+weights. With ``config.prior`` the denoiser is a :class:`~itomd.diffusion.BoPITODenoiser`: the
+equilibrium part (exact, or a trained equilibrium model) is frozen and only the dynamic part is
+trained, with λ̂ estimated from the data unless given.
 
 Run directory
 -------------
@@ -47,7 +49,9 @@ from itomd.data.pairs import PairSampler, make_lag_sampler
 from itomd.data.store import write_text_atomically
 from itomd.diffusion.denoiser import Denoiser
 from itomd.errors import DataFileError, InvalidInputError
-from itomd.model import DenoiserSpec, TransitionModel, fit_denoiser_spec
+from itomd.analysis.msm import slowest_eigenvalue
+from itomd.diffusion.bopito import check_eigenvalue
+from itomd.model import DenoiserSpec, TransitionModel, exact_prior, fit_denoiser_spec, model_prior
 
 CHECKPOINT_FORMAT = "itomd-checkpoint"
 CHECKPOINT_FORMAT_VERSION = 1
@@ -68,6 +72,13 @@ class TrainingConfig:
         Distribution of N on {1..max_lag} ("fixed": always max_lag).
     equilibrium : bool
         Train an unconditional model of the frames (the Boltzmann-generator part of BoPITO).
+    prior : str, optional
+        Train a BoPITO model with this frozen equilibrium part: ``"exact"`` (the quadrature score
+        of the data's system, dimension ≤ 3) or the path of an equilibrium model (a run directory of
+        ``equilibrium = true`` or its ``model.pt``). None: plain ITO.
+    lambda_hat : float, optional
+        BoPITO's λ̂ per frame; default: the slowest non-unit eigenvalue of an MSM at lag 1 frame of
+        the training data (:func:`~itomd.analysis.msm.slowest_eigenvalue`).
     batch_size : int
         Global batch (pairs per optimiser step, summed over data-parallel processes).
     learning_rate : float
@@ -99,6 +110,8 @@ class TrainingConfig:
     max_lag: int = 100
     lag_distribution: str = "log-uniform"
     equilibrium: bool = False
+    prior: str | None = None
+    lambda_hat: float | None = None
     batch_size: int = 512
     learning_rate: float = 2e-3
     warmup_steps: int = 200
@@ -141,6 +154,14 @@ class TrainingConfig:
             raise InvalidInputError(f"p_mean must be a number, got {self.p_mean!r}")
         if not isinstance(self.equilibrium, bool):
             raise InvalidInputError(f"equilibrium must be true or false, got {self.equilibrium!r}")
+        if self.prior is not None and (not isinstance(self.prior, str) or not self.prior):
+            raise InvalidInputError(f"prior must be 'exact' or the path of an equilibrium model, got {self.prior!r}")
+        if self.prior is not None and self.equilibrium:
+            raise InvalidInputError("an equilibrium model takes no prior (the prior is an equilibrium model)")
+        if self.lambda_hat is not None:
+            if self.prior is None:
+                raise InvalidInputError("lambda_hat is BoPITO's: it needs a prior (--prior exact or an equilibrium run)")
+            check_eigenvalue(self.lambda_hat, "lambda_hat")
 
     @classmethod
     def from_toml(cls, path: str | os.PathLike, **overrides: Any) -> "TrainingConfig":
@@ -327,14 +348,21 @@ class ITOEstimator:
             if run_dir is not None and (run_dir / "checkpoint.pt").exists():
                 raise InvalidInputError(f"{run_dir} already holds a training run; pass --resume to continue it "
                                         "or choose a new --out")
+            prior, prior_module = (None, None) if config.prior is None else _load_prior(config.prior, system)
+            lambda_hat = config.lambda_hat
+            if prior is not None and lambda_hat is None:
+                lambda_hat = slowest_eigenvalue(trajectories, lag=1, seed=config.seed)
             spec = fit_denoiser_spec(trajectories, conditional=not config.equilibrium, max_lag=config.max_lag,
                                      hidden=config.hidden, n_blocks=config.n_blocks, n_frequencies=config.n_frequencies,
-                                     p_mean=config.p_mean, p_std=config.p_std)
+                                     p_mean=config.p_mean, p_std=config.p_std, prior=prior, lambda_hat=lambda_hat)
 
         torch.manual_seed(config.seed)
-        denoiser = spec.build().to(device)
+        denoiser = spec.build()
+        if checkpoint is None and spec.is_bopito:
+            denoiser.equilibrium.load_state_dict(prior_module.state_dict())
+        denoiser.to(device)
         ema = ExponentialMovingAverage(denoiser, config.ema_decay)
-        optimizer = torch.optim.AdamW(denoiser.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
+        optimizer = torch.optim.AdamW([p for p in denoiser.parameters() if p.requires_grad], lr=config.learning_rate, weight_decay=config.weight_decay)
         generator = torch.Generator().manual_seed(config.seed)
         step, elapsed_before = 0, 0.0
         if checkpoint is not None:
@@ -379,7 +407,8 @@ class ITOEstimator:
         deadline = None if config.minutes is None else time.monotonic() + 60.0 * config.minutes
         start = time.monotonic()
         bar = tqdm(total=config.max_steps, initial=step, disable=not (progress and dist.is_main), unit="step",
-                   desc="train equilibrium" if config.equilibrium else "train ITO", dynamic_ncols=True)
+                   desc="train equilibrium" if config.equilibrium else "train BoPITO" if spec.is_bopito else "train ITO",
+                   dynamic_ncols=True)
         loss_sum, loss_count, window_start, window_step = 0.0, 0, time.monotonic(), step
         lo, hi = dist.rank * (config.batch_size // dist.world_size), (dist.rank + 1) * (config.batch_size // dist.world_size)
         self.stopped_by_budget = False
@@ -490,6 +519,19 @@ def _select_device(name: str) -> torch.device:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise InvalidInputError("device 'cuda' was asked for but no CUDA GPU is available")
     return device
+
+
+def _load_prior(prior: str, system: dict | None) -> tuple[dict[str, Any], torch.nn.Module]:
+    """Description and module of BoPITO's equilibrium part from ``config.prior``."""
+    if prior == "exact":
+        from itomd.systems.reference import exact_reference
+        from itomd.systems.registry import SystemSpec
+
+        if system is None:
+            raise InvalidInputError("the exact prior needs the data's system (record it in the trajectory metadata "
+                                    "or pass system= to fit)")
+        return exact_prior(exact_reference(SystemSpec.from_dict(system).build(), n_eigen=2))
+    return model_prior(TransitionModel.load(prior))
 
 
 def _cpu_state(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

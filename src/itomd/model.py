@@ -23,7 +23,9 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import torch
 
+from itomd.diffusion.bopito import BoPITODenoiser
 from itomd.diffusion.denoiser import Denoiser, TransitionDenoiser
+from itomd.diffusion.equilibrium import ExactEquilibriumDenoiser
 from itomd.diffusion.samplers import SAMPLERS
 from itomd.diffusion.schedules import karras_sigmas
 from itomd.errors import DataFileError, InvalidInputError
@@ -72,6 +74,12 @@ class DenoiserSpec:
     lag_scales : tuple of float, length max_lag, optional
         Lag-N regression slopes and residual RMS of the data (transition models; see
         :class:`~itomd.diffusion.TransitionDenoiser` and :func:`lag_statistics`).
+    prior : dict, optional
+        BoPITO's frozen equilibrium part: ``{"kind": "exact", "shape", "box"}`` (the exact
+        quadrature denoiser; its grid is in the weights) or ``{"kind": "model", "spec"}`` (a
+        trained equilibrium model; its weights too). None: a plain ITO model.
+    lambda_hat : float, optional
+        BoPITO's λ̂, the per-frame decay of the dynamic part.
     """
 
     dim: int
@@ -88,15 +96,29 @@ class DenoiserSpec:
     p_std: float
     lag_coefficients: tuple[tuple[float, ...], ...] | None = None
     lag_scales: tuple[float, ...] | None = None
+    prior: dict[str, Any] | None = None
+    lambda_hat: float | None = None
+
+    @property
+    def is_bopito(self) -> bool:
+        """A BoPITO transition model (frozen equilibrium part + decaying dynamic part)."""
+        return self.prior is not None
 
     def build(self) -> Denoiser:
-        """A freshly initialised denoiser (float32, CPU) of this shape."""
+        """A freshly initialised denoiser (float32, CPU) of this shape (a prior's weights are
+        loaded with the state dict)."""
         inner = TransitionMLP(self.dim, hidden=self.hidden, n_blocks=self.n_blocks, n_frequencies=self.n_frequencies,
                               conditional=self.conditional, condition_shift=self.condition_shift,
                               condition_scale=self.condition_scale, max_log_lag=self.max_log_lag)
         if self.conditional:
             if not self.lag_scales or not self.lag_coefficients:
                 raise DataFileError("a transition model description needs lag_coefficients and lag_scales")
+            if self.is_bopito:
+                if self.lambda_hat is None:
+                    raise DataFileError("a BoPITO model description needs lambda_hat")
+                return BoPITODenoiser(inner, build_prior(self.prior), self.lambda_hat, sigma_data=self.sigma_data,
+                                      mean=list(self.shift), lag_coefficients=[list(c) for c in self.lag_coefficients],
+                                      lag_scales=list(self.lag_scales), p_mean=self.p_mean, p_std=self.p_std)
             return TransitionDenoiser(inner, sigma_data=self.sigma_data, mean=list(self.shift),
                                       lag_coefficients=[list(c) for c in self.lag_coefficients],
                                       lag_scales=list(self.lag_scales), p_mean=self.p_mean, p_std=self.p_std)
@@ -118,10 +140,37 @@ class DenoiserSpec:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "DenoiserSpec":
         names = {f.name for f in dataclasses.fields(cls)}
-        missing = names - set(d) - {"lag_scales", "lag_coefficients"}
+        missing = names - set(d) - {"lag_scales", "lag_coefficients", "prior", "lambda_hat"}
         if missing:
             raise DataFileError(f"model description lacks {', '.join(sorted(missing))}")
         return cls(**{k: _tuples(d[k]) if isinstance(d[k], list) else d[k] for k in names if k in d})
+
+
+def exact_prior(reference) -> tuple[dict[str, Any], ExactEquilibriumDenoiser]:
+    """The description and module of the exact equilibrium prior of an
+    :class:`~itomd.systems.reference.ExactReference` (its grid density)."""
+    module = ExactEquilibriumDenoiser.from_reference(reference)
+    return {"kind": "exact", "shape": list(module.probabilities.shape), "box": [list(b) for b in module.box]}, module
+
+
+def model_prior(model: "TransitionModel") -> tuple[dict[str, Any], Denoiser]:
+    """The description and (frozen copy of the) denoiser of a trained equilibrium model."""
+    if model.conditional:
+        raise InvalidInputError("the prior must be an equilibrium model (itomd train --equilibrium), "
+                                "not a transition model")
+    module = model.spec.build()
+    module.load_state_dict(model.denoiser.state_dict())
+    return {"kind": "model", "spec": model.spec.to_dict()}, module
+
+
+def build_prior(prior: dict[str, Any]) -> torch.nn.Module:
+    """An (uninitialised) equilibrium denoiser of the shape a prior description gives."""
+    kind = prior.get("kind") if isinstance(prior, dict) else None
+    if kind == "exact":
+        return ExactEquilibriumDenoiser.empty(prior["shape"], [tuple(b) for b in prior["box"]])
+    if kind == "model":
+        return DenoiserSpec.from_dict(prior["spec"]).build()
+    raise DataFileError(f"unknown equilibrium prior description {prior!r}")
 
 
 def lag_statistics(trajectories: Sequence[np.ndarray], max_lag: int, max_pairs: int = 200_000,
@@ -168,12 +217,14 @@ def lag_statistics(trajectories: Sequence[np.ndarray], max_lag: int, max_pairs: 
 
 
 def fit_denoiser_spec(trajectories: Sequence[np.ndarray], conditional: bool, max_lag: int, hidden: int, n_blocks: int,
-                      n_frequencies: int, p_mean: float | None = None, p_std: float = 1.2) -> DenoiserSpec:
+                      n_frequencies: int, p_mean: float | None = None, p_std: float = 1.2,
+                      prior: dict[str, Any] | None = None, lambda_hat: float | None = None) -> DenoiserSpec:
     """A :class:`DenoiserSpec` with the data scales estimated from ``trajectories`` (each [n_i, dim]).
 
     σ_data is the pooled standard deviation of the centred frames; transition models also get the
-    RMS displacement per lag (:func:`lag_displacement_scales`). ``p_mean=None`` takes EDM's −1.2
-    (tuned for σ_data = 0.5) in units of the data scale: −1.2 + ln 2 relative to σ_d.
+    RMS displacement per lag (:func:`lag_statistics`). ``p_mean=None`` takes EDM's −1.2
+    (tuned for σ_data = 0.5) in units of the data scale: −1.2 + ln 2 relative to σ_d. A ``prior``
+    description (:func:`exact_prior`, :func:`model_prior`) and ``lambda_hat`` make it a BoPITO model.
     """
     frames = np.concatenate([np.asarray(t, dtype=np.float64) for t in trajectories])
     mean = frames.mean(0)
@@ -192,7 +243,8 @@ def fit_denoiser_spec(trajectories: Sequence[np.ndarray], conditional: bool, max
                         n_frequencies=int(n_frequencies), sigma_data=sigma_data, shift=tuple(mean.tolist()),
                         condition_shift=tuple(mean.tolist()), condition_scale=tuple(std.tolist()),
                         max_log_lag=math.log(max(int(max_lag), 2)), p_mean=float(p_mean), p_std=float(p_std),
-                        lag_coefficients=lag_coefficients, lag_scales=lag_scales)
+                        lag_coefficients=lag_coefficients, lag_scales=lag_scales, prior=prior,
+                        lambda_hat=None if lambda_hat is None else float(lambda_hat))
 
 
 def _tuples(value: Any) -> Any:
@@ -249,6 +301,29 @@ class TransitionModel:
     @property
     def conditional(self) -> bool:
         return self.spec.conditional
+
+    @property
+    def is_bopito(self) -> bool:
+        """A BoPITO model: frozen equilibrium part plus λ̂^N-weighted dynamic part."""
+        return self.spec.is_bopito
+
+    @property
+    def lambda_hat(self) -> float | None:
+        """BoPITO's λ̂ (per frame); None for ITO and equilibrium models."""
+        return self.spec.lambda_hat
+
+    @property
+    def lambda_interpolation(self) -> float | None:
+        """BoPITO's λ_int for lags beyond ``max_lag`` (None: λ̂)."""
+        return self.denoiser.lambda_interpolation if self.is_bopito else None
+
+    def set_interpolation(self, lambda_interpolation: float | None) -> "TransitionModel":
+        """Set λ_int, the per-frame decay of a BoPITO model's dynamic part beyond the largest training
+        lag (None restores λ̂); returns self. Equivalent to an effective timescale −τ/ln λ_int."""
+        if not self.is_bopito:
+            raise InvalidInputError("only BoPITO models (trained with a prior) have an interpolation eigenvalue")
+        self.denoiser.set_interpolation(lambda_interpolation)
+        return self
 
     def to(self, device: torch.device | str) -> "TransitionModel":
         """Move the network to ``device`` (in place); returns self."""
@@ -321,6 +396,31 @@ class TransitionModel:
         centre, scale = self.denoiser.centre_and_scale(noise, **extra)
         x = centre + (schedule[0] ** 2 + scale[:, None] ** 2).sqrt() * noise
         return sample_fn(self.denoiser, x, schedule, extra_args=extra, generator=generator)
+
+    @torch.no_grad()
+    def sample_equilibrium(self, n_samples: int, sampler: str | Callable = DEFAULT_SAMPLER,
+                           n_steps: int = DEFAULT_N_STEPS, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Draw from the model's equilibrium distribution μ: an equilibrium model's own samples, or
+        those of a BoPITO model's frozen prior (exact or learned).
+
+        Returns
+        -------
+        torch.Tensor, shape [n_samples, dim], float32 on the model's device
+        """
+        if not self.conditional:
+            return self.sample(None, n_samples=n_samples, sampler=sampler, n_steps=n_steps, generator=generator)
+        if not self.is_bopito:
+            raise InvalidInputError("an ITO model has no equilibrium part to sample; give start states instead")
+        if not n_samples >= 1:
+            raise InvalidInputError("need a positive number of samples")
+        prior = self.denoiser.equilibrium
+        scale = self.spec.sigma_data
+        schedule = karras_sigmas(n_steps, SIGMA_MIN_FACTOR * min(self.spec.lag_scales), SIGMA_MAX_FACTOR * scale,
+                                 DEFAULT_RHO).to(self.device, torch.float32)
+        mean = self.denoiser.shift.to(self.device, torch.float32)
+        noise = torch.randn((n_samples, self.dim), generator=generator, device=self.device)
+        x = mean + (schedule[0] ** 2 + scale**2) ** 0.5 * noise
+        return _resolve_sampler(sampler)(prior, x, schedule, extra_args={}, generator=generator)
 
     def outside_training_range(self, x: torch.Tensor, tolerance: float = 0.5) -> torch.Tensor:
         """Rows of ``x`` [W, dim] that are non-finite or beyond the training range by more than

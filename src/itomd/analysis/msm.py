@@ -491,3 +491,42 @@ def _to_json(values):
     if array.ndim == 0:
         return float(array) if np.isfinite(array) else None
     return np.where(np.isfinite(array), array, None).tolist()
+
+
+# -- slowest eigenvalue (BoPITO's λ̂) ----------------------------------------------------------------
+def slowest_eigenvalue(
+    trajectories: Sequence[np.ndarray],
+    lag: int = 1,
+    discretization: Discretization | None = None,
+    seed: int = 0,
+) -> float:
+    r"""The slowest non-unit eigenvalue per frame, :math:`\hat\lambda = |\lambda_2(\tau)|^{1/\tau}`.
+
+    From a reversible maximum-likelihood MSM at ``lag`` frames on the largest connected set of the
+    discretisation (default: :func:`~itomd.analysis.discretize.discretize`'s). The MSM's
+    discretisation error makes it an underestimate of the true eigenvalue (faster decay); it
+    converges from below as the states get finer or the lag longer.
+
+    Parameters
+    ----------
+    trajectories : list of np.ndarray, each [n_frames_i, dim]
+    lag : int
+        MSM lag in frames.
+    discretization : Discretization, optional
+    seed : int
+        Seed of the clustering.
+
+    Returns
+    -------
+    float
+        In (0, 1).
+    """
+    trajectories, _, discretization, dtrajs = _prepare(trajectories, 1.0, discretization, seed)
+    lag = check_lags([lag], trajectories)[0]
+    msm = _estimate_msm(dtrajs, lag, n_samples=0, seed=seed)
+    if msm is None:
+        raise InvalidInputError("the trajectories never leave one state at this lag: cannot estimate λ̂")
+    value = float(abs(np.sort(np.abs(msm.eigenvalues(min(msm.n_states, 3))))[::-1][1]))
+    if not 0 < value < 1:
+        raise InvalidInputError(f"the MSM's second eigenvalue is {value}; cannot estimate λ̂ from these data")
+    return value ** (1.0 / lag)

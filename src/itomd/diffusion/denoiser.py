@@ -95,6 +95,10 @@ class Denoiser(nn.Module):
         noise = torch.randn(x0.shape, generator=generator, dtype=x0.dtype, device=x0.device)
         return self.loss_at(x0, sigma, noise, **cond)
 
+    def loss_weight(self, sigma: torch.Tensor, sigma_data: torch.Tensor, **cond) -> torch.Tensor:
+        """EDM's λ(σ) = (σ² + σ_d²)/(σσ_d)² [B] (unit effective weight on the network output)."""
+        return (sigma**2 + sigma_data**2) / (sigma * sigma_data) ** 2
+
     def loss_at(self, x0: torch.Tensor, sigma: torch.Tensor, noise: torch.Tensor, *, through: nn.Module | None = None,
                 **cond) -> torch.Tensor:
         """The loss for given noise levels ``sigma`` [B] and unit noise ``noise`` (shape of ``x0``).
@@ -104,8 +108,7 @@ class Denoiser(nn.Module):
         (a ``DistributedDataParallel`` module, whose forward synchronises gradients).
         """
         b = x0.shape[0]
-        sd = self.centre_and_scale(x0, **cond)[1]
-        weight = (sigma**2 + sd**2) / (sigma * sd) ** 2
+        weight = self.loss_weight(sigma, self.centre_and_scale(x0, **cond)[1], **cond)
         model = self if through is None else through
         err = (model(x0 + append_dims(sigma, x0.ndim) * noise, sigma, **cond) - x0) ** 2
         return (weight * err.reshape(b, -1).sum(-1)).mean()

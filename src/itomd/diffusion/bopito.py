@@ -1,0 +1,130 @@
+r"""BoPITO: a transition denoiser whose score is a frozen equilibrium score plus a decaying dynamic part.
+
+Boltzmann priors for ITO (Viguera Díez, Schreiner, Engkvist & Olsson 2024) follow the spectral
+expansion :math:`p(x_{t+N\tau}|x_t) = \mu(x_{t+N\tau}) + \sum_{i\ge2}\lambda_i^N \phi_i(x_{t+N\tau})\psi_i(x_t)`
+and write the conditional score as
+
+.. math::
+    s(x^\sigma; x_t, N, \sigma) = s_\mathrm{eq}(x^\sigma, \sigma) + \hat\lambda^N\, s_\mathrm{dyn}(x^\sigma; x_t, N, \sigma).
+
+With :math:`s = (D - x)/\sigma^2` the same split in denoiser space is
+
+.. math::
+    D(x; \sigma, x_t, N) = D_\mathrm{eq}(x; \sigma) + w(N)\,\sigma\,F\big(c_\mathrm{in}(x - c_N),\ \ln\sigma/4;\ x_t, N\big),
+
+:math:`\sigma^2 s_\mathrm{dyn} = \sigma F` (the ε-parametrisation: F is of unit scale for every σ
+— it tends to 0 at large σ, where the transition and equilibrium denoisers differ only by the
+bounded shift of the conditional mean), :math:`c_N = m + A(N)(x_t - m)` and
+:math:`c_\mathrm{in} = 1/\sqrt{\sigma^2 + \sigma_d(N)^2}` from
+:class:`~itomd.diffusion.TransitionDenoiser`, so the network sees the same unit-scale inputs as
+an ITO model. ``D_eq`` is frozen: a trained unconditional :class:`~itomd.diffusion.Denoiser` (a
+Boltzmann generator) or the :class:`~itomd.diffusion.equilibrium.ExactEquilibriumDenoiser`.
+
+The weight of the dynamic part is :math:`w(N) = \hat\lambda^N` for lags up to the largest
+training lag :math:`N_\mathrm{max}`, and beyond it
+
+.. math::
+    w(N) = \hat\lambda^{N_\mathrm{max}}\,\lambda_\mathrm{int}^{\,N - N_\mathrm{max}}, \qquad
+    F \text{ evaluated at } N_\mathrm{max},
+
+continuous at :math:`N_\mathrm{max}`, with the network never asked about lags it was not
+trained on. :math:`\lambda_\mathrm{int}` (default :math:`\hat\lambda`) sets how fast the model
+relaxes to μ beyond the training lags; tuning it against an unbiased correlation function
+interpolates between the dynamics learned from (possibly off-equilibrium) data and equilibrium
+(``itomd fit-interpolation``). As :math:`N \to \infty`, :math:`w(N) \to 0` and the model samples
+μ whatever x_t.
+
+Training minimises the usual denoising loss of the composed D with the weight
+:math:`1/(w(N)\sigma)^2`, i.e. unit weight on the network output F.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from itomd.diffusion.denoiser import TransitionDenoiser, append_dims
+from itomd.errors import InvalidInputError
+
+
+class BoPITODenoiser(TransitionDenoiser):
+    """Transition denoiser D = D_eq + w(N)·σ·F with a frozen equilibrium part.
+
+    Parameters
+    ----------
+    inner : nn.Module
+        Conditional network F(x_in, c_noise, cond=x_t, lag=N) → [B, dim].
+    equilibrium : nn.Module
+        Equilibrium denoiser ``equilibrium(x, sigma)`` → [B, dim]; frozen here.
+    lambda_hat : float
+        λ̂ in (0, 1], the per-frame decay of the dynamic part (slowest non-unit eigenvalue).
+    sigma_data, mean, lag_coefficients, lag_scales, p_mean, p_std
+        As for :class:`~itomd.diffusion.TransitionDenoiser`; ``len(lag_scales)`` is N_max.
+    """
+
+    def __init__(self, inner: nn.Module, equilibrium: nn.Module, lambda_hat: float, sigma_data: float,
+                 mean: "torch.Tensor | list[float]", lag_coefficients: "torch.Tensor | list[list[float]]",
+                 lag_scales: "torch.Tensor | list[float]", p_mean: float = -1.2 + 0.6931471805599453,
+                 p_std: float = 1.2):
+        super().__init__(inner, sigma_data, mean, lag_coefficients, lag_scales, p_mean=p_mean, p_std=p_std)
+        self.lambda_hat = check_eigenvalue(lambda_hat, "lambda_hat")
+        self.equilibrium = equilibrium.eval().requires_grad_(False)
+        self.lambda_interpolation: float | None = None
+
+    @property
+    def max_lag(self) -> int:
+        """N_max: the largest lag of the training tables."""
+        return len(self.lag_scales)
+
+    def train(self, mode: bool = True) -> "BoPITODenoiser":
+        super().train(mode)
+        self.equilibrium.eval()  # frozen, whatever the mode of the dynamic part
+        return self
+
+    def set_interpolation(self, lambda_interpolation: float | None) -> None:
+        """Set λ_int, the per-frame decay of the dynamic part beyond N_max (None: λ̂)."""
+        self.lambda_interpolation = (None if lambda_interpolation is None
+                                     else check_eigenvalue(lambda_interpolation, "lambda_int"))
+
+    def dynamic_weight(self, lag: torch.Tensor) -> torch.Tensor:
+        """w(N) for lags [B] (float tensor of frames); shape [B]."""
+        lam_int = self.lambda_hat if self.lambda_interpolation is None else self.lambda_interpolation
+        lag = lag.to(torch.float64)
+        n_max = float(self.max_lag)
+        within = torch.minimum(lag, torch.full_like(lag, n_max))
+        beyond = (lag - n_max).clamp(min=0.0)
+        log_w = within * torch.log(torch.tensor(self.lambda_hat, dtype=torch.float64))
+        if lam_int < 1.0:
+            log_w = log_w + beyond * torch.log(torch.tensor(lam_int, dtype=torch.float64))
+        return log_w.exp()
+
+    def forward(self, x: torch.Tensor, sigma: torch.Tensor, cond: torch.Tensor | None = None,
+                lag: torch.Tensor | None = None, **_) -> torch.Tensor:
+        """D(x; σ, x_t, N), shape of ``x`` [B, dim]; ``sigma`` and ``lag`` have shape [B]."""
+        centre, sd = self.centre_and_scale(x, cond=cond, lag=lag)
+        sigma = sigma.to(x.dtype)
+        lag = torch.as_tensor(lag, device=x.device).to(x.dtype).expand(x.shape[0])
+        c_in = append_dims(1.0 / (sigma**2 + sd**2).sqrt(), x.ndim)
+        network_lag = lag.clamp(max=float(self.max_lag))
+        dynamic = self.inner(c_in * (x - centre), sigma.log() / 4, cond=cond, lag=network_lag)
+        scale = append_dims(self.dynamic_weight(lag).to(x.dtype) * sigma, x.ndim)
+        return self.equilibrium(x, sigma) + scale * dynamic
+
+    def loss_weight(self, sigma: torch.Tensor, sigma_data: torch.Tensor, lag: torch.Tensor | None = None,
+                    **_) -> torch.Tensor:
+        """1/(w(N)σ)² [B]: unit weight on the network output."""
+        if lag is None:
+            raise InvalidInputError("a BoPITO denoiser needs lag= to weight its loss")
+        w = self.dynamic_weight(torch.as_tensor(lag, device=sigma.device).expand(sigma.shape[0])).to(sigma.dtype)
+        return 1.0 / (w * sigma) ** 2
+
+
+def check_eigenvalue(value: float, name: str) -> float:
+    """``value`` as a float in (0, 1], else a one-line :class:`InvalidInputError`."""
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        raise InvalidInputError(f"{name} must be a number in (0, 1], got {value!r}") from None
+    if not 0.0 < value <= 1.0:
+        raise InvalidInputError(f"{name} must be in (0, 1] (a per-frame eigenvalue), got {value}")
+    return value
