@@ -1,0 +1,138 @@
+"""BoPITO composition: D = D_eq + w(N)·σ·F, the decay of w, and the limit N → ∞."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from itomd.diffusion.bopito import BoPITODenoiser
+from itomd.diffusion.equilibrium import ExactEquilibriumDenoiser
+from itomd.errors import InvalidInputError
+from itomd.model import DenoiserSpec, TransitionModel, build_prior, fit_denoiser_spec
+from itomd.systems.reference import exact_reference
+from itomd.systems.registry import resolve_system
+
+
+class _RecordingInner(nn.Module):
+    """F = a fixed non-zero function of its inputs; remembers the lags it was called with."""
+
+    def __init__(self):
+        super().__init__()
+        self.weight = nn.Parameter(torch.tensor(0.7))
+        self.lags = []
+
+    def forward(self, x_in, c_noise, cond=None, lag=None):
+        self.lags.append(lag.clone())
+        return self.weight * torch.tanh(x_in + cond) + c_noise[:, None]
+
+
+class _ShiftEquilibrium(nn.Module):
+    def forward(self, x, sigma, **_):
+        return 0.5 * x + 0.1 * sigma[:, None]
+
+
+def _bopito(lambda_hat=0.9, max_lag=20):
+    return BoPITODenoiser(_RecordingInner(), _ShiftEquilibrium(), lambda_hat, sigma_data=1.0, mean=[0.0],
+                          lag_coefficients=[[0.5]] * max_lag, lag_scales=[0.3] * max_lag)
+
+
+def test_composition_is_equilibrium_plus_weighted_dynamic_part():
+    d = _bopito()
+    x, x_t = torch.randn(6, 1), torch.randn(6, 1)
+    sigma = torch.tensor([0.01, 0.1, 0.5, 1.0, 3.0, 10.0])
+    for lag in (1.0, 5.0, 20.0):
+        lags = torch.full((6,), lag)
+        out = d(x, sigma, cond=x_t, lag=lags)
+        centre = 0.5 * x_t
+        dynamic = d.inner(x / (sigma[:, None] ** 2 + 0.09).sqrt() - centre / (sigma[:, None] ** 2 + 0.09).sqrt(),
+                          sigma.log() / 4, cond=x_t, lag=lags)
+        expected = d.equilibrium(x, sigma) + 0.9**lag * sigma[:, None] * dynamic
+        assert torch.allclose(out, expected, atol=1e-6)
+
+
+def test_weight_decays_as_lambda_hat_then_lambda_int_and_network_lag_is_clamped():
+    d = _bopito(lambda_hat=0.9, max_lag=20)
+    lags = torch.tensor([1.0, 10.0, 20.0, 30.0, 100.0])
+    np.testing.assert_allclose(d.dynamic_weight(lags).numpy(), [0.9, 0.9**10, 0.9**20, 0.9**30, 0.9**100], rtol=1e-12)
+    d.set_interpolation(0.5)
+    np.testing.assert_allclose(d.dynamic_weight(lags).numpy(),
+                               [0.9, 0.9**10, 0.9**20, 0.9**20 * 0.5**10, 0.9**20 * 0.5**80], rtol=1e-12)
+    d.inner.lags.clear()
+    d(torch.zeros(5, 1), torch.ones(5), cond=torch.zeros(5, 1), lag=lags)
+    assert d.inner.lags[0].tolist() == [1.0, 10.0, 20.0, 20.0, 20.0]  # never beyond the training lags
+    with pytest.raises(InvalidInputError):
+        d.set_interpolation(1.5)
+
+
+def test_equilibrium_part_alone_when_the_weight_vanishes():
+    """D = D_eq exactly once λ̂^N underflows: the composition algebra's limit."""
+    d = _bopito(lambda_hat=0.5, max_lag=20)
+    x, x_t = torch.randn(4, 1), torch.randn(4, 1)
+    sigma = torch.full((4,), 0.7)
+    out = d(x, sigma, cond=x_t, lag=torch.full((4,), 5000.0))
+    assert torch.equal(out, d.equilibrium(x, sigma))
+
+
+def test_loss_weight_puts_unit_weight_on_the_network_output():
+    d = _bopito(lambda_hat=0.8)
+    sigma, lag = torch.tensor([0.1, 2.0]), torch.tensor([3.0, 7.0])
+    w = d.loss_weight(sigma, torch.ones(2), lag=lag)
+    np.testing.assert_allclose(w.numpy(), 1 / (np.array([0.8**3, 0.8**7]) * sigma.numpy()) ** 2, rtol=1e-6)
+
+
+def test_equilibrium_part_is_frozen():
+    d = _bopito()
+    d.train()
+    assert not d.equilibrium.training
+    eq = ExactEquilibriumDenoiser(np.ones(10), [(0.0, 1.0)])
+    b = BoPITODenoiser(_RecordingInner(), eq, 0.9, 1.0, [0.0], [[0.5]], [0.3])
+    assert [p for p in b.parameters() if p.requires_grad] == [b.inner.weight]
+
+
+def test_bopito_model_samples_the_boltzmann_density_at_long_lags_whatever_the_start():
+    """A BoPITO model with a random (untrained, non-zero) dynamic part and the exact prior of the
+    double well: at N ≫ N_max its jumps from one point follow μ (mean and spread of the two wells)."""
+    torch.manual_seed(0)
+    reference = exact_reference(resolve_system("double-well"), n_eigen=2)
+    data = [reference.sample(50, seed=i) for i in range(4)]
+    prior, module = _exact(reference)
+    spec = fit_denoiser_spec(data, conditional=True, max_lag=10, hidden=16, n_blocks=1, n_frequencies=4,
+                             prior=prior, lambda_hat=0.9)
+    denoiser = spec.build()
+    denoiser.equilibrium.load_state_dict(module.state_dict())
+    with torch.no_grad():
+        for p in denoiser.inner.parameters():
+            p.normal_(0, 0.3)  # a dynamic part that is far from zero
+    model = TransitionModel(spec, denoiser.state_dict(), frame_interval=0.01, max_lag=10,
+                            data_low=[-2.0], data_high=[2.0])
+    generator = torch.Generator().manual_seed(1)
+    long = model.sample(torch.full((4000, 1), -1.0), lag=2000, generator=generator).numpy()[:, 0]
+    exact = reference.sample(200_000, seed=5)[:, 0]
+    right_well = float((exact > 0).mean())
+    assert abs(float((long > 0).mean()) - right_well) < 0.03
+    assert abs(long.std() - exact.std()) < 0.05
+    eq = model.sample_equilibrium(4000, generator=generator).numpy()[:, 0]
+    assert abs(float((eq > 0).mean()) - right_well) < 0.03
+
+
+def _exact(reference):
+    from itomd.model import exact_prior
+
+    return exact_prior(reference)
+
+
+def test_spec_round_trip_rebuilds_the_prior():
+    reference = exact_reference(resolve_system("prinz"), n_grid=200, n_eigen=2)
+    prior, module = _exact(reference)
+    spec = fit_denoiser_spec([reference.sample(300, seed=0)], conditional=True, max_lag=5, hidden=8, n_blocks=1,
+                             n_frequencies=2, prior=prior, lambda_hat=0.99)
+    again = DenoiserSpec.from_dict(spec.to_dict())
+    assert again == spec and again.is_bopito and again.lambda_hat == 0.99
+    assert isinstance(build_prior(again.prior), ExactEquilibriumDenoiser)
+    with pytest.raises(Exception):
+        build_prior({"kind": "nonsense"})
+    assert math.isclose(float(module.probabilities.sum()), 1.0)

@@ -1,0 +1,82 @@
+"""BoPITO training: λ̂ on a known spectrum, a tiny model learns OU transitions, priors from runs."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from itomd.analysis.msm import slowest_eigenvalue
+from itomd.errors import DataFileError, InvalidInputError
+from itomd.estimator import ITOEstimator, TrainingConfig
+from itomd.model import TransitionModel
+from itomd.systems.registry import SystemSpec
+
+HARMONIC = SystemSpec("harmonic").to_dict()  # U = x²/2, kT = 1: the OU data's stationary N(0, 1)
+
+
+def test_slowest_eigenvalue_of_a_two_state_chain_is_one_minus_twice_the_flip_probability():
+    rng = np.random.default_rng(0)
+    flip = 0.02
+    states = np.cumsum(rng.random((20, 5000)) < flip, axis=1) % 2
+    trajectories = [(2.0 * s - 1.0)[:, None] + 0.01 * rng.standard_normal((5000, 1)) for s in states]
+    estimate = slowest_eigenvalue(trajectories, lag=1)
+    assert abs(estimate - (1 - 2 * flip)) < 0.004
+    assert abs(slowest_eigenvalue(trajectories, lag=5) - (1 - 2 * flip)) < 0.004  # per frame at any lag
+
+
+def test_slowest_eigenvalue_of_ou_data(ou_trajectories, ou_decay):
+    """The OU generator's slowest eigenfunction is x itself, with eigenvalue a per frame."""
+    assert abs(slowest_eigenvalue(ou_trajectories(100, 400, seed=3), lag=1) - ou_decay) < 0.02
+
+
+def test_tiny_bopito_model_with_the_exact_prior_learns_ou_transitions(ou_trajectories, ou_decay, tiny_config):
+    torch.set_num_threads(2)
+    data = ou_trajectories(200, 300, seed=1)
+    config = tiny_config(prior="exact", hidden=64, n_blocks=2, n_frequencies=8, batch_size=256, max_steps=1500,
+                         warmup_steps=100, learning_rate=3e-3, ema_decay=0.995)
+    model = ITOEstimator(config).fit(data, frame_interval=0.1, progress=False, system=HARMONIC).fetch_model()
+    assert model.is_bopito and abs(model.lambda_hat - ou_decay) < 0.02
+    generator = torch.Generator().manual_seed(0)
+    for lag in (1, 10):
+        for x_t in (-1.5, 0.0, 1.5):
+            samples = model.sample(torch.full((4000, 1), x_t), lag=lag, generator=generator).numpy()[:, 0]
+            mean, std = ou_decay**lag * x_t, np.sqrt(1 - ou_decay ** (2 * lag))
+            assert abs(samples.mean() - mean) < 0.08, (lag, x_t, samples.mean(), mean)
+            assert abs(samples.std() / std - 1) < 0.15, (lag, x_t, samples.std(), std)
+    far = model.sample(torch.full((4000, 1), 1.5), lag=1000, generator=generator).numpy()[:, 0]
+    assert abs(far.mean()) < 0.06 and abs(far.std() - 1) < 0.06  # relaxed to μ = N(0, 1)
+
+
+def test_prior_from_an_equilibrium_run_and_resume(tmp_path, ou_data, tiny_config):
+    ITOEstimator(tiny_config(equilibrium=True)).fit(ou_data, 0.1, run_dir=tmp_path / "eq", progress=False)
+    config = tiny_config(prior=str(tmp_path / "eq"), lambda_hat=0.95, max_steps=20)
+    ITOEstimator(config).fit(ou_data, 0.1, run_dir=tmp_path / "bopito", progress=False)
+    resumed = ITOEstimator(tiny_config(prior=str(tmp_path / "eq"), lambda_hat=0.95, max_steps=40))
+    resumed.fit(ou_data, 0.1, run_dir=tmp_path / "bopito", resume=True, progress=False)
+    model = TransitionModel.load(tmp_path / "bopito")
+    prior = TransitionModel.load(tmp_path / "eq")
+    assert model.is_bopito and model.lambda_hat == 0.95 and model.spec.prior["kind"] == "model"
+    for name, value in prior.denoiser.state_dict().items():
+        assert torch.equal(model.denoiser.equilibrium.state_dict()[name], value), name  # frozen
+    x = model.sample(torch.zeros(50, 1), lag=3, generator=torch.Generator().manual_seed(0))
+    assert x.shape == (50, 1) and torch.isfinite(x).all()
+    assert model.sample_equilibrium(20).shape == (20, 1)
+
+
+def test_bopito_configuration_errors(tmp_path, ou_data, tiny_config):
+    with pytest.raises(InvalidInputError, match="needs a prior"):
+        tiny_config(lambda_hat=0.9)
+    with pytest.raises(InvalidInputError, match="lambda_hat"):
+        tiny_config(prior="exact", lambda_hat=1.5)
+    with pytest.raises(InvalidInputError, match="takes no prior"):
+        tiny_config(prior="exact", equilibrium=True)
+    with pytest.raises(InvalidInputError, match="system"):
+        ITOEstimator(tiny_config(prior="exact")).fit(ou_data, 0.1, progress=False)
+    ITOEstimator(tiny_config()).fit(ou_data, 0.1, run_dir=tmp_path / "ito", progress=False)
+    with pytest.raises(InvalidInputError, match="equilibrium model"):
+        ITOEstimator(tiny_config(prior=str(tmp_path / "ito"))).fit(ou_data, 0.1, progress=False)
+    with pytest.raises(DataFileError):
+        ITOEstimator(tiny_config(prior=str(tmp_path / "missing"))).fit(ou_data, 0.1, progress=False)
+    with pytest.raises(InvalidInputError, match="only BoPITO"):
+        TransitionModel.load(tmp_path / "ito").set_interpolation(0.5)
