@@ -125,10 +125,18 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     spec, system = _system_spec(args)
     x0 = None
     start = "equilibrium"
+    if args.x0 is not None and args.from_equilibrium_model is not None:
+        raise InvalidInputError("give --x0 or --from-equilibrium-model, not both")
     if args.x0 is not None:
         if len(args.x0) != system.dim:
             raise InvalidInputError(f"--x0 needs {system.dim} numbers for {system.name}, got {len(args.x0)}")
         x0, start = args.x0, "fixed"
+    elif args.from_equilibrium_model is not None:
+        from itomd.simulate.seeding import equilibrium_model_start_points
+
+        x0 = equilibrium_model_start_points(args.from_equilibrium_model, args.out, args.n_traj, args.seed, system.dim,
+                                            progress=not args.quiet)
+        start = "fixed"
     t0 = time.perf_counter()
     store = run_campaign(spec, args.out, n_trajectories=args.n_traj, n_frames=args.n_frames, seed=args.seed,
                          integrator=args.integrator, start=start, x0=x0, chunk_size=args.chunk_size,
@@ -240,7 +248,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     from itomd.systems import SystemSpec
 
     overrides = dict(max_lag=args.max_lag, minutes=args.minutes, max_steps=args.max_steps, batch_size=args.batch_size,
-                     seed=args.seed, device=args.device, equilibrium=True if args.equilibrium else None)
+                     seed=args.seed, device=args.device, equilibrium=True if args.equilibrium else None,
+                     prior=args.prior, lambda_hat=args.lambda_hat)
     if args.config is not None:
         config = TrainingConfig.from_toml(args.config, **overrides)
     elif args.resume and (args.out / "config.toml").is_file():
@@ -262,8 +271,12 @@ def cmd_train(args: argparse.Namespace) -> int:
     elapsed = time.perf_counter() - t0
     summary = {"run": str(args.out), "steps": estimator.step, "max_steps": config.max_steps,
                "stopped_by_budget": estimator.stopped_by_budget, "wall_seconds": round(elapsed, 2),
-               "model": str(args.out / "model.pt"), "kind": "equilibrium" if config.equilibrium else "transition"}
+               "model": str(args.out / "model.pt"),
+               "kind": "equilibrium" if config.equilibrium else "bopito" if config.prior else "transition"}
     more = " (wall-clock budget reached; --resume continues)" if estimator.stopped_by_budget else ""
+    if config.prior:
+        summary["lambda_hat"] = estimator.fetch_model().lambda_hat
+        more += f"; BoPITO with λ̂ = {summary['lambda_hat']:.6f} per frame"
     _emit(summary, args.json, f"trained {estimator.step} of {config.max_steps} steps in {elapsed:.1f} s{more}; "
                               f"model in {args.out / 'model.pt'}")
     return 0
@@ -278,6 +291,8 @@ def cmd_sample(args: argparse.Namespace) -> int:
     model = TransitionModel.load(args.run)
     if not model.conditional:
         raise InvalidInputError(f"{args.run} is an equilibrium model; rollouts need a transition model")
+    if args.lambda_int is not None:
+        model.set_interpolation(args.lambda_int)
     if args.from_store is not None and args.x0 is not None:
         raise InvalidInputError("give start points either with --from DIR or with --x0 FILE, not both")
     if args.from_store is not None:
@@ -292,8 +307,10 @@ def cmd_sample(args: argparse.Namespace) -> int:
     else:
         x0 = _equilibrium_start_points(model, args.n_walkers, args.seed)
     if args.lag > model.max_lag:
-        print(f"itomd sample: note: lag {args.lag} is beyond the largest training lag {model.max_lag}; "
-              "the model extrapolates", file=sys.stderr)
+        how = (f"the dynamic part decays with λ_int = {model.lambda_interpolation or model.lambda_hat:.6g} per frame"
+               if model.is_bopito else "the model extrapolates")
+        print(f"itomd sample: note: lag {args.lag} is beyond the largest training lag {model.max_lag}; {how}",
+              file=sys.stderr)
     t0 = time.perf_counter()
     store = run_rollout(model, args.out, lag=args.lag, n_jumps=args.n_jumps, x0=x0, seed=args.seed,
                         chunk_size=args.chunk_size, sampler=args.sampler, n_steps=args.n_steps,
@@ -306,6 +323,34 @@ def cmd_sample(args: argparse.Namespace) -> int:
     _emit(summary, args.json, f"wrote {len(store)} surrogate trajectories of {args.n_jumps} jumps "
                               f"(lag {args.lag} = {args.lag * model.frame_interval:g} time units) to {args.out}: "
                               f"{covered:.4g} time units in {elapsed:.1f} s")
+    return 0
+
+
+def cmd_fit_interpolation(args: argparse.Namespace) -> int:
+    from itomd.interpolation import fit_interpolation, read_correlation_file
+    from itomd.model import TransitionModel
+
+    model = TransitionModel.load(args.run)
+    if not model.is_bopito:
+        raise InvalidInputError(f"{args.run} is not a BoPITO model (train with --prior); only BoPITO has λ_int")
+    lags, values = read_correlation_file(args.observable)
+    beyond = lags > model.max_lag
+    if not beyond.any():
+        raise InvalidInputError(f"{args.observable} has no lag beyond the largest training lag {model.max_lag}: "
+                                "λ_int has nothing to match")
+    if not 0 <= args.coordinate < model.dim:
+        raise InvalidInputError(f"--coordinate must be in [0, {model.dim}), got {args.coordinate}")
+    t0 = time.perf_counter()
+    fit = fit_interpolation(model, lags[beyond], values[beyond], n_walkers=args.n_walkers, coordinate=args.coordinate,
+                            seed=args.seed, progress=not args.quiet)
+    model.set_interpolation(fit.lambda_interpolation)
+    out = args.out if args.out is not None else (args.run if args.run.is_dir() else args.run.parent) / "model_interpolated.pt"
+    model.save(out)
+    summary = {**fit.to_dict(), "model": str(out), "lambda_hat": model.lambda_hat, "max_lag": model.max_lag,
+               "ignored_lags": [int(n) for n in lags[~beyond]], "wall_seconds": round(time.perf_counter() - t0, 2)}
+    _emit(summary, args.json, f"λ_int = {fit.lambda_interpolation:.6g} per frame (effective timescale "
+                              f"{fit.timescale:.4g}); C(N) rms error {fit.rms_error:.3g} over {len(fit.lags)} lags; "
+                              f"tuned model in {out}")
     return 0
 
 
@@ -376,6 +421,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=_nonnegative_int, default=0)
     p.add_argument("--integrator", choices=["overdamped", "baoab"], default="overdamped")
     p.add_argument("--x0", type=_float_list, metavar="X[,Y]", help="start all walkers here (default: equilibrium samples)")
+    p.add_argument("--from-equilibrium-model", dest="from_equilibrium_model", type=Path, metavar="RUN",
+                   help="start every trajectory from its own sample of this equilibrium model (or BoPITO model's "
+                        "prior): BoPITO's data generation, many short trajectories covering all metastable states")
     p.add_argument("--chunk-size", dest="chunk_size", type=_positive_int, default=256,
                    help="walkers simulated together in one task (larger is faster per walker)")
     p.add_argument("--scheduler", metavar="ADDRESS", help="dask scheduler address (default: a LocalCluster)")
@@ -403,6 +451,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=_nonnegative_int)
     p.add_argument("--device", help="auto (default), cpu or cuda")
     p.add_argument("--equilibrium", action="store_true", help="train an unconditional model of the frames")
+    p.add_argument("--prior", metavar="exact|RUN",
+                   help="train BoPITO: a frozen equilibrium part, 'exact' (quadrature on the system's reference grid, "
+                        "dim ≤ 3) or an equilibrium run (itomd train --equilibrium)")
+    p.add_argument("--lambda-hat", dest="lambda_hat", type=_positive_float,
+                   help="BoPITO's λ̂ per frame (default: slowest MSM eigenvalue of the data at lag 1)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out exactly where it stopped")
     p.add_argument("--quiet", action="store_true")
     p.add_argument("--json", action="store_true")
@@ -423,6 +476,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--n-steps", dest="n_steps", type=_positive_int, default=25,
                    help="noise levels per jump (network evaluations: 2n-1 for heun/heun-churn, n for the others)")
     p.add_argument("--chunk-size", dest="chunk_size", type=_positive_int, default=1024, help="walkers per batch")
+    p.add_argument("--lambda-int", dest="lambda_int", type=_positive_float,
+                   help="BoPITO: per-frame decay of the dynamic part beyond the training lags (default: the model's, "
+                        "as set by fit-interpolation, else λ̂)")
     p.add_argument("--tolerance", type=_positive_float, default=0.5,
                    help="blow-up threshold beyond the training range, in units of its extent")
     p.add_argument("--quiet", action="store_true")
@@ -451,6 +507,21 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--out", type=Path, required=True, help="HTML file to write")
             p.add_argument("--title")
             p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser("fit-interpolation",
+                       help="tune a BoPITO model's λ_int to an unbiased correlation function beyond its training lags")
+    p.add_argument("run", type=Path, help="BoPITO run directory (or model.pt)")
+    p.add_argument("--observable", required=True, type=Path, metavar="FILE",
+                   help="rows 'lag C(lag)' (lag in frames of the training data; .txt, .csv or .npy): the unbiased "
+                        "normalised autocorrelation of the chosen coordinate, e.g. from long MD")
+    p.add_argument("--coordinate", type=_nonnegative_int, default=0, help="the observable's coordinate (default 0)")
+    p.add_argument("--n-walkers", dest="n_walkers", type=_positive_int, default=2000,
+                   help="equilibrium start states (samples of the model's prior)")
+    p.add_argument("--seed", type=_nonnegative_int, default=0)
+    p.add_argument("--out", type=Path, help="model file to write with the tuned λ_int (default RUN/model_interpolated.pt)")
+    p.add_argument("--quiet", action="store_true")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_fit_interpolation)
 
     p = sub.add_parser("demo", help="Müller–Brown end to end: simulate, reference, analyze, report")
     p.add_argument("--out", type=Path, default=Path("demo-output"))

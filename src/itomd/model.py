@@ -438,7 +438,7 @@ class TransitionModel:
                 "state_dict": {k: v.detach().cpu() for k, v in self.denoiser.state_dict().items()},
                 "frame_interval": self.frame_interval, "max_lag": self.max_lag,
                 "data_low": self.data_low.tolist(), "data_high": self.data_high.tolist(),
-                "system": self.system, "info": self.info}
+                "system": self.system, "info": self.info, "lambda_interpolation": self.lambda_interpolation}
 
     @classmethod
     def from_payload(cls, payload: dict[str, Any], source: str = "model") -> "TransitionModel":
@@ -448,11 +448,14 @@ class TransitionModel:
             raise DataFileError(f"{source} has model format version {payload.get('format_version')}; "
                                 f"this itomd reads version {MODEL_FORMAT_VERSION}")
         try:
-            return cls(DenoiserSpec.from_dict(payload["spec"]), payload["state_dict"], payload["frame_interval"],
-                       payload["max_lag"], payload["data_low"], payload["data_high"], payload.get("system"),
-                       payload.get("info"))
+            model = cls(DenoiserSpec.from_dict(payload["spec"]), payload["state_dict"], payload["frame_interval"],
+                        payload["max_lag"], payload["data_low"], payload["data_high"], payload.get("system"),
+                        payload.get("info"))
         except KeyError as exc:
             raise DataFileError(f"{source} lacks the entry {exc}") from exc
+        if payload.get("lambda_interpolation") is not None:
+            model.set_interpolation(payload["lambda_interpolation"])
+        return model
 
     def save(self, path: str | os.PathLike) -> Path:
         """Write the model atomically to ``path`` (a torch file)."""

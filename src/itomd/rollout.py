@@ -173,7 +173,7 @@ def run_rollout(model: TransitionModel, out_dir: str | os.PathLike, lag: int, n_
     parameters = json.loads(json.dumps({
         "lag": int(lag), "n_jumps": int(n_jumps), "n_walkers": n_walkers, "seed": int(seed), "chunk_size": chunk_size,
         "sampler": sampler, "n_steps": int(n_steps), "model": model_source, "model_steps": model.info.get("steps"),
-        "x0_checksum": float(np.round(x0.sum(), 10)),
+        "x0_checksum": float(np.round(x0.sum(), 10)), "lambda_interpolation": model.lambda_interpolation,
     }))
     metadata = _trajectory_metadata(model, frame_interval, lag)
     store = TrajectoryStore(Path(out_dir).absolute())
@@ -225,7 +225,10 @@ def _trajectory_metadata(model: TransitionModel, frame_interval: float, lag: int
             pass
         metadata["spec"] = json.dumps(model.system)
     metadata.update({"frame_interval": frame_interval, "lag": int(lag), "source": "itomd rollout",
-                     "data_frame_interval": model.frame_interval})
+                     "data_frame_interval": model.frame_interval,
+                     "model_kind": "bopito" if model.is_bopito else "ito"})
+    if model.is_bopito:
+        metadata.update({"lambda_hat": model.lambda_hat, "lambda_interpolation": model.lambda_interpolation})
     return metadata
 
 
