@@ -33,44 +33,55 @@ from itomd.model import DEFAULT_N_STEPS, DEFAULT_SAMPLER, TransitionModel
 TIMESCALE_RANGE = (1.0, 1e7)
 
 
-def jump_correlation(model: TransitionModel, x0: np.ndarray | torch.Tensor, lags: Sequence[int], coordinate: int = 0,
-                     seed: int = 0, sampler: str = DEFAULT_SAMPLER, n_steps: int = DEFAULT_N_STEPS) -> np.ndarray:
-    """The model's normalised correlation function C(N) of one coordinate from start states ``x0``.
+def jump_samples(model: TransitionModel, x0: np.ndarray | torch.Tensor, lags: Sequence[int], seed: int = 0,
+                 sampler: str = DEFAULT_SAMPLER, n_steps: int = DEFAULT_N_STEPS) -> list[np.ndarray]:
+    """One direct jump of each lag from every start state.
 
     Parameters
     ----------
     model : TransitionModel
         A conditional model.
     x0 : array_like, shape [W, dim]
-        Start states, ideally equilibrium samples not used in training.
+        Start states (for correlation functions: equilibrium samples not used in training).
     lags : sequence of int
-        Lags N in frames of the training data; each is one direct jump from ``x0``.
-    coordinate : int
-        The observable is this coordinate.
+        Lags N in frames of the training data.
     seed : int
-        Seeds the jumps (lag i uses seed + i), so repeated calls give identical noise.
+        Lag i is drawn with seed + i, so repeated calls give identical noise.
 
     Returns
     -------
-    np.ndarray, shape [len(lags)]
+    list of np.ndarray, each [W, dim] (float64)
     """
     x0 = torch.as_tensor(x0, dtype=torch.float32)
     if x0.ndim != 2 or x0.shape[1] != model.dim or len(x0) < 2:
         raise InvalidInputError(f"start states must have shape [W ≥ 2, {model.dim}], got {tuple(x0.shape)}")
-    if not 0 <= coordinate < model.dim:
-        raise InvalidInputError(f"coordinate must be in [0, {model.dim}), got {coordinate}")
-    f0 = x0[:, coordinate].double().numpy()
+    out = []
+    for i, lag in enumerate(lags):
+        generator = torch.Generator(device=model.device).manual_seed(int(seed) + i)
+        out.append(model.sample(x0.to(model.device), lag=int(lag), sampler=sampler, n_steps=n_steps,
+                                generator=generator).double().cpu().numpy())
+    return out
+
+
+def correlation_of_jumps(x0: np.ndarray, samples: Sequence[np.ndarray], coordinate: int = 0) -> np.ndarray:
+    """Normalised C(N) of one coordinate from start states ``x0`` [W, dim] and their jumps (one [W, dim]
+    array per lag, as :func:`jump_samples` returns); shape [len(samples)]."""
+    f0 = np.asarray(x0, dtype=np.float64)[:, coordinate]
     f0 = f0 - f0.mean()
     variance = float((f0**2).mean())
     if not variance > 0:
         raise InvalidInputError("the observable is constant over the start states")
-    out = []
-    for i, lag in enumerate(lags):
-        generator = torch.Generator(device=model.device).manual_seed(int(seed) + i)
-        fn = model.sample(x0.to(model.device), lag=int(lag), sampler=sampler, n_steps=n_steps,
-                          generator=generator)[:, coordinate].double().cpu().numpy()
-        out.append(float((f0 * (fn - fn.mean())).mean()) / variance)
-    return np.asarray(out)
+    return np.asarray([float((f0 * (x[:, coordinate] - x[:, coordinate].mean())).mean()) / variance for x in samples])
+
+
+def jump_correlation(model: TransitionModel, x0: np.ndarray | torch.Tensor, lags: Sequence[int], coordinate: int = 0,
+                     seed: int = 0, sampler: str = DEFAULT_SAMPLER, n_steps: int = DEFAULT_N_STEPS) -> np.ndarray:
+    """The model's normalised correlation function C(N) of one coordinate from start states ``x0``
+    ([W, dim]), each lag one direct jump (:func:`jump_samples`); shape [len(lags)]."""
+    if not 0 <= coordinate < model.dim:
+        raise InvalidInputError(f"coordinate must be in [0, {model.dim}), got {coordinate}")
+    samples = jump_samples(model, x0, lags, seed=seed, sampler=sampler, n_steps=n_steps)
+    return correlation_of_jumps(torch.as_tensor(x0).double().cpu().numpy(), samples, coordinate)
 
 
 @dataclass

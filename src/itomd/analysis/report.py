@@ -67,24 +67,37 @@ def write_report(
     path.parent.mkdir(parents=True, exist_ok=True)
     figures = "".join(_figure_html(caption, fig) for caption, fig in _figures(result))
     sections = extra_sections.items() if isinstance(extra_sections, Mapping) else (extra_sections or [])
-    extra = "".join(f"<h2>{html.escape(str(heading))}</h2>"
-                    + (_figure_html("", body) if isinstance(body, Figure) else str(body))
-                    for heading, body in sections)
+    extra = _sections_html(sections)
     notes = "".join(f'<li>{html.escape(note)}</li>' for note in result.notes)
-    page = (
-        "<!DOCTYPE html>\n<html lang='en'><head><meta charset='utf-8'>"
-        f"<title>{html.escape(title)}</title><style>{_STYLE}</style></head><body>\n"
-        f"<h1>{html.escape(title)}</h1>\n"
+    body = (
         f"<h2>Key numbers</h2>{_key_numbers(result)}\n"
         f"<h2>Slowest implied timescale by lag</h2>{_timescale_table(result)}\n"
         + (f"<h2>Notes</h2><ul class='note'>{notes}</ul>\n" if notes else "")
         + f"<h2>Plots</h2><div class='figs'>{figures}</div>\n{_comparison_html(result)}{extra}\n"
         "<p class='note'>JS divergence in nats (the divergence, not scipy's JS distance, which is its "
         "square root). Times in the units of the frame interval; free energies in units of kT. MSMs: "
-        "deeptime, reversible maximum likelihood; intervals from Bayesian MSM posterior samples.</p>\n"
-        "</body></html>\n")
-    write_text_atomically(path, page)
+        "deeptime, reversible maximum likelihood; intervals from Bayesian MSM posterior samples.</p>\n")
+    write_text_atomically(path, _page(title, body))
     return path
+
+
+def write_page(path: str | os.PathLike, title: str, sections: Sequence[tuple[str, SectionBody]]) -> Path:
+    """Write a self-contained HTML page of (heading, body) sections atomically — for benchmark
+    results and other pages that are not the analysis of one trajectory set. A ``str`` body is
+    inserted as HTML (trusted), a matplotlib ``Figure`` is embedded as a PNG."""
+    return write_text_atomically(path, _page(title, _sections_html(sections)))
+
+
+def _sections_html(sections) -> str:
+    return "".join(f"<h2>{html.escape(str(heading))}</h2>"
+                   + (_figure_html("", content) if isinstance(content, Figure) else str(content))
+                   for heading, content in sections)
+
+
+def _page(title: str, body: str) -> str:
+    return ("<!DOCTYPE html>\n<html lang='en'><head><meta charset='utf-8'>"
+            f"<title>{html.escape(title)}</title><style>{_STYLE}</style></head><body>\n"
+            f"<h1>{html.escape(title)}</h1>\n{body}</body></html>\n")
 
 
 # -- content --------------------------------------------------------------------------------------
@@ -133,11 +146,11 @@ def _comparison_html(result: AnalysisResult) -> str:
     ax.legend(fontsize=8)
     fig.tight_layout()
     return (f"<h2>Comparison with {label}</h2>"
-            + _table(["quantity", "value"], [
+            + html_table(["quantity", "value"], [
                 (f"{comparison.label} data", f"{comparison.n_trajectories} trajectories, {comparison.n_frames} frames, "
                                              f"frame interval {comparison.frame_interval:g}"),
                 (f"JS divergence vs {comparison.label} (nats)", f"{comparison.js_divergence.value:.4g}")])
-            + _table(["lag time", "slowest timescale (this data)", f"slowest timescale ({comparison.label})", "exact"], rows)
+            + html_table(["lag time", "slowest timescale (this data)", f"slowest timescale ({comparison.label})", "exact"], rows)
             + f"<div class='figs'>{_figure_html(f'Implied timescales: this data vs {comparison.label} (same states)', fig)}</div>")
 
 
@@ -165,7 +178,7 @@ def _key_numbers(result: AnalysisResult) -> str:
     acf = result.autocorrelation.max_abs_deviation()
     if acf is not None:
         rows.append((f"autocorrelation of {result.autocorrelation.observable}: max |C − C_exact|", f"{acf:.3g}"))
-    return _table(["quantity", "value"], rows)
+    return html_table(["quantity", "value"], rows)
 
 
 def _timescale_table(result: AnalysisResult) -> str:
@@ -180,10 +193,11 @@ def _timescale_table(result: AnalysisResult) -> str:
                      f"{its.effective_counts[i]:.0f}"))
     header = ["lag (frames)", "lag time", "slowest timescale", f"{its.confidence:.0%} interval", "exact",
               "relative error", "effective counts"]
-    return _table(header, rows)
+    return html_table(header, rows)
 
 
-def _table(header: list[str], rows: list[tuple[str, ...]]) -> str:
+def html_table(header: list[str], rows: list[tuple[str, ...]]) -> str:
+    """An HTML table of strings (escaped here)."""
     head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
     body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in rows)
     return f"<table><tr>{head}</tr>{body}</table>"
