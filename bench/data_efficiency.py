@@ -314,11 +314,14 @@ def write_html(out: dict, path: Path) -> None:
                 color, marker = styles[e["method"]]
                 ax.plot(e["n_trajectories"] / total, e[key]["mean"], marker=marker, color=color, ls="none",
                         label="BoPITO (learned prior)")
+        if key.startswith("js_"):
+            ax.axhline(out["js_noise_floor"], ls="--", color="gray", lw=1, label="JS noise floor")
         ax.set_xscale("log")
         ax.set_yscale("log")
         ax.set_xlabel("fraction of the reference data budget")
         ax.set_title(title, fontsize=10)
     axes[0].legend(fontsize=8)
+    axes[4].legend(fontsize=8)
     for ax in axes[len(panels):]:
         ax.set_visible(False)
     rows = [(e["method"], e["data"], str(e["n_trajectories"]), *(_cell(e[k]) for k, _ in panels)) for e in summary]

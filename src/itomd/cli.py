@@ -13,6 +13,7 @@ import json
 import math
 import sys
 import time
+import warnings
 from pathlib import Path
 from typing import Sequence
 
@@ -368,6 +369,11 @@ def _equilibrium_start_points(model, n_walkers: int, seed: int):
     from itomd.systems.reference import exact_reference
 
     if model.system is None or model.dim > 2:
+        if model.is_bopito:  # its frozen equilibrium part is a Boltzmann generator
+            import torch
+
+            generator = torch.Generator().manual_seed(int(np.random.SeedSequence(seed, spawn_key=(0, 2)).generate_state(1)[0]))
+            return model.sample_equilibrium(n_walkers, generator=generator).double().numpy()
         raise InvalidInputError("give start points with --from DIR (a trajectory store) or --x0 FILE")
     system = SystemSpec.from_dict(model.system).build()
     rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(0, 2)))
@@ -551,6 +557,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = _join_negative_values(list(sys.argv[1:] if argv is None else argv))
     parser = build_parser()
     args = parser.parse_args(argv)
+    if not args.debug:  # warnings as one line each, like errors
+        warnings.formatwarning = lambda message, category, *_, **__: f"itomd {args.command}: warning: {message}\n"
     try:
         return int(args.func(args) or 0)
     except ItomdError as exc:

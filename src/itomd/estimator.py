@@ -36,6 +36,7 @@ import math
 import os
 import time
 import tomllib
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -78,7 +79,8 @@ class TrainingConfig:
         ``equilibrium = true`` or its ``model.pt``). None: plain ITO.
     lambda_hat : float, optional
         BoPITO's λ̂ per frame; default: the slowest non-unit eigenvalue of an MSM at lag 1 frame of
-        the training data (:func:`~itomd.analysis.msm.slowest_eigenvalue`).
+        the training data (:func:`~itomd.analysis.msm.slowest_eigenvalue`), raised if needed so that
+        λ̂^max_lag ≥ :data:`MIN_DYNAMIC_WEIGHT` (with a warning).
     batch_size : int
         Global batch (pairs per optimiser step, summed over data-parallel processes).
     learning_rate : float
@@ -351,7 +353,7 @@ class ITOEstimator:
             prior, prior_module = (None, None) if config.prior is None else _load_prior(config.prior, system)
             lambda_hat = config.lambda_hat
             if prior is not None and lambda_hat is None:
-                lambda_hat = slowest_eigenvalue(trajectories, lag=1, seed=config.seed)
+                lambda_hat = _estimated_lambda_hat(trajectories, config)
             spec = fit_denoiser_spec(trajectories, conditional=not config.equilibrium, max_lag=config.max_lag,
                                      hidden=config.hidden, n_blocks=config.n_blocks, n_frequencies=config.n_frequencies,
                                      p_mean=config.p_mean, p_std=config.p_std, prior=prior, lambda_hat=lambda_hat)
@@ -519,6 +521,26 @@ def _select_device(name: str) -> torch.device:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise InvalidInputError("device 'cuda' was asked for but no CUDA GPU is available")
     return device
+
+
+#: Smallest weight λ̂^N_max of BoPITO's dynamic part at the largest training lag that an estimated
+#: λ̂ may give. Data without slow processes (e.g. a few short trajectories in one well) give a fast
+#: λ̂ whose λ̂^N_max underflows, so the network output would need to be astronomically large to
+#: reproduce the data at long training lags (training diverges); λ̂ is then raised to this floor.
+MIN_DYNAMIC_WEIGHT = 0.01
+
+
+def _estimated_lambda_hat(trajectories: Sequence[np.ndarray], config: TrainingConfig) -> float:
+    """λ̂ from an MSM of the data at lag 1 frame, floored so that λ̂^max_lag ≥ MIN_DYNAMIC_WEIGHT."""
+    estimate = slowest_eigenvalue(trajectories, lag=1, seed=config.seed)
+    floor = MIN_DYNAMIC_WEIGHT ** (1.0 / config.max_lag)
+    if estimate < floor:
+        warnings.warn(f"the data's slowest MSM eigenvalue {estimate:.4g} per frame would weight BoPITO's dynamic "
+                      f"part by {estimate ** config.max_lag:.2g} at lag {config.max_lag}; using λ̂ = {floor:.6g} "
+                      f"(weight {MIN_DYNAMIC_WEIGHT}); the data hold no process slower than a few frames — "
+                      "pass lambda_hat to choose it", stacklevel=3)
+        return floor
+    return estimate
 
 
 def _load_prior(prior: str, system: dict | None) -> tuple[dict[str, Any], torch.nn.Module]:

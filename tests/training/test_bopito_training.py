@@ -80,3 +80,16 @@ def test_bopito_configuration_errors(tmp_path, ou_data, tiny_config):
         ITOEstimator(tiny_config(prior=str(tmp_path / "missing"))).fit(ou_data, 0.1, progress=False)
     with pytest.raises(InvalidInputError, match="only BoPITO"):
         TransitionModel.load(tmp_path / "ito").set_interpolation(0.5)
+
+
+def test_estimated_lambda_hat_is_floored_when_the_data_decorrelate_within_a_few_frames(ou_trajectories, tiny_config):
+    """Fast data (AR(1) with a = 0.3): λ̂^N_max would underflow; λ̂ is raised so λ̂^N_max = 0.01."""
+    rng = np.random.default_rng(0)
+    data = [np.zeros((2000, 1)) for _ in range(4)]
+    for t in data:
+        for k in range(1, 2000):
+            t[k] = 0.3 * t[k - 1] + rng.standard_normal(1)
+    with pytest.warns(UserWarning, match="hold no process slower"):
+        model = ITOEstimator(tiny_config(prior="exact", max_steps=5)).fit(data, 0.1, progress=False,
+                                                                          system=HARMONIC).fetch_model()
+    assert model.lambda_hat == pytest.approx(0.01 ** (1 / 10))
