@@ -52,7 +52,7 @@ from itomd.diffusion.denoiser import Denoiser
 from itomd.errors import DataFileError, InvalidInputError
 from itomd.analysis.msm import slowest_eigenvalue
 from itomd.diffusion.bopito import check_eigenvalue
-from itomd.model import DenoiserSpec, TransitionModel, exact_prior, fit_denoiser_spec, model_prior
+from itomd.model import DenoiserSpec, TransitionModel, exact_prior, fit_denoiser_spec, model_prior, prior_range
 
 CHECKPOINT_FORMAT = "itomd-checkpoint"
 CHECKPOINT_FORMAT_VERSION = 1
@@ -376,8 +376,12 @@ class ITOEstimator:
             elapsed_before = float(checkpoint.get("elapsed_seconds", 0.0))
         ema.module.to(device)
 
+        low, high = frames.min(0), frames.max(0)
+        known = prior_range(spec.prior)  # a BoPITO model also knows where its prior puts mass
+        if known is not None:
+            low, high = np.minimum(low, known[0]), np.maximum(high, known[1])
         model_kwargs = dict(frame_interval=float(frame_interval), max_lag=config.max_lag,
-                            data_low=frames.min(0).tolist(), data_high=frames.max(0).tolist(), system=system)
+                            data_low=low.tolist(), data_high=high.tolist(), system=system)
         trained = denoiser
         if dist.enabled:
             from torch.nn.parallel import DistributedDataParallel

@@ -160,7 +160,21 @@ def model_prior(model: "TransitionModel") -> tuple[dict[str, Any], Denoiser]:
                                 "not a transition model")
     module = model.spec.build()
     module.load_state_dict(model.denoiser.state_dict())
-    return {"kind": "model", "spec": model.spec.to_dict()}, module
+    return {"kind": "model", "spec": model.spec.to_dict(), "data_low": model.data_low.tolist(),
+            "data_high": model.data_high.tolist()}, module
+
+
+def prior_range(prior: dict[str, Any] | None) -> tuple[np.ndarray, np.ndarray] | None:
+    """(low, high) per coordinate of the region a prior knows: the exact prior's box, or the range
+    of a learned prior's training data; None if not recorded."""
+    if not prior:
+        return None
+    if prior.get("kind") == "exact":
+        box = np.asarray(prior["box"], dtype=float)
+        return box[:, 0], box[:, 1]
+    if "data_low" in prior and "data_high" in prior:
+        return np.asarray(prior["data_low"], dtype=float), np.asarray(prior["data_high"], dtype=float)
+    return None
 
 
 def build_prior(prior: dict[str, Any]) -> torch.nn.Module:
@@ -268,7 +282,8 @@ class TransitionModel:
     max_lag : int
         Largest lag (frames) seen in training.
     data_low, data_high : sequence of float, length dim
-        Per-coordinate range of the training frames.
+        Per-coordinate range of the training frames (for BoPITO, widened to the prior's range:
+        :func:`prior_range`); rollouts beyond it count as blow-ups.
     system : dict, optional
         The training data's system spec (:meth:`~itomd.systems.SystemSpec.to_dict`), if known.
     info : dict, optional

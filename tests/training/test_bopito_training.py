@@ -93,3 +93,10 @@ def test_estimated_lambda_hat_is_floored_when_the_data_decorrelate_within_a_few_
         model = ITOEstimator(tiny_config(prior="exact", max_steps=5)).fit(data, 0.1, progress=False,
                                                                           system=HARMONIC).fetch_model()
     assert model.lambda_hat == pytest.approx(0.01 ** (1 / 10))
+
+
+def test_bopito_model_range_covers_its_prior(ou_data, tiny_config):
+    """Rollouts are checked against the training range; a BoPITO model also knows the prior's region."""
+    model = ITOEstimator(tiny_config(prior="exact", max_steps=2)).fit(ou_data, 0.1, progress=False,
+                                                                      system=HARMONIC).fetch_model()
+    assert model.data_low[0] == -6.0 and model.data_high[0] == 6.0  # the harmonic system's box
