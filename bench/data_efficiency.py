@@ -73,6 +73,9 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=4000, help="optimiser steps per model (all budgets)")
     parser.add_argument("--walkers", type=int, default=4000, help="held-out start states for C(N) and JS")
     parser.add_argument("--rollout-walkers", type=int, default=1000)
+    parser.add_argument("--long-lag-walkers", type=int, default=20_000,
+                        help="samples of the JS check at 10·N_max (10 %% budget, seed 0), where 4000 samples' noise "
+                             "floor is too high to resolve JS < 0.01 in 2-D")
     parser.add_argument("--no-single", action="store_true", help="skip the single-structure comparison")
     parser.add_argument("--no-learned-prior", action="store_true", help="skip the equilibrium model and its BoPITO")
     parser.add_argument("--threads", type=int, default=2)
@@ -126,6 +129,7 @@ def main() -> None:
                                        str(work / "models" / "equilibrium.pt"), args.steps, 0, evaluator,
                                        dict(method="bopito (learned prior)", data="bg-seeded", n_trajectories=k, seed=0)))
 
+    long_lag = long_lag_check(work, reference, d, budgets[len(budgets) // 2], args.long_lag_walkers)
     summary = summarise(runs)
     js_floor = js_divergence(reference.sample(args.walkers, seed=99), reference=reference).value
     out = {"system": args.system, "exact_slowest_timescale": exact_t2, "frame_interval": tau, "js_noise_floor": js_floor,
@@ -133,6 +137,7 @@ def main() -> None:
            "seeds": args.seeds, "lags": {g: d[g] for g in ("short", "medium", "long")}, "max_lag": d["max_lag"],
            "rollout": {"lag": d["rollout_lag"], "n_jumps": d["rollout_jumps"], "walkers": args.rollout_walkers},
            "walkers": args.walkers, "runs": runs, "summary": summary, "equilibrium_model": equilibrium,
+           "long_lag_check": long_lag,
            "wall_seconds": round(time.perf_counter() - t0, 1),
            "command": f"bench/data_efficiency.py --system {args.system} --seeds {args.seeds} --steps {args.steps}"}
     RESULTS.mkdir(parents=True, exist_ok=True)
@@ -223,6 +228,26 @@ def equilibrium_model_check(work: Path, trajectories: list[np.ndarray], tau: flo
     samples = model.sample(None, n_samples=20_000, generator=torch.Generator().manual_seed(3)).numpy()
     js = js_divergence(samples, reference=reference)
     return {"js": js.value, "n_samples": len(samples), "bins": js.bins, "train_seconds": model.info.get("train_seconds")}
+
+
+def long_lag_check(work: Path, reference, d: dict, k: int, walkers: int) -> dict:
+    """JS at 10·N_max of the seed-0 ITO and BoPITO models at budget ``k`` with many samples, and
+    the noise floor of as many exact samples."""
+    cache = work / "metrics" / f"long_lag_{k}_{walkers}.json"
+    if cache.is_file():
+        return json.loads(cache.read_text())
+    lag = 10 * d["max_lag"]
+    x0 = reference.sample(walkers, seed=20_000)
+    out = {"lag": lag, "n_trajectories": k, "walkers": walkers,
+           "noise_floor": js_divergence(reference.sample(walkers, seed=20_001), reference=reference).value}
+    for method in METHODS:
+        model = TransitionModel.load(work / "models" / f"{method}_bg-seeded_{k}_0.pt")
+        samples = jump_samples(model, x0, [lag], seed=5)[0]
+        out[method] = js_divergence(samples, reference=reference).value
+    write_text_atomically(cache, json.dumps(out) + "\n")
+    print(f"JS at N = {lag} with {walkers} samples: ITO {out['ito']:.4f}, BoPITO {out['bopito']:.4f} "
+          f"(floor {out['noise_floor']:.4f})")
+    return out
 
 
 def summarise(runs: list[dict]) -> list[dict]:
@@ -339,6 +364,12 @@ def write_html(out: dict, path: Path) -> None:
         sections.append(("Equilibrium model (the Boltzmann generator)",
                          f"<p>Trained on the full budget's frames: JS of {eq['n_samples']} samples against the exact "
                          f"density = {eq['js']:.4g} nats (bins {eq['bins']}).</p>"))
+    check = out.get("long_lag_check")
+    if check is not None:
+        sections.append((f"Stationary JS at N = {check['lag']} with {check['walkers']} samples",
+                         f"<p>Models trained on {check['n_trajectories']} trajectories (seed 0): ITO {check['ito']:.4f}, "
+                         f"BoPITO {check['bopito']:.4f} nats; noise floor of as many exact samples "
+                         f"{check['noise_floor']:.4f}.</p>"))
     sections.append(("Command", f"<pre>.venv/bin/python {out['command']}</pre>"))
     write_page(path, f"BoPITO vs ITO data efficiency — {out['system']}", sections)
 
