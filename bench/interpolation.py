@@ -1,7 +1,10 @@
 """Tunable interpolation from off-equilibrium data (BoPITO's third contribution) on Prinz.
 
-Training data never cross the slowest barrier: short trajectories start at the deepest minimum on
-one side of it (the zero of the exact slowest eigenfunction) and those that cross are discarded.
+Training data never cross the slowest barrier (the zero of the exact slowest eigenfunction): short
+trajectories start from exact equilibrium samples, so both sides are covered, and every trajectory
+that crosses is discarded — the data hold the dynamics within each side but not a single transition.
+(With data from one side only, a BoPITO model started on the other side relaxes to the prior at
+once — its dynamic part was never trained there — so no λ_int can repair short-lag correlations.)
 ITO and BoPITO (exact prior) are trained on them. Beyond the training lags BoPITO's dynamic part
 decays with λ_int; ``fit_interpolation`` chooses λ_int so that the model's correlation function of x
 matches the exact one at two tuning lags. Reported on lags *not* used for tuning: |ΔC(N)|, the
@@ -70,13 +73,12 @@ def main() -> None:
     centre = np.argmax(reference.cell_probabilities.ravel())
     crossing = np.flatnonzero(np.diff(np.sign(slowest)))
     barrier = float(x[crossing[np.argmin(np.abs(crossing - centre))]])
-    side = np.sign(x[centre] - barrier)
-    start = float(x[centre])
     store = run_campaign(spec, work / "md", n_trajectories=args.n_traj, n_frames=2 * MAX_LAG + 1, seed=args.seed,
-                         start="fixed", x0=[start], chunk_size=600, n_workers=0, progress=True)
-    confined = [t for t in store.trajectories() if np.all(side * (t[:, 0] - barrier) > 0)]
-    print(f"barrier at x = {barrier:.3f}; {len(confined)} of {args.n_traj} trajectories from x = {start:.3f} never "
-          "cross it (training data)")
+                         chunk_size=600, n_workers=0, progress=True)
+    confined = [t for t in store.trajectories() if np.all(t[:, 0] > barrier) or np.all(t[:, 0] < barrier)]
+    left = sum(bool(np.all(t[:, 0] < barrier)) for t in confined)
+    print(f"barrier at x = {barrier:.3f}; {len(confined)} of {args.n_traj} equilibrium-started trajectories never "
+          f"cross it ({left} left, {len(confined) - left} right): the training data")
     lambda_hat = 0.5 ** (1.0 / MAX_LAG)
 
     models = {}
@@ -117,7 +119,7 @@ def main() -> None:
         print(f"{label:>15}: |ΔC| at lags {EVALUATION_LAGS}: {np.round(row['c_abs_error'], 3).tolist()}; "
               f"JS at {EVALUATION_LAGS[-1]}: {js[str(EVALUATION_LAGS[-1])]:.4f}; "
               f"slowest ITS {row.get('slowest_timescale', float('nan')):.4g} (exact {exact_t2:.4g})")
-    out = {"system": "prinz", "barrier": barrier, "start": start, "n_training_trajectories": len(confined),
+    out = {"system": "prinz", "barrier": barrier, "n_training_trajectories": len(confined), "n_left": left,
            "n_frames": 2 * MAX_LAG + 1, "max_lag": MAX_LAG, "lambda_hat": lambda_hat, "steps": args.steps,
            "tuning_lags": TUNING_LAGS, "tuning_target": exact_tuning.tolist(), "fit": fit.to_dict(),
            "fit_seconds": round(fit_seconds, 1), "evaluation_lags": EVALUATION_LAGS, "exact_c": exact_c.tolist(),
