@@ -45,13 +45,13 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from itomd.analysis.msm import slowest_eigenvalue
 from itomd.checkpoint import load_file, save_atomically
 from itomd.data.pairs import PairSampler, make_lag_sampler
 from itomd.data.store import write_text_atomically
+from itomd.diffusion.bopito import check_eigenvalue
 from itomd.diffusion.denoiser import Denoiser
 from itomd.errors import DataFileError, InvalidInputError
-from itomd.analysis.msm import slowest_eigenvalue
-from itomd.diffusion.bopito import check_eigenvalue
 from itomd.model import DenoiserSpec, TransitionModel, exact_prior, fit_denoiser_spec, model_prior, prior_range
 
 CHECKPOINT_FORMAT = "itomd-checkpoint"
@@ -364,7 +364,8 @@ class ITOEstimator:
             denoiser.equilibrium.load_state_dict(prior_module.state_dict())
         denoiser.to(device)
         ema = ExponentialMovingAverage(denoiser, config.ema_decay)
-        optimizer = torch.optim.AdamW([p for p in denoiser.parameters() if p.requires_grad], lr=config.learning_rate, weight_decay=config.weight_decay)
+        trainable = [p for p in denoiser.parameters() if p.requires_grad]  # BoPITO's prior is frozen
+        optimizer = torch.optim.AdamW(trainable, lr=config.learning_rate, weight_decay=config.weight_decay)
         generator = torch.Generator().manual_seed(config.seed)
         step, elapsed_before = 0, 0.0
         if checkpoint is not None:

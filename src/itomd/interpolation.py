@@ -20,13 +20,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from itomd.errors import InvalidInputError
+from itomd.errors import DataFileError, InvalidInputError
 from itomd.model import DEFAULT_N_STEPS, DEFAULT_SAMPLER, TransitionModel
 
 #: Search range of the interpolation timescale t_int = −1/ln λ_int, in frames.
@@ -207,10 +208,6 @@ def read_correlation_file(path) -> tuple[np.ndarray, np.ndarray]:
     lags : np.ndarray of int, shape [L]
     values : np.ndarray of float, shape [L]
     """
-    from pathlib import Path
-
-    from itomd.errors import DataFileError
-
     path = Path(path)
     if not path.is_file():
         raise DataFileError(f"no correlation file at {path}")
