@@ -307,6 +307,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
                                     "(give one point or one per walker)")
     else:
         x0 = _equilibrium_start_points(model, args.n_walkers, args.seed)
+    _note_untrained_starts(model, x0)
     if args.lag > model.max_lag:
         how = (f"the dynamic part decays with λ_int = {model.lambda_interpolation or model.lambda_hat:.6g} per frame"
                if model.is_bopito else "the model extrapolates")
@@ -353,6 +354,20 @@ def cmd_fit_interpolation(args: argparse.Namespace) -> int:
                               f"{fit.timescale:.4g}); C(N) rms error {fit.rms_error:.3g} over {len(fit.lags)} lags; "
                               f"tuned model in {out}")
     return 0
+
+
+def _note_untrained_starts(model, x0) -> None:
+    """A BoPITO model samples μ wherever its prior has mass, but its dynamic part only learned the
+    dynamics where the training data went: say so when start states lie outside their range."""
+    import numpy as np
+
+    data = model.info.get("data") or {}
+    if not model.is_bopito or "low" not in data:
+        return
+    outside = int(np.any((x0 < np.asarray(data["low"])) | (x0 > np.asarray(data["high"])), axis=1).sum())
+    if outside:
+        print(f"itomd sample: note: {outside} of {len(x0)} start states lie outside the training data's range; "
+              "there the dynamic part is untrained and jumps relax towards the prior at once", file=sys.stderr)
 
 
 def _recorded_frame_interval(metadata: dict, path: Path) -> float:

@@ -333,7 +333,8 @@ class ITOEstimator:
 
         frames = np.concatenate(trajectories)
         data_summary = {"n_trajectories": len(trajectories), "n_frames": int(len(frames)),
-                        "mean": frames.mean(0).tolist(), "frame_interval": float(frame_interval)}
+                        "mean": frames.mean(0).tolist(), "frame_interval": float(frame_interval),
+                        "low": frames.min(0).tolist(), "high": frames.max(0).tolist()}
         if config.equilibrium:
             pairs = None
             frames_t = torch.as_tensor(frames, dtype=torch.float32)

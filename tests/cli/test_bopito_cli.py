@@ -103,3 +103,13 @@ def test_bopito_errors_are_one_line(runs, tmp_path, capsys):
     _error(capsys, ["simulate", "--system", "muller-brown", "--out", str(tmp_path / "s"), "--n-traj", "2",
                     "--n-frames", "3", "--from-equilibrium-model", str(runs["eq"]), "--workers", "0"],
            "1-dimensional states but the system is 2-dimensional")
+
+
+def test_sample_notes_start_states_outside_the_training_data(runs, tmp_path, capsys):
+    """Inside the prior's box (Prinz: ±1.2) but beyond every training frame: BoPITO's dynamic part
+    was never trained there, and the user is told."""
+    x0 = tmp_path / "x0.txt"
+    x0.write_text("-1.19\n")
+    assert main(["sample", str(runs["exact"]), "--lag", "2", "--n-jumps", "1", "--n-walkers", "3", "--out",
+                 str(tmp_path / "r"), "--x0", str(x0), "--n-steps", "4", "--tolerance", "100", "--quiet"]) == 0
+    assert "3 of 3 start states lie outside the training data's range" in capsys.readouterr().err
