@@ -160,6 +160,7 @@ def fit_interpolation(model: TransitionModel, lags: Sequence[int], target: Seque
         x0 = model.sample_equilibrium(n_walkers, generator=torch.Generator(device=model.device).manual_seed(seed))
     previous = model.lambda_interpolation
     history: list[tuple[float, float]] = []
+    curves: dict[float, np.ndarray] = {}  # C(N) of every candidate, so the best is not sampled again
 
     def loss(log_timescale: float) -> float:
         model.set_interpolation(math.exp(-1.0 / math.exp(log_timescale)))
@@ -167,6 +168,7 @@ def fit_interpolation(model: TransitionModel, lags: Sequence[int], target: Seque
                                   n_steps=n_steps)
         value = float(np.mean((fitted - target) ** 2))
         history.append((log_timescale, value))
+        curves[log_timescale] = fitted
         bar.update(1)
         return value
 
@@ -188,9 +190,7 @@ def fit_interpolation(model: TransitionModel, lags: Sequence[int], target: Seque
                 fd = loss(d)
         best = min(history, key=lambda item: item[1])[0]
         lambda_int = math.exp(-1.0 / math.exp(best))
-        model.set_interpolation(lambda_int)
-        fitted = jump_correlation(model, x0, lags, coordinate=coordinate, seed=seed + 1, sampler=sampler,
-                                  n_steps=n_steps)
+        fitted = curves[best]
     finally:
         bar.close()
         model.set_interpolation(previous)

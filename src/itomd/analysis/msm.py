@@ -526,7 +526,7 @@ def slowest_eigenvalue(
     msm = _estimate_msm(dtrajs, lag, n_samples=0, seed=seed)
     if msm is None:
         raise InvalidInputError("the trajectories never leave one state at this lag: cannot estimate λ̂")
-    value = float(abs(np.sort(np.abs(msm.eigenvalues(min(msm.n_states, 3))))[::-1][1]))
+    value = float(np.sort(np.abs(msm.eigenvalues(min(msm.n_states, 3))))[::-1][1])
     if not 0 < value < 1:
         raise InvalidInputError(f"the MSM's second eigenvalue is {value}; cannot estimate λ̂ from these data")
     return value ** (1.0 / lag)
