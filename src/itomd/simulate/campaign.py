@@ -24,6 +24,18 @@ the store equals that of an uninterrupted run bit for bit. Different parameters 
 :class:`~itomd.errors.InvalidInputError`. Only one campaign may write to a directory at a time
 (an advisory lock enforces it).
 
+Molecules
+---------
+A campaign of a molecule (``SystemSpec("ala2")``, a
+:class:`~itomd.systems.openmm.MolecularSystem`) runs OpenMM's Langevin integrator
+(``integrator="langevin-middle"``, the default for molecules) through
+:func:`~itomd.simulate.molecular.simulate_molecule` on ``platform`` (default ``"Reference"``, part
+of the parameters since other platforms give other, equally valid trajectories). Chunk ``c`` passes
+the integer drawn from ``SeedSequence(seed, spawn_key=(c, 0))`` as the seed, so molecules are as
+independent of the worker count as the toy systems. Default starts: the shipped structure; default
+chunk size: :data:`DEFAULT_MOLECULE_CHUNK_SIZE` walkers (each walker is its own OpenMM context, so
+small chunks balance the workers). The store gets the molecule's ``topology.pdb``.
+
 Execution
 ---------
 By default chunks run on a dask ``LocalCluster`` of worker processes (one thread each, dashboard
@@ -51,6 +63,7 @@ from tqdm.auto import tqdm
 from itomd.data.store import TrajectoryStore, exclusive_lock
 from itomd.errors import DataFileError, InvalidInputError
 from itomd.simulate.integrators import INTEGRATORS, simulate
+from itomd.simulate.molecular import DEFAULT_PLATFORM, MOLECULAR_INTEGRATOR, PLATFORMS
 from itomd.systems.registry import SystemSpec
 from itomd.systems.system import System
 
@@ -58,6 +71,8 @@ logger = logging.getLogger(__name__)
 
 #: Walkers per chunk unless given.
 DEFAULT_CHUNK_SIZE = 64
+#: Walkers per chunk of a molecule unless given (one OpenMM context per walker, run in turn).
+DEFAULT_MOLECULE_CHUNK_SIZE = 4
 #: Start-point modes.
 START_MODES = ("equilibrium", "fixed")
 
@@ -76,39 +91,70 @@ class Campaign:
         Frames per trajectory including the start point (positive).
     seed : int
         Campaign seed (non-negative); all chunk seeds derive from it.
-    integrator : {"overdamped", "baoab"}
-        Integrator passed to :func:`~itomd.simulate.simulate`.
-    start : {"equilibrium", "fixed"} or array_like
+    integrator : {"overdamped", "baoab", "langevin-middle"}, optional
+        Integrator passed to :func:`~itomd.simulate.simulate`, or ``"langevin-middle"`` (OpenMM)
+        for molecules. Default: ``"overdamped"``, for molecules ``"langevin-middle"``.
+    start : {"equilibrium", "fixed"} or array_like, optional
         ``"equilibrium"``: independent samples of the exact Boltzmann density (systems of
         dimension ≤ 2). ``"fixed"``: the points in ``x0``. An array is shorthand for ``"fixed"``
-        with ``x0`` equal to it.
+        with ``x0`` equal to it. Default: ``"equilibrium"``; for molecules ``"fixed"``, from the
+        shipped structure unless ``x0`` is given.
     x0 : array_like, shape [dim] or [n_trajectories, dim], optional
         Start point of every trajectory, or one per trajectory (``start="fixed"`` only).
-    chunk_size : int
+    chunk_size : int, optional
         Walkers simulated together in one task. Part of the campaign's identity: a different chunk
-        size gives different (equally valid) data.
+        size gives different (equally valid) data. Default :data:`DEFAULT_CHUNK_SIZE`, for
+        molecules :data:`DEFAULT_MOLECULE_CHUNK_SIZE`.
+    platform : {"Reference", "CPU", "CUDA", "OpenCL"}, optional
+        OpenMM platform (molecules only; default ``"Reference"``). Recorded in the parameters.
     """
 
     spec: SystemSpec
     n_trajectories: int
     n_frames: int
     seed: int
-    integrator: str = "overdamped"
-    start: str | np.ndarray = "equilibrium"
+    integrator: str | None = None
+    start: str | np.ndarray | None = None
     x0: np.ndarray | None = None
-    chunk_size: int = DEFAULT_CHUNK_SIZE
+    chunk_size: int | None = None
+    platform: str | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.spec, SystemSpec):
             raise InvalidInputError(f"spec must be a SystemSpec, got {type(self.spec).__name__}")
+        molecular = self.spec.is_molecular
+        if self.chunk_size is None:
+            object.__setattr__(self, "chunk_size", DEFAULT_MOLECULE_CHUNK_SIZE if molecular else DEFAULT_CHUNK_SIZE)
+        if self.integrator is None:
+            object.__setattr__(self, "integrator", MOLECULAR_INTEGRATOR if molecular else "overdamped")
+        if self.platform is not None and not molecular:
+            raise InvalidInputError(f"an OpenMM platform applies to molecules only, not to '{self.spec.spec}'")
+        if molecular:
+            platform = DEFAULT_PLATFORM if self.platform is None else self.platform
+            if platform not in PLATFORMS:
+                raise InvalidInputError(f"unknown OpenMM platform '{platform}': choose one of {', '.join(PLATFORMS)}")
+            object.__setattr__(self, "platform", platform)
+        if self.start is None:
+            object.__setattr__(self, "start", "fixed" if molecular else "equilibrium")
+        if molecular and isinstance(self.start, str) and self.start == "fixed" and self.x0 is None:
+            from itomd.systems.openmm import molecular_system
+
+            object.__setattr__(self, "x0", molecular_system(self.spec.spec.strip().lower()).initial_coordinates())
         for name, minimum in (("n_trajectories", 1), ("n_frames", 1), ("seed", 0), ("chunk_size", 1)):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
                 kind = "a positive" if minimum == 1 else "a non-negative"
                 raise InvalidInputError(f"{name} must be {kind} integer, got {value!r}")
             object.__setattr__(self, name, int(value))
-        if self.integrator not in INTEGRATORS:
-            raise InvalidInputError(f"unknown integrator '{self.integrator}': choose one of {', '.join(INTEGRATORS)}")
+        if self.integrator not in (*INTEGRATORS, MOLECULAR_INTEGRATOR):
+            raise InvalidInputError(f"unknown integrator '{self.integrator}': choose one of "
+                                    f"{', '.join([*INTEGRATORS, MOLECULAR_INTEGRATOR])}")
+        if molecular and self.integrator != MOLECULAR_INTEGRATOR:
+            raise InvalidInputError(f"'{self.spec.spec}' is a molecule, simulated by OpenMM with integrator "
+                                    f"'{MOLECULAR_INTEGRATOR}', not '{self.integrator}'")
+        if not molecular and self.integrator == MOLECULAR_INTEGRATOR:
+            raise InvalidInputError(f"integrator '{MOLECULAR_INTEGRATOR}' (OpenMM) is for molecules; choose one of "
+                                    f"{', '.join(INTEGRATORS)} for '{self.spec.spec}'")
         start, x0 = self.start, self.x0
         if not isinstance(start, str):
             if x0 is not None:
@@ -158,6 +204,11 @@ class Campaign:
         """The system built from :attr:`spec` (built on first use)."""
         return self.spec.build()
 
+    @property
+    def is_molecular(self) -> bool:
+        """Whether the campaign simulates a molecule with OpenMM."""
+        return self.spec.is_molecular
+
     @functools.cached_property
     def _equilibrium_sampler(self):
         from itomd.systems.reference import exact_reference
@@ -192,6 +243,8 @@ class Campaign:
             "start": self.start,
             "x0": None if self.x0 is None else self.x0.tolist(),
             "chunk_size": self.chunk_size,
+            # only molecules have a platform; toy manifests keep their earlier form
+            **({"platform": self.platform} if self.is_molecular else {}),
         })
 
     def trajectory_metadata(self) -> dict[str, Any]:
@@ -205,6 +258,7 @@ class Campaign:
             "chunk_size": self.chunk_size,
             "n_trajectories": self.n_trajectories,
             "start": self.start,
+            **({"platform": self.platform} if self.is_molecular else {}),
         }
 
     # -- resuming -------------------------------------------------------------------------------
@@ -276,6 +330,10 @@ class Campaign:
                 f"dimension {system.dim}: give start points with x0 (--x0)")
         if self.start == "fixed" and self.x0.shape[-1] != system.dim:
             raise InvalidInputError(f"x0 has {self.x0.shape[-1]} coordinates per point but {system.name} has dimension {system.dim}")
+        if self.is_molecular:
+            from itomd.simulate.molecular import get_platform
+
+            get_platform(self.platform)  # a missing platform: one line before any worker starts
         store = TrajectoryStore(Path(out_dir).absolute())
         try:
             store.path.mkdir(parents=True, exist_ok=True)
@@ -284,6 +342,10 @@ class Campaign:
         with exclusive_lock(store.path):
             store.claim("campaign", self.parameters())
             store.remove_temporary_files()
+            if self.is_molecular:
+                from itomd.simulate.molecular import write_topology
+
+                write_topology(store.path, system)
             done = self.completed_chunks(store)
             pending = sorted(set(range(self.n_chunks)) - set(done))
             if done:
@@ -306,7 +368,7 @@ class Campaign:
                              first_index=self.chunk_trajectories(chunk).start,
                              start_points=self.start_points(chunk), n_frames=self.n_frames,
                              integrator=self.integrator, torch_seed=self.chunk_torch_seed(chunk),
-                             metadata=metadata)
+                             metadata=metadata, platform=self.platform)
 
     def _run_on_dask(self, pending: Sequence[int], store: TrajectoryStore, scheduler: str | None,
                      n_workers: int | None, bar: tqdm) -> None:
@@ -345,10 +407,11 @@ def run_campaign(
     n_trajectories: int,
     n_frames: int,
     seed: int,
-    integrator: str = "overdamped",
-    start: str | np.ndarray = "equilibrium",
+    integrator: str | None = None,
+    start: str | np.ndarray | None = None,
     x0: np.ndarray | Sequence[float] | None = None,
-    chunk_size: int = DEFAULT_CHUNK_SIZE,
+    chunk_size: int | None = None,
+    platform: str | None = None,
     scheduler: str | None = None,
     n_workers: int | None = None,
     progress: bool = True,
@@ -370,7 +433,7 @@ def run_campaign(
     ...                      n_frames=2000, seed=1)                  # doctest: +SKIP
     """
     campaign = Campaign(spec, n_trajectories=n_trajectories, n_frames=n_frames, seed=seed,
-                        integrator=integrator, start=start, x0=x0, chunk_size=chunk_size)
+                        integrator=integrator, start=start, x0=x0, chunk_size=chunk_size, platform=platform)
     return campaign.run(out_dir, scheduler=scheduler, n_workers=n_workers, progress=progress)
 
 
@@ -388,6 +451,7 @@ class _ChunkTask:
     integrator: str
     torch_seed: int
     metadata: dict
+    platform: str | None = None  # OpenMM platform (molecules)
 
 
 @functools.lru_cache(maxsize=8)
@@ -398,6 +462,12 @@ def _build_system(spec: SystemSpec) -> System:
 def _run_chunk(task: _ChunkTask) -> int:
     """Simulate one chunk and write its trajectories atomically; returns the number written."""
     system = _build_system(task.spec)
+    if task.integrator == MOLECULAR_INTEGRATOR:
+        from itomd.simulate.molecular import simulate_molecule
+
+        coordinates = simulate_molecule(system, task.start_points, task.n_frames, seed=task.torch_seed,
+                                        platform=task.platform or DEFAULT_PLATFORM)
+        return _write_chunk(task, coordinates)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
@@ -406,6 +476,10 @@ def _run_chunk(task: _ChunkTask) -> int:
         coordinates = simulate(system, x0, task.n_frames, integrator=task.integrator, generator=generator).numpy()
     finally:
         torch.set_num_threads(threads)
+    return _write_chunk(task, coordinates)
+
+
+def _write_chunk(task: _ChunkTask, coordinates: np.ndarray) -> int:
     store = TrajectoryStore(task.out_dir)
     metadata = {**task.metadata, "chunk": task.chunk, "chunk_torch_seed": task.torch_seed}
     for offset, trajectory in enumerate(coordinates):

@@ -9,6 +9,12 @@ A specification is either a shipped system name (see :data:`SHIPPED_SYSTEMS`) or
   (give the dimension with ``dim=`` / ``--dim``, or as an attribute ``f.dim``).
 
 Temperature, friction, timestep, frame interval and box can be overridden for any system.
+
+Molecules (``ala2``, ``ala2-vacuum``, ``ala2-implicit``; see :mod:`itomd.systems.openmm`) are
+:class:`~itomd.systems.openmm.MolecularSystem` objects: their energy unit is kT at ``temperature``
+kelvin, so they take a ``temperature`` override instead of ``kT`` and have no box; ``friction`` is
+the Langevin collision rate in 1/ps, ``timestep`` and ``frame_interval`` are in ps. OpenMM itself is
+imported only when a molecule is built.
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ import torch
 
 from itomd.errors import InvalidInputError, UnknownSystemError
 from itomd.systems.potential import CallablePotential, Potential
+from itomd.systems.openmm import MOLECULES
 from itomd.systems.system import Box, System
 from itomd.systems.toy import DoubleWellPotential, HarmonicPotential, MullerBrownPotential, PrinzPotential
 
@@ -85,6 +92,8 @@ class SystemSpec:
         Shipped name or ``path/to/file.py:NAME``.
     dim, kT, friction, timestep, frame_interval, box
         Optional overrides; ``None`` keeps the system's own value.
+    temperature : float, optional
+        Temperature in kelvin (molecules only; ``None``: 300 K).
     """
 
     spec: str
@@ -94,16 +103,25 @@ class SystemSpec:
     timestep: float | None = None
     frame_interval: float | None = None
     box: Box | None = None
+    temperature: float | None = None
 
     def build(self) -> System:
         """Build the system (loads the user's file where the spec names one)."""
         return resolve_system(self.spec, dim=self.dim, kT=self.kT, friction=self.friction,
-                              timestep=self.timestep, frame_interval=self.frame_interval, box=self.box)
+                              timestep=self.timestep, frame_interval=self.frame_interval, box=self.box,
+                              temperature=self.temperature)
+
+    @property
+    def is_molecular(self) -> bool:
+        """Whether the spec names a shipped molecule (OpenMM dynamics); decided without building it."""
+        return is_molecule_name(self.spec)
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
         if self.box is not None:
             d["box"] = [list(b) for b in self.box]
+        if self.temperature is None:  # dicts (and stored metadata) of earlier versions had no temperature
+            del d["temperature"]
         return d
 
     @classmethod
@@ -111,7 +129,8 @@ class SystemSpec:
         d = dict(d)
         if d.get("box") is not None:
             d["box"] = tuple(tuple(b) for b in d["box"])
-        return cls(**{k: d.get(k) for k in ("spec", "dim", "kT", "friction", "timestep", "frame_interval", "box")})
+        return cls(**{k: d.get(k) for k in ("spec", "dim", "kT", "friction", "timestep", "frame_interval", "box",
+                                            "temperature")})
 
     @classmethod
     def from_metadata(cls, metadata: dict) -> "SystemSpec | None":
@@ -130,20 +149,23 @@ def resolve_system(
     timestep: float | None = None,
     frame_interval: float | None = None,
     box: Box | None = None,
+    temperature: float | None = None,
 ) -> System:
     """Build a :class:`System` from a specification string.
 
     Parameters
     ----------
     spec : str
-        A shipped system name (``prinz``, ``muller-brown``, ``double-well``, ``harmonic``) or
-        ``path/to/file.py:NAME``.
+        A shipped system name (``prinz``, ``muller-brown``, ``double-well``, ``harmonic``), a
+        shipped molecule (``ala2``, ``ala2-vacuum``, ``ala2-implicit``) or ``path/to/file.py:NAME``.
     dim : int, optional
         Dimension, for systems that have a choice or user functions that need it.
     kT, friction, timestep, frame_interval : float, optional
         Overrides of the system's defaults.
     box : tuple of (low, high), optional
         Override of the system's box.
+    temperature : float, optional
+        Kelvin; molecules only (default 300 K). Molecules refuse ``kT`` and ``box``.
 
     Returns
     -------
@@ -160,13 +182,20 @@ def resolve_system(
         raise InvalidInputError(f"--dim must be a positive integer, got {dim!r}")
     key = spec.strip().lower()
     key = _ALIASES.get(key, key)
+    if key in MOLECULES:
+        return _molecule(spec, key, dim=dim, kT=kT, friction=friction, timestep=timestep,
+                         frame_interval=frame_interval, box=box, temperature=temperature)
+    if temperature is not None:
+        raise InvalidInputError(f"a temperature in kelvin applies to molecules ({', '.join(MOLECULES)}); "
+                                f"give '{spec}' its thermal energy with kT (--kT)")
     if key in SHIPPED_SYSTEMS:
         system = SHIPPED_SYSTEMS[key](dim)
     elif ":" in spec and spec.rsplit(":", 1)[0].endswith(".py"):
         system = _load_user_system(spec, dim, kT)
     else:
         raise UnknownSystemError(
-            f"unknown system '{spec}': choose one of {', '.join(SHIPPED_SYSTEMS)} or give path/to/file.py:NAME"
+            f"unknown system '{spec}': choose one of {', '.join([*SHIPPED_SYSTEMS, *MOLECULES])} "
+            "or give path/to/file.py:NAME"
         )
     overrides = {k: v for k, v in dict(kT=kT, friction=friction, timestep=timestep,
                                         frame_interval=frame_interval, box=box).items() if v is not None}
@@ -180,6 +209,38 @@ def resolve_system(
     system = dataclasses.replace(system, spec=spec, **overrides)
     _check_energy_callable(system)
     return system
+
+
+def is_molecule_name(spec: str) -> bool:
+    """Whether ``spec`` names a shipped molecule (``ala2``, ...), without building anything."""
+    return isinstance(spec, str) and spec.strip().lower() in MOLECULES
+
+
+def _molecule(spec: str, key: str, dim: int | None, kT: float | None, friction: float | None,
+              timestep: float | None, frame_interval: float | None, box: Box | None,
+              temperature: float | None) -> System:
+    """A shipped molecule with its overrides (no energy probe: OpenMM's energy is known to work)."""
+    from itomd.systems.openmm import molecular_system
+
+    if kT is not None:
+        raise InvalidInputError(f"'{spec}' is a molecule whose energy unit is kT: set its temperature in kelvin "
+                                "(--temperature), not kT")
+    if box is not None:
+        raise InvalidInputError(f"'{spec}' is a molecule in Cartesian coordinates and has no box; drop --box")
+    if temperature is not None and not (isinstance(temperature, (int, float)) and math.isfinite(temperature)
+                                        and temperature > 0):
+        raise InvalidInputError(f"temperature must be a positive number of kelvin, got {temperature!r}")
+    system = molecular_system(key, temperature=temperature)
+    if dim is not None and dim != system.dim:
+        raise InvalidInputError(f"system '{spec}' has {system.n_atoms} atoms, i.e. {system.dim} coordinates; "
+                                f"--dim {dim} is not possible")
+    overrides = {k: v for k, v in dict(friction=friction, timestep=timestep,
+                                        frame_interval=frame_interval).items() if v is not None}
+    if "frame_interval" in overrides and "timestep" not in overrides:
+        ratio = overrides["frame_interval"] / system.timestep
+        if abs(ratio - round(ratio)) > 1e-6 * max(ratio, 1.0) or round(ratio) < 1:
+            overrides["timestep"] = overrides["frame_interval"] / max(1, math.ceil(ratio))
+    return dataclasses.replace(system, spec=spec, **overrides)
 
 
 def _load_user_system(spec: str, dim: int | None, kT: float | None) -> System:

@@ -1,0 +1,119 @@
+"""Molecules through OpenMM: units at the boundary (kT, nm), forces, topology, registry."""
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from itomd.errors import InvalidInputError, UnknownSystemError
+from itomd.systems import SystemSpec, resolve_system
+from itomd.systems.openmm import MolecularSystem, build_openmm_system, kT_in_kj_per_mol, molecular_system
+
+openmm = pytest.importorskip("openmm")
+
+
+def openmm_energy_kj(molecule_system: MolecularSystem, positions: np.ndarray) -> float:
+    """Potential energy in kJ/mol straight from OpenMM (no constraints, Reference platform)."""
+    system = build_openmm_system(molecule_system.molecule, molecule_system.solvent, constraints=False)
+    context = openmm.Context(system, openmm.VerletIntegrator(0.001), openmm.Platform.getPlatformByName("Reference"))
+    context.setPositions(positions.reshape(-1, 3))
+    return context.getState(getEnergy=True).getPotentialEnergy().value_in_unit(openmm.unit.kilojoule_per_mole)
+
+
+@pytest.fixture(scope="module")
+def perturbed():
+    x = molecular_system("ala2").initial_coordinates()
+    return np.stack([x, x + np.random.default_rng(0).normal(0.0, 0.01, x.shape)])
+
+
+@pytest.mark.parametrize("name, temperature", [("ala2", 300.0), ("ala2-implicit", 300.0), ("ala2", 450.0)])
+def test_energy_is_openmm_energy_over_RT(name, temperature, perturbed):
+    system = resolve_system(name, temperature=temperature)
+    energies = system.potential.energy(torch.as_tensor(perturbed))
+    assert energies.shape == (2,) and energies.dtype == torch.float64
+    RT = 0.00831446261815324 * temperature
+    assert kT_in_kj_per_mol(temperature) == pytest.approx(RT, rel=1e-12)
+    expected = [openmm_energy_kj(system, x) / RT for x in perturbed]
+    np.testing.assert_allclose(energies.numpy(), expected, rtol=1e-10)
+
+
+def test_implicit_solvent_changes_the_energy(perturbed):
+    vacuum = resolve_system("ala2").potential.energy(torch.as_tensor(perturbed[:1]))
+    implicit = resolve_system("ala2-implicit").potential.energy(torch.as_tensor(perturbed[:1]))
+    assert abs(float(vacuum - implicit)) > 1.0  # solvation energy: many kT
+
+
+def test_force_is_minus_gradient_of_energy(perturbed):
+    system = resolve_system("ala2")
+    x = torch.as_tensor(perturbed[1])
+    force = system.potential.force(x[None])[0]
+    assert force.shape == (66,)
+    h = 1e-5
+    for i in (0, 4, 17, 30, 65):  # a few coordinates of different atoms (central differences)
+        step = torch.zeros(66, dtype=torch.float64)
+        step[i] = h
+        up, down = system.potential.energy(torch.stack([x + step, x - step]))
+        assert float(force[i]) == pytest.approx(-float(up - down) / (2 * h), rel=1e-4, abs=1e-3)
+
+
+def test_topology_and_structure():
+    system = molecular_system("ala2")
+    topology = system.topology()
+    assert topology.n_atoms == 22 and topology.n_bonds == 21 and system.n_atoms == 22 and system.dim == 66
+    assert [r.name for r in topology.residues] == ["ACE", "ALA", "NME"]
+    assert system.initial_coordinates().shape == (66,)
+    masses = system.masses()
+    assert masses.shape == (22,) and masses.sum() == pytest.approx(144.17, abs=0.05)  # C6H12N2O2 in dalton
+    constraints = system.openmm_system().getNumConstraints()
+    assert constraints == 12  # bonds to hydrogen
+
+
+def test_registry_returns_molecules_with_overrides():
+    for name in ("ala2", "ala2-vacuum", "ala2-implicit", "ALA2"):
+        assert isinstance(resolve_system(name), MolecularSystem)
+    system = resolve_system("ala2-implicit", friction=0.5, frame_interval=0.1, temperature=350.0)
+    assert system.solvent == "obc2" and system.temperature == 350.0 and system.kT == 1.0
+    assert system.friction == 0.5 and system.frame_interval == 0.1 and system.steps_per_frame == 50
+    assert resolve_system("ala2", frame_interval=0.003).timestep == pytest.approx(0.0015)
+    assert resolve_system("ala2", dim=66).dim == 66
+    assert resolve_system("ala2").temperature == 300.0 and resolve_system("ala2").spec == "ala2"
+
+
+def test_spec_carries_temperature_and_reads_old_dicts():
+    spec = SystemSpec("ala2", temperature=320.0, frame_interval=0.5)
+    assert SystemSpec.from_dict(spec.to_dict()) == spec and spec.build().temperature == 320.0
+    assert spec.is_molecular and not SystemSpec("prinz").is_molecular
+    old = {"spec": "prinz", "dim": None, "kT": None, "friction": None, "timestep": None, "frame_interval": None,
+           "box": None}
+    assert SystemSpec.from_dict(old) == SystemSpec("prinz")
+    assert SystemSpec("prinz").to_dict() == old  # toy metadata unchanged by the new field
+
+
+@pytest.mark.parametrize("kwargs, error, fragment", [
+    (dict(kT=2.0), InvalidInputError, "set its temperature in kelvin"),
+    (dict(box=((0.0, 1.0),) * 66), InvalidInputError, "has no box"),
+    (dict(dim=3), InvalidInputError, "--dim 3 is not possible"),
+    (dict(temperature=-5.0), InvalidInputError, "temperature must be a positive number"),
+    (dict(timestep=0.002, frame_interval=0.003), InvalidInputError, "integer multiple"),
+])
+def test_bad_molecule_overrides_are_one_line_errors(kwargs, error, fragment):
+    with pytest.raises(error, match=fragment) as info:
+        resolve_system("ala2", **kwargs)
+    assert "\n" not in str(info.value)
+
+
+def test_temperature_for_a_toy_system_and_unknown_names_are_one_line_errors():
+    with pytest.raises(InvalidInputError, match="applies to molecules"):
+        resolve_system("prinz", temperature=300.0)
+    with pytest.raises(UnknownSystemError, match="ala2-implicit"):
+        resolve_system("ala3")
+
+
+def test_importing_itomd_does_not_import_openmm():
+    code = ("import sys, itomd, itomd.cli, itomd.systems, itomd.simulate, itomd.data; "
+            "from itomd.systems import SystemSpec; SystemSpec('ala2').is_molecular; "
+            "print('openmm' in sys.modules, 'mdtraj' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["False", "False"]
