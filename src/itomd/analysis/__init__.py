@@ -9,6 +9,8 @@ from itomd.analysis.correlation import AutocorrelationResult, autocorrelation, f
 from itomd.analysis.discretize import Discretization, discretize
 from itomd.analysis.divergence import JSDivergence, js_divergence, js_divergence_of_distributions
 from itomd.analysis.fes import FreeEnergySurface, free_energy_surface
+from itomd.analysis.molecular import (ValidityResult, analyze_molecule, backbone_dihedrals, chemical_validity,
+                                     compare_molecule)
 from itomd.analysis.msm import CKTestResult, ImpliedTimescalesResult, ck_test, implied_timescales
 from itomd.analysis.pipeline import AnalysisResult, Comparison, analyze, compare, default_lags
 from itomd.analysis.report import write_report
@@ -20,4 +22,5 @@ __all__ = [
     "free_energy_surface", "FreeEnergySurface",
     "js_divergence", "js_divergence_of_distributions", "JSDivergence",
     "autocorrelation", "AutocorrelationResult", "first_coordinate",
+    "analyze_molecule", "compare_molecule", "backbone_dihedrals", "chemical_validity", "ValidityResult",
 ]

@@ -17,6 +17,8 @@ from itomd.analysis.msm import DEFAULT_N_SAMPLES, CKTestResult, ImpliedTimescale
 from itomd.errors import InvalidInputError
 
 if TYPE_CHECKING:
+    from itomd.analysis._histogram import Range
+    from itomd.analysis.molecular import MolecularAnalysis
     from itomd.systems.reference import ExactReference
 
 #: Trajectories shorter than this fraction of the longest one do not limit the default lags.
@@ -44,6 +46,11 @@ class AnalysisResult:
         Coordinates used for the free energy and the JS divergence.
     notes : list of str
         What was chosen automatically or skipped.
+    comparison : Comparison or None
+        Set by :func:`compare`.
+    molecular : MolecularAnalysis or None
+        Dihedrals, chemical validity and the comparison's Ramachandran free energy
+        (:func:`itomd.analysis.molecular.analyze_molecule`); None for other systems.
     """
 
     implied_timescales: ImpliedTimescalesResult
@@ -59,6 +66,7 @@ class AnalysisResult:
     features: tuple[int, ...]
     notes: list[str] = field(default_factory=list)
     comparison: "Comparison | None" = None
+    molecular: "MolecularAnalysis | None" = None
 
     def to_dict(self) -> dict:
         """JSON-serialisable summary; times in physical units, JS divergence in nats."""
@@ -78,6 +86,7 @@ class AnalysisResult:
             "discretization": {"method": self.discretization.method, "n_states": self.discretization.n_states},
             "notes": list(self.notes),
             "comparison": None if self.comparison is None else self.comparison.to_dict(),
+            "molecular": None if self.molecular is None else self.molecular.to_dict(),
         }
 
 
@@ -97,6 +106,9 @@ class Comparison:
     frame_interval : float
         The second data set's frame interval.
     n_trajectories, n_frames : int
+    main_slowest : np.ndarray or None, shape [L']
+        The main analysis' slowest implied timescale at this comparison's lag times
+        (:meth:`slowest_timescale_ratio` divides it by this data's).
     """
 
     label: str
@@ -105,15 +117,26 @@ class Comparison:
     frame_interval: float
     n_trajectories: int
     n_frames: int
+    main_slowest: np.ndarray | None = None
+
+    def slowest_timescale_ratio(self) -> np.ndarray | None:
+        """Main analysis' slowest implied timescale / this data's, per lag time of this comparison, [L']."""
+        if self.main_slowest is None:
+            return None
+        return self.main_slowest / self.implied_timescales.timescales[:, 0]
 
     def to_dict(self) -> dict:
+        ratio = self.slowest_timescale_ratio()
         return {"label": self.label, "implied_timescales": self.implied_timescales.to_dict(),
+                "slowest_timescale_ratio": None if ratio is None
+                else [float(r) if np.isfinite(r) else None for r in ratio],
                 "js_divergence": self.js_divergence.value, "js_divergence_details": self.js_divergence.to_dict(),
                 "frame_interval": self.frame_interval, "n_trajectories": self.n_trajectories, "n_frames": self.n_frames}
 
 
 def compare(result: AnalysisResult, analysed: Sequence[np.ndarray], trajectories: Sequence[np.ndarray],
-            frame_interval: float, label: str = "MD", seed: int = 0, n_samples: int = DEFAULT_N_SAMPLES) -> Comparison:
+            frame_interval: float, label: str = "MD", seed: int = 0, n_samples: int = DEFAULT_N_SAMPLES, *,
+            bins: int | Sequence[int] | None = None, range: "Range | None" = None) -> Comparison:
     """Analyse ``trajectories`` like ``result`` (same states, same lag times) and attach the comparison.
 
     Parameters
@@ -130,6 +153,8 @@ def compare(result: AnalysisResult, analysed: Sequence[np.ndarray], trajectories
     label : str
     seed, n_samples :
         As for :func:`analyze`.
+    bins, range : optional
+        Histogram of the JS divergence (default: that of :func:`~itomd.analysis.divergence.js_divergence`).
 
     Returns
     -------
@@ -153,9 +178,12 @@ def compare(result: AnalysisResult, analysed: Sequence[np.ndarray], trajectories
     its = implied_timescales(trajectories, frame_interval, lags, n_timescales=result.implied_timescales.n_timescales,
                              discretization=result.discretization, n_samples=n_samples, seed=seed)
     frames = np.concatenate(trajectories)
-    js = js_divergence(np.concatenate(check_trajectories(analysed)), frames, features=result.features)
+    js = js_divergence(np.concatenate(check_trajectories(analysed)), frames, features=result.features, bins=bins,
+                       range=range)
+    mine = result.implied_timescales
+    main_slowest = np.array([mine.timescales[np.argmin(np.abs(mine.lag_times - t)), 0] for t in its.lag_times])
     comparison = Comparison(label=label, implied_timescales=its, js_divergence=js, frame_interval=frame_interval,
-                            n_trajectories=len(trajectories), n_frames=int(len(frames)))
+                            n_trajectories=len(trajectories), n_frames=int(len(frames)), main_slowest=main_slowest)
     result.comparison = comparison
     return comparison
 
@@ -199,6 +227,9 @@ def analyze(
     ck_lag: int | None = None,
     n_metastable: int = 2,
     observable: Observable | None = None,
+    discretization: Discretization | None = None,
+    histogram_bins: int | Sequence[int] | None = None,
+    histogram_range: "Range | None" = None,
 ) -> AnalysisResult:
     """MSM implied timescales, CK test, free energy, JS divergence and autocorrelation in one call.
 
@@ -235,6 +266,11 @@ def analyze(
         PCCA+ sets of the CK test.
     observable : callable, optional
         Observable of the autocorrelation, [n, dim] → [n]; default the first coordinate.
+    discretization : Discretization, optional
+        MSM states to use (its ``transform`` must take these trajectories); default fitted here.
+    histogram_bins, histogram_range : optional
+        Bins and range of the free energy and JS divergence (default: 100 / 50×50 bins on the
+        reference's box or the data's range).
 
     Returns
     -------
@@ -262,7 +298,8 @@ def analyze(
         steps.set_postfix_str(name)
 
     step("discretise")
-    discretization = discretize(trajectories, n_states=n_states, seed=seed)
+    if discretization is None:
+        discretization = discretize(trajectories, n_states=n_states, seed=seed)
     steps.update()
 
     step("implied timescales")
@@ -288,13 +325,14 @@ def analyze(
     frames = np.concatenate(trajectories)
 
     step("free energy")
-    fes = free_energy_surface(frames, kT, reference=reference, features=features)
+    fes = free_energy_surface(frames, kT, bins=histogram_bins, range=histogram_range, reference=reference,
+                              features=features)
     steps.update()
 
     step("JS divergence")
     js = None
     if reference is not None:
-        js = js_divergence(frames, reference=reference, features=features)
+        js = js_divergence(frames, reference=reference, features=features, bins=histogram_bins, range=histogram_range)
     else:
         notes.append("no JS divergence: it needs an exact reference")
     steps.update()

@@ -72,6 +72,7 @@ def write_report(
     body = (
         f"<h2>Key numbers</h2>{_key_numbers(result)}\n"
         f"<h2>Slowest implied timescale by lag</h2>{_timescale_table(result)}\n"
+        + _validity_html(result)
         + (f"<h2>Notes</h2><ul class='note'>{notes}</ul>\n" if notes else "")
         + f"<h2>Plots</h2><div class='figs'>{figures}</div>\n{_comparison_html(result)}{extra}\n"
         "<p class='note'>JS divergence in nats (the divergence, not scipy's JS distance, which is its "
@@ -106,9 +107,12 @@ def _figures(result: AnalysisResult) -> list[tuple[str, Figure]]:
     fig = Figure(figsize=(5.5, 4.0))
     result.implied_timescales.plot(ax=fig.subplots())
     figures.append(("Implied timescales vs lag time (exact: dashed)", fig))
-    fig = Figure(figsize=(5.5, 4.0))
-    result.free_energy.plot(ax=fig.subplots())
-    figures.append(("Free energy (exact: dashed)", fig))
+    if result.molecular is not None:
+        figures.append(_ramachandran_figure(result))
+    else:
+        fig = Figure(figsize=(5.5, 4.0))
+        result.free_energy.plot(ax=fig.subplots())
+        figures.append(("Free energy (exact: dashed)", fig))
     if result.ck_test is not None:
         m = result.ck_test.n_metastable
         figures.append(("Chapman–Kolmogorov test",
@@ -119,6 +123,44 @@ def _figures(result: AnalysisResult) -> list[tuple[str, Figure]]:
     for _, fig in figures:
         fig.tight_layout()
     return figures
+
+
+def _ramachandran_figure(result: AnalysisResult) -> tuple[str, Figure]:
+    """The Ramachandran free energy, next to the comparison's (e.g. MD) when there is one."""
+    from itomd.analysis.molecular import plot_ramachandran
+
+    other = result.molecular.comparison_free_energy
+    label = "this data" if other is None else f"this data vs {result.comparison.label}"
+    fig = Figure(figsize=(5.0 if other is None else 10.0, 4.2))
+    axes = fig.subplots(1, 1 if other is None else 2, squeeze=False)[0]
+    plot_ramachandran(result.free_energy, ax=axes[0], title=f"this data ({result.free_energy.n_samples} frames)")
+    if other is not None:
+        plot_ramachandran(other, ax=axes[1], title=f"{result.comparison.label} ({other.n_samples} frames)")
+    return f"Ramachandran free energy in kT ({label}; φ/ψ, 10° bins)", fig
+
+
+def _validity_html(result: AnalysisResult) -> str:
+    """Fractions of chemically valid frames (and the comparison's, e.g. MD, as the baseline)."""
+    if result.molecular is None:
+        return ""
+    columns = [("this data", result.molecular.validity)]
+    if result.molecular.comparison_validity is not None:
+        columns.append((result.comparison.label, result.molecular.comparison_validity))
+    v = columns[0][1]
+    rows = [(name, *(f"{getattr(c, attribute):.3%}" for _, c in columns)) for name, attribute in (
+        ("valid (all checks)", "fraction_valid"),
+        (f"bonds within {v.bond_tolerance:.0%} of reference", "fraction_bonds_ok"),
+        (f"no atoms ≥ 3 bonds apart closer than {v.clash_distance:g} nm", "fraction_no_clash"),
+        ("chirality kept (L)", "fraction_chirality_kept"))]
+    rows.append(("frames", *(f"{c.n_frames}" for _, c in columns)))
+    worst = v.worst_offenders
+    if "bond" in worst:
+        rows.append(("worst bond (this data)", f"{'–'.join(worst['bond']['atoms'])}: "
+                     f"{worst['bond']['relative_deviation']:.1%}", *([""] * (len(columns) - 1))))
+    if "contact" in worst:
+        rows.append(("closest contact (this data)", f"{'–'.join(worst['contact']['atoms'])}: "
+                     f"{worst['contact']['distance_nm']:.3f} nm", *([""] * (len(columns) - 1))))
+    return "<h2>Chemical validity</h2>" + html_table(["check", *(name for name, _ in columns)], rows) + "\n"
 
 
 def _comparison_html(result: AnalysisResult) -> str:

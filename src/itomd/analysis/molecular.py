@@ -1,0 +1,635 @@
+r"""Molecular analysis — the one home for molecular features: backbone dihedrals, chirality, chemical
+validity, the Ramachandran free energy, and the φ/ψ MSM pipeline (:func:`analyze_molecule`,
+:func:`compare_molecule`).
+
+Trajectories of molecules are flattened Cartesian coordinates ``[n_frames, 3·n_atoms]`` in nm
+(atom-major, as :mod:`itomd.systems.openmm` stores them); a topology (``mdtraj.Topology``) names the
+atoms and bonds.
+
+Choices (measured on 20 ns of alanine-dipeptide MD in vacuum at 300 K, AMBER ff96, 1 ps frames;
+see ``docs/architecture.md``):
+
+* Features: φ, ψ in radians on (−π, π] from mdtraj.
+* Ramachandran free energy and JS divergence: 36 × 36 bins (10°) on the full torus (−π, π]², so
+  the histogram needs no periodic treatment and no frame falls outside.
+* MSM states: a regular 20 × 20 grid on the torus (18° cells; :func:`dihedral_grid`). A point's
+  nearest grid centre is the cell it lies in, so deeptime's Euclidean assignment is exact and
+  periodicity needs no embedding.
+* Chemical validity: every bond within :data:`DEFAULT_BOND_TOLERANCE` (relative) of its reference
+  length, no pair of atoms ≥ 3 bonds apart closer than :data:`DEFAULT_CLASH_DISTANCE`, every chiral
+  Cα with the sign of :data:`L_CHIRALITY_SIGN`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
+
+import numpy as np
+from deeptime.clustering import ClusterModel
+
+from itomd.analysis._validation import check_trajectories
+from itomd.analysis.discretize import Discretization
+from itomd.analysis.divergence import JSDivergence, js_divergence
+from itomd.analysis.fes import FreeEnergySurface, free_energy_surface
+from itomd.analysis.msm import DEFAULT_N_SAMPLES
+from itomd.analysis.pipeline import AnalysisResult, Comparison, analyze, compare
+from itomd.errors import InvalidInputError
+
+if TYPE_CHECKING:
+    import matplotlib.axes
+    import mdtraj
+
+    from itomd.systems.openmm import MolecularSystem
+
+#: The periodic box of (φ, ψ) in radians.
+TORUS: tuple[tuple[float, float], tuple[float, float]] = ((-np.pi, np.pi), (-np.pi, np.pi))
+#: Bins per dihedral of the Ramachandran free energy and the φ/ψ JS divergence (10°).
+RAMACHANDRAN_BINS = 36
+#: Cells per dihedral of the regular MSM grid (18°).
+MSM_GRID = 20
+#: Sign of the signed volume (N − Cα)·((C − Cα) × (Cβ − Cα)) of an L-amino acid (S configuration for
+#: alanine: N → C → Cβ counter-clockwise seen with Hα pointing away). The shipped alanine dipeptide
+#: has it (tested).
+L_CHIRALITY_SIGN = 1
+#: Largest relative deviation of a bond length from its reference. 300 K MD (20,000 frames): heavy-atom
+#: bonds fluctuate by 1.8–2.1 % RMS, the largest deviation was 10.3 %; bonds to H are constrained.
+DEFAULT_BOND_TOLERANCE = 0.15
+#: Smallest distance (nm) between atoms ≥ 3 bonds apart. 300 K MD (20,000 frames): closest 0.170 nm
+#: (the C7 hydrogen bond O(Ace)…H(Nme)); 1–4 pairs ≥ 0.196 nm.
+DEFAULT_CLASH_DISTANCE = 0.14
+#: Frames per block in the vectorised validity checks (bounds memory at ~50 MB).
+_BLOCK = 10_000
+
+
+# -- features -------------------------------------------------------------------------------------
+def _atoms(topology: "mdtraj.Topology") -> int:
+    try:
+        return int(topology.n_atoms)
+    except AttributeError:
+        raise InvalidInputError(f"expected an mdtraj Topology, got {type(topology).__name__}") from None
+
+
+def _positions(trajectories: Sequence[np.ndarray], topology: "mdtraj.Topology") -> list[np.ndarray]:
+    """Trajectories [T, 3n] as positions [T, n, 3], with a one-line error for a wrong dimension."""
+    n_atoms = _atoms(topology)
+    trajectories = check_trajectories(trajectories)
+    dim = trajectories[0].shape[1]
+    if dim != 3 * n_atoms:
+        raise InvalidInputError(f"trajectories are {dim}-dimensional but the topology has {n_atoms} atoms "
+                                f"({3 * n_atoms} coordinates)")
+    return [t.reshape(len(t), n_atoms, 3) for t in trajectories]
+
+
+def backbone_dihedrals(trajectories: Sequence[np.ndarray], topology: "mdtraj.Topology") -> list[np.ndarray]:
+    """Backbone dihedrals φ and ψ of a molecule with one of each (alanine dipeptide), via mdtraj.
+
+    Parameters
+    ----------
+    trajectories : list of np.ndarray, each [n_frames_i, 3·n_atoms]
+        Flattened positions in nm (a single 2-D array is one trajectory).
+    topology : mdtraj.Topology
+
+    Returns
+    -------
+    list of np.ndarray, each [n_frames_i, 2]
+        (φ, ψ) in radians on (−π, π].
+    """
+    import mdtraj
+
+    positions = _positions(trajectories, topology)
+    phi_atoms, _ = mdtraj.compute_phi(mdtraj.Trajectory(positions[0][:1], topology))
+    psi_atoms, _ = mdtraj.compute_psi(mdtraj.Trajectory(positions[0][:1], topology))
+    if len(phi_atoms) != 1 or len(psi_atoms) != 1:
+        raise InvalidInputError(f"φ/ψ features need exactly one φ and one ψ dihedral; the topology has "
+                                f"{len(phi_atoms)} and {len(psi_atoms)}")
+    quartets = np.concatenate([phi_atoms, psi_atoms])
+    return [mdtraj.compute_dihedrals(mdtraj.Trajectory(p, topology), quartets).astype(np.float64)
+            for p in positions]
+
+
+def chiral_centres(topology: "mdtraj.Topology") -> np.ndarray:
+    """The chiral Cα atoms (Cα of residues with a Cβ) and their neighbours N, C, Cβ.
+
+    Parameters
+    ----------
+    topology : mdtraj.Topology
+
+    Returns
+    -------
+    np.ndarray, shape [n_centres, 4], int
+        Atom indices (Cα, N, C, Cβ) per centre, in residue order.
+    """
+    _atoms(topology)
+    rows = []
+    for residue in topology.residues:
+        names = {atom.name: atom.index for atom in residue.atoms}
+        if all(name in names for name in ("CA", "N", "C", "CB")):
+            rows.append([names["CA"], names["N"], names["C"], names["CB"]])
+    return np.asarray(rows, dtype=int).reshape(-1, 4)
+
+
+def chirality_signs(coordinates: np.ndarray, topology: "mdtraj.Topology") -> np.ndarray:
+    """Sign of the signed volume (N − Cα)·((C − Cα) × (Cβ − Cα)) at each chiral Cα.
+
+    L-amino acids have :data:`L_CHIRALITY_SIGN`; a mirror image flips every sign.
+
+    Parameters
+    ----------
+    coordinates : np.ndarray, shape [n_frames, 3·n_atoms] (or [3·n_atoms] for one frame)
+    topology : mdtraj.Topology
+
+    Returns
+    -------
+    np.ndarray, shape [n_frames, n_centres] (or [n_centres]), int8 in {−1, 0, 1}
+    """
+    single = np.ndim(coordinates) == 1
+    (positions,) = _positions([np.atleast_2d(coordinates)], topology)
+    signs = _signed_volumes(positions, chiral_centres(topology))
+    signs = np.sign(signs).astype(np.int8)
+    return signs[0] if single else signs
+
+
+def _signed_volumes(positions: np.ndarray, centres: np.ndarray) -> np.ndarray:
+    """[T, n, 3] positions → [T, n_centres] signed volumes (nm³)."""
+    ca, n, c, cb = (positions[:, centres[:, k]] for k in range(4))
+    return np.einsum("tij,tij->ti", n - ca, np.cross(c - ca, cb - ca))
+
+
+# -- chemical validity ----------------------------------------------------------------------------
+@dataclass
+class ValidityResult:
+    """Per-frame chemical validity of molecular configurations.
+
+    Attributes
+    ----------
+    valid : np.ndarray, shape [n_frames], bool
+        Frames passing every check (all trajectories concatenated).
+    bonds_ok, no_clash, chirality_kept : np.ndarray, shape [n_frames], bool
+        The three checks separately.
+    n_frames : int
+    bond_tolerance : float
+        Allowed relative deviation of a bond length.
+    clash_distance : float
+        Smallest allowed distance (nm) between atoms ≥ 3 bonds apart.
+    chirality_reference : np.ndarray or None, shape [n_centres]
+        Required sign per chiral centre (None: not checked).
+    reference_bond_lengths : np.ndarray, shape [n_bonds]
+        Reference length (nm) per bond of :func:`bond_pairs`.
+    worst_offenders : dict
+        ``bond``: the largest relative bond deviation (atoms, value, frame); ``contact``: the
+        closest non-bonded contact (atoms, distance in nm, frame); ``chirality``: frames with each
+        centre's sign flipped.
+    """
+
+    valid: np.ndarray
+    bonds_ok: np.ndarray
+    no_clash: np.ndarray
+    chirality_kept: np.ndarray
+    n_frames: int
+    bond_tolerance: float
+    clash_distance: float
+    chirality_reference: np.ndarray | None
+    reference_bond_lengths: np.ndarray
+    worst_offenders: dict = field(default_factory=dict)
+
+    @property
+    def fraction_valid(self) -> float:
+        return float(self.valid.mean())
+
+    @property
+    def fraction_bonds_ok(self) -> float:
+        return float(self.bonds_ok.mean())
+
+    @property
+    def fraction_no_clash(self) -> float:
+        return float(self.no_clash.mean())
+
+    @property
+    def fraction_chirality_kept(self) -> float:
+        return float(self.chirality_kept.mean())
+
+    def to_dict(self) -> dict:
+        """JSON-serialisable summary (fractions of frames, thresholds, worst offenders)."""
+        return {"fraction_valid": self.fraction_valid, "fraction_bonds_ok": self.fraction_bonds_ok,
+                "fraction_no_clash": self.fraction_no_clash, "fraction_chirality_kept": self.fraction_chirality_kept,
+                "n_frames": self.n_frames, "bond_tolerance": self.bond_tolerance,
+                "clash_distance_nm": self.clash_distance,
+                "chirality_reference": None if self.chirality_reference is None
+                else [int(s) for s in self.chirality_reference],
+                "worst_offenders": self.worst_offenders}
+
+
+def bond_pairs(topology: "mdtraj.Topology") -> np.ndarray:
+    """Bonded atom pairs of the topology, shape [n_bonds, 2], int."""
+    _atoms(topology)
+    return np.asarray([[a.index, b.index] for a, b in topology.bonds], dtype=int).reshape(-1, 2)
+
+
+def nonbonded_pairs(topology: "mdtraj.Topology", min_separation: int = 3) -> np.ndarray:
+    """Atom pairs separated by at least ``min_separation`` bonds (or unconnected), shape [n_pairs, 2]."""
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import shortest_path
+
+    n = _atoms(topology)
+    bonds = bond_pairs(topology)
+    graph = coo_matrix((np.ones(len(bonds)), (bonds[:, 0], bonds[:, 1])), shape=(n, n))
+    hops = shortest_path(graph, directed=False, unweighted=True)
+    i, j = np.triu_indices(n, k=1)
+    keep = hops[i, j] >= min_separation
+    return np.stack([i[keep], j[keep]], axis=1)
+
+
+def bond_lengths(topology: "mdtraj.Topology", coordinates: np.ndarray) -> np.ndarray:
+    """Bond lengths (nm) of one structure [3·n_atoms], in the order of :func:`bond_pairs`; shape [n_bonds]."""
+    (positions,) = _positions([np.atleast_2d(coordinates)], topology)
+    bonds = bond_pairs(topology)
+    return np.linalg.norm(positions[0, bonds[:, 0]] - positions[0, bonds[:, 1]], axis=-1)
+
+
+def _shipped_structure(topology: "mdtraj.Topology") -> np.ndarray | None:
+    """The shipped alanine dipeptide's coordinates if ``topology`` is that molecule, else None."""
+    from itomd.systems.openmm import molecular_system
+
+    system = molecular_system("ala2")
+    shipped = system.topology()
+    same = (topology.n_atoms == shipped.n_atoms
+            and [a.name for a in topology.atoms] == [a.name for a in shipped.atoms]
+            and bond_pairs(topology).tolist() == bond_pairs(shipped).tolist())
+    return system.initial_coordinates() if same else None
+
+
+def chemical_validity(
+    trajectories: Sequence[np.ndarray],
+    topology: "mdtraj.Topology",
+    reference_bond_lengths: np.ndarray | None = None,
+    bond_tolerance: float = DEFAULT_BOND_TOLERANCE,
+    clash_distance: float = DEFAULT_CLASH_DISTANCE,
+    chirality_reference: int | np.ndarray | None = L_CHIRALITY_SIGN,
+) -> ValidityResult:
+    """Which frames are chemically valid: bonds intact, no clashes, chirality kept.
+
+    A frame is valid if every bond of the topology is within ``bond_tolerance`` (relative) of its
+    reference length, no two atoms ≥ 3 bonds apart are closer than ``clash_distance``, and every
+    chiral Cα (see :func:`chiral_centres`) has the reference sign. Vectorised in blocks of frames.
+
+    Parameters
+    ----------
+    trajectories : list of np.ndarray, each [n_frames_i, 3·n_atoms]
+        Flattened positions in nm.
+    topology : mdtraj.Topology
+    reference_bond_lengths : np.ndarray, shape [n_bonds], optional
+        Reference length (nm) per bond of :func:`bond_pairs`; default the shipped structure's
+        (for alanine dipeptide; other molecules must pass them).
+    bond_tolerance : float
+        Allowed relative deviation, in (0, 1).
+    clash_distance : float
+        Smallest allowed distance (nm) between atoms ≥ 3 bonds apart (≥ 0).
+    chirality_reference : int, np.ndarray of shape [n_centres], or None
+        Required sign(s) of :func:`chirality_signs`; default L; None skips the check.
+
+    Returns
+    -------
+    ValidityResult
+    """
+    positions = _positions(trajectories, topology)
+    if not 0 < bond_tolerance < 1:
+        raise InvalidInputError(f"bond_tolerance must lie in (0, 1), got {bond_tolerance!r}")
+    if not clash_distance >= 0:
+        raise InvalidInputError(f"clash_distance must be ≥ 0 nm, got {clash_distance!r}")
+    bonds = bond_pairs(topology)
+    if reference_bond_lengths is None:
+        shipped = _shipped_structure(topology)
+        if shipped is None:
+            raise InvalidInputError("reference_bond_lengths are needed for molecules other than the shipped ala2")
+        reference = bond_lengths(topology, shipped)
+    else:
+        reference = np.asarray(reference_bond_lengths, dtype=float).reshape(-1)
+        if reference.shape != (len(bonds),) or not np.all(reference > 0):
+            raise InvalidInputError(f"reference_bond_lengths must be {len(bonds)} positive lengths (nm), "
+                                    f"got shape {np.shape(reference_bond_lengths)}")
+    centres = chiral_centres(topology)
+    if chirality_reference is not None:
+        signs = np.broadcast_to(np.asarray(chirality_reference), (len(centres),)) if np.ndim(chirality_reference) == 0 \
+            else np.asarray(chirality_reference)
+        if signs.shape != (len(centres),) or not np.all(np.isin(signs, (-1, 1))):
+            raise InvalidInputError(f"chirality_reference must be ±1 or one ±1 per chiral centre ({len(centres)})")
+        chirality_reference = signs.astype(np.int8)
+    pairs = nonbonded_pairs(topology)
+
+    frames = np.concatenate(positions)
+    n_frames = len(frames)
+    bonds_ok = np.empty(n_frames, bool)
+    no_clash = np.empty(n_frames, bool)
+    kept = np.ones(n_frames, bool)
+    flips = np.zeros(len(centres), dtype=np.int64)
+    worst_bond = (-1.0, 0, 0)  # (relative deviation, bond, frame)
+    closest = (np.inf, 0, 0)  # (distance, pair, frame)
+    for start in range(0, n_frames, _BLOCK):
+        block = frames[start:start + _BLOCK]
+        if len(bonds):
+            deviation = np.abs(np.linalg.norm(block[:, bonds[:, 0]] - block[:, bonds[:, 1]], axis=-1) / reference - 1)
+            bonds_ok[start:start + len(block)] = deviation.max(axis=1) <= bond_tolerance
+            t, b = np.unravel_index(np.argmax(deviation), deviation.shape)
+            if deviation[t, b] > worst_bond[0]:
+                worst_bond = (float(deviation[t, b]), int(b), start + int(t))
+        else:
+            bonds_ok[start:start + len(block)] = True
+        if len(pairs):
+            distance = np.linalg.norm(block[:, pairs[:, 0]] - block[:, pairs[:, 1]], axis=-1)
+            no_clash[start:start + len(block)] = distance.min(axis=1) >= clash_distance
+            t, p = np.unravel_index(np.argmin(distance), distance.shape)
+            if distance[t, p] < closest[0]:
+                closest = (float(distance[t, p]), int(p), start + int(t))
+        else:
+            no_clash[start:start + len(block)] = True
+        if chirality_reference is not None and len(centres):
+            wrong = np.sign(_signed_volumes(block, centres)) != chirality_reference
+            kept[start:start + len(block)] = ~wrong.any(axis=1)
+            flips += wrong.sum(axis=0)
+
+    atoms = list(topology.atoms)
+
+    def name(i: int) -> str:
+        return f"{atoms[i].residue.name}{atoms[i].residue.resSeq}-{atoms[i].name}"
+
+    offenders: dict[str, Any] = {}
+    if len(bonds):
+        offenders["bond"] = {"atoms": [name(i) for i in bonds[worst_bond[1]]],
+                             "relative_deviation": worst_bond[0], "frame": worst_bond[2]}
+    if len(pairs):
+        offenders["contact"] = {"atoms": [name(i) for i in pairs[closest[1]]], "distance_nm": closest[0],
+                                "frame": closest[2]}
+    if chirality_reference is not None:
+        offenders["chirality"] = {name(int(c)): int(f) for c, f in zip(centres[:, 0], flips)}
+    return ValidityResult(valid=bonds_ok & no_clash & kept, bonds_ok=bonds_ok, no_clash=no_clash, chirality_kept=kept,
+                          n_frames=n_frames, bond_tolerance=float(bond_tolerance), clash_distance=float(clash_distance),
+                          chirality_reference=chirality_reference, reference_bond_lengths=reference,
+                          worst_offenders=offenders)
+
+
+# -- Ramachandran free energy, JS divergence, states ----------------------------------------------
+def ramachandran_free_energy(dihedrals: Sequence[np.ndarray], kT: float = 1.0,
+                             bins: int = RAMACHANDRAN_BINS) -> FreeEnergySurface:
+    """Free energy in (φ, ψ) on ``bins`` × ``bins`` cells of the torus (−π, π]².
+
+    Parameters
+    ----------
+    dihedrals : list of np.ndarray, each [n_frames_i, 2]
+        (φ, ψ) in radians, e.g. from :func:`backbone_dihedrals`.
+    kT : float
+    bins : int
+
+    Returns
+    -------
+    FreeEnergySurface
+        Features (0, 1) = (φ, ψ).
+    """
+    return free_energy_surface(np.concatenate(check_trajectories(dihedrals)), kT, bins=bins, range=TORUS)
+
+
+def ramachandran_js_divergence(p_dihedrals: Sequence[np.ndarray], q_dihedrals: Sequence[np.ndarray],
+                               bins: int = RAMACHANDRAN_BINS) -> JSDivergence:
+    """JS divergence (nats) between two sets of (φ, ψ), on ``bins`` × ``bins`` cells of the torus.
+
+    Parameters
+    ----------
+    p_dihedrals, q_dihedrals : list of np.ndarray, each [n_frames_i, 2]
+        (φ, ψ) in radians.
+    bins : int
+
+    Returns
+    -------
+    JSDivergence
+    """
+    return js_divergence(np.concatenate(check_trajectories(p_dihedrals)),
+                         np.concatenate(check_trajectories(q_dihedrals)), bins=bins, range=TORUS)
+
+
+def dihedral_grid(dihedrals: Sequence[np.ndarray], n_cells: int = MSM_GRID) -> Discretization:
+    """A regular ``n_cells`` × ``n_cells`` grid of MSM states on the (φ, ψ) torus.
+
+    The nearest centre of a regular grid tiling (−π, π]² is the cell a point lies in, so deeptime's
+    Euclidean assignment is exact and needs no periodic embedding. Empty cells stay out of the MSMs
+    (largest connected set).
+
+    Parameters
+    ----------
+    dihedrals : list of np.ndarray, each [n_frames_i, 2]
+        (φ, ψ) in radians; their discrete trajectories are stored in the result.
+    n_cells : int
+        Cells per dihedral (≥ 2).
+
+    Returns
+    -------
+    Discretization
+        ``method="grid"``, ``n_cells²`` states.
+    """
+    dihedrals = check_trajectories(dihedrals)
+    if dihedrals[0].shape[1] != 2:
+        raise InvalidInputError(f"the dihedral grid needs (φ, ψ) [n_frames, 2], got {dihedrals[0].shape[1]} columns")
+    if int(n_cells) != n_cells or n_cells < 2:
+        raise InvalidInputError(f"need an integer number of grid cells ≥ 2, got {n_cells!r}")
+    width = 2 * np.pi / int(n_cells)
+    axis = -np.pi + (np.arange(int(n_cells)) + 0.5) * width
+    centers = np.stack(np.meshgrid(axis, axis, indexing="ij"), axis=-1).reshape(-1, 2)
+    discretization = Discretization(method="grid", model=ClusterModel(cluster_centers=centers, metric="euclidean"),
+                                    dtrajs=[])
+    discretization.dtrajs = discretization._assign(dihedrals)
+    return discretization
+
+
+def sin_phi(dihedrals: np.ndarray) -> np.ndarray:
+    """sin φ of (φ, ψ) frames [n, 2] → [n]: +1-ish in C7ax/αL (φ > 0), −1-ish in C7eq/β (φ < 0),
+    so its autocorrelation follows the slow φ transition."""
+    return np.sin(dihedrals[:, 0])
+
+
+# -- pipeline -------------------------------------------------------------------------------------
+@dataclass
+class MolecularAnalysis:
+    """The molecular part of an :class:`~itomd.analysis.pipeline.AnalysisResult`.
+
+    Attributes
+    ----------
+    topology : mdtraj.Topology
+    dihedrals : list of np.ndarray, each [n_frames_i, 2]
+        (φ, ψ) of the analysed trajectories, radians.
+    validity : ValidityResult
+    comparison_free_energy : FreeEnergySurface or None
+        The comparison data's Ramachandran free energy on the same bins (after :func:`compare_molecule`).
+    comparison_validity : ValidityResult or None
+        The comparison data's validity (MD: the baseline the thresholds were set on).
+    """
+
+    topology: Any
+    dihedrals: list[np.ndarray]
+    validity: ValidityResult
+    comparison_free_energy: FreeEnergySurface | None = None
+    comparison_validity: ValidityResult | None = None
+
+    def to_dict(self) -> dict:
+        return {"features": ["phi", "psi"], "units": "radians", "validity": self.validity.to_dict(),
+                "comparison_validity": None if self.comparison_validity is None else self.comparison_validity.to_dict(),
+                "comparison_free_energy": None if self.comparison_free_energy is None
+                else self.comparison_free_energy.to_dict()}
+
+
+def analyze_molecule(
+    trajectories: Sequence[np.ndarray],
+    topology: "mdtraj.Topology",
+    frame_interval: float,
+    kT: float = 1.0,
+    lags: Sequence[int] | None = None,
+    n_timescales: int = 3,
+    n_cells: int = MSM_GRID,
+    seed: int = 0,
+    progress: bool = False,
+    *,
+    n_samples: int = DEFAULT_N_SAMPLES,
+    ck_lag: int | None = None,
+    n_metastable: int = 2,
+    validity_options: Mapping[str, Any] | None = None,
+) -> AnalysisResult:
+    """:func:`~itomd.analysis.pipeline.analyze` for molecules: everything on the backbone dihedrals.
+
+    MSMs (implied timescales, CK test) on a regular ``n_cells``² grid in (φ, ψ), the Ramachandran
+    free energy (36 × 36 bins on the torus), the autocorrelation of sin φ (the slow φ transition),
+    and the chemical validity of every frame.
+
+    Parameters
+    ----------
+    trajectories : list of np.ndarray, each [n_frames_i, 3·n_atoms]
+        Flattened positions in nm.
+    topology : mdtraj.Topology
+    frame_interval : float
+        Time between frames (ps for OpenMM systems).
+    kT : float
+        Free energies are in its unit (1 for molecules: energies in kT).
+    lags, n_timescales, seed, progress, n_samples, ck_lag, n_metastable :
+        As for :func:`~itomd.analysis.pipeline.analyze`.
+    n_cells : int
+        Grid cells per dihedral of the MSM states.
+    validity_options : mapping, optional
+        Keyword arguments of :func:`chemical_validity`.
+
+    Returns
+    -------
+    AnalysisResult
+        Its ``features`` are (φ, ψ) = (0, 1) of the dihedral trajectories and ``molecular`` holds
+        a :class:`MolecularAnalysis`.
+    """
+    dihedrals = backbone_dihedrals(trajectories, topology)
+    validity = chemical_validity(trajectories, topology, **dict(validity_options or {}))
+    result = analyze(dihedrals, frame_interval, kT, lags=lags, n_timescales=n_timescales, seed=seed,
+                     progress=progress, n_samples=n_samples, ck_lag=ck_lag, n_metastable=n_metastable,
+                     observable=sin_phi, discretization=dihedral_grid(dihedrals, n_cells),
+                     histogram_bins=RAMACHANDRAN_BINS, histogram_range=TORUS)
+    result.notes = [note for note in result.notes if not note.startswith("no JS divergence")]
+    result.notes.append(f"molecular features: backbone φ/ψ (radians); MSM states a {n_cells}×{n_cells} grid on "
+                        f"the torus; free energy and JS divergence on {RAMACHANDRAN_BINS}×{RAMACHANDRAN_BINS} bins")
+    result.molecular = MolecularAnalysis(topology=topology, dihedrals=dihedrals, validity=validity)
+    return result
+
+
+def compare_molecule(
+    result: AnalysisResult,
+    trajectories: Sequence[np.ndarray],
+    frame_interval: float,
+    label: str = "MD",
+    seed: int = 0,
+    n_samples: int = DEFAULT_N_SAMPLES,
+) -> Comparison:
+    """:func:`~itomd.analysis.pipeline.compare` for molecules: the second set's φ/ψ on the same states.
+
+    Adds the JS divergence (nats) of the Ramachandran histograms, the implied timescales at the same
+    lag times (and their ratio), the second set's Ramachandran free energy and its validity.
+
+    Parameters
+    ----------
+    result : AnalysisResult
+        From :func:`analyze_molecule`.
+    trajectories : list of np.ndarray, each [n_frames_i, 3·n_atoms]
+        The comparison data (e.g. MD), same molecule.
+    frame_interval : float
+    label : str
+    seed, n_samples :
+        As for :func:`~itomd.analysis.pipeline.compare`.
+
+    Returns
+    -------
+    Comparison
+    """
+    molecular = getattr(result, "molecular", None)
+    if molecular is None:
+        raise InvalidInputError("compare_molecule needs the result of analyze_molecule")
+    dihedrals = backbone_dihedrals(trajectories, molecular.topology)
+    comparison = compare(result, molecular.dihedrals, dihedrals, frame_interval, label=label, seed=seed,
+                         n_samples=n_samples, bins=RAMACHANDRAN_BINS, range=TORUS)
+    molecular.comparison_free_energy = ramachandran_free_energy(dihedrals, result.kT)
+    v = molecular.validity
+    molecular.comparison_validity = chemical_validity(
+        trajectories, molecular.topology, bond_tolerance=v.bond_tolerance, clash_distance=v.clash_distance,
+        chirality_reference=v.chirality_reference, reference_bond_lengths=v.reference_bond_lengths)
+    return comparison
+
+
+def molecular_system_from_metadata(metadata: Mapping[str, Any]) -> "MolecularSystem | None":
+    """The molecule a trajectory store holds, from its metadata, or None.
+
+    Tries the recorded system spec first (``SystemSpec.from_metadata(...).build()``), then the
+    ``molecule``/``solvent``/``temperature`` entries that molecular systems record.
+    """
+    from itomd.errors import ItomdError
+    from itomd.systems import SystemSpec
+    from itomd.systems.openmm import MOLECULES, MolecularSystem, molecular_system
+
+    try:
+        spec = SystemSpec.from_metadata(dict(metadata))
+        system = None if spec is None else spec.build()
+    except (ItomdError, ValueError, TypeError):
+        system = None
+    if isinstance(system, MolecularSystem):
+        return system
+    molecule, solvent = metadata.get("molecule"), metadata.get("solvent", "vacuum")
+    for name, entry in MOLECULES.items():
+        if entry == (molecule, solvent):
+            temperature = metadata.get("temperature")
+            return molecular_system(name, None if temperature is None else float(temperature))
+    return None
+
+
+def plot_ramachandran(fes: FreeEnergySurface, ax: "matplotlib.axes.Axes | None" = None, title: str = "",
+                      max_free_energy: float = 10.0) -> "matplotlib.axes.Axes":
+    """Filled contours of a Ramachandran free energy (φ, ψ in degrees, F in kT up to ``max_free_energy``).
+
+    Parameters
+    ----------
+    fes : FreeEnergySurface
+        From :func:`ramachandran_free_energy`.
+    ax : matplotlib.axes.Axes, optional
+    title : str
+    max_free_energy : float
+        Top of the colour scale (in units of kT).
+
+    Returns
+    -------
+    matplotlib.axes.Axes
+    """
+    import matplotlib.pyplot as plt
+
+    if ax is None:
+        ax = plt.subplots(figsize=(5.0, 4.2))[1]
+    phi, psi = (np.degrees(c) for c in fes.centers)
+    top = max_free_energy * fes.kT
+    shown = np.where(np.isfinite(fes.free_energy), np.minimum(fes.free_energy, top), np.nan)
+    filled = ax.contourf(phi, psi, shown.T, levels=np.linspace(0.0, top, 11), cmap="viridis")
+    ax.figure.colorbar(filled, ax=ax, label="free energy (kT)")
+    ax.set_xlim(-180, 180)
+    ax.set_ylim(-180, 180)
+    ax.set_xticks(range(-180, 181, 90))
+    ax.set_yticks(range(-180, 181, 90))
+    ax.set_xlabel("φ (degrees)")
+    ax.set_ylabel("ψ (degrees)")
+    ax.set_title(title or f"Ramachandran free energy ({fes.n_samples} frames)", fontsize=10)
+    return ax

@@ -1,0 +1,222 @@
+"""Molecular analysis of alanine dipeptide: φ/ψ, chirality, chemical validity, Ramachandran JS, the
+φ/ψ pipeline and ``itomd analyze`` on a molecular store — against real (short) OpenMM MD."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import numpy as np
+import pytest
+
+from itomd.analysis import molecular as M
+from itomd.analysis.report import write_report
+from itomd.cli import main
+from itomd.data.store import save_trajectories
+from itomd.errors import InvalidInputError
+from itomd.systems.openmm import molecular_system
+
+openmm = pytest.importorskip("openmm")
+mdtraj = pytest.importorskip("mdtraj")
+
+FRAME_INTERVAL = 0.1  # ps: 50 steps of 2 fs
+
+
+@pytest.fixture(scope="session")
+def ala2():
+    return molecular_system("ala2")
+
+
+@pytest.fixture(scope="session")
+def topology(ala2):
+    return ala2.topology()
+
+
+@pytest.fixture(scope="session")
+def md_trajectories(ala2) -> list[np.ndarray]:
+    """Two 100 ps Langevin runs (300 K, 1/ps, 2 fs, H bonds constrained; Reference platform) from the
+    shipped structure after 10 ps of equilibration; frames every 0.1 ps, flattened, nm."""
+    trajectories = []
+    for seed in (1, 2):
+        integrator = openmm.LangevinMiddleIntegrator(300.0, 1.0, 0.002)
+        integrator.setRandomNumberSeed(seed)
+        context = openmm.Context(ala2.openmm_system(), integrator, openmm.Platform.getPlatformByName("Reference"))
+        context.setPositions(ala2.initial_coordinates().reshape(-1, 3))
+        context.setVelocitiesToTemperature(300.0, seed)
+        integrator.step(5000)
+        frames = np.empty((1000, ala2.dim))
+        for i in range(len(frames)):
+            integrator.step(50)
+            frames[i] = context.getState(getPositions=True).getPositions(asNumpy=True)._value.reshape(-1)
+        trajectories.append(frames)
+    return trajectories
+
+
+def _mirror(x: np.ndarray) -> np.ndarray:
+    return x * np.tile([-1.0, 1.0, 1.0], x.shape[-1] // 3)
+
+
+def _dihedral(p0, p1, p2, p3) -> float:
+    """IUPAC dihedral angle (radians) of four points, by hand."""
+    b0, b1, b2 = p1 - p0, p2 - p1, p3 - p2
+    n1, n2 = np.cross(b0, b1), np.cross(b1, b2)
+    return float(np.arctan2(np.dot(np.cross(n1, n2), b1 / np.linalg.norm(b1)), np.dot(n1, n2)))
+
+
+# -- features -------------------------------------------------------------------------------------
+def test_shipped_structure_dihedrals_are_extended_beta(ala2, topology):
+    (angles,) = M.backbone_dihedrals([ala2.initial_coordinates()[None]], topology)
+    x = ala2.initial_coordinates().reshape(-1, 3)
+    phi = _dihedral(x[4], x[6], x[8], x[14])  # C(ACE) N CA C
+    psi = _dihedral(x[6], x[8], x[14], x[16])  # N CA C N(NME)
+    assert angles.shape == (1, 2)
+    assert np.allclose(np.cos(angles[0] - [phi, psi]), 1.0, atol=1e-8)
+    # the shipped structure is fully extended: β / C5 corner of the Ramachandran plot (φ, ψ ≈ ±180°)
+    assert np.all(np.cos(angles[0]) < -0.99)
+
+
+def test_dihedrals_reject_wrong_dimension_and_peptides_with_more_dihedrals(topology):
+    with pytest.raises(InvalidInputError, match="66 coordinates"):
+        M.backbone_dihedrals([np.zeros((3, 60))], topology)
+    two = mdtraj.Topology()
+    chain = two.add_chain()
+    for name in ("ALA", "ALA", "ALA"):
+        residue = two.add_residue(name, chain)
+        for atom in ("N", "CA", "C"):
+            two.add_atom(atom, mdtraj.element.get_by_symbol(atom[0]), residue)
+    atoms = list(two.atoms)
+    for a, b in zip(atoms[:-1], atoms[1:]):
+        two.add_bond(a, b)
+    with pytest.raises(InvalidInputError, match="exactly one φ and one ψ"):
+        M.backbone_dihedrals([np.random.default_rng(0).normal(size=(2, 27))], two)
+
+
+def test_shipped_alanine_is_l_and_its_mirror_image_is_d(ala2, topology):
+    x = ala2.initial_coordinates()
+    assert M.chiral_centres(topology).tolist() == [[8, 6, 14, 10]]  # CA, N, C, CB
+    assert M.chirality_signs(x, topology).tolist() == [M.L_CHIRALITY_SIGN]
+    assert M.chirality_signs(_mirror(x), topology).tolist() == [-M.L_CHIRALITY_SIGN]
+    mirror = M.chemical_validity([_mirror(x)[None]], topology)
+    assert mirror.fraction_valid == 0.0 and mirror.fraction_chirality_kept == 0.0
+    assert mirror.fraction_bonds_ok == 1.0 and mirror.fraction_no_clash == 1.0  # a mirror keeps all distances
+    assert mirror.worst_offenders["chirality"] == {"ALA2-CA": 1}
+
+
+# -- validity -------------------------------------------------------------------------------------
+def test_md_frames_are_valid_and_checks_are_fast(md_trajectories, topology):
+    validity = M.chemical_validity(md_trajectories, topology)
+    assert validity.n_frames == 2000
+    assert validity.fraction_valid >= 0.999
+    worst = validity.worst_offenders
+    assert worst["bond"]["relative_deviation"] < M.DEFAULT_BOND_TOLERANCE
+    assert worst["contact"]["distance_nm"] > M.DEFAULT_CLASH_DISTANCE
+    json.dumps(validity.to_dict())
+    many = np.concatenate(md_trajectories * 50)  # 10^5 frames
+    start = time.perf_counter()
+    assert M.chemical_validity([many], topology).fraction_valid >= 0.999
+    assert time.perf_counter() - start < 10.0
+
+
+def test_stretched_bond_and_overlapping_atoms_are_flagged(md_trajectories, topology):
+    frames = md_trajectories[0][:10].copy()
+    positions = frames.reshape(10, -1, 3)
+    ca, cb = 8, 10
+    positions[3, cb] = positions[3, ca] + 1.3 * (positions[3, cb] - positions[3, ca])  # CA–CB stretched by 30 %
+    positions[7, 21] = positions[7, 0]  # an NME hydrogen on top of an ACE hydrogen (≥ 3 bonds apart)
+    validity = M.chemical_validity([positions.reshape(10, -1)], topology)
+    assert np.flatnonzero(~validity.bonds_ok).tolist() == [3, 7]  # moving H3 also stretches its own bond
+    assert np.flatnonzero(~validity.no_clash).tolist() == [7]
+    assert np.flatnonzero(~validity.valid).tolist() == [3, 7]
+    assert validity.worst_offenders["contact"]["atoms"] == ["ACE1-H1", "NME3-H3"]
+    assert validity.worst_offenders["contact"]["distance_nm"] == pytest.approx(0.0)
+
+
+def test_validity_rejects_bad_input(md_trajectories, topology):
+    with pytest.raises(InvalidInputError, match="bond_tolerance"):
+        M.chemical_validity(md_trajectories, topology, bond_tolerance=1.5)
+    with pytest.raises(InvalidInputError, match="reference_bond_lengths"):
+        M.chemical_validity(md_trajectories, topology, reference_bond_lengths=np.ones(3))
+    with pytest.raises(InvalidInputError, match="chirality_reference"):
+        M.chemical_validity(md_trajectories, topology, chirality_reference=[1, 1])
+
+
+# -- Ramachandran ---------------------------------------------------------------------------------
+def test_ramachandran_js_is_zero_for_the_same_data_and_large_for_shifted_phi(md_trajectories, topology):
+    angles = M.backbone_dihedrals(md_trajectories, topology)
+    same = M.ramachandran_js_divergence(angles, angles)
+    assert same.value == pytest.approx(0.0, abs=1e-12) and same.bins == [36, 36]
+    shifted = [np.stack([np.angle(np.exp(1j * (a[:, 0] + np.pi))), a[:, 1]], axis=1) for a in angles]
+    assert M.ramachandran_js_divergence(angles, shifted).value > 0.6  # ln 2 = 0.693 for disjoint histograms
+    fes = M.ramachandran_free_energy(angles)
+    assert fes.n_outside == 0 and fes.edges[0][0] == pytest.approx(-np.pi) and fes.edges[1][-1] == pytest.approx(np.pi)
+    phi, psi = (c[np.unravel_index(np.nanargmin(fes.free_energy), fes.free_energy.shape)[k]] for k, c in
+                enumerate(fes.centers))
+    assert phi < 0  # the minimum lies in the φ < 0 half (β / C7eq) in vacuum at 300 K
+
+
+def test_dihedral_grid_assigns_cells_across_the_periodic_boundary():
+    angles = np.array([[-np.pi, -np.pi], [np.pi - 1e-9, np.pi - 1e-9], [0.01, -0.01]])
+    grid = M.dihedral_grid([angles], n_cells=20)
+    assert grid.n_states == 400 and grid.method == "grid"
+    cell = np.floor((angles + np.pi) / (2 * np.pi / 20)).astype(int)
+    assert grid.dtrajs[0].tolist() == (cell[:, 0] * 20 + cell[:, 1]).tolist()
+
+
+# -- pipeline and CLI -----------------------------------------------------------------------------
+def test_analyze_molecule_and_compare_with_md(md_trajectories, topology, tmp_path):
+    result = M.analyze_molecule(md_trajectories, topology, FRAME_INTERVAL, lags=[1, 2, 5, 10], n_samples=5)
+    comparison = M.compare_molecule(result, md_trajectories, FRAME_INTERVAL, n_samples=5)
+    assert result.features == (0, 1) and result.discretization.method == "grid"
+    assert result.autocorrelation.observable == "sin_phi"
+    assert result.molecular.validity.fraction_valid >= 0.999
+    # the same data on the same states: identical timescales, zero JS divergence
+    assert comparison.js_divergence.value == pytest.approx(0.0, abs=1e-12)
+    assert np.allclose(comparison.slowest_timescale_ratio(), 1.0)
+    out = json.loads(json.dumps(result.to_dict()))
+    assert out["molecular"]["validity"]["fraction_valid"] >= 0.999
+    assert out["comparison"]["js_divergence_details"]["bins"] == [36, 36]
+    assert out["comparison"]["slowest_timescale_ratio"] == pytest.approx([1.0] * 4)
+    page = write_report(result, tmp_path / "report.html").read_text()
+    assert "Ramachandran free energy" in page and "Chemical validity" in page
+
+
+def _store(path, trajectories, ala2, **extra):
+    from itomd.systems import SystemSpec
+
+    metadata = {**ala2.metadata(), "spec": json.dumps(SystemSpec(spec="ala2").to_dict()),
+                "frame_interval": FRAME_INTERVAL, **extra}
+    return save_trajectories(path, trajectories, metadata)
+
+
+def test_itomd_analyze_on_a_molecular_store(md_trajectories, ala2, tmp_path, capsys):
+    model = _store(tmp_path / "model", [t[:500] for t in md_trajectories], ala2).path
+    md = _store(tmp_path / "md", md_trajectories, ala2).path
+    assert main(["analyze", str(model), "--compare", str(md), "--lags", "1,2,5", "--json", "--quiet"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["molecular"]["features"] == ["phi", "psi"]
+    assert set(out["molecular"]["validity"]) >= {"fraction_valid", "fraction_bonds_ok", "fraction_no_clash",
+                                                 "fraction_chirality_kept", "n_frames", "worst_offenders"}
+    assert out["molecular"]["comparison_validity"]["n_frames"] == 2000
+    comparison = out["comparison"]
+    assert 0.0 < comparison["js_divergence"] < 0.5  # the first halves of the same runs: similar, not equal
+    assert len(comparison["implied_timescales"]["timescales"]) == 3 == len(comparison["slowest_timescale_ratio"])
+    assert len(out["implied_timescales"]["timescales"]) == 3
+
+    report = tmp_path / "report.html"
+    assert main(["report", str(model), "--compare", str(md), "--lags", "1,2,5", "--out", str(report), "--quiet"]) == 0
+    assert "Ramachandran" in report.read_text()
+
+
+def test_itomd_analyze_molecular_errors_are_one_line(md_trajectories, ala2, tmp_path, capsys):
+    wrong = save_trajectories(tmp_path / "wrong", [t[:, :60] for t in md_trajectories],
+                              {**ala2.metadata(), "spec": json.dumps({"spec": "ala2"}), "frame_interval": FRAME_INTERVAL,
+                               "dim": 60}).path
+    assert main(["analyze", str(wrong), "--quiet"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "60-dimensional" in err and "22 atoms" in err
+
+    good = _store(tmp_path / "good", md_trajectories, ala2).path
+    flat = save_trajectories(tmp_path / "flat", [np.zeros((100, 2))], {"frame_interval": FRAME_INTERVAL}).path
+    assert main(["analyze", str(good), "--compare", str(flat), "--lags", "1,2", "--quiet"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "2-dimensional" in err
