@@ -52,7 +52,10 @@ from itomd.data.store import write_text_atomically
 from itomd.diffusion.bopito import check_eigenvalue
 from itomd.diffusion.denoiser import Denoiser
 from itomd.errors import DataFileError, InvalidInputError
-from itomd.model import DenoiserSpec, TransitionModel, exact_prior, fit_denoiser_spec, model_prior, prior_range
+from itomd.model import (DenoiserSpec, TransitionModel, centre_structures, exact_prior, fit_denoiser_spec, model_prior,
+                         prior_range)
+from itomd.geometry import superpose
+from itomd.nn.equivariant import MoleculeGraph
 
 CHECKPOINT_FORMAT = "itomd-checkpoint"
 CHECKPOINT_FORMAT_VERSION = 1
@@ -322,6 +325,12 @@ class ITOEstimator:
         run_dir = None if run_dir is None else Path(run_dir)
         if resume and run_dir is None:
             raise InvalidInputError("resume needs a run directory")
+        topology = _molecule_topology(system)
+        if topology is not None:  # molecules: centred structures, an equivariant network
+            if trajectories[0].shape[1] != 3 * topology.n_atoms:
+                raise InvalidInputError(f"trajectories have {trajectories[0].shape[1]} coordinates but the molecule has "
+                                        f"{topology.n_atoms} atoms ({3 * topology.n_atoms} coordinates)")
+            trajectories = centre_structures(trajectories, topology.n_atoms)
 
         device = _select_device(config.device)
         dist = _distributed_from_environment(device)
@@ -354,10 +363,14 @@ class ITOEstimator:
             prior, prior_module = (None, None) if config.prior is None else _load_prior(config.prior, system)
             lambda_hat = config.lambda_hat
             if prior is not None and lambda_hat is None:
-                lambda_hat = _estimated_lambda_hat(trajectories, config)
+                lambda_hat = _estimated_lambda_hat(trajectories, config, topology)
             spec = fit_denoiser_spec(trajectories, conditional=not config.equilibrium, max_lag=config.max_lag,
                                      hidden=config.hidden, n_blocks=config.n_blocks, n_frequencies=config.n_frequencies,
-                                     p_mean=config.p_mean, p_std=config.p_std, prior=prior, lambda_hat=lambda_hat)
+                                     p_mean=config.p_mean, p_std=config.p_std, prior=prior, lambda_hat=lambda_hat,
+                                     molecule=None if topology is None else MoleculeGraph.from_topology(topology),
+                                     superpose_targets=prior is None)
+            if prior is not None and prior.get("kind") == "model" and bool(prior["spec"].get("molecule")) != spec.is_molecular:
+                raise InvalidInputError("the equilibrium model and the data must both be molecules (or both not)")
 
         torch.manual_seed(config.seed)
         denoiser = spec.build()
@@ -426,6 +439,8 @@ class ITOEstimator:
                 self.stopped_by_budget = True
                 break
             x0, cond, lag, sigma, noise = _draw_batch(pairs, frames_t, config.batch_size, denoiser, generator)
+            if spec.superposes_targets:
+                x0 = superpose(x0, cond, spec.n_atoms)
             x0, sigma, noise = x0[lo:hi].to(device), sigma[lo:hi].to(device), noise[lo:hi].to(device)
             kwargs = {} if cond is None else {"cond": cond[lo:hi].to(device), "lag": lag[lo:hi].to(device)}
             for group in optimizer.param_groups:
@@ -536,8 +551,17 @@ def _select_device(name: str) -> torch.device:
 MIN_DYNAMIC_WEIGHT = 0.01
 
 
-def _estimated_lambda_hat(trajectories: Sequence[np.ndarray], config: TrainingConfig) -> float:
-    """λ̂ from an MSM of the data at lag 1 frame, floored so that λ̂^max_lag ≥ MIN_DYNAMIC_WEIGHT."""
+def _estimated_lambda_hat(trajectories: Sequence[np.ndarray], config: TrainingConfig, topology=None) -> float:
+    """λ̂ from an MSM of the data at lag 1 frame, floored so that λ̂^max_lag ≥ MIN_DYNAMIC_WEIGHT.
+
+    Molecules: the MSM is built on the backbone dihedrals (cos and sin of φ, ψ), not on Cartesian
+    coordinates (whose slowest process would be the molecule's rotation).
+    """
+    if topology is not None:
+        from itomd.analysis.molecular import backbone_dihedrals
+
+        angles = backbone_dihedrals(trajectories, topology)
+        trajectories = [np.concatenate([np.cos(a), np.sin(a)], axis=1) for a in angles]
     estimate = slowest_eigenvalue(trajectories, lag=1, seed=config.seed)
     floor = MIN_DYNAMIC_WEIGHT ** (1.0 / config.max_lag)
     if estimate < floor:
@@ -547,6 +571,17 @@ def _estimated_lambda_hat(trajectories: Sequence[np.ndarray], config: TrainingCo
                       "pass lambda_hat to choose it", stacklevel=3)
         return floor
     return estimate
+
+
+def _molecule_topology(system: dict | None):
+    """The mdtraj topology of the data's system if it is a molecule, else None."""
+    from itomd.systems.openmm import MOLECULES, MolecularSystem
+    from itomd.systems.registry import SystemSpec
+
+    if not system or str(system.get("spec", "")).strip().lower() not in MOLECULES:
+        return None
+    built = SystemSpec.from_dict(system).build()
+    return built.topology() if isinstance(built, MolecularSystem) else None
 
 
 def _load_prior(prior: str, system: dict | None) -> tuple[dict[str, Any], torch.nn.Module]:

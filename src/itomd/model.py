@@ -29,6 +29,8 @@ from itomd.diffusion.equilibrium import ExactEquilibriumDenoiser
 from itomd.diffusion.samplers import SAMPLERS
 from itomd.diffusion.schedules import karras_sigmas
 from itomd.errors import DataFileError, InvalidInputError
+from itomd.geometry import remove_centroid, superpose
+from itomd.nn.equivariant import EquivariantTransitionNet, MoleculeGraph
 from itomd.nn.mlp import TransitionMLP
 
 MODEL_FORMAT = "itomd-model"
@@ -50,7 +52,8 @@ DEFAULT_RHO = 7.0
 
 @dataclass(frozen=True)
 class DenoiserSpec:
-    """Everything needed to rebuild a denoiser with a :class:`~itomd.nn.TransitionMLP` inside.
+    """Everything needed to rebuild a denoiser: a :class:`~itomd.nn.TransitionMLP` inside, or for
+    molecules an :class:`~itomd.nn.EquivariantTransitionNet`.
 
     Parameters
     ----------
@@ -80,6 +83,11 @@ class DenoiserSpec:
         trained equilibrium model; its weights too). None: a plain ITO model.
     lambda_hat : float, optional
         BoPITO's λ̂, the per-frame decay of the dynamic part.
+    molecule : dict, optional
+        A molecule's graph (:meth:`~itomd.nn.MoleculeGraph.to_dict`): states are centred atom
+        positions [3·n_atoms], the network is the equivariant one (``hidden`` channels,
+        ``n_blocks`` message-passing layers) and the tables are isotropic (one slope per lag,
+        zero mean), so the whole denoiser is rotation-equivariant.
     """
 
     dim: int
@@ -98,6 +106,21 @@ class DenoiserSpec:
     lag_scales: tuple[float, ...] | None = None
     prior: dict[str, Any] | None = None
     lambda_hat: float | None = None
+    molecule: dict[str, Any] | None = None
+
+    @property
+    def is_molecular(self) -> bool:
+        """States are centred atom positions of a molecule (equivariant network)."""
+        return self.molecule is not None
+
+    @property
+    def n_atoms(self) -> int | None:
+        return None if self.molecule is None else len(self.molecule["atom_types"])
+
+    @property
+    def superposes_targets(self) -> bool:
+        """Transition targets are x_{t+N} superposed on x_t (molecular ITO models)."""
+        return bool(self.molecule and self.molecule.get("superpose_targets"))
 
     @property
     def is_bopito(self) -> bool:
@@ -107,9 +130,18 @@ class DenoiserSpec:
     def build(self) -> Denoiser:
         """A freshly initialised denoiser (float32, CPU) of this shape (a prior's weights are
         loaded with the state dict)."""
-        inner = TransitionMLP(self.dim, hidden=self.hidden, n_blocks=self.n_blocks, n_frequencies=self.n_frequencies,
-                              conditional=self.conditional, condition_shift=self.condition_shift,
-                              condition_scale=self.condition_scale, max_log_lag=self.max_log_lag)
+        if self.is_molecular:
+            graph = MoleculeGraph.from_dict(self.molecule)
+            if 3 * graph.n_atoms != self.dim:
+                raise DataFileError(f"a molecule of {graph.n_atoms} atoms has {3 * graph.n_atoms} coordinates, not {self.dim}")
+            inner = EquivariantTransitionNet(graph, hidden=self.hidden, n_layers=self.n_blocks,
+                                             n_frequencies=self.n_frequencies, conditional=self.conditional,
+                                             max_log_lag=self.max_log_lag)
+        else:
+            inner = TransitionMLP(self.dim, hidden=self.hidden, n_blocks=self.n_blocks, n_frequencies=self.n_frequencies,
+                                  conditional=self.conditional, condition_shift=self.condition_shift,
+                                  condition_scale=self.condition_scale, max_log_lag=self.max_log_lag)
+        atoms = {"n_atoms": self.n_atoms}
         if self.conditional:
             if not self.lag_scales or not self.lag_coefficients:
                 raise DataFileError("a transition model description needs lag_coefficients and lag_scales")
@@ -118,11 +150,12 @@ class DenoiserSpec:
                     raise DataFileError("a BoPITO model description needs lambda_hat")
                 return BoPITODenoiser(inner, build_prior(self.prior), self.lambda_hat, sigma_data=self.sigma_data,
                                       mean=list(self.shift), lag_coefficients=[list(c) for c in self.lag_coefficients],
-                                      lag_scales=list(self.lag_scales), p_mean=self.p_mean, p_std=self.p_std)
+                                      lag_scales=list(self.lag_scales), p_mean=self.p_mean, p_std=self.p_std, **atoms)
             return TransitionDenoiser(inner, sigma_data=self.sigma_data, mean=list(self.shift),
                                       lag_coefficients=[list(c) for c in self.lag_coefficients],
-                                      lag_scales=list(self.lag_scales), p_mean=self.p_mean, p_std=self.p_std)
-        return Denoiser(inner, sigma_data=self.sigma_data, p_mean=self.p_mean, p_std=self.p_std, shift=list(self.shift))
+                                      lag_scales=list(self.lag_scales), p_mean=self.p_mean, p_std=self.p_std, **atoms)
+        return Denoiser(inner, sigma_data=self.sigma_data, p_mean=self.p_mean, p_std=self.p_std, shift=list(self.shift),
+                        **atoms)
 
     def noise_range(self, lags: Sequence[float] | None = None) -> tuple[float, float]:
         """(smallest, largest) data scale a sampling schedule must cover for jumps of these lags."""
@@ -140,7 +173,7 @@ class DenoiserSpec:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "DenoiserSpec":
         names = {f.name for f in dataclasses.fields(cls)}
-        missing = names - set(d) - {"lag_scales", "lag_coefficients", "prior", "lambda_hat"}
+        missing = names - set(d) - {"lag_scales", "lag_coefficients", "prior", "lambda_hat", "molecule"}
         if missing:
             raise DataFileError(f"model description lacks {', '.join(sorted(missing))}")
         return cls(**{k: _tuples(d[k]) if isinstance(d[k], list) else d[k] for k in names if k in d})
@@ -188,11 +221,16 @@ def build_prior(prior: dict[str, Any]) -> torch.nn.Module:
 
 
 def lag_statistics(trajectories: Sequence[np.ndarray], max_lag: int, max_pairs: int = 200_000,
-                   seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+                   seed: int = 0, isotropic: bool = False, superpose_atoms: int | None = None
+                   ) -> tuple[np.ndarray, np.ndarray]:
     r"""Per-lag linear (AR) prediction of x_{t+N} from x_t, for N = 1..max_lag.
 
     With m the mean of all frames: A(N)_d = Cov(x_{t+N,d}, x_{t,d}) / Var(x_{t,d}) and
     σ(N) = sqrt(mean over pairs and coordinates of (x_{t+N} − m − A(N)(x_t − m))²).
+    ``isotropic=True`` (centred molecules): m = 0 and one slope for all coordinates,
+    A(N) = Σ x_t·x_{t+N} / Σ x_t·x_t — the only linear prediction that commutes with rotations.
+    ``superpose_atoms=n``: x_{t+N} is first superposed on x_t (molecules of n atoms whose transition
+    targets are superposed, see :func:`~itomd.geometry.superpose`).
 
     Estimated from at most ``max_pairs`` random start frames per lag (deterministic given ``seed``).
     Lags no trajectory is long enough for repeat the previous lag's values.
@@ -205,7 +243,7 @@ def lag_statistics(trajectories: Sequence[np.ndarray], max_lag: int, max_pairs: 
     rng = np.random.default_rng(seed)
     lengths = np.array([len(t) for t in trajectories])
     frames = np.concatenate([np.asarray(t, dtype=np.float64) for t in trajectories])
-    mean = frames.mean(0)
+    mean = np.zeros(frames.shape[1]) if isotropic else frames.mean(0)
     centred = frames - mean
     offsets = np.concatenate([[0], np.cumsum(lengths)[:-1]])
     coefficients = np.ones((max_lag, frames.shape[1]))
@@ -221,6 +259,13 @@ def lag_statistics(trajectories: Sequence[np.ndarray], max_lag: int, max_pairs: 
         traj = np.searchsorted(cum, u, side="right")
         start = offsets[traj] + u - (cum[traj] - counts[traj])
         a, b = centred[start], centred[start + lag]
+        if superpose_atoms:
+            b = superpose(torch.as_tensor(b), torch.as_tensor(a), superpose_atoms).numpy()
+        if isotropic:
+            slope = np.full(frames.shape[1], (a * b).sum() / max((a * a).sum(), 1e-300))
+            coefficients[lag - 1] = slope
+            scales[lag - 1] = np.sqrt(np.mean((b - slope * a) ** 2))
+            continue
         variance = (a * a).mean(0)
         slope = np.where(variance > 0, (a * b).mean(0) / np.where(variance > 0, variance, 1.0), 1.0)
         coefficients[lag - 1] = slope
@@ -232,8 +277,15 @@ def lag_statistics(trajectories: Sequence[np.ndarray], max_lag: int, max_pairs: 
 
 def fit_denoiser_spec(trajectories: Sequence[np.ndarray], conditional: bool, max_lag: int, hidden: int, n_blocks: int,
                       n_frequencies: int, p_mean: float | None = None, p_std: float = 1.2,
-                      prior: dict[str, Any] | None = None, lambda_hat: float | None = None) -> DenoiserSpec:
+                      prior: dict[str, Any] | None = None, lambda_hat: float | None = None,
+                      molecule: MoleculeGraph | None = None, superpose_targets: bool = True) -> DenoiserSpec:
     """A :class:`DenoiserSpec` with the data scales estimated from ``trajectories`` (each [n_i, dim]).
+
+    With a ``molecule`` graph the trajectories must be centred atom positions (see
+    :func:`centre_structures`): the mean is zero and the lag tables isotropic. With
+    ``superpose_targets`` (a transition model of a molecule) the model learns x_{t+N} superposed on
+    x_t — the internal dynamics without the molecule's tumbling — and the tables are those of
+    superposed pairs.
 
     σ_data is the pooled standard deviation of the centred frames; transition models also get the
     RMS displacement per lag (:func:`lag_statistics`). ``p_mean=None`` takes EDM's −1.2
@@ -241,13 +293,16 @@ def fit_denoiser_spec(trajectories: Sequence[np.ndarray], conditional: bool, max
     description (:func:`exact_prior`, :func:`model_prior`) and ``lambda_hat`` make it a BoPITO model.
     """
     frames = np.concatenate([np.asarray(t, dtype=np.float64) for t in trajectories])
-    mean = frames.mean(0)
+    if molecule is not None and frames.shape[1] != 3 * molecule.n_atoms:
+        raise InvalidInputError(f"frames have {frames.shape[1]} coordinates, the molecule {3 * molecule.n_atoms}")
+    mean = np.zeros(frames.shape[1]) if molecule is not None else frames.mean(0)
     std = frames.std(0)
     std = np.where(std > 0, std, 1.0)
     sigma_data = float(np.sqrt(np.mean((frames - mean) ** 2))) or 1.0
     lag_scales = lag_coefficients = None
     if conditional:
-        coefficients, scales = lag_statistics(trajectories, max_lag)
+        coefficients, scales = lag_statistics(trajectories, max_lag, isotropic=molecule is not None,
+                                              superpose_atoms=molecule.n_atoms if molecule and superpose_targets else None)
         lag_coefficients, lag_scales = _tuples(coefficients.tolist()), _tuples(scales.tolist())
         if p_mean is None:
             p_mean = -1.2 + math.log(2.0)
@@ -258,7 +313,19 @@ def fit_denoiser_spec(trajectories: Sequence[np.ndarray], conditional: bool, max
                         condition_shift=tuple(mean.tolist()), condition_scale=tuple(std.tolist()),
                         max_log_lag=math.log(max(int(max_lag), 2)), p_mean=float(p_mean), p_std=float(p_std),
                         lag_coefficients=lag_coefficients, lag_scales=lag_scales, prior=prior,
-                        lambda_hat=None if lambda_hat is None else float(lambda_hat))
+                        lambda_hat=None if lambda_hat is None else float(lambda_hat),
+                        molecule=None if molecule is None else
+                        {**molecule.to_dict(), "superpose_targets": bool(superpose_targets and conditional)})
+
+
+def centre_structures(trajectories: Sequence[np.ndarray], n_atoms: int) -> list[np.ndarray]:
+    """Each frame of each trajectory [n_i, 3·n_atoms] minus its centroid (translations removed)."""
+    out = []
+    for t in trajectories:
+        t = np.asarray(t, dtype=np.float64)
+        positions = t.reshape(len(t), n_atoms, 3)
+        out.append((positions - positions.mean(1, keepdims=True)).reshape(t.shape))
+    return out
 
 
 def _tuples(value: Any) -> Any:
@@ -394,6 +461,8 @@ class TransitionModel:
             x_t = torch.as_tensor(x_t, dtype=torch.float32, device=self.device)
             if x_t.ndim != 2 or x_t.shape[1] != self.dim:
                 raise InvalidInputError(f"start states must have shape [W, {self.dim}], got {tuple(x_t.shape)}")
+            if self.spec.is_molecular:  # the model works on centred structures; samples are centred
+                x_t = remove_centroid(x_t, self.spec.n_atoms)
             lag_t = torch.as_tensor(lag, dtype=torch.float32, device=self.device).expand(x_t.shape[0])
             if torch.any(lag_t < 1):
                 raise InvalidInputError(f"the lag must be a positive number of frames, got {lag}")

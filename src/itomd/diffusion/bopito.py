@@ -65,8 +65,9 @@ class BoPITODenoiser(TransitionDenoiser):
     def __init__(self, inner: nn.Module, equilibrium: nn.Module, lambda_hat: float, sigma_data: float,
                  mean: "torch.Tensor | list[float]", lag_coefficients: "torch.Tensor | list[list[float]]",
                  lag_scales: "torch.Tensor | list[float]", p_mean: float = -1.2 + 0.6931471805599453,
-                 p_std: float = 1.2):
-        super().__init__(inner, sigma_data, mean, lag_coefficients, lag_scales, p_mean=p_mean, p_std=p_std)
+                 p_std: float = 1.2, n_atoms: int | None = None):
+        super().__init__(inner, sigma_data, mean, lag_coefficients, lag_scales, p_mean=p_mean, p_std=p_std,
+                         n_atoms=n_atoms)
         self.lambda_hat = check_eigenvalue(lambda_hat, "lambda_hat")
         self.equilibrium = equilibrium.eval().requires_grad_(False)
         self.lambda_interpolation: float | None = None
@@ -106,9 +107,9 @@ class BoPITODenoiser(TransitionDenoiser):
         lag = torch.as_tensor(lag, device=x.device).to(x.dtype).expand(x.shape[0])
         c_in = append_dims(1.0 / (sigma**2 + sd**2).sqrt(), x.ndim)
         network_lag = lag.clamp(max=float(self.max_lag))
-        dynamic = self.inner(c_in * (x - centre), sigma.log() / 4, cond=cond, lag=network_lag)
+        dynamic = self.network(c_in * (x - centre), sigma.log() / 4, x, cond=cond, lag=network_lag)
         scale = append_dims(self.dynamic_weight(lag).to(x.dtype) * sigma, x.ndim)
-        return self.equilibrium(x, sigma) + scale * dynamic
+        return self.project(self.equilibrium(x, sigma) + scale * dynamic)
 
     def loss_weight(self, sigma: torch.Tensor, sigma_data: torch.Tensor, lag: torch.Tensor | None = None,
                     **_) -> torch.Tensor:

@@ -14,6 +14,12 @@ minimises :math:`\lambda(\sigma)\lVert D(x_0 + \sigma n;\sigma) - x_0\rVert^2` w
 serves unconditional (equilibrium) and conditional (transition) models. An optional ``shift``
 (the data mean) centres the data: the preconditioning acts on :math:`x - \text{shift}` and the
 shift is added back, so noise stays isotropic in physical coordinates.
+
+Molecules (``n_atoms`` given): states are flattened positions [B, 3·n_atoms]; D is projected onto
+structures with zero centroid (the exact posterior mean for centred data, whatever the noise does
+to the centroid), and an inner network that declares ``needs_positions`` also receives the noisy
+structure itself as ``positions=`` (an equivariant network needs its geometry, not only the
+preconditioned displacement).
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ import torch
 from torch import nn
 
 from itomd.errors import InvalidInputError
+from itomd.geometry import remove_centroid
 
 
 def append_dims(t: torch.Tensor, ndim: int) -> torch.Tensor:
@@ -44,10 +51,12 @@ class Denoiser(nn.Module):
         Log-normal training distribution of σ.
     shift : sequence of float, optional
         Centre of the data (its mean), one entry per coordinate of the event; default 0.
+    n_atoms : int, optional
+        States are molecules of this many atoms ([B, 3·n_atoms], centred): D gets zero centroid.
     """
 
     def __init__(self, inner: nn.Module, sigma_data: float, p_mean: float = -1.2, p_std: float = 1.2,
-                 shift: "torch.Tensor | list[float] | None" = None):
+                 shift: "torch.Tensor | list[float] | None" = None, n_atoms: int | None = None):
         super().__init__()
         if not sigma_data > 0:
             raise InvalidInputError(f"sigma_data must be positive, got {sigma_data}")
@@ -58,6 +67,19 @@ class Denoiser(nn.Module):
         self.p_mean = float(p_mean)
         self.p_std = float(p_std)
         self.register_buffer("shift", torch.zeros(()) if shift is None else torch.as_tensor(shift, dtype=torch.float32))
+        if n_atoms is not None and (int(n_atoms) != n_atoms or n_atoms < 1):
+            raise InvalidInputError(f"n_atoms must be a positive integer, got {n_atoms!r}")
+        self.n_atoms = None if n_atoms is None else int(n_atoms)
+
+    def network(self, x_in: torch.Tensor, c_noise: torch.Tensor, x: torch.Tensor, **cond) -> torch.Tensor:
+        """The inner network's output F for preconditioned input ``x_in`` (noisy state ``x``)."""
+        if getattr(self.inner, "needs_positions", False):
+            return self.inner(x_in, c_noise, positions=x, **cond)
+        return self.inner(x_in, c_noise, **cond)
+
+    def project(self, d: torch.Tensor) -> torch.Tensor:
+        """Remove what the data cannot have: for molecules, each structure's centroid."""
+        return d if self.n_atoms is None else remove_centroid(d, self.n_atoms)
 
     def centre_and_scale(self, x: torch.Tensor, **cond) -> tuple[torch.Tensor, torch.Tensor]:
         """Centre (broadcastable to ``x``) and data scale σ_d [B] the preconditioning uses.
@@ -82,7 +104,7 @@ class Denoiser(nn.Module):
         c_skip, c_out, c_in, c_noise = (append_dims(c, x.ndim) if i < 3 else c
                                         for i, c in enumerate(self.scalings(sigma.to(x.dtype), sd)))
         centred = x - shift
-        return shift + c_skip * centred + c_out * self.inner(c_in * centred, c_noise, **cond)
+        return self.project(shift + c_skip * centred + c_out * self.network(c_in * centred, c_noise, x, **cond))
 
     def sample_training_sigmas(self, n: int, generator: torch.Generator | None = None,
                                device: torch.device | str | None = None, **cond) -> torch.Tensor:
@@ -141,12 +163,15 @@ class TransitionDenoiser(Denoiser):
         σ_d(N) for N = 1..max_lag.
     p_mean, p_std : float
         Training distribution of ln(σ/σ_d(N)).
+    n_atoms : int, optional
+        Molecules (see :class:`Denoiser`); with isotropic tables (one slope per lag for every
+        coordinate, zero mean) the preconditioning is rotation-equivariant.
     """
 
     def __init__(self, inner: nn.Module, sigma_data: float, mean: "torch.Tensor | list[float]",
                  lag_coefficients: "torch.Tensor | list[list[float]]", lag_scales: "torch.Tensor | list[float]",
-                 p_mean: float = -1.2 + 0.6931471805599453, p_std: float = 1.2):
-        super().__init__(inner, sigma_data, p_mean=p_mean, p_std=p_std, shift=mean)
+                 p_mean: float = -1.2 + 0.6931471805599453, p_std: float = 1.2, n_atoms: int | None = None):
+        super().__init__(inner, sigma_data, p_mean=p_mean, p_std=p_std, shift=mean, n_atoms=n_atoms)
         scales = torch.as_tensor(lag_scales, dtype=torch.float32)
         coefficients = torch.as_tensor(lag_coefficients, dtype=torch.float32)
         if scales.ndim != 1 or len(scales) < 1 or not torch.all(scales > 0):

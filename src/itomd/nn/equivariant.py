@@ -1,0 +1,287 @@
+r"""An SE(3)-equivariant, chirality-aware message-passing network for molecules (PaiNN-style).
+
+:class:`EquivariantTransitionNet` is the ``inner`` of a denoiser for molecules: positions are
+flattened ``[B, 3·n_atoms]`` (nm) and the network output is one vector per atom, ``[B, 3·n_atoms]``,
+with zero centroid. It follows PaiNN (Schütt, Unke & Gastegger 2021): every atom carries ``hidden``
+invariant scalar features s_i and ``hidden`` vector features v_i ∈ ℝ³; message passing over all
+atom pairs mixes them with filters of the inter-atomic distances, and updates mix vector channels
+linearly, so rotating every input rotates the output (and translations do nothing).
+
+Chirality. A network built only from distances, vectors and their dot products is also
+equivariant under reflections, so it cannot tell L- from D-alanine and would learn a transition
+density symmetric under mirroring. As in ChiroPaiNN we add the cross product of two linear mixes
+of an atom's vector channels to its vector update and their triple product (a pseudoscalar) to
+its scalar update: both are unchanged by proper rotations but change under reflection.
+
+Inputs (all per sample):
+
+* ``positions`` — the noisy structure x^σ (its geometry: distances and directions of pairs);
+* ``x_in`` — the preconditioned displacement c_in·(x^σ − c), fed as an initial vector feature;
+* ``cond`` — the conditioning structure x_t (pair distances and directions; transition models);
+* ``c_noise`` and ``lag`` — sinusoidal embeddings that modulate the scalar features (FiLM).
+
+Atoms are typed from the topology (one learned embedding per (residue, atom name) type) and pairs
+by their bond-graph distance (1, 2, 3 or more bonds apart), so the network knows the covalent
+structure without inferring it from noisy geometry.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from itomd.errors import InvalidInputError
+from itomd.geometry import remove_centroid
+from itomd.nn.mlp import SinusoidalEmbedding
+
+#: Bond-graph distances are capped here (pairs further apart share one class).
+MAX_GRAPH_DISTANCE = 4
+
+
+@dataclass(frozen=True)
+class MoleculeGraph:
+    """Atom types and bond-graph distances of a molecule (what the network needs of a topology).
+
+    Parameters
+    ----------
+    atom_types : tuple of int, length n_atoms
+        Type index per atom (0..n_types−1).
+    graph_distance : tuple of tuple of int, shape [n_atoms, n_atoms]
+        Bonds between atoms i and j, capped at :data:`MAX_GRAPH_DISTANCE` (0 on the diagonal).
+    type_names : tuple of str
+        The name of each type ("RES:ATOM").
+    """
+
+    atom_types: tuple[int, ...]
+    graph_distance: tuple[tuple[int, ...], ...]
+    type_names: tuple[str, ...]
+
+    @property
+    def n_atoms(self) -> int:
+        return len(self.atom_types)
+
+    @classmethod
+    def from_topology(cls, topology) -> "MoleculeGraph":
+        """From an mdtraj ``Topology``: types by (residue name, atom name), distances by BFS on bonds."""
+        names = [f"{atom.residue.name}:{atom.name}" for atom in topology.atoms]
+        type_names = tuple(sorted(set(names)))
+        index = {name: i for i, name in enumerate(type_names)}
+        n = len(names)
+        neighbours: list[list[int]] = [[] for _ in range(n)]
+        for a, b in topology.bonds:
+            neighbours[a.index].append(b.index)
+            neighbours[b.index].append(a.index)
+        distance = np.full((n, n), MAX_GRAPH_DISTANCE, dtype=int)
+        for source in range(n):
+            distance[source, source] = 0
+            frontier, depth = [source], 0
+            while frontier and depth < MAX_GRAPH_DISTANCE - 1:
+                depth += 1
+                nxt = []
+                for atom in frontier:
+                    for other in neighbours[atom]:
+                        if distance[source, other] > depth:
+                            distance[source, other] = depth
+                            nxt.append(other)
+                frontier = nxt
+        return cls(tuple(index[name] for name in names), tuple(tuple(int(v) for v in row) for row in distance),
+                   type_names)
+
+    def to_dict(self) -> dict:
+        return {"atom_types": list(self.atom_types), "graph_distance": [list(r) for r in self.graph_distance],
+                "type_names": list(self.type_names)}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "MoleculeGraph":
+        return cls(tuple(int(t) for t in d["atom_types"]), tuple(tuple(int(v) for v in r) for r in d["graph_distance"]),
+                   tuple(str(n) for n in d["type_names"]))
+
+
+class _RadialBasis(nn.Module):
+    """Gaussian radial basis of distances on [0, cutoff] (cutoff in nm); beyond it the features
+    decay smoothly to zero."""
+
+    def __init__(self, n: int, cutoff: float):
+        super().__init__()
+        self.register_buffer("centres", torch.linspace(0.0, cutoff, n), persistent=False)
+        self.width = cutoff / (n - 1)
+
+    def forward(self, d: torch.Tensor) -> torch.Tensor:
+        return torch.exp(-0.5 * ((d[..., None] - self.centres) / self.width) ** 2)
+
+
+class _Interaction(nn.Module):
+    """PaiNN message block: scalar and vector messages from every atom to every atom.
+
+    Self-pairs (i = i) are kept: their direction vectors are zero, so they only add a learned
+    function of the atom's own features (cheaper than masking them out).
+    """
+
+    def __init__(self, hidden: int, n_edge_features: int, n_atoms: int):
+        super().__init__()
+        self.hidden = hidden
+        self.scalar_net = nn.Sequential(nn.Linear(hidden, hidden), nn.SiLU(), nn.Linear(hidden, 4 * hidden))
+        self.filter = nn.Linear(n_edge_features, 4 * hidden)
+        self.normaliser = 1.0 / math.sqrt(n_atoms)
+
+    def forward(self, s, v, edge, unit_noisy, unit_cond):
+        # s [B,n,H], v [B,n,3,H], edge [B,n,n,E], unit_* [B,n,n,3]
+        phi = (self.scalar_net(s) * self.normaliser)[:, None, :, :] * self.filter(edge)  # [B,i,j,4H]: j → i
+        a, b, c, d = phi.split(self.hidden, dim=-1)
+        ds = a.sum(2)
+        dv = (torch.einsum("bijh,bjch->bich", b, v)
+              + torch.einsum("bijh,bijc->bich", c, unit_noisy)
+              + torch.einsum("bijh,bijc->bich", d, unit_cond))
+        return s + ds, v + dv
+
+
+class _Update(nn.Module):
+    """PaiNN update block with a chirality-sensitive cross product (ChiroPaiNN)."""
+
+    def __init__(self, hidden: int, embedding: int):
+        super().__init__()
+        self.hidden = hidden
+        self.mix = nn.Linear(hidden, 3 * hidden, bias=False)  # U, V, W mixes of the vector channels
+        self.norm = nn.LayerNorm(hidden, elementwise_affine=False)
+        self.modulation = nn.Linear(embedding, 2 * hidden)
+        self.net = nn.Sequential(nn.Linear(3 * hidden, hidden), nn.SiLU(), nn.Linear(hidden, 4 * hidden))
+
+    def forward(self, s, v, emb):
+        u, w, z = self.mix(v).split(self.hidden, dim=-1)  # each [B,n,3,H]
+        cross = torch.cross(u, w, dim=2)  # pseudovector: flips relative to vectors under reflection
+        triple = (cross * z).sum(2)  # pseudoscalar [B,n,H]
+        norm_w = torch.sqrt((w * w).sum(2) + 1e-8)
+        scale, shift = self.modulation(emb)[:, None, :].chunk(2, dim=-1)
+        h = self.norm(s) * (1 + scale) + shift
+        a_vv, a_sv, a_ss, a_cross = self.net(torch.cat([h, norm_w, triple], dim=-1)).split(self.hidden, dim=-1)
+        v = v + a_vv[:, :, None, :] * u + a_cross[:, :, None, :] * cross
+        s = s + a_ss + a_sv * (u * w).sum(2)
+        return s, v
+
+
+class EquivariantTransitionNet(nn.Module):
+    r"""Inner network F(x_in, c_noise; x^σ, x_t, N) → [B, 3·n_atoms] for molecules.
+
+    Equivariant under proper rotations and translations of all structures together, not under
+    reflections (see the module docstring). Output has zero centroid.
+
+    Parameters
+    ----------
+    graph : MoleculeGraph
+        Atom types and bond-graph distances (from the topology).
+    hidden : int
+        Scalar and vector channels per atom.
+    n_layers : int
+        Message-passing layers (interaction + update).
+    n_frequencies : int
+        Sinusoidal frequencies of the noise-level and lag embeddings.
+    conditional : bool
+        Transition model (needs ``cond`` and ``lag``) or equilibrium model (neither).
+    max_log_lag : float
+        ln of the largest training lag (range of the lag embedding).
+    n_radial : int
+        Gaussian radial basis functions per geometry.
+    cutoff : float
+        Range of the radial basis (nm); all pairs interact.
+    """
+
+    #: Denoisers pass the noisy positions as ``positions=`` to networks that set this.
+    needs_positions = True
+
+    def __init__(self, graph: MoleculeGraph, hidden: int = 32, n_layers: int = 3, n_frequencies: int = 16,
+                 conditional: bool = True, max_log_lag: float = math.log(1000.0), n_radial: int = 8,
+                 cutoff: float = 1.0):
+        super().__init__()
+        if hidden < 1 or n_layers < 1:
+            raise InvalidInputError("EquivariantTransitionNet needs hidden and n_layers ≥ 1")
+        self.graph = graph
+        self.n_atoms = graph.n_atoms
+        self.hidden = int(hidden)
+        self.n_layers = int(n_layers)
+        self.conditional = bool(conditional)
+        n_types = max(graph.atom_types) + 1
+        self.register_buffer("atom_types", torch.tensor(graph.atom_types, dtype=torch.long), persistent=False)
+        distance = torch.tensor(graph.graph_distance, dtype=torch.long)
+        self.register_buffer("graph_distance", distance, persistent=False)
+        self.type_embedding = nn.Embedding(n_types, hidden)
+        self.radial = _RadialBasis(n_radial, cutoff)
+        n_edge = 2 * n_radial + (MAX_GRAPH_DISTANCE + 1) if conditional else n_radial + (MAX_GRAPH_DISTANCE + 1)
+        self.noise_embedding = SinusoidalEmbedding(n_frequencies, 0.05, 5.0)
+        emb_in = self.noise_embedding.out_features
+        if conditional:
+            self.lag_embedding = SinusoidalEmbedding(n_frequencies, 0.5 / max(max_log_lag, 1.0), 5.0)
+            emb_in += self.lag_embedding.out_features
+        self.embed = nn.Sequential(nn.Linear(emb_in, hidden), nn.SiLU(), nn.Linear(hidden, hidden))
+        self.displacement_in = nn.Linear(1, hidden, bias=False)
+        self.interactions = nn.ModuleList([_Interaction(hidden, n_edge, self.n_atoms) for _ in range(n_layers)])
+        self.updates = nn.ModuleList([_Update(hidden, hidden) for _ in range(n_layers)])
+        self.output = nn.Linear(hidden, 1, bias=False)
+        nn.init.zeros_(self.output.weight)
+
+    def _geometry(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Radial features [B,n,n,R] and unit vectors [B,n,n,3] (pair i→j: x_j − x_i)."""
+        positions = x.reshape(x.shape[0], self.n_atoms, 3)
+        r = positions[:, None, :, :] - positions[:, :, None, :]
+        d = torch.sqrt((r * r).sum(-1) + 1e-10)
+        return self.radial(d), r / d[..., None]
+
+    def forward(self, x_in: torch.Tensor, c_noise: torch.Tensor, positions: torch.Tensor | None = None,
+                cond: torch.Tensor | None = None, lag: torch.Tensor | None = None) -> torch.Tensor:
+        """Network output.
+
+        Parameters
+        ----------
+        x_in : torch.Tensor, shape [B, 3·n_atoms]
+            Preconditioned displacement of the noisy structure from the denoiser's centre.
+        c_noise : torch.Tensor, shape [B]
+        positions : torch.Tensor, shape [B, 3·n_atoms]
+            The noisy structure itself (nm).
+        cond : torch.Tensor, shape [B, 3·n_atoms], optional
+            x_t (transition models).
+        lag : torch.Tensor, shape [B], optional
+            N in frames (transition models).
+
+        Returns
+        -------
+        torch.Tensor, shape [B, 3·n_atoms], zero centroid
+        """
+        dim = 3 * self.n_atoms
+        if x_in.ndim != 2 or x_in.shape[1] != dim:
+            raise InvalidInputError(f"expected structures of shape [B, {dim}], got {tuple(x_in.shape)}")
+        if positions is None or positions.shape != x_in.shape:
+            raise InvalidInputError("EquivariantTransitionNet needs positions= (the noisy structure) of the input's shape")
+        b = x_in.shape[0]
+        features = [self.noise_embedding(c_noise.to(x_in.dtype))]
+        radial, unit = self._geometry(positions)
+        edge = [radial]
+        if self.conditional:
+            if cond is None or lag is None:
+                raise InvalidInputError("a conditional EquivariantTransitionNet needs cond= (x_t) and lag= (N)")
+            if cond.shape != x_in.shape:
+                raise InvalidInputError(f"cond must have shape {tuple(x_in.shape)}, got {tuple(cond.shape)}")
+            lag = torch.as_tensor(lag, dtype=x_in.dtype, device=x_in.device).expand(b)
+            features.append(self.lag_embedding(lag.log()))
+            radial_t, unit_t = self._geometry(cond)
+            edge.append(radial_t)
+        else:
+            if cond is not None or lag is not None:
+                raise InvalidInputError("an unconditional EquivariantTransitionNet takes no cond/lag")
+            unit_t = torch.zeros_like(unit)
+        bonds = nn.functional.one_hot(self.graph_distance, MAX_GRAPH_DISTANCE + 1).to(x_in.dtype)
+        edge.append(bonds.expand(b, -1, -1, -1))
+        edge = torch.cat(edge, dim=-1)
+        emb = self.embed(torch.cat(features, dim=-1))
+
+        s = self.type_embedding(self.atom_types).expand(b, -1, -1)
+        displacement = remove_centroid(x_in, self.n_atoms).reshape(b, self.n_atoms, 3)
+        v = self.displacement_in(displacement[..., None])  # [B,n,3,H]
+        for interaction, update in zip(self.interactions, self.updates):
+            s, v = interaction(s, v, edge, unit, unit_t)
+            s, v = update(s, v, emb)
+        out = self.output(v).squeeze(-1)  # [B,n,3]
+        return remove_centroid(out.reshape(b, dim), self.n_atoms)
