@@ -1,4 +1,4 @@
-"""The ``itomd`` command line: ``simulate``, ``reference``, ``train``, ``sample``, ``analyze``, ``report``, ``demo``.
+"""The ``itomd`` command line: ``simulate``, ``export``, ``reference``, ``train``, ``sample``, ``analyze``, ``report``, ``demo``.
 
 Strings become objects here and nowhere below: options are parsed and validated, systems are
 resolved from their specification, and library functions receive objects. Errors caused by the
@@ -95,9 +95,12 @@ class _Parser(argparse.ArgumentParser):
 def _add_system_options(p: argparse.ArgumentParser, required: bool = True) -> None:
     g = p.add_argument_group("system")
     g.add_argument("--system", required=required, metavar="SPEC",
-                   help="shipped system (prinz, muller-brown, double-well, harmonic) or path/to/file.py:NAME")
+                   help="shipped system (prinz, muller-brown, double-well, harmonic), molecule (ala2, ala2-vacuum, "
+                        "ala2-implicit) or path/to/file.py:NAME")
     g.add_argument("--dim", type=_positive_int, help="dimension (systems with a choice, user functions)")
     g.add_argument("--kT", type=_positive_float, dest="kT", help="thermal energy (default: the system's)")
+    g.add_argument("--temperature", type=_positive_float, metavar="KELVIN",
+                   help="temperature of a molecule in kelvin (default 300; molecules use kT as energy unit)")
     g.add_argument("--friction", type=_positive_float, help="friction coefficient gamma (default 1)")
     g.add_argument("--timestep", type=_positive_float, help="integration step (default: the system's)")
     g.add_argument("--frame-interval", type=_positive_float, dest="frame_interval",
@@ -110,7 +113,8 @@ def _system_spec(args: argparse.Namespace):
     from itomd.systems import SystemSpec
 
     spec = SystemSpec(spec=args.system, dim=args.dim, kT=args.kT, friction=args.friction,
-                      timestep=args.timestep, frame_interval=args.frame_interval)
+                      timestep=args.timestep, frame_interval=args.frame_interval,
+                      temperature=getattr(args, "temperature", None))
     system = spec.build()  # validates everything once, here, with one-line errors
     box = _box(args.box, system.dim)
     if box is not None:
@@ -125,7 +129,9 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 
     spec, system = _system_spec(args)
     x0 = None
-    start = "equilibrium"
+    start = None  # equilibrium samples; a molecule's shipped structure
+    if args.platform is not None and not spec.is_molecular:
+        raise InvalidInputError(f"--platform (OpenMM) applies to molecules only, not to '{args.system}'")
     if args.x0 is not None and args.from_equilibrium_model is not None:
         raise InvalidInputError("give --x0 or --from-equilibrium-model, not both")
     if args.x0 is not None:
@@ -140,15 +146,27 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         start = "fixed"
     t0 = time.perf_counter()
     store = run_campaign(spec, args.out, n_trajectories=args.n_traj, n_frames=args.n_frames, seed=args.seed,
-                         integrator=args.integrator, start=start, x0=x0, chunk_size=args.chunk_size,
-                         scheduler=args.scheduler,
+                         integrator=args.integrator, start=start, x0=x0,
+                         chunk_size=args.chunk_size or (None if spec.is_molecular else 256),
+                         platform=args.platform, scheduler=args.scheduler,
                          n_workers=args.workers, progress=not args.quiet)
     elapsed = time.perf_counter() - t0
     summary = {"out": str(args.out), "n_trajectories": len(store), "n_frames": args.n_frames,
                "frame_interval": system.frame_interval, "simulated_time": len(store) * (args.n_frames - 1) * system.frame_interval,
                "wall_seconds": round(elapsed, 3), "system": system.metadata()}
+    units = "ps" if spec.is_molecular else "time units"
     _emit(summary, args.json, f"wrote {len(store)} trajectories of {args.n_frames} frames to {args.out} "
-                              f"({summary['simulated_time']:.4g} time units in {elapsed:.1f} s)")
+                              f"({summary['simulated_time']:.4g} {units} in {elapsed:.1f} s)")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from itomd.data.export import export_store
+
+    written = export_store(args.store, args.out, fmt=args.format, join=args.join)
+    payload = {"store": str(args.store), "out": str(args.out), "format": args.format,
+               "files": [str(path) for path in written]}
+    _emit(payload, args.json, f"wrote {len(written) - 1} {args.format} file(s) and {written[-1].name} to {args.out}")
     return 0
 
 
@@ -183,6 +201,10 @@ def _load_for_analysis(args: argparse.Namespace):
             system = spec.build()
         except ItomdError:
             system = None
+    if system is None:  # a molecule the spec could not rebuild: its recorded molecule/solvent
+        from itomd.analysis.molecular import molecular_system_from_metadata
+
+        system = molecular_system_from_metadata(meta)
     frame_interval = float(meta.get("frame_interval") or (system.frame_interval if system else 1.0))
     kT = float(meta.get("kT") or (system.kT if system else 1.0))
     reference = None
@@ -199,16 +221,32 @@ def _run_analysis(args: argparse.Namespace):
     from itomd.analysis import analyze
 
     trajectories, frame_interval, kT, system, reference = _load_for_analysis(args)
-    result = analyze(trajectories, frame_interval, kT, reference=reference, lags=args.lags,
-                     n_timescales=args.n_timescales, n_states=args.n_states, seed=args.seed,
-                     progress=not args.quiet)
+    from itomd.systems.openmm import is_molecular
+
+    molecular = system is not None and is_molecular(system)
+    if molecular:  # φ/ψ features, grid states, Ramachandran free energy, chemical validity
+        from itomd.analysis.molecular import analyze_molecule
+
+        if args.n_states is not None:
+            raise InvalidInputError("--n-states does not apply to molecules (MSM states: a 20×20 φ/ψ grid)")
+        result = analyze_molecule(trajectories, system.topology(), frame_interval, kT, lags=args.lags,
+                                  n_timescales=args.n_timescales, seed=args.seed, progress=not args.quiet)
+    else:
+        result = analyze(trajectories, frame_interval, kT, reference=reference, lags=args.lags,
+                         n_timescales=args.n_timescales, n_states=args.n_states, seed=args.seed,
+                         progress=not args.quiet)
     if args.compare is not None:
         from itomd.analysis import compare
+        from itomd.analysis.molecular import compare_molecule
         from itomd.data.store import TrajectoryStore
 
         other = TrajectoryStore(args.compare)
-        compare(result, trajectories, other.trajectories(), _recorded_frame_interval(other.metadata, args.compare),
-                label=args.compare_label, seed=args.seed)
+        other_interval = _recorded_frame_interval(other.metadata, args.compare)
+        if molecular:
+            compare_molecule(result, other.trajectories(), other_interval, label=args.compare_label, seed=args.seed)
+        else:
+            compare(result, trajectories, other.trajectories(), other_interval, label=args.compare_label,
+                    seed=args.seed)
     return result, system
 
 
@@ -223,6 +261,10 @@ def cmd_analyze(args: argparse.Namespace) -> int:
              + (f" (exact {its['reference'][0]:.4g})" if its.get("reference") else "")]
     if out.get("js_divergence") is not None:
         lines.append(f"stationary JS divergence vs exact: {out['js_divergence']:.4g} nats")
+    if out.get("molecular") is not None:
+        v = out["molecular"]["validity"]
+        lines.append(f"φ/ψ features; chemically valid frames {v['fraction_valid']:.2%} (bonds {v['fraction_bonds_ok']:.2%}, "
+                     f"no clash {v['fraction_no_clash']:.2%}, chirality {v['fraction_chirality_kept']:.2%})")
     if out.get("comparison") is not None:
         c = out["comparison"]
         lines.append(f"{c['label']}: slowest implied timescale "
@@ -440,18 +482,31 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--n-traj", dest="n_traj", required=True, type=_positive_int, help="number of trajectories")
     p.add_argument("--n-frames", dest="n_frames", required=True, type=_positive_int, help="frames per trajectory (incl. start)")
     p.add_argument("--seed", type=_nonnegative_int, default=0)
-    p.add_argument("--integrator", choices=["overdamped", "baoab"], default="overdamped")
-    p.add_argument("--x0", type=_float_list, metavar="X[,Y]", help="start all walkers here (default: equilibrium samples)")
+    p.add_argument("--integrator", choices=["overdamped", "baoab", "langevin-middle"],
+                   help="default: overdamped; langevin-middle (OpenMM) for molecules")
+    p.add_argument("--platform", choices=["Reference", "CPU", "CUDA", "OpenCL"],
+                   help="OpenMM platform for molecules (default Reference: fastest for small molecules on CPUs)")
+    p.add_argument("--x0", type=_float_list, metavar="X[,Y]", help="start all walkers here (default: equilibrium samples; for a molecule its shipped structure, nm)")
     p.add_argument("--from-equilibrium-model", dest="from_equilibrium_model", type=Path, metavar="RUN",
                    help="start every trajectory from its own sample of this equilibrium model (or BoPITO model's "
                         "prior): BoPITO's data generation, many short trajectories covering all metastable states")
-    p.add_argument("--chunk-size", dest="chunk_size", type=_positive_int, default=256,
-                   help="walkers simulated together in one task (larger is faster per walker)")
+    p.add_argument("--chunk-size", dest="chunk_size", type=_positive_int,
+                   help="walkers simulated together in one task (default 256, molecules 4; larger is faster per "
+                        "walker for toy systems)")
     p.add_argument("--scheduler", metavar="ADDRESS", help="dask scheduler address (default: a LocalCluster)")
     p.add_argument("--workers", type=_nonnegative_int, help="LocalCluster workers (0: run in this process)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--json", action="store_true", help="print a JSON summary")
     p.set_defaults(func=cmd_simulate)
+
+    p = sub.add_parser("export", help="write a molecular trajectory store as DCD/XTC/HDF5/PDB files (mdtraj)")
+    p.add_argument("store", type=Path, help="trajectory store of a molecule (directory)")
+    p.add_argument("--format", required=True, choices=["dcd", "xtc", "h5", "pdb"])
+    p.add_argument("--out", required=True, type=Path,
+                   help="output directory: traj_NNNNNN.<format> per trajectory (or one file with --join) and topology.pdb")
+    p.add_argument("--join", action="store_true", help="all trajectories, in index order, in one file trajectories.<format>")
+    p.add_argument("--json", action="store_true", help="print a JSON summary")
+    p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("reference", help="exact implied timescales and stationary density (SqRA, dim ≤ 3)")
     _add_system_options(p)
