@@ -593,6 +593,9 @@ def _load_prior(prior: str, system: dict | None) -> tuple[dict[str, Any], torch.
         if system is None:
             raise InvalidInputError("the exact prior needs the data's system (record it in the trajectory metadata "
                                     "or pass system= to fit)")
+        if _molecule_topology(system) is not None:
+            raise InvalidInputError("a molecule has no exact equilibrium prior: train an equilibrium model "
+                                    "(itomd train --equilibrium) and pass its run as --prior")
         return exact_prior(exact_reference(SystemSpec.from_dict(system).build(), n_eigen=2))
     return model_prior(TransitionModel.load(prior))
 

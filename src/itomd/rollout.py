@@ -185,6 +185,7 @@ def run_rollout(model: TransitionModel, out_dir: str | os.PathLike, lag: int, n_
     with exclusive_lock(store.path):
         store.claim("rollout", parameters)
         store.remove_temporary_files()
+        _write_topology(store.path, model)
         present = set(store.indices)
         with tqdm(total=n_walkers, disable=not progress, unit="walker", desc=f"sample lag {lag}",
                   dynamic_ncols=True) as bar:
@@ -201,6 +202,16 @@ def run_rollout(model: TransitionModel, out_dir: str | os.PathLike, lag: int, n_
                     store.write(walkers.start + offset, trajectory.astype(np.float64), {**metadata, "chunk": chunk})
                 bar.update(len(walkers))
     return store
+
+
+def _write_topology(directory: Path, model: TransitionModel) -> None:
+    """topology.pdb next to a molecule's surrogate trajectories (as campaigns write it)."""
+    if not model.spec.is_molecular or model.system is None:
+        return
+    from itomd.simulate.molecular import write_topology
+    from itomd.systems import SystemSpec
+
+    write_topology(directory, SystemSpec.from_dict(model.system).build())
 
 
 def _chunk_complete(store: TrajectoryStore, walkers: range, n_jumps: int, dim: int) -> bool:

@@ -1,0 +1,241 @@
+"""Alanine dipeptide end to end: ITO (and BoPITO) surrogates against OpenMM MD — accuracy and speed.
+
+The system is alanine dipeptide in OBC2 implicit solvent (``ala2-implicit``: AMBER ff96,
+GBSAOBCForce, 300 K, Langevin 1/ps, 2 fs, bonds to H constrained), frames every τ = 1 ps. Stages,
+each cached under ``--work`` (default bench/work/ala2) so a re-run continues where it stopped:
+
+1. ``data``       — training MD: 8 × 5 ns from the shipped structure (``itomd simulate``, seed 1);
+2. ``reference``  — independent MD reference: 8 × 5 ns (seed 2);
+3. ``ito``        — ITO model, ``configs/ala2_ito.toml`` (equivariant net, lags 1..100 ps);
+4. ``evaluate``   — W walkers × J jumps of lag N from reference frames; φ/ψ free energy (JS vs the
+                    reference MD), implied timescales of a 20 × 20 φ/ψ-grid MSM at the same lag
+                    times (ratio to MD), chemical validity of every surrogate frame;
+5. ``throughput`` — OpenMM ns per wall-second (Reference and CPU platforms, one walker per core on
+                    both cores) vs surrogate ns per wall-second (W walkers, lags 10 and 100), same run;
+6. ``bopito``     — an equilibrium model on the training frames, short trajectories seeded from it
+                    (BoPITO's data), BoPITO and ITO trained on those same short trajectories.
+
+    .venv/bin/python bench/ala2.py --stage all            # every stage
+    .venv/bin/python bench/ala2.py --stage evaluate       # one stage (its inputs must exist)
+
+Writes bench/results/ala2.json (merged across stages) and prints a summary.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from itomd.analysis.molecular import analyze_molecule, chemical_validity, compare_molecule
+from itomd.data.store import TrajectoryStore, write_text_atomically
+from itomd.estimator import ITOEstimator, TrainingConfig
+from itomd.model import TransitionModel
+from itomd.rollout import rollout
+from itomd.simulate.campaign import run_campaign
+from itomd.systems import SystemSpec
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "bench" / "results" / "ala2.json"
+SYSTEM = "ala2-implicit"
+STAGES = ("data", "reference", "ito", "evaluate", "throughput", "bopito")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--stage", default="all", choices=STAGES + ("all",))
+    parser.add_argument("--work", type=Path, default=ROOT / "bench" / "work" / "ala2")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--ito-minutes", type=float, default=None, help="wall-clock budget of ITO training")
+    parser.add_argument("--walkers", type=int, default=32, help="rollout walkers of the evaluation")
+    parser.add_argument("--jumps", type=int, default=1000, help="jumps per walker of the evaluation")
+    parser.add_argument("--lag", type=int, default=10, help="jump lag of the evaluation (frames of 1 ps)")
+    parser.add_argument("--n-steps", type=int, default=10, help="noise levels per jump (stochastic Heun)")
+    parser.add_argument("--bopito-minutes", type=float, default=20.0, help="budget of each BoPITO-stage model")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    args.work.mkdir(parents=True, exist_ok=True)
+    stages = STAGES if args.stage == "all" else (args.stage,)
+    for stage in stages:
+        print(f"== {stage}", flush=True)
+        globals()[f"stage_{stage}"](args)
+
+
+# -- stages ------------------------------------------------------------------------------------
+def stage_data(args) -> None:
+    run_campaign(SystemSpec(SYSTEM), args.work / "md_train", n_trajectories=8, n_frames=5001, seed=1, chunk_size=1,
+                 n_workers=2)
+
+
+def stage_reference(args) -> None:
+    run_campaign(SystemSpec(SYSTEM), args.work / "md_reference", n_trajectories=8, n_frames=5001, seed=2,
+                 chunk_size=1, n_workers=2)
+
+
+def stage_ito(args) -> None:
+    config = TrainingConfig.from_toml(ROOT / "configs" / "ala2_ito.toml", minutes=args.ito_minutes)
+    _train(config, args.work / "md_train", args.work / "ito")
+
+
+def stage_evaluate(args, run: str = "ito", label: str = "ito") -> None:
+    model = TransitionModel.load(args.work / run)
+    reference = _trajectories(args.work / "md_reference")
+    rng = np.random.default_rng(0)
+    frames = np.concatenate(reference)
+    x0 = frames[rng.choice(len(frames), args.walkers, replace=False)]
+    start = time.perf_counter()
+    cache = args.work / f"rollout_{label}_lag{args.lag}_{args.walkers}x{args.jumps}_{args.n_steps}.npy"
+    if cache.exists():
+        paths = np.load(cache)
+        seconds = None
+    else:
+        generator = torch.Generator().manual_seed(1)
+        paths = rollout(model, x0, args.lag, args.jumps, generator=generator, n_steps=args.n_steps, progress=True)
+        seconds = time.perf_counter() - start
+        np.save(cache, paths)
+    surrogate = [p.astype(np.float64) for p in paths]
+    tau = model.frame_interval * args.lag
+    system = SystemSpec(SYSTEM).build()
+    topology = system.topology()
+    lags = [1, 2, 3, 5]  # in jumps of `lag` frames: lag times 10..50 ps at lag 10
+    result = analyze_molecule(surrogate, topology, tau, lags=lags, n_samples=0)
+    comparison = compare_molecule(result, reference, model.frame_interval, n_samples=0)
+    ratio = comparison.slowest_timescale_ratio()
+    validity = result.molecular.validity
+    md_its = comparison.implied_timescales
+    summary = {
+        "model": str(args.work / run), "model_steps": model.info.get("steps"),
+        "train_seconds": model.info.get("train_seconds"),
+        "walkers": args.walkers, "jumps": args.jumps, "lag_frames": args.lag, "n_steps": args.n_steps,
+        "rollout_seconds": seconds, "surrogate_ns": args.walkers * args.jumps * tau / 1000.0,
+        "js_phi_psi_vs_md": comparison.js_divergence.value,
+        "lag_times_ps": [float(v) for v in np.asarray(result.implied_timescales.lag_times)],
+        "slowest_its_model_ps": [float(v) for v in np.asarray(result.implied_timescales.timescales)[:, 0]],
+        "slowest_its_md_ps": [float(v) for v in np.asarray(md_its.timescales)[:, 0]],
+        "md_lag_times_ps": [float(v) for v in np.asarray(md_its.lag_times)],
+        "slowest_its_ratio": None if ratio is None else [float(v) for v in ratio],
+        "validity": {k: v for k, v in validity.to_dict().items() if k.startswith("fraction") or k == "n_frames"},
+        "md_validity": {k: v for k, v in result.molecular.comparison_validity.to_dict().items()
+                        if k.startswith("fraction")},
+        "md_ns": float(sum(len(t) - 1 for t in reference)) * model.frame_interval / 1000.0,
+    }
+    _record(f"evaluate_{label}", summary)
+
+
+def stage_throughput(args, run: str = "ito") -> None:
+    model = TransitionModel.load(args.work / run)
+    system = SystemSpec(SYSTEM).build()
+    x0 = system.initial_coordinates()
+    rows = {}
+    for platform in ("Reference", "CPU"):
+        steps = 10_000 if platform == "Reference" else 1000
+        with multiprocessing.get_context("spawn").Pool(2) as pool:
+            start = time.perf_counter()
+            per_core = pool.starmap(_openmm_rate, [(platform, steps, seed) for seed in (1, 2)])
+            wall = time.perf_counter() - start
+        rows[f"openmm_{platform}"] = {"ns_per_s_all_cores": float(sum(per_core)), "ns_per_s_per_core": per_core,
+                                      "wall_s": wall}
+    best = max(v["ns_per_s_all_cores"] for k, v in rows.items() if k.startswith("openmm"))
+    frames = np.concatenate(_trajectories(args.work / "md_reference"))
+    rng = np.random.default_rng(0)
+    for walkers in (256, 1024):
+        for lag in (10, 100):
+            start_states = frames[rng.choice(len(frames), walkers, replace=False)]
+            generator = torch.Generator().manual_seed(0)
+            rollout(model, start_states[:8], lag, 1, generator=generator, n_steps=args.n_steps)  # warm-up
+            start = time.perf_counter()
+            n_jumps = 2
+            rollout(model, start_states, lag, n_jumps, generator=generator, n_steps=args.n_steps)
+            wall = time.perf_counter() - start
+            ns = walkers * n_jumps * lag * model.frame_interval / 1000.0
+            rows[f"surrogate_W{walkers}_lag{lag}"] = {"ns_per_s": ns / wall, "wall_s": wall,
+                                                       "speedup_vs_best_openmm": ns / wall / best}
+            print(f"W={walkers} lag={lag}: {ns / wall:.3g} ns/s = {ns / wall / best:.3g}× OpenMM", flush=True)
+    rows["threads"] = torch.get_num_threads()
+    rows["n_steps"] = args.n_steps
+    _record("throughput", rows)
+
+
+def stage_bopito(args) -> None:
+    work = args.work
+    minutes = args.bopito_minutes
+    # (a) the Boltzmann generator: an equilibrium model of the training frames
+    base = TrainingConfig.from_toml(ROOT / "configs" / "ala2_ito.toml", minutes=minutes)
+    equilibrium = TrainingConfig.from_dict({**base.to_dict(), "equilibrium": True, "max_lag": 1})
+    _train(equilibrium, work / "md_train", work / "equilibrium")
+    eq_model = TransitionModel.load(work / "equilibrium")
+    system = SystemSpec(SYSTEM).build()
+    samples = eq_model.sample_equilibrium(2000, generator=torch.Generator().manual_seed(0), n_steps=args.n_steps)
+    eq_validity = chemical_validity([samples.numpy().astype(np.float64)], system.topology())
+    reference = _trajectories(work / "md_reference")
+    from itomd.analysis.molecular import backbone_dihedrals, ramachandran_js_divergence
+
+    valid = samples.numpy().astype(np.float64)[eq_validity.valid] if hasattr(eq_validity, "valid") else samples.numpy()
+    js_eq = ramachandran_js_divergence(backbone_dihedrals([samples.numpy().astype(np.float64)], system.topology()),
+                                       backbone_dihedrals(reference, system.topology()))
+    _record("equilibrium_model", {"js_phi_psi_vs_md": float(getattr(js_eq, "value", js_eq)),
+                                  "validity": {k: v for k, v in eq_validity.to_dict().items() if k.startswith("fraction")},
+                                  "n_valid_samples": int(len(valid))})
+    # (b) BoPITO's data: short trajectories from equilibrium-model samples (BG-seeded)
+    from itomd.simulate.seeding import equilibrium_model_start_points
+
+    short = work / "md_bg_short"
+    starts = equilibrium_model_start_points(work / "equilibrium", short, 200, seed=3, dim=system.dim)
+    run_campaign(SystemSpec(SYSTEM), short, n_trajectories=200, n_frames=101, seed=3, start="fixed", x0=starts,
+                 chunk_size=10, n_workers=2)
+    # (c) BoPITO and ITO on the same short trajectories
+    bopito = TrainingConfig.from_dict({**base.to_dict(), "prior": str(work / "equilibrium"), "max_lag": 50})
+    _train(bopito, short, work / "bopito")
+    ito_short = TrainingConfig.from_dict({**base.to_dict(), "max_lag": 50})
+    _train(ito_short, short, work / "ito_short")
+    for run in ("bopito", "ito_short"):
+        stage_evaluate(args, run=run, label=run)
+
+
+# -- helpers -----------------------------------------------------------------------------------
+def _train(config: TrainingConfig, data: Path, out: Path) -> None:
+    """Train (or resume, or skip a finished run) ``config`` on the store ``data`` into ``out``."""
+    if (out / "model.pt").exists() and TransitionModel.load(out).info.get("steps", 0) >= config.max_steps:
+        return
+    store = TrajectoryStore(data)
+    spec = SystemSpec.from_metadata(store.metadata())
+    ITOEstimator(config).fit(store.trajectories(), store.metadata()["frame_interval"], run_dir=out,
+                             resume=(out / "checkpoint.pt").exists(), system=None if spec is None else spec.to_dict())
+
+
+def _trajectories(path: Path) -> list[np.ndarray]:
+    return TrajectoryStore(path).trajectories()
+
+
+def _openmm_rate(platform: str, steps: int, seed: int) -> float:
+    """ns per wall-second of one walker of OpenMM on ``platform`` (one thread)."""
+    from itomd.simulate.molecular import make_context
+
+    system = SystemSpec(SYSTEM).build()
+    context = make_context(system, system.initial_coordinates(), seed, seed + 10, platform=platform)
+    integrator = context.getIntegrator()
+    integrator.step(100)
+    start = time.perf_counter()
+    integrator.step(steps)
+    wall = time.perf_counter() - start
+    return steps * system.timestep / 1000.0 / wall
+
+
+def _record(key: str, value) -> None:
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    results = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
+    results[key] = value
+    results["updated"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    write_text_atomically(RESULTS, json.dumps(results, indent=1, default=float) + "\n")
+    print(json.dumps({key: value}, indent=1, default=float), flush=True)
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("OMP_NUM_THREADS", "2")
+    main()
