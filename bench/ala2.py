@@ -12,8 +12,10 @@ each cached under ``--work`` (default bench/work/ala2) so a re-run continues whe
                     times (ratio to MD), chemical validity of every surrogate frame;
 5. ``throughput`` — OpenMM ns per wall-second (Reference and CPU platforms, one walker per core on
                     both cores) vs surrogate ns per wall-second (W walkers, lags 10 and 100), same run;
-6. ``bopito``     — an equilibrium model on the training frames, short trajectories seeded from it
-                    (BoPITO's data), BoPITO and ITO trained on those same short trajectories.
+6. ``equilibrium`` — an equilibrium model (the Boltzmann generator) of the training frames;
+7. ``bg_data``    — 100 × 100 ps trajectories started from its samples (BoPITO's data);
+8. ``bopito``, ``ito_short`` — BoPITO (that prior) and ITO trained on those same short
+                    trajectories (equal data, equal steps), each evaluated as in 4.
 
     .venv/bin/python bench/ala2.py --stage all            # every stage
     .venv/bin/python bench/ala2.py --stage evaluate       # one stage (its inputs must exist)
@@ -33,7 +35,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from itomd.analysis.molecular import analyze_molecule, chemical_validity, compare_molecule
+from itomd.analysis.molecular import (analyze_molecule, backbone_dihedrals, chemical_validity, compare_molecule,
+                                      ramachandran_js_divergence)
 from itomd.data.store import TrajectoryStore, write_text_atomically
 from itomd.estimator import ITOEstimator, TrainingConfig
 from itomd.model import TransitionModel
@@ -44,12 +47,13 @@ from itomd.systems import SystemSpec
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results" / "ala2.json"
 SYSTEM = "ala2-implicit"
-STAGES = ("data", "reference", "ito", "evaluate", "throughput", "bopito")
+STAGES = ("data", "reference", "ito", "evaluate", "throughput", "equilibrium", "bg_data", "bopito", "ito_short")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--stage", default="all", choices=STAGES + ("all",))
+    parser.add_argument("--label", default="ito", help="evaluate: which run directory under --work")
     parser.add_argument("--work", type=Path, default=ROOT / "bench" / "work" / "ala2")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--ito-minutes", type=float, default=None, help="wall-clock budget of ITO training")
@@ -58,13 +62,18 @@ def main() -> None:
     parser.add_argument("--lag", type=int, default=10, help="jump lag of the evaluation (frames of 1 ps)")
     parser.add_argument("--n-steps", type=int, default=10, help="noise levels per jump (stochastic Heun)")
     parser.add_argument("--bopito-minutes", type=float, default=20.0, help="budget of each BoPITO-stage model")
+    parser.add_argument("--bopito-steps", type=int, default=8000, help="steps of each BoPITO-stage model")
+    parser.add_argument("--workers", type=int, default=2, help="OpenMM processes of the BG-seeded campaign")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     args.work.mkdir(parents=True, exist_ok=True)
     stages = STAGES if args.stage == "all" else (args.stage,)
     for stage in stages:
         print(f"== {stage}", flush=True)
-        globals()[f"stage_{stage}"](args)
+        if stage == "evaluate":
+            stage_evaluate(args, run=args.label, label=args.label)
+        else:
+            globals()[f"stage_{stage}"](args)
 
 
 # -- stages ------------------------------------------------------------------------------------
@@ -120,9 +129,8 @@ def stage_evaluate(args, run: str = "ito", label: str = "ito") -> None:
         "slowest_its_md_ps": [float(v) for v in np.asarray(md_its.timescales)[:, 0]],
         "md_lag_times_ps": [float(v) for v in np.asarray(md_its.lag_times)],
         "slowest_its_ratio": None if ratio is None else [float(v) for v in ratio],
-        "validity": {k: v for k, v in validity.to_dict().items() if k.startswith("fraction") or k == "n_frames"},
-        "md_validity": {k: v for k, v in result.molecular.comparison_validity.to_dict().items()
-                        if k.startswith("fraction")},
+        "validity": _fractions(validity),
+        "md_validity": _fractions(result.molecular.comparison_validity),
         "md_ns": float(sum(len(t) - 1 for t in reference)) * model.frame_interval / 1000.0,
     }
     _record(f"evaluate_{label}", summary)
@@ -162,40 +170,53 @@ def stage_throughput(args, run: str = "ito") -> None:
     _record("throughput", rows)
 
 
-def stage_bopito(args) -> None:
-    work = args.work
-    minutes = args.bopito_minutes
-    # (a) the Boltzmann generator: an equilibrium model of the training frames
-    base = TrainingConfig.from_toml(ROOT / "configs" / "ala2_ito.toml", minutes=minutes)
-    equilibrium = TrainingConfig.from_dict({**base.to_dict(), "equilibrium": True, "max_lag": 1})
-    _train(equilibrium, work / "md_train", work / "equilibrium")
-    eq_model = TransitionModel.load(work / "equilibrium")
-    system = SystemSpec(SYSTEM).build()
-    samples = eq_model.sample_equilibrium(2000, generator=torch.Generator().manual_seed(0), n_steps=args.n_steps)
-    eq_validity = chemical_validity([samples.numpy().astype(np.float64)], system.topology())
-    reference = _trajectories(work / "md_reference")
-    from itomd.analysis.molecular import backbone_dihedrals, ramachandran_js_divergence
+def stage_equilibrium(args) -> None:
+    """The Boltzmann generator: an equilibrium model of the training frames, judged against MD."""
+    base = TrainingConfig.from_toml(ROOT / "configs" / "ala2_ito.toml", minutes=args.bopito_minutes)
+    config = TrainingConfig.from_dict({**base.to_dict(), "equilibrium": True, "max_lag": 1,
+                                       "max_steps": args.bopito_steps})
+    _train(config, args.work / "md_train", args.work / "equilibrium")
+    model = TransitionModel.load(args.work / "equilibrium")
+    topology = SystemSpec(SYSTEM).build().topology()
+    samples = model.sample_equilibrium(1000, generator=torch.Generator().manual_seed(0), n_steps=args.n_steps)
+    samples = samples.numpy().astype(np.float64)
+    validity = chemical_validity([samples], topology)
+    js = ramachandran_js_divergence(backbone_dihedrals([samples], topology),
+                                    backbone_dihedrals(_trajectories(args.work / "md_reference"), topology))
+    _record("equilibrium_model", {"steps": model.info.get("steps"), "train_seconds": model.info.get("train_seconds"),
+                                  "js_phi_psi_vs_md": float(getattr(js, "value", js)), "n_samples": len(samples),
+                                  "validity": _fractions(validity)})
 
-    valid = samples.numpy().astype(np.float64)[eq_validity.valid] if hasattr(eq_validity, "valid") else samples.numpy()
-    js_eq = ramachandran_js_divergence(backbone_dihedrals([samples.numpy().astype(np.float64)], system.topology()),
-                                       backbone_dihedrals(reference, system.topology()))
-    _record("equilibrium_model", {"js_phi_psi_vs_md": float(getattr(js_eq, "value", js_eq)),
-                                  "validity": {k: v for k, v in eq_validity.to_dict().items() if k.startswith("fraction")},
-                                  "n_valid_samples": int(len(valid))})
-    # (b) BoPITO's data: short trajectories from equilibrium-model samples (BG-seeded)
+
+def stage_bg_data(args) -> None:
+    """BoPITO's data: short trajectories from equilibrium-model samples (BG-seeded)."""
     from itomd.simulate.seeding import equilibrium_model_start_points
 
-    short = work / "md_bg_short"
-    starts = equilibrium_model_start_points(work / "equilibrium", short, 200, seed=3, dim=system.dim)
-    run_campaign(SystemSpec(SYSTEM), short, n_trajectories=200, n_frames=101, seed=3, start="fixed", x0=starts,
-                 chunk_size=10, n_workers=2)
-    # (c) BoPITO and ITO on the same short trajectories
-    bopito = TrainingConfig.from_dict({**base.to_dict(), "prior": str(work / "equilibrium"), "max_lag": 50})
-    _train(bopito, short, work / "bopito")
-    ito_short = TrainingConfig.from_dict({**base.to_dict(), "max_lag": 50})
-    _train(ito_short, short, work / "ito_short")
-    for run in ("bopito", "ito_short"):
-        stage_evaluate(args, run=run, label=run)
+    out = args.work / "md_bg_short"
+    starts = equilibrium_model_start_points(args.work / "equilibrium", out, 100, seed=3, dim=66)
+    run_campaign(SystemSpec(SYSTEM), out, n_trajectories=100, n_frames=101, seed=3, start="fixed", x0=starts,
+                 chunk_size=10, n_workers=args.workers)
+
+
+def stage_bopito(args) -> None:
+    """BoPITO (learned prior) on the BG-seeded short trajectories, then its evaluation."""
+    base = TrainingConfig.from_toml(ROOT / "configs" / "ala2_ito.toml", minutes=args.bopito_minutes)
+    config = TrainingConfig.from_dict({**base.to_dict(), "prior": str(args.work / "equilibrium"), "max_lag": 50,
+                                       "max_steps": args.bopito_steps})
+    _train(config, args.work / "md_bg_short", args.work / "bopito")
+    stage_evaluate(args, run="bopito", label="bopito")
+
+
+def stage_ito_short(args) -> None:
+    """ITO on the same BG-seeded short trajectories (equal data), then its evaluation."""
+    base = TrainingConfig.from_toml(ROOT / "configs" / "ala2_ito.toml", minutes=args.bopito_minutes)
+    config = TrainingConfig.from_dict({**base.to_dict(), "max_lag": 50, "max_steps": args.bopito_steps})
+    _train(config, args.work / "md_bg_short", args.work / "ito_short")
+    stage_evaluate(args, run="ito_short", label="ito_short")
+
+
+def _fractions(validity) -> dict:
+    return {k: v for k, v in validity.to_dict().items() if k.startswith("fraction") or k == "n_frames"}
 
 
 # -- helpers -----------------------------------------------------------------------------------

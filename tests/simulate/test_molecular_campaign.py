@@ -226,6 +226,14 @@ def test_cli_export_joined_xtc_and_pdb(cli_store, tmp_path):
     np.testing.assert_allclose(pdb.xyz, cli_store.read(1).reshape(25, 22, 3), atol=1e-4)
 
 
+def test_cli_export_hdf5_round_trip(cli_store, tmp_path):
+    pytest.importorskip("tables")
+    assert main(["export", str(cli_store.path), "--format", "h5", "--out", str(tmp_path / "h"), "--join"]) == 0
+    loaded = mdtraj.load(str(tmp_path / "h" / "trajectories.h5"))  # mdtraj's HDF5 carries its topology
+    assert loaded.n_frames == 75 and loaded.topology.n_atoms == 22
+    np.testing.assert_allclose(loaded.xyz, np.concatenate(cli_store.trajectories()).reshape(-1, 22, 3), atol=1e-6)
+
+
 @pytest.mark.parametrize("argv, fragment", [
     (["--system", "ala2", "--integrator", "overdamped"], "not 'overdamped'"),
     (["--system", "ala2", "--kT", "2"], "set its temperature in kelvin"),
