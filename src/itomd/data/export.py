@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -89,7 +90,9 @@ def export_store(store_dir: str | os.PathLike, out_dir: str | os.PathLike, fmt: 
         xyz = np.asarray(coordinates, dtype=np.float32).reshape(len(coordinates), system.n_atoms, 3)
         trajectory = mdtraj.Trajectory(xyz, topology, time=np.arange(len(xyz)) * frame_interval)
         method = getattr(trajectory, EXPORT_FORMATS[fmt])
-        write_atomically(target, lambda temporary: method(str(temporary), force_overwrite=True))
+        with warnings.catch_warnings():  # the temporary name does not end in .h5; the final one does
+            warnings.filterwarnings("ignore", message="The .h5 extension is recommended")
+            write_atomically(target, lambda temporary: method(str(temporary), force_overwrite=True))
         return target
 
     written = []
