@@ -154,12 +154,21 @@ def test_ramachandran_js_is_zero_for_the_same_data_and_large_for_shifted_phi(md_
     assert phi < 0  # the minimum lies in the φ < 0 half (β / C7eq) in vacuum at 300 K
 
 
-def test_dihedral_grid_assigns_cells_across_the_periodic_boundary():
-    angles = np.array([[-np.pi, -np.pi], [np.pi - 1e-9, np.pi - 1e-9], [0.01, -0.01]])
-    grid = M.dihedral_grid([angles], n_cells=20)
-    assert grid.n_states == 400 and grid.method == "grid"
-    cell = np.floor((angles + np.pi) / (2 * np.pi / 20)).astype(int)
-    assert grid.dtrajs[0].tolist() == (cell[:, 0] * 20 + cell[:, 1]).tolist()
+def test_dihedral_grid_keeps_populated_cells_and_assigns_across_the_periodic_boundary():
+    rng = np.random.default_rng(0)
+    width = 2 * np.pi / 20
+    # two populated cells at opposite edges of the torus, one rare cell (1 frame in 5001)
+    a = np.array([-np.pi + 0.5 * width, -np.pi + 0.5 * width])
+    b = np.array([np.pi - 0.5 * width, 0.5 * width])
+    frames = np.concatenate([a + rng.uniform(-0.4, 0.4, (2500, 2)) * width,
+                             b + rng.uniform(-0.4, 0.4, (2500, 2)) * width, [[0.0, -2.0]]])
+    grid = M.dihedral_grid([frames], n_cells=20)
+    assert grid.n_states == 2 and grid.method == "grid" and grid.dim == 2
+    assert np.allclose(grid.centers, [a, b])
+    assert set(grid.dtrajs[0][:2500]) == {0} and set(grid.dtrajs[0][2500:5000]) == {1}
+    # just across the periodic edge from a (φ near +π, ψ near +π) is still a's state
+    assert grid.transform([np.array([[np.pi - 0.01, np.pi - 0.01]])])[0].tolist() == [0]
+    assert M.dihedral_grid([frames], n_cells=20, min_population=0).n_states == 3
 
 
 # -- pipeline and CLI -----------------------------------------------------------------------------
