@@ -575,13 +575,13 @@ def _estimated_lambda_hat(trajectories: Sequence[np.ndarray], config: TrainingCo
 
 def _molecule_topology(system: dict | None):
     """The mdtraj topology of the data's system if it is a molecule, else None."""
-    from itomd.systems.openmm import MOLECULES, MolecularSystem
+    from itomd.systems.openmm import is_molecular
     from itomd.systems.registry import SystemSpec
 
-    if not system or str(system.get("spec", "")).strip().lower() not in MOLECULES:
+    if not system or not SystemSpec.from_dict(system).is_molecular:
         return None
     built = SystemSpec.from_dict(system).build()
-    return built.topology() if isinstance(built, MolecularSystem) else None
+    return built.topology() if is_molecular(built) else None
 
 
 def _load_prior(prior: str, system: dict | None) -> tuple[dict[str, Any], torch.nn.Module]:
