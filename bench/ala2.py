@@ -21,7 +21,9 @@ each cached under ``--work`` (default bench/work/ala2) so a re-run continues whe
     .venv/bin/python bench/ala2.py --stage all            # every stage
     .venv/bin/python bench/ala2.py --stage evaluate       # one stage (its inputs must exist)
 
-Writes bench/results/ala2.json (merged across stages) and prints a summary.
+Writes bench/results/ala2.json (merged across stages), an HTML report per evaluated model
+(bench/results/ala2_<model>.html: Ramachandran plots next to MD's, implied timescales, CK test,
+validity) and prints a summary.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ import torch
 
 from itomd.analysis.molecular import (analyze_molecule, backbone_dihedrals, chemical_validity, compare_molecule,
                                       ramachandran_js_divergence)
+from itomd.analysis.report import write_report
 from itomd.data.store import TrajectoryStore, write_text_atomically
 from itomd.estimator import ITOEstimator, TrainingConfig
 from itomd.model import TransitionModel
@@ -101,14 +104,16 @@ def stage_evaluate(args, run: str = "ito", label: str = "ito") -> None:
     x0 = frames[rng.choice(len(frames), args.walkers, replace=False)]
     start = time.perf_counter()
     cache = args.work / f"rollout_{label}_lag{args.lag}_{args.walkers}x{args.jumps}_{args.n_steps}.npy"
+    timing = cache.with_suffix(".json")
     if cache.exists():
         paths = np.load(cache)
-        seconds = None
+        seconds = json.loads(timing.read_text())["seconds"] if timing.exists() else None
     else:
         generator = torch.Generator().manual_seed(1)
         paths = rollout(model, x0, args.lag, args.jumps, generator=generator, n_steps=args.n_steps, progress=True)
         seconds = time.perf_counter() - start
         np.save(cache, paths)
+        write_text_atomically(timing, json.dumps({"seconds": seconds, "threads": torch.get_num_threads()}))
     surrogate = [p.astype(np.float64) for p in paths]
     tau = model.frame_interval * args.lag
     system = SystemSpec(SYSTEM).build()
@@ -118,6 +123,8 @@ def stage_evaluate(args, run: str = "ito", label: str = "ito") -> None:
     comparison = compare_molecule(result, reference, model.frame_interval, n_samples=0)
     ratio = comparison.slowest_timescale_ratio()
     validity = result.molecular.validity
+    write_report(result, RESULTS.parent / f"ala2_{label}.html",
+                 title=f"alanine dipeptide: {label} rollouts ({args.walkers} × {args.jumps} jumps of {tau:g} ps) vs MD")
     md_its = comparison.implied_timescales
     summary = {
         "model": str(args.work / run), "model_steps": model.info.get("steps"),
