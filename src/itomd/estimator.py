@@ -52,9 +52,9 @@ from itomd.data.store import write_text_atomically
 from itomd.diffusion.bopito import check_eigenvalue
 from itomd.diffusion.denoiser import Denoiser
 from itomd.errors import DataFileError, InvalidInputError
+from itomd.geometry import superpose
 from itomd.model import (DenoiserSpec, TransitionModel, centre_structures, exact_prior, fit_denoiser_spec, model_prior,
                          prior_range)
-from itomd.geometry import superpose
 from itomd.nn.equivariant import MoleculeGraph
 
 CHECKPOINT_FORMAT = "itomd-checkpoint"
@@ -578,9 +578,10 @@ def _molecule_topology(system: dict | None):
     from itomd.systems.openmm import is_molecular
     from itomd.systems.registry import SystemSpec
 
-    if not system or not SystemSpec.from_dict(system).is_molecular:
+    spec = SystemSpec.from_dict(system) if system else None
+    if spec is None or not spec.is_molecular:
         return None
-    built = SystemSpec.from_dict(system).build()
+    built = spec.build()
     return built.topology() if is_molecular(built) else None
 
 
