@@ -164,8 +164,6 @@ def stage_md_floor(args) -> None:
 
 def stage_throughput(args, run: str = "ito") -> None:
     model = TransitionModel.load(args.work / run)
-    system = SystemSpec(SYSTEM).build()
-    x0 = system.initial_coordinates()
     rows = {}
     for platform in ("Reference", "CPU"):
         steps = 10_000 if platform == "Reference" else 1000

@@ -320,12 +320,7 @@ def fit_denoiser_spec(trajectories: Sequence[np.ndarray], conditional: bool, max
 
 def centre_structures(trajectories: Sequence[np.ndarray], n_atoms: int) -> list[np.ndarray]:
     """Each frame of each trajectory [n_i, 3·n_atoms] minus its centroid (translations removed)."""
-    out = []
-    for t in trajectories:
-        t = np.asarray(t, dtype=np.float64)
-        positions = t.reshape(len(t), n_atoms, 3)
-        out.append((positions - positions.mean(1, keepdims=True)).reshape(t.shape))
-    return out
+    return [remove_centroid(torch.as_tensor(np.asarray(t, dtype=np.float64)), n_atoms).numpy() for t in trajectories]
 
 
 def _tuples(value: Any) -> Any:

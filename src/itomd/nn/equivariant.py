@@ -29,8 +29,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Sequence
-
 import numpy as np
 import torch
 from torch import nn
@@ -130,13 +128,13 @@ class _Interaction(nn.Module):
         self.normaliser = 1.0 / math.sqrt(n_atoms)
 
     def forward(self, s, v, edge, unit_noisy, unit_cond):
-        # s [B,n,H], v [B,n,3,H], edge [B,n,n,E], unit_* [B,n,n,3]
+        # s [B,n,H], v [B,n,3,H], edge [B,n,n,E], unit_* [B,n,n,3] (unit_cond None: unconditional)
         phi = (self.scalar_net(s) * self.normaliser)[:, None, :, :] * self.filter(edge)  # [B,i,j,4H]: j → i
         a, b, c, d = phi.split(self.hidden, dim=-1)
         ds = a.sum(2)
-        dv = (torch.einsum("bijh,bjch->bich", b, v)
-              + torch.einsum("bijh,bijc->bich", c, unit_noisy)
-              + torch.einsum("bijh,bijc->bich", d, unit_cond))
+        dv = torch.einsum("bijh,bjch->bich", b, v) + torch.einsum("bijh,bijc->bich", c, unit_noisy)
+        if unit_cond is not None:  # equilibrium models have no conditioning structure
+            dv = dv + torch.einsum("bijh,bijc->bich", d, unit_cond)
         return s + ds, v + dv
 
 
@@ -271,7 +269,7 @@ class EquivariantTransitionNet(nn.Module):
         else:
             if cond is not None or lag is not None:
                 raise InvalidInputError("an unconditional EquivariantTransitionNet takes no cond/lag")
-            unit_t = torch.zeros_like(unit)
+            unit_t = None
         bonds = nn.functional.one_hot(self.graph_distance, MAX_GRAPH_DISTANCE + 1).to(x_in.dtype)
         edge.append(bonds.expand(b, -1, -1, -1))
         edge = torch.cat(edge, dim=-1)

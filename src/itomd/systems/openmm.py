@@ -20,7 +20,6 @@ constrained, 300 K, collision rate 1/ps; frames every 1 ps unless overridden.
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import importlib.util
 from dataclasses import dataclass
@@ -229,16 +228,10 @@ def molecular_system(name: str, temperature: float | None = None) -> MolecularSy
                            molecule=molecule, solvent=solvent, temperature=temperature)
 
 
-def with_temperature(system: MolecularSystem, temperature: float) -> MolecularSystem:
-    """A copy of ``system`` at another temperature (kT stays the energy unit)."""
-    return dataclasses.replace(system, potential=OpenMMPotential(system.molecule, system.solvent, temperature),
-                               temperature=float(temperature))
-
-
 def is_molecular(system: System) -> bool:
     """Whether ``system`` is a molecule (OpenMM dynamics, Cartesian coordinates of atoms)."""
     return isinstance(system, MolecularSystem)
 
 
 __all__ = ["MolecularSystem", "OpenMMPotential", "molecular_system", "build_openmm_system", "is_molecular",
-           "kT_in_kj_per_mol", "MOLECULES", "with_temperature"]
+           "kT_in_kj_per_mol", "MOLECULES"]
