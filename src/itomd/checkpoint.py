@@ -1,7 +1,7 @@
 """Atomic torch files: models and training checkpoints survive ``kill -9`` at any moment.
 
 A file is written to a temporary name in the same directory, fsynced and renamed over the old one
-(:func:`~itomd.data.store.write_atomically`), so a reader sees either the previous complete file
+(:func:`itomd._files.write_atomically`), so a reader sees either the previous complete file
 or the new complete file, never a torn one. Files hold only tensors and plain Python values and
 are read with ``torch.load(weights_only=True)``: loading a file never runs code from it.
 """
@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from itomd.data.store import write_atomically
+from itomd._files import write_atomically
 from itomd.errors import DataFileError
 
 

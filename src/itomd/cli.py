@@ -126,12 +126,12 @@ def _system_spec(args: argparse.Namespace):
 # -- commands -------------------------------------------------------------------------------------
 def cmd_simulate(args: argparse.Namespace) -> int:
     from itomd.simulate.campaign import run_campaign
+    from itomd.simulate.engines import make_engine
 
     spec, system = _system_spec(args)
     x0 = None
-    start = None  # equilibrium samples; a molecule's shipped structure
-    if args.platform is not None and not spec.is_molecular:
-        raise InvalidInputError(f"--platform (OpenMM) applies to molecules only, not to '{args.system}'")
+    start = None  # the system's default: equilibrium samples, or a molecule's shipped structure
+    engine = make_engine(system, args.integrator, args.platform)  # a wrong integrator or platform: one line, now
     if args.x0 is not None and args.from_equilibrium_model is not None:
         raise InvalidInputError("give --x0 or --from-equilibrium-model, not both")
     if args.x0 is not None:
@@ -139,24 +139,27 @@ def cmd_simulate(args: argparse.Namespace) -> int:
             raise InvalidInputError(f"--x0 needs {system.dim} numbers for {system.name}, got {len(args.x0)}")
         x0, start = args.x0, "fixed"
     elif args.from_equilibrium_model is not None:
-        from itomd.simulate.seeding import equilibrium_model_start_points
+        from itomd.data.starts import equilibrium_model_start_points
+        from itomd.model import TransitionModel
 
-        x0 = equilibrium_model_start_points(args.from_equilibrium_model, args.out, args.n_traj, args.seed, system.dim,
-                                            progress=not args.quiet)
+        source = args.from_equilibrium_model
+        model_file = source / "model.pt" if source.is_dir() else source
+        x0 = equilibrium_model_start_points(TransitionModel.load(model_file), model_file, args.out, args.n_traj,
+                                            args.seed, system.dim, progress=not args.quiet, source=source)
         start = "fixed"
+    # engines that simulate a chunk as one batch get larger chunks here than the library's default
+    chunk_size = args.chunk_size or (256 if engine.batched else None)
     t0 = time.perf_counter()
     store = run_campaign(spec, args.out, n_trajectories=args.n_traj, n_frames=args.n_frames, seed=args.seed,
-                         integrator=args.integrator, start=start, x0=x0,
-                         chunk_size=args.chunk_size or (None if spec.is_molecular else 256),
+                         integrator=args.integrator, start=start, x0=x0, chunk_size=chunk_size,
                          platform=args.platform, scheduler=args.scheduler,
                          n_workers=args.workers, progress=not args.quiet)
     elapsed = time.perf_counter() - t0
     summary = {"out": str(args.out), "n_trajectories": len(store), "n_frames": args.n_frames,
                "frame_interval": system.frame_interval, "simulated_time": len(store) * (args.n_frames - 1) * system.frame_interval,
                "wall_seconds": round(elapsed, 3), "system": system.metadata()}
-    units = "ps" if spec.is_molecular else "time units"
     _emit(summary, args.json, f"wrote {len(store)} trajectories of {args.n_frames} frames to {args.out} "
-                              f"({summary['simulated_time']:.4g} {units} in {elapsed:.1f} s)")
+                              f"({summary['simulated_time']:.4g} {system.time_unit} in {elapsed:.1f} s)")
     return 0
 
 
@@ -326,29 +329,16 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_sample(args: argparse.Namespace) -> int:
-    import numpy as np
-
+    from itomd.data.starts import sample_start_points
     from itomd.model import TransitionModel
-    from itomd.rollout import read_start_points, run_rollout, simulated_time, start_points_from_store
+    from itomd.rollout import run_rollout, simulated_time
 
     model = TransitionModel.load(args.run)
     if not model.conditional:
         raise InvalidInputError(f"{args.run} is an equilibrium model; rollouts need a transition model")
     if args.lambda_int is not None:
         model.set_interpolation(args.lambda_int)
-    if args.from_store is not None and args.x0 is not None:
-        raise InvalidInputError("give start points either with --from DIR or with --x0 FILE, not both")
-    if args.from_store is not None:
-        x0 = start_points_from_store(args.from_store, args.n_walkers, args.seed, model.dim)
-    elif args.x0 is not None:
-        x0 = read_start_points(args.x0, model.dim)
-        if len(x0) == 1:
-            x0 = np.repeat(x0, args.n_walkers, axis=0)
-        elif len(x0) != args.n_walkers:
-            raise InvalidInputError(f"{args.x0} holds {len(x0)} start points for {args.n_walkers} walkers "
-                                    "(give one point or one per walker)")
-    else:
-        x0 = _equilibrium_start_points(model, args.n_walkers, args.seed)
+    x0 = sample_start_points(model, args.n_walkers, args.seed, from_store=args.from_store, x0_file=args.x0)
     _note_untrained_starts(model, x0)
     if args.lag > model.max_lag:
         how = (f"the dynamic part decays with λ_int = {model.lambda_interpolation or model.lambda_hat:.6g} per frame"
@@ -417,24 +407,6 @@ def _recorded_frame_interval(metadata: dict, path: Path) -> float:
     if metadata.get("frame_interval") is None:
         raise InvalidInputError(f"{path} does not record its frame interval")
     return float(metadata["frame_interval"])
-
-
-def _equilibrium_start_points(model, n_walkers: int, seed: int):
-    import numpy as np
-
-    from itomd.systems import SystemSpec
-    from itomd.systems.reference import exact_reference
-
-    if model.system is None or model.dim > 2:
-        if model.is_bopito:  # its frozen equilibrium part is a Boltzmann generator
-            import torch
-
-            generator = torch.Generator().manual_seed(int(np.random.SeedSequence(seed, spawn_key=(0, 2)).generate_state(1)[0]))
-            return model.sample_equilibrium(n_walkers, generator=generator).double().numpy()
-        raise InvalidInputError("give start points with --from DIR (a trajectory store) or --x0 FILE")
-    system = SystemSpec.from_dict(model.system).build()
-    rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(0, 2)))
-    return exact_reference(system, n_eigen=2).sample(n_walkers, rng)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:

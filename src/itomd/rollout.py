@@ -15,9 +15,9 @@ stay valid, nothing after the blow-up is written.
 Determinism
 -----------
 Chunk c of walkers draws all its noise from a generator seeded by
-``SeedSequence(seed, spawn_key=(c,))`` (start points drawn from a store by
-:func:`start_points_from_store`: ``spawn_key=(0, 1)``), so a resumed rollout writes the same
-frames as an uninterrupted one.
+``SeedSequence(seed, spawn_key=(c,))``, so a resumed rollout writes the same frames as an
+uninterrupted one. The resumable writing is :class:`~itomd.data.jobs.ChunkedJob` (shared with
+simulation campaigns); start points come from :mod:`itomd.data.starts`.
 """
 
 from __future__ import annotations
@@ -31,7 +31,8 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from itomd.data.store import TrajectoryStore, exclusive_lock
+from itomd.data.jobs import ChunkedJob, chunk_items, chunk_seed, write_chunk
+from itomd.data.store import TrajectoryStore
 from itomd.errors import DataFileError, InvalidInputError, ItomdError
 from itomd.model import DEFAULT_N_STEPS, DEFAULT_SAMPLER, TransitionModel
 
@@ -105,35 +106,6 @@ def _check_rollout_arguments(model: TransitionModel, lag: int, n_jumps: int) -> 
             raise InvalidInputError(f"{name} must be a positive integer, got {value!r}")
 
 
-def start_points_from_store(path: str | os.PathLike, n_walkers: int, seed: int, dim: int) -> np.ndarray:
-    """``n_walkers`` frames drawn uniformly (with replacement) from a trajectory store; [W, dim]."""
-    trajectories = TrajectoryStore(path).trajectories()
-    frames = np.concatenate(trajectories)
-    if frames.shape[1] != dim:
-        raise InvalidInputError(f"{path} holds {frames.shape[1]}-dimensional frames; the model is {dim}-dimensional")
-    rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(0, 1)))
-    return frames[rng.integers(len(frames), size=n_walkers)]
-
-
-def read_start_points(path: str | os.PathLike, dim: int) -> np.ndarray:
-    """Start points from a ``.npy`` file or a text file of numbers, shape [W, dim] (or [dim])."""
-    path = Path(path)
-    if not path.is_file():
-        raise DataFileError(f"no start-point file at {path}")
-    try:
-        points = np.load(path) if path.suffix == ".npy" else np.loadtxt(path, ndmin=2, delimiter=None)
-    except (ValueError, OSError, EOFError) as exc:
-        raise DataFileError(f"cannot read start points from {path}: {str(exc).splitlines()[0]}") from exc
-    points = np.asarray(points, dtype=np.float64)
-    if points.ndim == 1:
-        points = points[None, :] if points.shape[0] == dim else points[:, None]
-    if points.ndim != 2 or points.shape[1] != dim:
-        raise InvalidInputError(f"start points in {path} must have shape [W, {dim}], got {points.shape}")
-    if not np.all(np.isfinite(points)):
-        raise InvalidInputError(f"start points in {path} contain NaN or inf")
-    return points
-
-
 def run_rollout(model: TransitionModel, out_dir: str | os.PathLike, lag: int, n_jumps: int, x0: np.ndarray,
                 seed: int = 0, chunk_size: int = DEFAULT_WALKER_CHUNK, sampler: str = DEFAULT_SAMPLER,
                 n_steps: int = DEFAULT_N_STEPS, tolerance: float = DEFAULT_TOLERANCE, progress: bool = True,
@@ -175,65 +147,51 @@ def run_rollout(model: TransitionModel, out_dir: str | os.PathLike, lag: int, n_
         "sampler": sampler, "n_steps": int(n_steps), "model": model_source, "model_steps": model.info.get("steps"),
         "x0_checksum": float(np.round(x0.sum(), 10)), "lambda_interpolation": model.lambda_interpolation,
     }))
-    metadata = _trajectory_metadata(model, frame_interval, lag)
-    store = TrajectoryStore(Path(out_dir).absolute())
-    try:
-        store.path.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise DataFileError(f"cannot create the output directory {store.path}: {exc.strerror or exc}") from exc
-    n_chunks = -(-n_walkers // chunk_size)
-    with exclusive_lock(store.path):
-        store.claim("rollout", parameters)
-        store.remove_temporary_files()
-        _write_topology(store.path, model)
-        present = set(store.indices)
-        with tqdm(total=n_walkers, disable=not progress, unit="walker", desc=f"sample lag {lag}",
-                  dynamic_ncols=True) as bar:
-            for chunk in range(n_chunks):
-                walkers = range(chunk * chunk_size, min((chunk + 1) * chunk_size, n_walkers))
-                if all(i in present for i in walkers) and _chunk_complete(store, walkers, n_jumps, model.dim):
-                    bar.update(len(walkers))
-                    continue
-                seed_state = np.random.SeedSequence(seed, spawn_key=(chunk,)).generate_state(1, dtype=np.uint64)[0]
-                generator = torch.Generator(device=model.device).manual_seed(int(seed_state % (2**63)))
-                frames = rollout(model, x0[walkers.start:walkers.stop], lag, n_jumps, generator=generator,
-                                 sampler=sampler, n_steps=n_steps, tolerance=tolerance, progress=progress)
-                for offset, trajectory in enumerate(frames):
-                    store.write(walkers.start + offset, trajectory.astype(np.float64), {**metadata, "chunk": chunk})
-                bar.update(len(walkers))
-    return store
+    system = _recorded_system(model)
+    metadata = _trajectory_metadata(model, system, frame_interval, lag)
+
+    def make_task(chunk: int, store_dir: Path) -> tuple[int, range, Path]:
+        return chunk, chunk_items(chunk, chunk_size, n_walkers), store_dir
+
+    def run_task(task: tuple[int, range, Path]) -> int:
+        chunk, walkers, store_dir = task
+        generator = torch.Generator(device=model.device).manual_seed(chunk_seed(seed, chunk) % (2**63))
+        frames = rollout(model, x0[walkers.start:walkers.stop], lag, n_jumps, generator=generator,
+                         sampler=sampler, n_steps=n_steps, tolerance=tolerance, progress=progress)
+        return write_chunk(store_dir, walkers.start, frames, {**metadata, "chunk": chunk})
+
+    def chunk_complete(store: TrajectoryStore, chunk: int) -> bool:
+        for index in chunk_items(chunk, chunk_size, n_walkers):
+            try:
+                if store.read(index).shape != (n_jumps + 1, model.dim):
+                    return False
+            except (DataFileError, InvalidInputError):
+                return False
+        return True
+
+    job = ChunkedJob(section="rollout", parameters=parameters, n_items=n_walkers, chunk_size=chunk_size,
+                     make_task=make_task, run_task=run_task, chunk_complete=chunk_complete, system=system,
+                     description=f"sample lag {lag}", unit="walker")
+    return job.run(out_dir, progress=progress)
 
 
-def _write_topology(directory: Path, model: TransitionModel) -> None:
-    """topology.pdb next to a molecule's surrogate trajectories (as campaigns write it)."""
-    if not model.spec.is_molecular or model.system is None:
-        return
-    from itomd.simulate.molecular import write_topology
+def _recorded_system(model: TransitionModel) -> Any:
+    """The system the model records (its store files and metadata go with the rollout), or None."""
+    if model.system is None:
+        return None
     from itomd.systems import SystemSpec
 
-    write_topology(directory, SystemSpec.from_dict(model.system).build())
+    try:
+        return SystemSpec.from_dict(model.system).build()
+    except ItomdError:
+        return None
 
 
-def _chunk_complete(store: TrajectoryStore, walkers: range, n_jumps: int, dim: int) -> bool:
-    for index in walkers:
-        try:
-            if store.read(index).shape != (n_jumps + 1, dim):
-                return False
-        except (DataFileError, InvalidInputError):
-            return False
-    return True
-
-
-def _trajectory_metadata(model: TransitionModel, frame_interval: float, lag: int) -> dict[str, Any]:
+def _trajectory_metadata(model: TransitionModel, system: Any, frame_interval: float, lag: int) -> dict[str, Any]:
     metadata: dict[str, Any] = {}
     if model.system is not None:
-        from itomd.systems import SystemSpec
-
-        try:
-            system = SystemSpec.from_dict(model.system).build()
+        if system is not None:
             metadata.update(system.metadata())
-        except ItomdError:
-            pass
         metadata["spec"] = json.dumps(model.system)
     metadata.update({"frame_interval": frame_interval, "lag": int(lag), "source": "itomd rollout",
                      "data_frame_interval": model.frame_interval,
@@ -248,5 +206,4 @@ def simulated_time(n_walkers: int, n_jumps: int, lag: int, frame_interval: float
     return float(n_walkers) * n_jumps * lag * frame_interval
 
 
-__all__: Sequence[str] = ["RolloutBlowUpError", "rollout", "run_rollout", "start_points_from_store",
-                          "read_start_points", "simulated_time"]
+__all__: Sequence[str] = ["RolloutBlowUpError", "rollout", "run_rollout", "simulated_time"]

@@ -249,3 +249,37 @@ def test_seeds_derive_from_campaign_seed_and_chunk():
     assert len({a.chunk_torch_seed(c) for c in range(5)}) == 5
     assert a.chunk_torch_seed(0) != Campaign(DOUBLE_WELL, 10, 5, seed=2).chunk_torch_seed(0)
     assert list(a.chunk_trajectories(4)) == [8, 9] and b.n_chunks == 50
+
+
+def test_campaign_defaults_and_store_files_come_from_the_system(tmp_path):
+    (tmp_path / "custom.py").write_text(textwrap.dedent("""
+        from pathlib import Path
+
+        import numpy as np
+
+        from itomd.systems import System
+        from itomd.systems.toy import HarmonicPotential
+
+        class Custom(System):
+            integrators = ("baoab",)
+            default_chunk_size = 3
+
+            def default_start(self):
+                return np.full(self.dim, 0.5)
+
+            def write_store_files(self, directory, frame=None):
+                path = Path(directory) / "custom.txt"
+                path.write_text("written by the system")
+                return [path]
+
+        SYSTEM = Custom(HarmonicPotential(), kT=1.0, box=((-6.0, 6.0),))
+    """))
+    spec = SystemSpec(f"{tmp_path / 'custom.py'}:SYSTEM")
+    campaign = Campaign(spec, n_trajectories=7, n_frames=4, seed=1)
+    assert (campaign.integrator, campaign.chunk_size, campaign.start, campaign.platform) == ("baoab", 3, "fixed", None)
+    store = campaign.run(tmp_path / "out", n_workers=0, progress=False)
+    assert all(t[0, 0] == 0.5 for t in store.trajectories()) and store.metadata["integrator"] == "baoab"
+    assert store.read_metadata(6)["chunk"] == 2 and "platform" not in store.manifest["campaign"]
+    assert (store.path / "custom.txt").read_text() == "written by the system"
+    with pytest.raises(InvalidInputError, match="does not apply to"):
+        Campaign(spec, n_trajectories=7, n_frames=4, seed=1, integrator="overdamped")

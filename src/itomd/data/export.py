@@ -18,7 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
-from itomd.data.store import TrajectoryStore, trajectory_filename, write_atomically
+from itomd._files import write_atomically
+from itomd.data.store import TrajectoryStore, trajectory_filename
 from itomd.errors import DataFileError, InvalidInputError
 
 #: Formats :func:`export_store` writes: name -> mdtraj ``Trajectory`` method.
@@ -57,8 +58,6 @@ def export_store(store_dir: str | os.PathLike, out_dir: str | os.PathLike, fmt: 
     """
     import mdtraj
 
-    from itomd.simulate.molecular import write_topology
-    from itomd.systems.openmm import is_molecular
     from itomd.systems.registry import SystemSpec
 
     if fmt not in EXPORT_FORMATS:
@@ -76,9 +75,9 @@ def export_store(store_dir: str | os.PathLike, out_dir: str | os.PathLike, fmt: 
         raise InvalidInputError(f"{store.path} holds trajectories of '{name}', not of a molecule; export writes "
                                 "molecular stores only (ala2, ...)")
     system = spec.build()
-    if not is_molecular(system):  # pragma: no cover - is_molecular by name implies a MolecularSystem
-        raise InvalidInputError(f"{store.path} does not hold a molecule")
     topology = system.topology()
+    if topology is None:  # pragma: no cover - a molecule by name has a topology
+        raise InvalidInputError(f"{store.path} does not hold a molecule")
     frame_interval = float(metadata.get("frame_interval", system.frame_interval))
     out = Path(out_dir)
     try:
@@ -87,7 +86,7 @@ def export_store(store_dir: str | os.PathLike, out_dir: str | os.PathLike, fmt: 
         raise DataFileError(f"cannot create the output directory {out}: {exc.strerror or exc}") from exc
 
     def save(coordinates: np.ndarray, target: Path) -> Path:
-        xyz = np.asarray(coordinates, dtype=np.float32).reshape(len(coordinates), system.n_atoms, 3)
+        xyz = np.asarray(coordinates, dtype=np.float32).reshape(len(coordinates), topology.n_atoms, 3)
         trajectory = mdtraj.Trajectory(xyz, topology, time=np.arange(len(xyz)) * frame_interval)
         method = getattr(trajectory, EXPORT_FORMATS[fmt])
         with warnings.catch_warnings():  # the temporary name does not end in .h5; the final one does
@@ -104,7 +103,7 @@ def export_store(store_dir: str | os.PathLike, out_dir: str | os.PathLike, fmt: 
         for index in indices:
             coordinates = first if index == indices[0] else store.read(index)
             written.append(save(coordinates, out / Path(trajectory_filename(index)).with_suffix(f".{fmt}")))
-    written.append(write_topology(out, system, coordinates=first[0]))
+    written.extend(system.write_store_files(out, frame=first[0]))  # topology.pdb with the first frame
     return written
 
 

@@ -35,18 +35,19 @@ Errors: a missing store or file, a corrupt or truncated file, or a file of the w
 
 from __future__ import annotations
 
-import contextlib
 import datetime
 import json
 import os
 import re
-import secrets
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping, Sequence
+from typing import Any, Iterator, Mapping, Sequence
 
 import h5py
 import numpy as np
 
+# the file-system primitives live in itomd._files; re-exported here, where callers have found them
+from itomd._files import TEMPORARY_MARKER as _TEMPORARY_MARKER
+from itomd._files import exclusive_lock, write_atomically, write_text_atomically  # noqa: F401
 from itomd.errors import DataFileError, InvalidInputError
 
 #: Name of the coordinates dataset in every trajectory file.
@@ -59,8 +60,6 @@ _JSON_KEYS_ATTRIBUTE = "itomd_json_keys"
 CONSISTENT_KEYS = ("system", "spec", "dim", "kT", "friction", "timestep", "frame_interval", "integrator")
 
 _TRAJECTORY_FILE = re.compile(r"^traj_(\d+)\.h5$")
-_TEMPORARY_MARKER = ".tmp-"
-_LOCK_FILE = ".lock"
 
 
 def trajectory_filename(index: int) -> str:
@@ -417,38 +416,6 @@ def save_trajectories(
     return store
 
 
-def write_text_atomically(path: str | os.PathLike, text: str) -> Path:
-    """Write a text file (UTF-8) atomically: temporary file, fsync, rename; parent created.
-
-    The one home of write-then-rename for reports, JSON results and the like; trajectory files use
-    the same mechanism.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    write_atomically(path, lambda temporary: temporary.write_text(text, encoding="utf-8"))
-    return path
-
-
-@contextlib.contextmanager
-def exclusive_lock(directory: Path) -> Iterator[None]:
-    """Hold an advisory lock on ``directory`` so that one process writes it at a time (released by
-    the OS even after ``kill -9``)."""
-    try:
-        import fcntl
-    except ImportError:  # not POSIX: no lock
-        yield
-        return
-    with open(directory / _LOCK_FILE, "a") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            raise InvalidInputError(f"another itomd process is writing to {directory}; wait for it or use a new --out") from None
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
 def parameter_differences(recorded: Mapping[str, Any], requested: Mapping[str, Any], prefix: str = "") -> list[str]:
     """Readable ``key recorded != requested`` entries, nested dicts flattened with dots."""
     out = []
@@ -467,40 +434,6 @@ def _short(value: Any, limit: int = 40) -> str:
 
 
 # -- helpers ------------------------------------------------------------------------------------
-def write_atomically(target: Path, write: Callable[[Path], None]) -> None:
-    """Write ``target`` via a temporary file in the same directory, fsync, then rename over it."""
-    directory = target.parent
-    for entry in os.scandir(directory):  # leftovers of earlier interrupted writes of this file
-        if entry.name.startswith(target.name + _TEMPORARY_MARKER):
-            try:
-                os.unlink(entry.path)
-            except FileNotFoundError:
-                pass
-    temporary = directory / f"{target.name}{_TEMPORARY_MARKER}{os.getpid()}-{secrets.token_hex(4)}"
-    try:
-        write(temporary)
-        fd = os.open(temporary, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(temporary, target)
-    except BaseException:
-        try:
-            os.unlink(temporary)
-        except FileNotFoundError:
-            pass
-        raise
-    try:  # make the rename itself durable
-        fd = os.open(directory, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-    except OSError:  # some file systems cannot fsync a directory
-        pass
-
-
 def _encode_attributes(metadata: Mapping[str, Any]) -> tuple[dict[str, Any], list[str]]:
     native: dict[str, Any] = {}
     json_keys: list[str] = []

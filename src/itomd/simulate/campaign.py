@@ -1,16 +1,19 @@
 r"""Resumable simulation campaigns: many trajectories, simulated in chunks, fanned out on dask.
 
 A campaign simulates ``n_trajectories`` trajectories of ``n_frames`` frames each. Trajectories are
-grouped into *chunks* of ``chunk_size`` walkers that one task simulates together with
-:func:`~itomd.simulate.simulate`; chunk ``c`` holds trajectories ``c*chunk_size ...`` up to the
-next chunk. Each task writes its trajectories to the :class:`~itomd.data.store.TrajectoryStore`
-with atomic write-then-rename.
+grouped into *chunks* of ``chunk_size`` walkers that one task simulates together with the
+campaign's :class:`~itomd.simulate.engines.Engine`; chunk ``c`` holds trajectories
+``c*chunk_size ...`` up to the next chunk. Each task writes its trajectories to the
+:class:`~itomd.data.store.TrajectoryStore` with atomic write-then-rename. A campaign is its
+parameters, its seeds and its engine; the resumable writing is :class:`~itomd.data.jobs.ChunkedJob`
+(shared with rollouts), the start points come from :mod:`itomd.data.starts`.
 
 Determinism
 -----------
 Every random number of chunk ``c`` comes from ``numpy.random.SeedSequence(seed, spawn_key=(c, k))``:
-``k = 0`` seeds the chunk's :class:`torch.Generator` (integrator noise, BAOAB velocities), ``k = 1``
-draws the equilibrium start points. The data are therefore a function of the campaign parameters
+``k = 0`` gives the integer seed of the chunk's engine run (a :class:`torch.Generator` for the
+integrator noise and BAOAB velocities; OpenMM's per-walker seeds), ``k = 1`` draws the equilibrium
+start points. The data are therefore a function of the campaign parameters
 alone, identical whatever the number of workers, the order in which chunks run, or how often the
 campaign was interrupted. ``chunk_size`` is a campaign parameter (it changes which walkers share a
 generator), the number of workers is not.
@@ -24,17 +27,17 @@ the store equals that of an uninterrupted run bit for bit. Different parameters 
 :class:`~itomd.errors.InvalidInputError`. Only one campaign may write to a directory at a time
 (an advisory lock enforces it).
 
-Molecules
----------
-A campaign of a molecule (``SystemSpec("ala2")``, a
-:class:`~itomd.systems.openmm.MolecularSystem`) runs OpenMM's Langevin integrator
-(``integrator="langevin-middle"``, the default for molecules) through
-:func:`~itomd.simulate.molecular.simulate_molecule` on ``platform`` (default ``"Reference"``, part
-of the parameters since other platforms give other, equally valid trajectories). Chunk ``c`` passes
-the integer drawn from ``SeedSequence(seed, spawn_key=(c, 0))`` as the seed, so molecules are as
-independent of the worker count as the toy systems. Default starts: the shipped structure; default
-chunk size: :data:`DEFAULT_MOLECULE_CHUNK_SIZE` walkers (each walker is its own OpenMM context, so
-small chunks balance the workers). The store gets the molecule's ``topology.pdb``.
+Systems
+-------
+Defaults come from the system (no campaign code asks whether it is a molecule): the integrator is
+``system.default_integrator``, the chunk size ``system.default_chunk_size``, the start
+``system.default_start()`` (``None``: equilibrium samples), and the store gets
+``system.write_store_files``. A molecule (``SystemSpec("ala2")``, a
+:class:`~itomd.systems.openmm.MolecularSystem`) thus runs OpenMM's Langevin integrator
+(``"langevin-middle"``) on ``platform`` (default ``"Reference"``, part of the parameters since
+other platforms give other, equally valid trajectories), from the shipped structure, in chunks of
+4 walkers (each walker is its own OpenMM context, so small chunks balance the workers), and its
+store holds ``topology.pdb``.
 
 Execution
 ---------
@@ -54,27 +57,27 @@ import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Sequence
+from typing import Any, Callable, Iterable, Iterator, Sequence, TypeVar
 
 import numpy as np
-import torch
-from tqdm.auto import tqdm
 
-from itomd.data.store import TrajectoryStore, exclusive_lock
+from itomd.data.jobs import ChunkedJob, chunk_items, chunk_seed, write_chunk
+from itomd.data.starts import MAX_EXACT_DIM, equilibrium_samples, fixed_points
+from itomd.data.store import TrajectoryStore
 from itomd.errors import DataFileError, InvalidInputError
-from itomd.simulate.integrators import INTEGRATORS, simulate
-from itomd.simulate.molecular import DEFAULT_PLATFORM, MOLECULAR_INTEGRATOR, PLATFORMS
+from itomd.simulate.engines import Engine, make_engine
 from itomd.systems.registry import SystemSpec
 from itomd.systems.system import System
 
 logger = logging.getLogger(__name__)
 
-#: Walkers per chunk unless given.
-DEFAULT_CHUNK_SIZE = 64
-#: Walkers per chunk of a molecule unless given (one OpenMM context per walker, run in turn).
-DEFAULT_MOLECULE_CHUNK_SIZE = 4
+#: Walkers per chunk of a toy system unless given (``System.default_chunk_size``).
+DEFAULT_CHUNK_SIZE = System.default_chunk_size
 #: Start-point modes.
 START_MODES = ("equilibrium", "fixed")
+
+T = TypeVar("T")
+R = TypeVar("R")
 
 
 @dataclass(frozen=True, eq=False)
@@ -91,22 +94,24 @@ class Campaign:
         Frames per trajectory including the start point (positive).
     seed : int
         Campaign seed (non-negative); all chunk seeds derive from it.
-    integrator : {"overdamped", "baoab", "langevin-middle"}, optional
-        Integrator passed to :func:`~itomd.simulate.simulate`, or ``"langevin-middle"`` (OpenMM)
-        for molecules. Default: ``"overdamped"``, for molecules ``"langevin-middle"``.
+    integrator : str, optional
+        One of the system's integrators (``system.integrators``: ``"overdamped"`` or ``"baoab"`` for
+        toy systems, ``"langevin-middle"`` (OpenMM) for molecules). Default:
+        ``system.default_integrator``.
     start : {"equilibrium", "fixed"} or array_like, optional
         ``"equilibrium"``: independent samples of the exact Boltzmann density (systems of
         dimension ≤ 2). ``"fixed"``: the points in ``x0``. An array is shorthand for ``"fixed"``
-        with ``x0`` equal to it. Default: ``"equilibrium"``; for molecules ``"fixed"``, from the
-        shipped structure unless ``x0`` is given.
+        with ``x0`` equal to it. Default: ``"equilibrium"``, or ``"fixed"`` from
+        ``system.default_start()`` where the system has one (a molecule's shipped structure), which
+        is then also the default ``x0``.
     x0 : array_like, shape [dim] or [n_trajectories, dim], optional
         Start point of every trajectory, or one per trajectory (``start="fixed"`` only).
     chunk_size : int, optional
         Walkers simulated together in one task. Part of the campaign's identity: a different chunk
-        size gives different (equally valid) data. Default :data:`DEFAULT_CHUNK_SIZE`, for
-        molecules :data:`DEFAULT_MOLECULE_CHUNK_SIZE`.
+        size gives different (equally valid) data. Default ``system.default_chunk_size`` (64; 4 for
+        molecules).
     platform : {"Reference", "CPU", "CUDA", "OpenCL"}, optional
-        OpenMM platform (molecules only; default ``"Reference"``). Recorded in the parameters.
+        OpenMM platform (OpenMM engines only; default ``"Reference"``). Recorded in the parameters.
     """
 
     spec: SystemSpec
@@ -122,39 +127,24 @@ class Campaign:
     def __post_init__(self) -> None:
         if not isinstance(self.spec, SystemSpec):
             raise InvalidInputError(f"spec must be a SystemSpec, got {type(self.spec).__name__}")
-        molecular = self.spec.is_molecular
+        system = self.system
         if self.chunk_size is None:
-            object.__setattr__(self, "chunk_size", DEFAULT_MOLECULE_CHUNK_SIZE if molecular else DEFAULT_CHUNK_SIZE)
-        if self.integrator is None:
-            object.__setattr__(self, "integrator", MOLECULAR_INTEGRATOR if molecular else "overdamped")
-        if self.platform is not None and not molecular:
-            raise InvalidInputError(f"an OpenMM platform applies to molecules only, not to '{self.spec.spec}'")
-        if molecular:
-            platform = DEFAULT_PLATFORM if self.platform is None else self.platform
-            if platform not in PLATFORMS:
-                raise InvalidInputError(f"unknown OpenMM platform '{platform}': choose one of {', '.join(PLATFORMS)}")
-            object.__setattr__(self, "platform", platform)
+            object.__setattr__(self, "chunk_size", system.default_chunk_size)
+        default_start = system.default_start()
         if self.start is None:
-            object.__setattr__(self, "start", "fixed" if molecular else "equilibrium")
-        if molecular and isinstance(self.start, str) and self.start == "fixed" and self.x0 is None:
-            from itomd.systems.openmm import molecular_system
-
-            object.__setattr__(self, "x0", molecular_system(self.spec.spec.strip().lower()).initial_coordinates())
+            object.__setattr__(self, "start", "equilibrium" if default_start is None else "fixed")
+        if default_start is not None and isinstance(self.start, str) and self.start == "fixed" and self.x0 is None:
+            object.__setattr__(self, "x0", default_start)
         for name, minimum in (("n_trajectories", 1), ("n_frames", 1), ("seed", 0), ("chunk_size", 1)):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
                 kind = "a positive" if minimum == 1 else "a non-negative"
                 raise InvalidInputError(f"{name} must be {kind} integer, got {value!r}")
             object.__setattr__(self, name, int(value))
-        if self.integrator not in (*INTEGRATORS, MOLECULAR_INTEGRATOR):
-            raise InvalidInputError(f"unknown integrator '{self.integrator}': choose one of "
-                                    f"{', '.join([*INTEGRATORS, MOLECULAR_INTEGRATOR])}")
-        if molecular and self.integrator != MOLECULAR_INTEGRATOR:
-            raise InvalidInputError(f"'{self.spec.spec}' is a molecule, simulated by OpenMM with integrator "
-                                    f"'{MOLECULAR_INTEGRATOR}', not '{self.integrator}'")
-        if not molecular and self.integrator == MOLECULAR_INTEGRATOR:
-            raise InvalidInputError(f"integrator '{MOLECULAR_INTEGRATOR}' (OpenMM) is for molecules; choose one of "
-                                    f"{', '.join(INTEGRATORS)} for '{self.spec.spec}'")
+        engine = make_engine(system, self.integrator, self.platform)
+        object.__setattr__(self, "integrator", engine.integrator)
+        object.__setattr__(self, "platform", engine.parameters().get("platform"))
+        self.__dict__["engine"] = engine
         start, x0 = self.start, self.x0
         if not isinstance(start, str):
             if x0 is not None:
@@ -185,10 +175,7 @@ class Campaign:
 
     def chunk_trajectories(self, chunk: int) -> range:
         """Indices of the trajectories in ``chunk``."""
-        if not 0 <= chunk < self.n_chunks:
-            raise InvalidInputError(f"chunk must be in [0, {self.n_chunks}), got {chunk}")
-        first = chunk * self.chunk_size
-        return range(first, min(first + self.chunk_size, self.n_trajectories))
+        return chunk_items(chunk, self.chunk_size, self.n_trajectories)
 
     def chunk_seed_sequences(self, chunk: int) -> tuple[np.random.SeedSequence, np.random.SeedSequence]:
         """Seed sequences of ``chunk``: (integrator noise, start points)."""
@@ -196,25 +183,18 @@ class Campaign:
                 np.random.SeedSequence(self.seed, spawn_key=(chunk, 1)))
 
     def chunk_torch_seed(self, chunk: int) -> int:
-        """Seed of the :class:`torch.Generator` that drives ``chunk``'s dynamics."""
-        return int(self.chunk_seed_sequences(chunk)[0].generate_state(1, dtype=np.uint64)[0])
+        """Seed of ``chunk``'s engine run (for torch engines, of the :class:`torch.Generator`)."""
+        return chunk_seed(self.seed, chunk, 0)
 
     @functools.cached_property
     def system(self) -> System:
         """The system built from :attr:`spec` (built on first use)."""
         return self.spec.build()
 
-    @property
-    def is_molecular(self) -> bool:
-        """Whether the campaign simulates a molecule with OpenMM."""
-        return self.spec.is_molecular
-
     @functools.cached_property
-    def _equilibrium_sampler(self):
-        from itomd.systems.reference import exact_reference
-
-        # samples depend only on the grid density, not on the number of eigenpairs
-        return exact_reference(self.system, n_eigen=2)
+    def engine(self) -> Engine:
+        """The engine that simulates the campaign (``make_engine(system, integrator, platform)``)."""
+        return make_engine(self.system, self.integrator, self.platform)
 
     def start_points(self, chunk: int) -> np.ndarray:
         """Start points of the trajectories in ``chunk``.
@@ -225,50 +205,44 @@ class Campaign:
         """
         indices = self.chunk_trajectories(chunk)
         if self.start == "fixed":
-            if self.x0.ndim == 1:
-                return np.tile(self.x0, (len(indices), 1))
-            return self.x0[indices.start:indices.stop].copy()
-        rng = np.random.default_rng(self.chunk_seed_sequences(chunk)[1])
-        return self._equilibrium_sampler.sample(len(indices), rng)
+            return fixed_points(self.x0, indices)
+        return equilibrium_samples(self.system, len(indices), self.chunk_seed_sequences(chunk)[1])
 
     def parameters(self) -> dict[str, Any]:
         """Everything that determines the data, JSON-ready; recorded in the store's manifest."""
+        engine = dict(self.engine.parameters())
         return _json_normalised({
             "system_spec": self.spec.to_dict(),
             "system": self.system.metadata(),
             "n_trajectories": self.n_trajectories,
             "n_frames": self.n_frames,
             "seed": self.seed,
-            "integrator": self.integrator,
+            "integrator": engine.pop("integrator"),
             "start": self.start,
             "x0": None if self.x0 is None else self.x0.tolist(),
             "chunk_size": self.chunk_size,
-            # only molecules have a platform; toy manifests keep their earlier form
-            **({"platform": self.platform} if self.is_molecular else {}),
+            **engine,  # the engine's other parameters (OpenMM: platform); none for torch engines
         })
 
     def trajectory_metadata(self) -> dict[str, Any]:
         """Metadata stored with every trajectory (the store adds index, version and time)."""
+        engine = dict(self.engine.parameters())
         return {
             **self.system.metadata(),
             "spec": json.dumps(self.spec.to_dict()),
-            "integrator": self.integrator,
+            "integrator": engine.pop("integrator"),
             "n_frames": self.n_frames,
             "seed": self.seed,
             "chunk_size": self.chunk_size,
             "n_trajectories": self.n_trajectories,
             "start": self.start,
-            **({"platform": self.platform} if self.is_molecular else {}),
+            **engine,
         }
 
     # -- resuming -------------------------------------------------------------------------------
     def completed_chunks(self, store: TrajectoryStore) -> list[int]:
         """Chunks whose trajectory files all exist in ``store`` and read back valid."""
-        if not store.path.is_dir():
-            return []
-        present = set(store.indices)
-        return [c for c in range(self.n_chunks)
-                if all(i in present for i in self.chunk_trajectories(c)) and self._chunk_valid(store, c)]
+        return self._job().completed_chunks(store)
 
     def _chunk_valid(self, store: TrajectoryStore, chunk: int) -> bool:
         expected_shape = (self.n_frames, self.system.dim)
@@ -286,6 +260,22 @@ class Campaign:
         return True
 
     # -- running --------------------------------------------------------------------------------
+    def _job(self) -> ChunkedJob["_ChunkTask"]:
+        spec = _absolute_spec(self.spec)
+        metadata = self.trajectory_metadata()
+        engine_parameters = self.engine.parameters()
+
+        def make_task(chunk: int, store_dir: Path) -> _ChunkTask:
+            return _ChunkTask(spec=spec, out_dir=str(store_dir), chunk=chunk,
+                              first_index=self.chunk_trajectories(chunk).start,
+                              start_points=self.start_points(chunk), n_frames=self.n_frames,
+                              engine=engine_parameters, seed=self.chunk_torch_seed(chunk), metadata=metadata)
+
+        return ChunkedJob(section="campaign", parameters=self.parameters(), n_items=self.n_trajectories,
+                          chunk_size=self.chunk_size, make_task=make_task, run_task=_run_chunk,
+                          chunk_complete=self._chunk_valid, system=self.system,
+                          description=f"simulate {self.system.name}", unit="traj")
+
     def run(
         self,
         out_dir: str | os.PathLike,
@@ -324,81 +314,15 @@ class Campaign:
         if scheduler is not None and n_workers is not None:
             raise InvalidInputError("give either a scheduler address or a number of local workers, not both")
         system = self.system
-        if self.start == "equilibrium" and system.dim > 2:
+        if self.start == "equilibrium" and system.dim > MAX_EXACT_DIM:
             raise InvalidInputError(
-                f"equilibrium start points need an exact reference (dimension ≤ 2); {system.name} has "
+                f"equilibrium start points need an exact reference (dimension ≤ {MAX_EXACT_DIM}); {system.name} has "
                 f"dimension {system.dim}: give start points with x0 (--x0)")
         if self.start == "fixed" and self.x0.shape[-1] != system.dim:
             raise InvalidInputError(f"x0 has {self.x0.shape[-1]} coordinates per point but {system.name} has dimension {system.dim}")
-        if self.is_molecular:
-            from itomd.simulate.molecular import get_platform
-
-            get_platform(self.platform)  # a missing platform: one line before any worker starts
-        store = TrajectoryStore(Path(out_dir).absolute())
-        try:
-            store.path.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise DataFileError(f"cannot create the output directory {store.path}: {exc.strerror or exc}") from exc
-        with exclusive_lock(store.path):
-            store.claim("campaign", self.parameters())
-            store.remove_temporary_files()
-            if self.is_molecular:
-                from itomd.simulate.molecular import write_topology
-
-                write_topology(store.path, system)
-            done = self.completed_chunks(store)
-            pending = sorted(set(range(self.n_chunks)) - set(done))
-            if done:
-                logger.info("resuming %s: %d of %d chunks already complete", store.path, len(done), self.n_chunks)
-            already = sum(len(self.chunk_trajectories(c)) for c in done)
-            with tqdm(total=self.n_trajectories, initial=already, disable=not progress, unit="traj",
-                      desc=f"simulate {system.name}", dynamic_ncols=True) as bar:
-                if pending and n_workers == 0:
-                    for task in self._tasks(pending, store):
-                        bar.update(_run_chunk(task))
-                elif pending:
-                    self._run_on_dask(pending, store, scheduler, n_workers, bar)
-        return store
-
-    def _tasks(self, chunks: Iterable[int], store: TrajectoryStore) -> Iterator["_ChunkTask"]:
-        spec = _absolute_spec(self.spec)
-        metadata = self.trajectory_metadata()
-        for chunk in chunks:
-            yield _ChunkTask(spec=spec, out_dir=str(store.path), chunk=chunk,
-                             first_index=self.chunk_trajectories(chunk).start,
-                             start_points=self.start_points(chunk), n_frames=self.n_frames,
-                             integrator=self.integrator, torch_seed=self.chunk_torch_seed(chunk),
-                             metadata=metadata, platform=self.platform)
-
-    def _run_on_dask(self, pending: Sequence[int], store: TrajectoryStore, scheduler: str | None,
-                     n_workers: int | None, bar: tqdm) -> None:
-        from dask.distributed import Client, LocalCluster, as_completed
-
-        cluster = None
-        if scheduler is None:
-            workers = min(n_workers or os.cpu_count() or 1, len(pending))
-            # no dashboard; the scheduler's small health/metrics HTTP server takes any free local
-            # port instead of 8787, so that concurrent clusters do not warn about the port
-            cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
-                                   dashboard_address=None, scheduler_kwargs={"dashboard_address": "127.0.0.1:0"},
-                                   silence_logs=logging.ERROR)
-            client = Client(cluster)
-        else:
-            try:
-                client = Client(scheduler, timeout="30s")
-            except (OSError, TimeoutError) as exc:
-                raise InvalidInputError(f"cannot connect to the dask scheduler at {scheduler}: {exc}") from exc
-        futures = []
-        try:
-            futures = [client.submit(_run_chunk, task, pure=False) for task in self._tasks(pending, store)]
-            for future in as_completed(futures):
-                bar.update(future.result())
-        finally:
-            if futures:
-                client.cancel(futures)
-            client.close()
-            if cluster is not None:
-                cluster.close()
+        self.engine.check()  # e.g. a missing OpenMM platform: one line before any worker starts
+        executor = None if n_workers == 0 else _DaskExecutor(scheduler, n_workers)
+        return self._job().run(out_dir, executor=executor, progress=progress)
 
 
 def run_campaign(
@@ -440,7 +364,8 @@ def run_campaign(
 # -- the task a worker runs -----------------------------------------------------------------------
 @dataclass(frozen=True, eq=False)
 class _ChunkTask:
-    """Everything a worker needs for one chunk (picklable, small)."""
+    """Everything a worker needs for one chunk (picklable, small): the system's spec and the engine's
+    parameters, from which the worker builds the engine."""
 
     spec: SystemSpec
     out_dir: str
@@ -448,10 +373,9 @@ class _ChunkTask:
     first_index: int
     start_points: np.ndarray  # [walkers, dim]
     n_frames: int
-    integrator: str
-    torch_seed: int
+    engine: dict  # Engine.parameters(): integrator (and platform)
+    seed: int
     metadata: dict
-    platform: str | None = None  # OpenMM platform (molecules)
 
 
 @functools.lru_cache(maxsize=8)
@@ -461,30 +385,49 @@ def _build_system(spec: SystemSpec) -> System:
 
 def _run_chunk(task: _ChunkTask) -> int:
     """Simulate one chunk and write its trajectories atomically; returns the number written."""
-    system = _build_system(task.spec)
-    if task.integrator == MOLECULAR_INTEGRATOR:
-        from itomd.simulate.molecular import simulate_molecule
-
-        coordinates = simulate_molecule(system, task.start_points, task.n_frames, seed=task.torch_seed,
-                                        platform=task.platform or DEFAULT_PLATFORM)
-        return _write_chunk(task, coordinates)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        generator = torch.Generator().manual_seed(task.torch_seed)
-        x0 = torch.as_tensor(task.start_points, dtype=torch.float64)
-        coordinates = simulate(system, x0, task.n_frames, integrator=task.integrator, generator=generator).numpy()
-    finally:
-        torch.set_num_threads(threads)
-    return _write_chunk(task, coordinates)
+    engine = make_engine(_build_system(task.spec), **task.engine)
+    coordinates = engine.run(task.start_points, task.n_frames, task.seed)
+    metadata = {**task.metadata, "chunk": task.chunk, "chunk_torch_seed": task.seed}
+    return write_chunk(task.out_dir, task.first_index, coordinates, metadata)
 
 
-def _write_chunk(task: _ChunkTask, coordinates: np.ndarray) -> int:
-    store = TrajectoryStore(task.out_dir)
-    metadata = {**task.metadata, "chunk": task.chunk, "chunk_torch_seed": task.torch_seed}
-    for offset, trajectory in enumerate(coordinates):
-        store.write(task.first_index + offset, trajectory, metadata)
-    return len(coordinates)
+# -- dask -----------------------------------------------------------------------------------------
+class _DaskExecutor:
+    """Runs tasks on dask: a fresh ``LocalCluster`` (one thread per worker process, no dashboard) or
+    the scheduler at ``scheduler``."""
+
+    def __init__(self, scheduler: str | None, n_workers: int | None):
+        self.scheduler = scheduler
+        self.n_workers = n_workers
+
+    def __call__(self, function: Callable[[T], R], tasks: Iterable[T], n_tasks: int) -> Iterator[R]:
+        from dask.distributed import Client, LocalCluster, as_completed
+
+        cluster = None
+        if self.scheduler is None:
+            workers = min(self.n_workers or os.cpu_count() or 1, n_tasks)
+            # no dashboard; the scheduler's small health/metrics HTTP server takes any free local
+            # port instead of 8787, so that concurrent clusters do not warn about the port
+            cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
+                                   dashboard_address=None, scheduler_kwargs={"dashboard_address": "127.0.0.1:0"},
+                                   silence_logs=logging.ERROR)
+            client = Client(cluster)
+        else:
+            try:
+                client = Client(self.scheduler, timeout="30s")
+            except (OSError, TimeoutError) as exc:
+                raise InvalidInputError(f"cannot connect to the dask scheduler at {self.scheduler}: {exc}") from exc
+        futures = []
+        try:
+            futures = [client.submit(function, task, pure=False) for task in tasks]
+            for future in as_completed(futures):
+                yield future.result()
+        finally:
+            if futures:
+                client.cancel(futures)
+            client.close()
+            if cluster is not None:
+                cluster.close()
 
 
 # -- helpers --------------------------------------------------------------------------------------

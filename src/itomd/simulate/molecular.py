@@ -41,8 +41,6 @@ name.
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -55,16 +53,13 @@ if TYPE_CHECKING:  # pragma: no cover
     import openmm
 
     from itomd.systems.openmm import MolecularSystem
-    from itomd.systems.system import System
 
 #: Platforms :func:`simulate_molecule` accepts (if the OpenMM installation has them).
 PLATFORMS = ("Reference", "CPU", "CUDA", "OpenCL")
 #: Default platform (fastest for small molecules on CPUs, see the module docstring).
 DEFAULT_PLATFORM = "Reference"
-#: The integrator name campaigns record for molecules.
+#: The integrator name campaigns record for molecules (``MolecularSystem.integrators``).
 MOLECULAR_INTEGRATOR = "langevin-middle"
-#: File name of the topology written next to molecular trajectories in a store.
-TOPOLOGY_FILE = "topology.pdb"
 #: Relative tolerance of the constraints (start points and integrator; OpenMM's default).
 CONSTRAINT_TOLERANCE = 1e-5
 
@@ -230,42 +225,5 @@ def simulate_molecule(
     return out
 
 
-def write_topology(store_dir: str | os.PathLike, system: "System", coordinates: np.ndarray | None = None) -> Path | None:
-    """Write the molecule's topology as ``topology.pdb`` into a store directory (atomically).
-
-    Call it from anything that writes a trajectory store of a molecule (campaigns do); for other
-    systems it does nothing and returns ``None``.
-
-    Parameters
-    ----------
-    store_dir : path
-        The store directory (created if needed).
-    system : System
-        A :class:`~itomd.systems.openmm.MolecularSystem`; anything else is ignored.
-    coordinates : array_like, shape [3·n_atoms], optional
-        Positions in nm for the PDB's one model (default: the shipped structure).
-
-    Returns
-    -------
-    Path or None
-        The file written.
-    """
-    import io
-
-    from itomd.data.store import write_text_atomically
-    from itomd.systems.openmm import is_molecular
-
-    if not is_molecular(system):
-        return None
-    from openmm import app, unit
-
-    positions = system.initial_coordinates() if coordinates is None else np.asarray(coordinates, dtype=np.float64)
-    if positions.shape != (system.dim,):
-        raise InvalidInputError(f"topology coordinates must have shape [{system.dim}], got {positions.shape}")
-    buffer = io.StringIO()
-    app.PDBFile.writeFile(system.openmm_topology(), positions.reshape(-1, 3) * unit.nanometer, buffer, keepIds=True)
-    return write_text_atomically(Path(store_dir) / TOPOLOGY_FILE, buffer.getvalue())
-
-
-__all__ = ["simulate_molecule", "write_topology", "make_context", "walker_seeds", "available_platforms",
-           "get_platform", "PLATFORMS", "DEFAULT_PLATFORM", "MOLECULAR_INTEGRATOR", "TOPOLOGY_FILE"]
+__all__ = ["simulate_molecule", "make_context", "walker_seeds", "available_platforms",
+           "get_platform", "PLATFORMS", "DEFAULT_PLATFORM", "MOLECULAR_INTEGRATOR"]

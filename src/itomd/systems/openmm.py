@@ -22,13 +22,16 @@ from __future__ import annotations
 
 import functools
 import importlib.util
-from dataclasses import dataclass
+import io
+import os
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, ClassVar
 
 import numpy as np
 import torch
 
+from itomd._files import write_text_atomically
 from itomd.errors import DataFileError, InvalidInputError
 from itomd.systems.potential import Potential
 from itomd.systems.system import System
@@ -50,6 +53,8 @@ DEFAULT_TEMPERATURE = 300.0  # K
 DEFAULT_COLLISION_RATE = 1.0  # 1/ps
 DEFAULT_TIMESTEP = 0.002  # ps
 DEFAULT_FRAME_INTERVAL = 1.0  # ps
+#: File name of the topology written next to a molecule's trajectories in a store.
+TOPOLOGY_FILE = "topology.pdb"
 
 
 def kT_in_kj_per_mol(temperature: float) -> float:
@@ -161,8 +166,14 @@ class MolecularSystem(System):
 
     ``kT`` is 1 (energies are in units of k_B·T at ``temperature``), ``friction`` is the Langevin
     collision rate in 1/ps, ``timestep`` and ``frame_interval`` are in ps. Coordinates are flattened
-    positions ``[*batch, 3·n_atoms]`` in nm. ``mass`` and ``box`` are unused (OpenMM has the masses;
-    molecules have no box).
+    positions ``[*batch, 3·n_atoms]`` in nm. ``mass`` and ``box`` are not parameters of a molecule
+    (OpenMM has the masses, see :meth:`masses`; molecules have no box): they keep the values 1 and
+    ``None`` that the stored metadata has always recorded, and cannot be set.
+
+    Its dynamics is OpenMM's Langevin integrator (:attr:`integrators` ``("langevin-middle",)``),
+    campaigns start from the shipped structure (:meth:`default_start`) in chunks of
+    :attr:`default_chunk_size` ``= 4`` walkers (one OpenMM context per walker), and a store of its
+    trajectories holds ``topology.pdb`` (:meth:`write_store_files`).
 
     Parameters
     ----------
@@ -173,6 +184,12 @@ class MolecularSystem(System):
         Kelvin.
     """
 
+    integrators: ClassVar[tuple[str, ...]] = ("langevin-middle",)
+    default_chunk_size: ClassVar[int] = 4
+    time_unit: ClassVar[str] = "ps"
+
+    mass: float = field(default=1.0, init=False)
+    box: None = field(default=None, init=False)
     molecule: str = "alanine-dipeptide"
     solvent: str = "vacuum"
     temperature: float = DEFAULT_TEMPERATURE
@@ -206,6 +223,38 @@ class MolecularSystem(System):
         positions = _amber_files(self.molecule)[1].getPositions(asNumpy=True)
         return np.asarray(positions._value, dtype=np.float64).reshape(-1)
 
+    def default_start(self) -> np.ndarray:
+        """The shipped structure (:meth:`initial_coordinates`): where campaigns start unless told otherwise."""
+        return self.initial_coordinates()
+
+    def write_store_files(self, directory: str | os.PathLike, frame: np.ndarray | None = None) -> list[Path]:
+        """Write ``topology.pdb`` into a store directory (see :meth:`write_topology`); returns ``[its path]``."""
+        return [self.write_topology(directory, frame)]
+
+    def write_topology(self, directory: str | os.PathLike, coordinates: np.ndarray | None = None) -> Path:
+        """Write the molecule's topology as ``topology.pdb`` into ``directory`` (atomically).
+
+        Parameters
+        ----------
+        directory : path
+            Created if needed.
+        coordinates : array_like, shape [3·n_atoms], optional
+            Positions in nm for the PDB's one model (default: the shipped structure).
+
+        Returns
+        -------
+        Path
+            The file written.
+        """
+        from openmm import app, unit
+
+        positions = self.initial_coordinates() if coordinates is None else np.asarray(coordinates, dtype=np.float64)
+        if positions.shape != (self.dim,):
+            raise InvalidInputError(f"topology coordinates must have shape [{self.dim}], got {positions.shape}")
+        buffer = io.StringIO()
+        app.PDBFile.writeFile(self.openmm_topology(), positions.reshape(-1, 3) * unit.nanometer, buffer, keepIds=True)
+        return write_text_atomically(Path(directory) / TOPOLOGY_FILE, buffer.getvalue())
+
     def masses(self) -> np.ndarray:
         """Atomic masses in dalton; shape [n_atoms]."""
         system = self.openmm_system()
@@ -234,4 +283,4 @@ def is_molecular(system: System) -> bool:
 
 
 __all__ = ["MolecularSystem", "OpenMMPotential", "molecular_system", "build_openmm_system", "is_molecular",
-           "kT_in_kj_per_mol", "MOLECULES"]
+           "kT_in_kj_per_mol", "MOLECULES", "TOPOLOGY_FILE"]

@@ -1,12 +1,25 @@
-"""A :class:`System`: a potential at a temperature with the parameters of its dynamics."""
+"""A :class:`System`: a potential at a temperature with the parameters of its dynamics.
+
+What differs between kinds of systems (toy potentials here, molecules in
+:class:`~itomd.systems.openmm.MolecularSystem`) is answered by the system itself, through hooks
+that the rest of the library calls instead of testing types: :attr:`System.integrators`,
+:attr:`System.default_integrator`, :attr:`System.default_chunk_size`, :attr:`System.time_unit`,
+:meth:`System.default_start`, :meth:`System.topology` and :meth:`System.write_store_files`.
+"""
 
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from itomd.errors import InvalidInputError
 from itomd.systems.potential import Potential
+
+if TYPE_CHECKING:  # pragma: no cover
+    import numpy as np
 
 Box = tuple[tuple[float, float], ...]
 
@@ -46,7 +59,22 @@ class System:
     spec : str
         The specification the system was built from (a shipped name or ``path.py:NAME``), so that
         stored data can rebuild it.
+
+    Attributes
+    ----------
+    integrators : tuple of str
+        (Class attribute.) Names of the integrators its dynamics supports, the default first:
+        ``("overdamped", "baoab")``, the batched torch Langevin integrators of
+        :mod:`itomd.simulate.integrators`.
+    default_chunk_size : int
+        (Class attribute.) Walkers a campaign simulates together in one task unless told otherwise.
+    time_unit : str
+        (Class attribute.) The unit of time in words, for messages.
     """
+
+    integrators: ClassVar[tuple[str, ...]] = ("overdamped", "baoab")
+    default_chunk_size: ClassVar[int] = 64
+    time_unit: ClassVar[str] = "time units"
 
     potential: Potential
     kT: float
@@ -95,6 +123,46 @@ class System:
     def steps_per_frame(self) -> int:
         """Integration steps between stored frames."""
         return int(round(self.frame_interval / self.timestep))
+
+    @property
+    def default_integrator(self) -> str:
+        """The integrator used unless one is asked for (the first of :attr:`integrators`)."""
+        return self.integrators[0]
+
+    def default_start(self) -> "np.ndarray | None":
+        """The start point of every trajectory unless one is given; ``None``: samples of the equilibrium
+        density (toy systems).
+
+        Returns
+        -------
+        np.ndarray, shape [dim], float64, or None
+        """
+        return None
+
+    def topology(self) -> Any:
+        """The atoms and bonds (an mdtraj ``Topology``) of a molecule; ``None`` for systems without atoms."""
+        return None
+
+    def write_store_files(self, directory: str | os.PathLike, frame: "np.ndarray | None" = None) -> list[Path]:
+        """Write the files a trajectory store of this system needs besides its trajectories.
+
+        Toy systems need none; a molecule writes ``topology.pdb``. Everything that writes a store
+        (campaigns, rollouts, exports) calls this.
+
+        Parameters
+        ----------
+        directory : path
+            The store directory (created if needed).
+        frame : array_like, shape [dim], optional
+            A frame the files may show (a molecule's ``topology.pdb`` holds one model; default: the
+            shipped structure).
+
+        Returns
+        -------
+        list of Path
+            The files written (empty for toy systems).
+        """
+        return []
 
     def metadata(self) -> dict:
         """JSON-serialisable description of the system, stored with trajectories."""
