@@ -40,7 +40,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from itomd.analysis.molecular import (analyze_molecule, backbone_dihedrals, chemical_validity, compare_molecule,
+from itomd.analysis import analyze, compare, featurizer_for
+from itomd.analysis.molecular import (MolecularSection, backbone_dihedrals, chemical_validity,
                                       ramachandran_js_divergence)
 from itomd.analysis.report import write_report
 from itomd.data.store import TrajectoryStore, write_text_atomically
@@ -121,10 +122,11 @@ def stage_evaluate(args, run: str = "ito", label: str = "ito") -> None:
     system = SystemSpec(SYSTEM).build()
     topology = system.topology()
     lags = [1, 2, 3, 5]  # in jumps of `lag` frames: lag times 10..50 ps at lag 10
-    result = analyze_molecule(surrogate, topology, tau, lags=lags, n_samples=0)
-    comparison = compare_molecule(result, reference, model.frame_interval, n_samples=0)
+    result = analyze(surrogate, tau, 1.0, lags=lags, n_samples=0, featurizer=featurizer_for(topology))
+    comparison = compare(result, reference, model.frame_interval, n_samples=0)
+    molecular = result.section(MolecularSection)
     ratio = comparison.slowest_timescale_ratio()
-    validity = result.molecular.validity
+    validity = molecular.validity
     write_report(result, RESULTS.parent / f"ala2_{label}.html",
                  title=f"alanine dipeptide: {label} rollouts ({args.walkers} × {args.jumps} jumps of {tau:g} ps) vs MD")
     md_its = comparison.implied_timescales
@@ -140,7 +142,7 @@ def stage_evaluate(args, run: str = "ito", label: str = "ito") -> None:
         "md_lag_times_ps": [float(v) for v in np.asarray(md_its.lag_times)],
         "slowest_its_ratio": None if ratio is None else [float(v) for v in ratio],
         "validity": _fractions(validity),
-        "md_validity": _fractions(result.molecular.comparison_validity),
+        "md_validity": _fractions(molecular.comparison_validity),
         "md_ns": float(sum(len(t) - 1 for t in reference)) * model.frame_interval / 1000.0,
     }
     _record(f"evaluate_{label}", summary)
@@ -151,8 +153,8 @@ def stage_md_floor(args) -> None:
     train, reference = _trajectories(args.work / "md_train"), _trajectories(args.work / "md_reference")
     topology = SystemSpec(SYSTEM).build().topology()
     lags = [args.lag * k for k in (1, 2, 3, 5)]
-    result = analyze_molecule(train, topology, 1.0, lags=lags, n_samples=0)
-    comparison = compare_molecule(result, reference, 1.0, n_samples=0)
+    result = analyze(train, 1.0, 1.0, lags=lags, n_samples=0, featurizer=featurizer_for(topology))
+    comparison = compare(result, reference, 1.0, n_samples=0)
     ratio = comparison.slowest_timescale_ratio()
     _record("md_floor", {
         "js_phi_psi_train_vs_reference": comparison.js_divergence.value,

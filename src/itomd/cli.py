@@ -196,18 +196,7 @@ def _load_for_analysis(args: argparse.Namespace):
     store = TrajectoryStore(args.path)
     trajectories = store.trajectories()
     meta = store.metadata
-    system = None
-    if args.system is not None:
-        _, system = _system_spec(args)
-    elif (spec := SystemSpec.from_metadata(meta)) is not None:
-        try:
-            system = spec.build()
-        except ItomdError:
-            system = None
-    if system is None:  # a molecule the spec could not rebuild: its recorded molecule/solvent
-        from itomd.analysis.molecular import molecular_system_from_metadata
-
-        system = molecular_system_from_metadata(meta)
+    system = _system_spec(args)[1] if args.system is not None else SystemSpec.from_store(meta)
     frame_interval = float(meta.get("frame_interval") or (system.frame_interval if system else 1.0))
     kT = float(meta.get("kT") or (system.kT if system else 1.0))
     reference = None
@@ -221,35 +210,19 @@ def _load_for_analysis(args: argparse.Namespace):
 
 
 def _run_analysis(args: argparse.Namespace):
-    from itomd.analysis import analyze
+    from itomd.analysis import analyze, compare, featurizer_for
 
     trajectories, frame_interval, kT, system, reference = _load_for_analysis(args)
-    from itomd.systems.openmm import is_molecular
-
-    molecular = system is not None and is_molecular(system)
-    if molecular:  # φ/ψ features, grid states, Ramachandran free energy, chemical validity
-        from itomd.analysis.molecular import analyze_molecule
-
-        if args.n_states is not None:
-            raise InvalidInputError("--n-states does not apply to molecules (MSM states: a 20×20 φ/ψ grid)")
-        result = analyze_molecule(trajectories, system.topology(), frame_interval, kT, lags=args.lags,
-                                  n_timescales=args.n_timescales, seed=args.seed, progress=not args.quiet)
-    else:
-        result = analyze(trajectories, frame_interval, kT, reference=reference, lags=args.lags,
-                         n_timescales=args.n_timescales, n_states=args.n_states, seed=args.seed,
-                         progress=not args.quiet)
+    topology = None if system is None else system.topology()  # None for systems without atoms
+    result = analyze(trajectories, frame_interval, kT, reference=reference, lags=args.lags,
+                     n_timescales=args.n_timescales, n_states=args.n_states, seed=args.seed,
+                     progress=not args.quiet, featurizer=featurizer_for(topology))
     if args.compare is not None:
-        from itomd.analysis import compare
-        from itomd.analysis.molecular import compare_molecule
         from itomd.data.store import TrajectoryStore
 
         other = TrajectoryStore(args.compare)
         other_interval = _recorded_frame_interval(other.metadata, args.compare)
-        if molecular:
-            compare_molecule(result, other.trajectories(), other_interval, label=args.compare_label, seed=args.seed)
-        else:
-            compare(result, trajectories, other.trajectories(), other_interval, label=args.compare_label,
-                    seed=args.seed)
+        compare(result, other.trajectories(), other_interval, label=args.compare_label, seed=args.seed)
     return result, system
 
 
@@ -264,10 +237,7 @@ def cmd_analyze(args: argparse.Namespace) -> int:
              + (f" (exact {its['reference'][0]:.4g})" if its.get("reference") else "")]
     if out.get("js_divergence") is not None:
         lines.append(f"stationary JS divergence vs exact: {out['js_divergence']:.4g} nats")
-    if out.get("molecular") is not None:
-        v = out["molecular"]["validity"]
-        lines.append(f"φ/ψ features; chemically valid frames {v['fraction_valid']:.2%} (bonds {v['fraction_bonds_ok']:.2%}, "
-                     f"no clash {v['fraction_no_clash']:.2%}, chirality {v['fraction_chirality_kept']:.2%})")
+    lines.extend(line for section in result.sections if (line := section.summary()) is not None)
     if out.get("comparison") is not None:
         c = out["comparison"]
         lines.append(f"{c['label']}: slowest implied timescale "

@@ -102,7 +102,7 @@ def run_demo(out: Path, quick: bool = False, n_workers: int | None = None, seed:
     md_result = analyze(md, tau, system.kT, reference=reference, seed=seed)
     rollout_result = analyze(rollouts, lag * tau, system.kT, reference=reference, seed=seed,
                              lags=[1, 2, 4, 8] if not quick else [1, 2])
-    compare(rollout_result, rollouts, md, tau, label="MD", seed=seed)
+    compare(rollout_result, md, tau, label="MD", seed=seed)
     timings["analyze"] = time.perf_counter() - t0
     md_summary = md_result.to_dict()
     summary = rollout_result.to_dict()

@@ -1,14 +1,18 @@
 """Molecular analysis of alanine dipeptide: φ/ψ, chirality, chemical validity, Ramachandran JS, the
-φ/ψ pipeline and ``itomd analyze`` on a molecular store — against real (short) OpenMM MD."""
+analysis on backbone torsions (featurizer, molecular section, JSON, report) and ``itomd analyze`` on a
+molecular store — against real (short) OpenMM MD."""
 
 from __future__ import annotations
 
 import json
+import re
 import time
 
 import numpy as np
 import pytest
 
+from itomd.analysis import (BackboneTorsionFeaturizer, CoordinateFeaturizer, MolecularSection, analyze, compare,
+                            featurizer_for)
 from itomd.analysis import molecular as M
 from itomd.analysis.report import write_report
 from itomd.cli import main
@@ -172,21 +176,115 @@ def test_dihedral_grid_keeps_populated_cells_and_assigns_across_the_periodic_bou
 
 
 # -- pipeline and CLI -----------------------------------------------------------------------------
-def test_analyze_molecule_and_compare_with_md(md_trajectories, topology, tmp_path):
-    result = M.analyze_molecule(md_trajectories, topology, FRAME_INTERVAL, lags=[1, 2, 5, 10], n_samples=5)
-    comparison = M.compare_molecule(result, md_trajectories, FRAME_INTERVAL, n_samples=5)
+#: Keys of today's (before the sections refactor) JSON of a molecular analysis with a comparison;
+#: tests, bench scripts and users read them.
+TOP_LEVEL_KEYS = {"autocorrelation", "ck_test", "comparison", "dim", "discretization", "features", "frame_interval",
+                  "free_energy", "implied_timescales", "js_divergence", "js_divergence_details", "kT", "molecular",
+                  "n_frames", "n_trajectories", "notes"}
+COMPARISON_KEYS = {"frame_interval", "implied_timescales", "js_divergence", "js_divergence_details", "label",
+                   "n_frames", "n_trajectories", "slowest_timescale_ratio"}
+MOLECULAR_KEYS = {"comparison_free_energy", "comparison_validity", "features", "units", "validity"}
+VALIDITY_KEYS = {"bond_tolerance", "chirality_reference", "clash_distance_nm", "fraction_bonds_ok",
+                 "fraction_chirality_kept", "fraction_no_clash", "fraction_valid", "n_frames", "worst_offenders"}
+WORST_OFFENDER_KEYS = {"bond", "chirality", "contact"}
+
+
+@pytest.fixture(scope="module")
+def md_vs_md(md_trajectories, topology):
+    """The MD analysed on backbone torsions and compared with itself."""
+    result = analyze(md_trajectories, FRAME_INTERVAL, 1.0, lags=[1, 2, 5, 10], n_samples=5,
+                     featurizer=featurizer_for(topology))
+    comparison = compare(result, md_trajectories, FRAME_INTERVAL, n_samples=5)
+    return result, comparison
+
+
+def test_featurizer_for_picks_torsions_for_a_topology_and_coordinates_without(topology):
+    torsions = featurizer_for(topology)
+    assert isinstance(torsions, BackboneTorsionFeaturizer) and torsions.n_cells == M.MSM_GRID
+    assert isinstance(featurizer_for(None), CoordinateFeaturizer)
+    with pytest.raises(InvalidInputError, match="mdtraj Topology"):
+        featurizer_for("ala2")
+    with pytest.raises(InvalidInputError, match="molecules only"):
+        featurizer_for(None, n_cells=10)
+
+
+def test_analyze_molecule_on_torsions_and_compare_with_md(md_vs_md, md_trajectories, topology):
+    result, comparison = md_vs_md
     assert result.features == (0, 1) and result.discretization.method == "grid"
     assert result.autocorrelation.observable == "sin_phi"
-    assert result.molecular.validity.fraction_valid >= 0.999
-    # the same data on the same states: identical timescales, zero JS divergence
+    # the free energy is the Ramachandran one: 36 × 36 bins on the torus
+    assert result.free_energy.free_energy.shape == (36, 36) and result.free_energy.edges[0][0] == pytest.approx(-np.pi)
+    molecular = result.section(MolecularSection)
+    assert molecular.validity.fraction_valid >= 0.999 and molecular.validity.n_frames == 2000
+    # the same data on the same states: identical timescales, zero JS divergence, the same free energy
     assert comparison.js_divergence.value == pytest.approx(0.0, abs=1e-12)
     assert np.allclose(comparison.slowest_timescale_ratio(), 1.0)
-    out = json.loads(json.dumps(result.to_dict()))
+    assert np.array_equal(molecular.comparison_free_energy.free_energy, result.free_energy.free_energy,
+                          equal_nan=True)
+    assert molecular.comparison_validity.n_frames == 2000
+    assert not any(note.startswith("no JS divergence") for note in result.notes)
+    assert result.notes[-1].startswith("molecular features: backbone φ/ψ")
+
+
+def test_compare_featurizes_the_second_set_itself(md_trajectories, topology):
+    """The mirror image of the MD: φ, ψ change sign (the Ramachandran histograms hardly overlap) and
+    every frame has the wrong chirality — seen only if compare featurises and checks the second set."""
+    result = analyze(md_trajectories, FRAME_INTERVAL, 1.0, lags=[1, 2], n_samples=0,
+                     featurizer=featurizer_for(topology))
+    mirrored = [_mirror(t) for t in md_trajectories]
+    comparison = compare(result, mirrored, FRAME_INTERVAL, label="mirror", n_samples=0)
+    assert comparison.js_divergence.value > 0.4  # ln 2 = 0.693 for disjoint histograms
+    molecular = result.section(MolecularSection)
+    assert molecular.validity.fraction_chirality_kept == 1.0
+    assert molecular.comparison_validity.fraction_chirality_kept == 0.0
+    assert molecular.comparison_validity.fraction_bonds_ok == 1.0
+    phi_min = [c[np.unravel_index(np.nanargmin(f.free_energy), f.free_energy.shape)[0]] for f, c in
+               ((result.free_energy, result.free_energy.centers[0]),
+                (molecular.comparison_free_energy, molecular.comparison_free_energy.centers[0]))]
+    assert phi_min[0] < 0 < phi_min[1]
+
+
+def test_torsion_featurizer_refuses_a_number_of_states_and_an_exact_reference(md_trajectories, topology,
+                                                                               prinz_reference):
+    with pytest.raises(InvalidInputError, match="--n-states") as error:
+        analyze(md_trajectories, FRAME_INTERVAL, 1.0, n_states=10, n_samples=0, featurizer=featurizer_for(topology))
+    assert "\n" not in str(error.value)
+    with pytest.raises(InvalidInputError, match="reference"):
+        analyze(md_trajectories, FRAME_INTERVAL, 1.0, reference=prinz_reference, n_samples=0,
+                featurizer=featurizer_for(topology))
+
+
+def test_molecular_json_keys_are_unchanged(md_vs_md):
+    out = json.loads(json.dumps(md_vs_md[0].to_dict(), allow_nan=False))
+    assert set(out) == TOP_LEVEL_KEYS
+    assert set(out["comparison"]) == COMPARISON_KEYS
+    assert set(out["molecular"]) == MOLECULAR_KEYS
+    assert set(out["molecular"]["validity"]) == VALIDITY_KEYS == set(out["molecular"]["comparison_validity"])
+    assert set(out["molecular"]["validity"]["worst_offenders"]) == WORST_OFFENDER_KEYS
+    assert out["molecular"]["features"] == ["phi", "psi"] and out["molecular"]["units"] == "radians"
     assert out["molecular"]["validity"]["fraction_valid"] >= 0.999
+    assert out["molecular"]["comparison_free_energy"]["bins"] == [36, 36]
     assert out["comparison"]["js_divergence_details"]["bins"] == [36, 36]
     assert out["comparison"]["slowest_timescale_ratio"] == pytest.approx([1.0] * 4)
-    page = write_report(result, tmp_path / "report.html").read_text()
-    assert "Ramachandran free energy" in page and "Chemical validity" in page
+    assert out["features"] == [0, 1] and out["dim"] == 2 and out["js_divergence"] is None
+
+
+def test_molecular_report_shows_validity_table_and_ramachandran_figure(md_vs_md, tmp_path):
+    page = write_report(md_vs_md[0], tmp_path / "report.html").read_text()
+    captions = re.findall(r"<figcaption>([^<]*)</figcaption>", page)
+    # the Ramachandran free energy (next to MD's) takes the place of the plain free-energy plot
+    assert captions == ["Implied timescales vs lag time (exact: dashed)",
+                        "Ramachandran free energy in kT (this data vs MD; φ/ψ, 10° bins)",
+                        "Chapman–Kolmogorov test", "Autocorrelation (exact: dashed)",
+                        "Implied timescales: this data vs MD (same states)"]
+    assert page.count('<img src="data:image/png;base64,') == 5
+    headings = re.findall(r"<h2>([^<]*)</h2>", page)
+    assert headings == ["Key numbers", "Slowest implied timescale by lag", "Chemical validity", "Notes", "Plots",
+                        "Comparison with MD"]
+    validity = page.split("<h2>Chemical validity</h2>")[1].split("</table>")[0]
+    assert "<th>check</th><th>this data</th><th>MD</th>" in validity
+    assert "<td>valid (all checks)</td><td>100.000%</td><td>100.000%</td>" in validity
+    assert "<td>frames</td><td>2000</td><td>2000</td>" in validity
 
 
 def _store(path, trajectories, ala2, **extra):
@@ -229,3 +327,7 @@ def test_itomd_analyze_molecular_errors_are_one_line(md_trajectories, ala2, tmp_
     assert main(["analyze", str(good), "--compare", str(flat), "--lags", "1,2", "--quiet"]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "2-dimensional" in err
+
+    assert main(["analyze", str(good), "--n-states", "5", "--lags", "1,2", "--quiet"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "--n-states" in err and "20×20 φ/ψ grid" in err

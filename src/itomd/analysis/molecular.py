@@ -1,6 +1,8 @@
 r"""Molecular analysis — the one home for molecular features: backbone dihedrals, chirality, chemical
-validity, the Ramachandran free energy, and the φ/ψ MSM pipeline (:func:`analyze_molecule`,
-:func:`compare_molecule`).
+validity, the Ramachandran free energy and JS divergence, the φ/ψ grid states, and the molecular
+section of an analysis (:class:`MolecularSection`). The analysis of a molecule is the one pipeline
+(:func:`~itomd.analysis.pipeline.analyze`) run with
+:class:`~itomd.analysis.features.BackboneTorsionFeaturizer`, which uses these pieces.
 
 Trajectories of molecules are flattened Cartesian coordinates ``[n_frames, 3·n_atoms]`` in nm
 (atom-major, as :mod:`itomd.systems.openmm` stores them); a topology (``mdtraj.Topology``) names the
@@ -25,24 +27,23 @@ see ``docs/architecture.md``):
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, ClassVar, Sequence
 
 import numpy as np
 from deeptime.clustering import ClusterModel
 
+from itomd.analysis._html import html_table
 from itomd.analysis._validation import check_trajectories
 from itomd.analysis.discretize import Discretization
 from itomd.analysis.divergence import JSDivergence, js_divergence
 from itomd.analysis.fes import FreeEnergySurface, free_energy_surface
-from itomd.analysis.msm import DEFAULT_N_SAMPLES
-from itomd.analysis.pipeline import AnalysisResult, Comparison, analyze, compare
+from itomd.analysis.sections import FREE_ENERGY_FIGURE, AnalysisView, Section
 from itomd.errors import InvalidInputError
 
 if TYPE_CHECKING:
     import matplotlib.axes
     import mdtraj
-
-    from itomd.systems.openmm import MolecularSystem
+    from matplotlib.figure import Figure
 
 #: The periodic box of (φ, ψ) in radians.
 TORUS: tuple[tuple[float, float], tuple[float, float]] = ((-np.pi, np.pi), (-np.pi, np.pi))
@@ -70,7 +71,8 @@ _BLOCK = 10_000
 
 
 # -- features -------------------------------------------------------------------------------------
-def _atoms(topology: "mdtraj.Topology") -> int:
+def atom_count(topology: "mdtraj.Topology") -> int:
+    """Atoms of an mdtraj ``Topology``; a one-line :class:`InvalidInputError` for anything else."""
     try:
         return int(topology.n_atoms)
     except AttributeError:
@@ -79,7 +81,7 @@ def _atoms(topology: "mdtraj.Topology") -> int:
 
 def _positions(trajectories: Sequence[np.ndarray], topology: "mdtraj.Topology") -> list[np.ndarray]:
     """Trajectories [T, 3n] as positions [T, n, 3], with a one-line error for a wrong dimension."""
-    n_atoms = _atoms(topology)
+    n_atoms = atom_count(topology)
     trajectories = check_trajectories(trajectories)
     dim = trajectories[0].shape[1]
     if dim != 3 * n_atoms:
@@ -127,7 +129,7 @@ def chiral_centres(topology: "mdtraj.Topology") -> np.ndarray:
     np.ndarray, shape [n_centres, 4], int
         Atom indices (Cα, N, C, Cβ) per centre, in residue order.
     """
-    _atoms(topology)
+    atom_count(topology)
     rows = []
     for residue in topology.residues:
         names = {atom.name: atom.index for atom in residue.atoms}
@@ -229,7 +231,7 @@ class ValidityResult:
 
 def bond_pairs(topology: "mdtraj.Topology") -> np.ndarray:
     """Bonded atom pairs of the topology, shape [n_bonds, 2], int."""
-    _atoms(topology)
+    atom_count(topology)
     return np.asarray([[a.index, b.index] for a, b in topology.bonds], dtype=int).reshape(-1, 2)
 
 
@@ -238,7 +240,7 @@ def nonbonded_pairs(topology: "mdtraj.Topology", min_separation: int = 3) -> np.
     from scipy.sparse import coo_matrix
     from scipy.sparse.csgraph import shortest_path
 
-    n = _atoms(topology)
+    n = atom_count(topology)
     bonds = bond_pairs(topology)
     graph = coo_matrix((np.ones(len(bonds)), (bonds[:, 0], bonds[:, 1])), shape=(n, n))
     hops = shortest_path(graph, directed=False, unweighted=True)
@@ -486,25 +488,32 @@ def sin_phi(dihedrals: np.ndarray) -> np.ndarray:
     return np.sin(dihedrals[:, 0])
 
 
-# -- pipeline -------------------------------------------------------------------------------------
+# -- the molecular section of an analysis --------------------------------------------------------
 @dataclass
-class MolecularAnalysis:
-    """The molecular part of an :class:`~itomd.analysis.pipeline.AnalysisResult`.
+class MolecularSection(Section):
+    """What an analysis of a molecule adds (JSON key ``"molecular"``): chemical validity, and after
+    :func:`~itomd.analysis.pipeline.compare` the comparison data's validity and Ramachandran free energy.
+
+    Added by :class:`~itomd.analysis.features.BackboneTorsionFeaturizer`. In the report it shows the
+    chemical-validity table and the Ramachandran free energy (next to the comparison's) in place of
+    the plain free-energy plot.
 
     Attributes
     ----------
     topology : mdtraj.Topology
-    dihedrals : list of np.ndarray, each [n_frames_i, 2]
-        (φ, ψ) of the analysed trajectories, radians.
     validity : ValidityResult
+        Of the analysed frames.
     comparison_free_energy : FreeEnergySurface or None
-        The comparison data's Ramachandran free energy on the same bins (after :func:`compare_molecule`).
+        The comparison data's Ramachandran free energy on the same bins.
     comparison_validity : ValidityResult or None
-        The comparison data's validity (MD: the baseline the thresholds were set on).
+        The comparison data's validity (MD: the baseline the thresholds were set on), with the same
+        thresholds and reference bond lengths.
     """
 
+    key: ClassVar[str] = "molecular"
+    replaces_figures: ClassVar[tuple[str, ...]] = (FREE_ENERGY_FIGURE,)
+
     topology: Any
-    dihedrals: list[np.ndarray]
     validity: ValidityResult
     comparison_free_energy: FreeEnergySurface | None = None
     comparison_validity: ValidityResult | None = None
@@ -515,129 +524,52 @@ class MolecularAnalysis:
                 "comparison_free_energy": None if self.comparison_free_energy is None
                 else self.comparison_free_energy.to_dict()}
 
+    def add_comparison(self, trajectories: Sequence[np.ndarray], features: Sequence[np.ndarray], kT: float) -> None:
+        """The comparison's Ramachandran free energy (``features`` are its (φ, ψ)) and chemical validity."""
+        self.comparison_free_energy = ramachandran_free_energy(features, kT)
+        v = self.validity
+        self.comparison_validity = chemical_validity(
+            trajectories, self.topology, bond_tolerance=v.bond_tolerance, clash_distance=v.clash_distance,
+            chirality_reference=v.chirality_reference, reference_bond_lengths=v.reference_bond_lengths)
 
-def analyze_molecule(
-    trajectories: Sequence[np.ndarray],
-    topology: "mdtraj.Topology",
-    frame_interval: float,
-    kT: float = 1.0,
-    lags: Sequence[int] | None = None,
-    n_timescales: int = 3,
-    n_cells: int = MSM_GRID,
-    seed: int = 0,
-    progress: bool = False,
-    *,
-    n_samples: int = DEFAULT_N_SAMPLES,
-    ck_lag: int | None = None,
-    n_metastable: int = 2,
-    validity_options: Mapping[str, Any] | None = None,
-) -> AnalysisResult:
-    """:func:`~itomd.analysis.pipeline.analyze` for molecules: everything on the backbone dihedrals.
+    def summary(self) -> str:
+        v = self.validity
+        return (f"φ/ψ features; chemically valid frames {v.fraction_valid:.2%} (bonds {v.fraction_bonds_ok:.2%}, "
+                f"no clash {v.fraction_no_clash:.2%}, chirality {v.fraction_chirality_kept:.2%})")
 
-    MSMs (implied timescales, CK test) on a regular ``n_cells``² grid in (φ, ψ), the Ramachandran
-    free energy (36 × 36 bins on the torus), the autocorrelation of sin φ (the slow φ transition),
-    and the chemical validity of every frame.
+    def report_html(self, result: AnalysisView) -> str:
+        """Fractions of chemically valid frames (and the comparison's, e.g. MD, as the baseline)."""
+        columns = [("this data", self.validity)]
+        if self.comparison_validity is not None:
+            columns.append((result.comparison.label, self.comparison_validity))
+        v = self.validity
+        rows = [(name, *(f"{getattr(c, attribute):.3%}" for _, c in columns)) for name, attribute in (
+            ("valid (all checks)", "fraction_valid"),
+            (f"bonds within {v.bond_tolerance:.0%} of reference", "fraction_bonds_ok"),
+            (f"no atoms ≥ 3 bonds apart closer than {v.clash_distance:g} nm", "fraction_no_clash"),
+            ("chirality kept (L)", "fraction_chirality_kept"))]
+        rows.append(("frames", *(f"{c.n_frames}" for _, c in columns)))
+        worst = v.worst_offenders
+        if "bond" in worst:
+            rows.append(("worst bond (this data)", f"{'–'.join(worst['bond']['atoms'])}: "
+                         f"{worst['bond']['relative_deviation']:.1%}", *([""] * (len(columns) - 1))))
+        if "contact" in worst:
+            rows.append(("closest contact (this data)", f"{'–'.join(worst['contact']['atoms'])}: "
+                         f"{worst['contact']['distance_nm']:.3f} nm", *([""] * (len(columns) - 1))))
+        return "<h2>Chemical validity</h2>" + html_table(["check", *(name for name, _ in columns)], rows) + "\n"
 
-    Parameters
-    ----------
-    trajectories : list of np.ndarray, each [n_frames_i, 3·n_atoms]
-        Flattened positions in nm.
-    topology : mdtraj.Topology
-    frame_interval : float
-        Time between frames (ps for OpenMM systems).
-    kT : float
-        Free energies are in its unit (1 for molecules: energies in kT).
-    lags, n_timescales, seed, progress, n_samples, ck_lag, n_metastable :
-        As for :func:`~itomd.analysis.pipeline.analyze`.
-    n_cells : int
-        Grid cells per dihedral of the MSM states.
-    validity_options : mapping, optional
-        Keyword arguments of :func:`chemical_validity`.
+    def report_figures(self, result: AnalysisView) -> list[tuple[str, "Figure"]]:
+        """The Ramachandran free energy of the analysed data, next to the comparison's when there is one."""
+        from matplotlib.figure import Figure
 
-    Returns
-    -------
-    AnalysisResult
-        Its ``features`` are (φ, ψ) = (0, 1) of the dihedral trajectories and ``molecular`` holds
-        a :class:`MolecularAnalysis`.
-    """
-    dihedrals = backbone_dihedrals(trajectories, topology)
-    validity = chemical_validity(trajectories, topology, **dict(validity_options or {}))
-    result = analyze(dihedrals, frame_interval, kT, lags=lags, n_timescales=n_timescales, seed=seed,
-                     progress=progress, n_samples=n_samples, ck_lag=ck_lag, n_metastable=n_metastable,
-                     observable=sin_phi, discretization=dihedral_grid(dihedrals, n_cells),
-                     histogram_bins=RAMACHANDRAN_BINS, histogram_range=TORUS)
-    result.notes = [note for note in result.notes if not note.startswith("no JS divergence")]
-    result.notes.append(f"molecular features: backbone φ/ψ (radians); MSM states a {n_cells}×{n_cells} grid on "
-                        f"the torus; free energy and JS divergence on {RAMACHANDRAN_BINS}×{RAMACHANDRAN_BINS} bins")
-    result.molecular = MolecularAnalysis(topology=topology, dihedrals=dihedrals, validity=validity)
-    return result
-
-
-def compare_molecule(
-    result: AnalysisResult,
-    trajectories: Sequence[np.ndarray],
-    frame_interval: float,
-    label: str = "MD",
-    seed: int = 0,
-    n_samples: int = DEFAULT_N_SAMPLES,
-) -> Comparison:
-    """:func:`~itomd.analysis.pipeline.compare` for molecules: the second set's φ/ψ on the same states.
-
-    Adds the JS divergence (nats) of the Ramachandran histograms, the implied timescales at the same
-    lag times (and their ratio), the second set's Ramachandran free energy and its validity.
-
-    Parameters
-    ----------
-    result : AnalysisResult
-        From :func:`analyze_molecule`.
-    trajectories : list of np.ndarray, each [n_frames_i, 3·n_atoms]
-        The comparison data (e.g. MD), same molecule.
-    frame_interval : float
-    label : str
-    seed, n_samples :
-        As for :func:`~itomd.analysis.pipeline.compare`.
-
-    Returns
-    -------
-    Comparison
-    """
-    molecular = getattr(result, "molecular", None)
-    if molecular is None:
-        raise InvalidInputError("compare_molecule needs the result of analyze_molecule")
-    dihedrals = backbone_dihedrals(trajectories, molecular.topology)
-    comparison = compare(result, molecular.dihedrals, dihedrals, frame_interval, label=label, seed=seed,
-                         n_samples=n_samples, bins=RAMACHANDRAN_BINS, range=TORUS)
-    molecular.comparison_free_energy = ramachandran_free_energy(dihedrals, result.kT)
-    v = molecular.validity
-    molecular.comparison_validity = chemical_validity(
-        trajectories, molecular.topology, bond_tolerance=v.bond_tolerance, clash_distance=v.clash_distance,
-        chirality_reference=v.chirality_reference, reference_bond_lengths=v.reference_bond_lengths)
-    return comparison
-
-
-def molecular_system_from_metadata(metadata: Mapping[str, Any]) -> "MolecularSystem | None":
-    """The molecule a trajectory store holds, from its metadata, or None.
-
-    Tries the recorded system spec first (``SystemSpec.from_metadata(...).build()``), then the
-    ``molecule``/``solvent``/``temperature`` entries that molecular systems record.
-    """
-    from itomd.errors import ItomdError
-    from itomd.systems import SystemSpec
-    from itomd.systems.openmm import MOLECULES, MolecularSystem, molecular_system
-
-    try:
-        spec = SystemSpec.from_metadata(dict(metadata))
-        system = None if spec is None else spec.build()
-    except (ItomdError, ValueError, TypeError):
-        system = None
-    if isinstance(system, MolecularSystem):
-        return system
-    molecule, solvent = metadata.get("molecule"), metadata.get("solvent", "vacuum")
-    for name, entry in MOLECULES.items():
-        if entry == (molecule, solvent):
-            temperature = metadata.get("temperature")
-            return molecular_system(name, None if temperature is None else float(temperature))
-    return None
+        other = self.comparison_free_energy
+        label = "this data" if other is None else f"this data vs {result.comparison.label}"
+        fig = Figure(figsize=(5.0 if other is None else 10.0, 4.2))
+        axes = fig.subplots(1, 1 if other is None else 2, squeeze=False)[0]
+        plot_ramachandran(result.free_energy, ax=axes[0], title=f"this data ({result.free_energy.n_samples} frames)")
+        if other is not None:
+            plot_ramachandran(other, ax=axes[1], title=f"{result.comparison.label} ({other.n_samples} frames)")
+        return [(f"Ramachandran free energy in kT ({label}; φ/ψ, 10° bins)", fig)]
 
 
 def plot_ramachandran(fes: FreeEnergySurface, ax: "matplotlib.axes.Axes | None" = None, title: str = "",

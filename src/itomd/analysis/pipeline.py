@@ -1,25 +1,34 @@
-"""One call from trajectories to every number: :func:`analyze` → :class:`AnalysisResult`."""
+"""One call from trajectories to every number: :func:`analyze` → :class:`AnalysisResult`, and
+:func:`compare` for a second data set on the same states.
+
+One pipeline for every kind of data: a :class:`~itomd.analysis.features.Featurizer` decides features,
+states, histograms, observable and the extra :class:`~itomd.analysis.sections.Section` objects of the
+result (coordinates by default; backbone torsions for molecules).
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING, Sequence, TypeVar
 
 import numpy as np
 from tqdm.auto import tqdm
 
 from itomd.analysis._validation import check_frame_interval, check_lags, check_positive, check_trajectories
 from itomd.analysis.correlation import AutocorrelationResult, Observable, autocorrelation
-from itomd.analysis.discretize import Discretization, discretize
+from itomd.analysis.discretize import Discretization
 from itomd.analysis.divergence import JSDivergence, js_divergence
+from itomd.analysis.features import SECTION_KEYS, CoordinateFeaturizer, Featurizer
 from itomd.analysis.fes import FreeEnergySurface, free_energy_surface
 from itomd.analysis.msm import DEFAULT_N_SAMPLES, CKTestResult, ImpliedTimescalesResult, ck_test, implied_timescales
+from itomd.analysis.sections import Section
 from itomd.errors import InvalidInputError
 
 if TYPE_CHECKING:
     from itomd.analysis._histogram import Range
-    from itomd.analysis.molecular import MolecularAnalysis
     from itomd.systems.reference import ExactReference
+
+SectionType = TypeVar("SectionType", bound=Section)
 
 #: Trajectories shorter than this fraction of the longest one do not limit the default lags.
 USEFUL_LENGTH_FRACTION = 0.1
@@ -43,14 +52,21 @@ class AnalysisResult:
         Trajectories and frames in all.
     frame_interval, kT : float
     features : tuple of int
-        Coordinates used for the free energy and the JS divergence.
+        Features (columns of ``feature_trajectories``) used for the free energy and the JS divergence.
     notes : list of str
         What was chosen automatically or skipped.
     comparison : Comparison or None
         Set by :func:`compare`.
-    molecular : MolecularAnalysis or None
-        Dihedrals, chemical validity and the comparison's Ramachandran free energy
-        (:func:`itomd.analysis.molecular.analyze_molecule`); None for other systems.
+    sections : list of Section
+        What the featurizer added (for molecules a
+        :class:`~itomd.analysis.molecular.MolecularSection`); each is one entry of :meth:`to_dict`
+        and one part of the report.
+    featurizer : Featurizer
+        How the trajectories were seen; :func:`compare` sees a second data set the same way.
+    feature_trajectories : list of np.ndarray, each [n_frames_i, n_features]
+        The analysed features (for :func:`compare`'s JS divergence); not in :meth:`to_dict`.
+    histogram_bins, histogram_range :
+        Bins and range of the free energy and JS divergence (None: the defaults).
     """
 
     implied_timescales: ImpliedTimescalesResult
@@ -66,11 +82,24 @@ class AnalysisResult:
     features: tuple[int, ...]
     notes: list[str] = field(default_factory=list)
     comparison: "Comparison | None" = None
-    molecular: "MolecularAnalysis | None" = None
+    sections: list[Section] = field(default_factory=list)
+    featurizer: Featurizer = field(default_factory=CoordinateFeaturizer)
+    feature_trajectories: list[np.ndarray] = field(default_factory=list, repr=False)
+    histogram_bins: int | Sequence[int] | None = None
+    histogram_range: "Range | None" = None
+
+    def section(self, kind: type[SectionType]) -> SectionType | None:
+        """The section of type ``kind`` (e.g. ``MolecularSection``), or None if the featurizer added none."""
+        return next((s for s in self.sections if isinstance(s, kind)), None)
 
     def to_dict(self) -> dict:
-        """JSON-serialisable summary; times in physical units, JS divergence in nats."""
-        return {
+        """JSON-serialisable summary; times in physical units, JS divergence in nats.
+
+        Besides the common entries it has one entry per section key of the shipped featurizers
+        (:data:`~itomd.analysis.features.SECTION_KEYS`, e.g. ``"molecular"``): the section's
+        dictionary, or None where this result has no such section.
+        """
+        out = {
             "implied_timescales": self.implied_timescales.to_dict(),
             "js_divergence": None if self.js_divergence is None else self.js_divergence.value,
             "js_divergence_details": None if self.js_divergence is None else self.js_divergence.to_dict(),
@@ -86,8 +115,10 @@ class AnalysisResult:
             "discretization": {"method": self.discretization.method, "n_states": self.discretization.n_states},
             "notes": list(self.notes),
             "comparison": None if self.comparison is None else self.comparison.to_dict(),
-            "molecular": None if self.molecular is None else self.molecular.to_dict(),
         }
+        out.update({key: None for key in SECTION_KEYS})
+        out.update({section.key: section.to_dict() for section in self.sections})
+        return out
 
 
 @dataclass
@@ -134,38 +165,41 @@ class Comparison:
                 "frame_interval": self.frame_interval, "n_trajectories": self.n_trajectories, "n_frames": self.n_frames}
 
 
-def compare(result: AnalysisResult, analysed: Sequence[np.ndarray], trajectories: Sequence[np.ndarray],
-            frame_interval: float, label: str = "MD", seed: int = 0, n_samples: int = DEFAULT_N_SAMPLES, *,
-            bins: int | Sequence[int] | None = None, range: "Range | None" = None) -> Comparison:
-    """Analyse ``trajectories`` like ``result`` (same states, same lag times) and attach the comparison.
+def compare(result: AnalysisResult, trajectories: Sequence[np.ndarray], frame_interval: float, label: str = "MD",
+            seed: int = 0, n_samples: int = DEFAULT_N_SAMPLES) -> Comparison:
+    """Analyse ``trajectories`` like ``result`` (same featurizer, states and lag times); attach the comparison.
+
+    The second data set is featurised by ``result.featurizer``; its implied timescales are computed
+    on ``result``'s states, its JS divergence against ``result``'s frames on the same histogram, and
+    every section of ``result`` is completed with it (:meth:`Section.add_comparison`, e.g. the MD
+    validity and Ramachandran free energy of a molecule).
 
     Parameters
     ----------
     result : AnalysisResult
         The main analysis (e.g. of surrogate rollouts); its ``comparison`` is set.
-    analysed : list of np.ndarray, each [n_frames_i, dim]
-        The trajectories ``result`` was computed from.
     trajectories : list of np.ndarray, each [n_frames_i, dim]
-        The data to compare with (e.g. MD).
+        The data to compare with (e.g. MD), in the form ``result``'s trajectories had.
     frame_interval : float
         Their frame interval; lag times of ``result`` that are not whole multiples of it, or too long
         for the trajectories, are left out.
     label : str
+        What the second data set is ("MD").
     seed, n_samples :
         As for :func:`analyze`.
-    bins, range : optional
-        Histogram of the JS divergence (default: that of :func:`~itomd.analysis.divergence.js_divergence`).
 
     Returns
     -------
     Comparison
     """
-    trajectories = check_trajectories(trajectories)
     frame_interval = check_frame_interval(frame_interval)
-    if trajectories[0].shape[1] != result.discretization.dim:
-        raise InvalidInputError(f"cannot compare {trajectories[0].shape[1]}-dimensional data with "
+    if not result.feature_trajectories:
+        raise InvalidInputError("the result holds no analysed trajectories to compare with (make it with analyze())")
+    features = check_trajectories(result.featurizer.transform(trajectories))
+    if features[0].shape[1] != result.discretization.dim:
+        raise InvalidInputError(f"cannot compare {features[0].shape[1]}-dimensional data with "
                                 f"{result.discretization.dim}-dimensional data")
-    longest = max(len(t) for t in trajectories)
+    longest = max(len(t) for t in features)
     lags = []
     for lag_time in result.implied_timescales.lag_times:
         lag = int(round(lag_time / frame_interval))
@@ -175,15 +209,17 @@ def compare(result: AnalysisResult, analysed: Sequence[np.ndarray], trajectories
     if not lags:
         raise InvalidInputError(f"none of the lag times {result.implied_timescales.lag_times.tolist()} is a whole "
                                 f"multiple of the comparison's frame interval {frame_interval:g} shorter than its trajectories")
-    its = implied_timescales(trajectories, frame_interval, lags, n_timescales=result.implied_timescales.n_timescales,
+    its = implied_timescales(features, frame_interval, lags, n_timescales=result.implied_timescales.n_timescales,
                              discretization=result.discretization, n_samples=n_samples, seed=seed)
-    frames = np.concatenate(trajectories)
-    js = js_divergence(np.concatenate(check_trajectories(analysed)), frames, features=result.features, bins=bins,
-                       range=range)
+    frames = np.concatenate(features)
+    js = js_divergence(np.concatenate(result.feature_trajectories), frames, features=result.features,
+                       bins=result.histogram_bins, range=result.histogram_range)
     mine = result.implied_timescales
     main_slowest = np.array([mine.timescales[np.argmin(np.abs(mine.lag_times - t)), 0] for t in its.lag_times])
     comparison = Comparison(label=label, implied_timescales=its, js_divergence=js, frame_interval=frame_interval,
-                            n_trajectories=len(trajectories), n_frames=int(len(frames)), main_slowest=main_slowest)
+                            n_trajectories=len(features), n_frames=int(len(frames)), main_slowest=main_slowest)
+    for section in result.sections:
+        section.add_comparison(trajectories, features, result.kT)
     result.comparison = comparison
     return comparison
 
@@ -230,30 +266,38 @@ def analyze(
     discretization: Discretization | None = None,
     histogram_bins: int | Sequence[int] | None = None,
     histogram_range: "Range | None" = None,
+    featurizer: Featurizer | None = None,
 ) -> AnalysisResult:
     """MSM implied timescales, CK test, free energy, JS divergence and autocorrelation in one call.
 
+    Everything is computed on the features of ``featurizer`` (default: the raw coordinates), which
+    also chooses the states, the histogram, the observable and adds its sections (for a molecule,
+    :class:`~itomd.analysis.features.BackboneTorsionFeaturizer`: φ/ψ, a torus grid, 36 × 36
+    Ramachandran bins, sin φ, chemical validity).
+
     Automatic choices (recorded in ``notes``): lags from :func:`default_lags`; the CK test at the
-    middle of the lags that leave room for four multiples; free energy and JS divergence on the raw
-    coordinates if there are at most two, else on the first two; the JS divergence only with a
-    reference; the autocorrelation of the first coordinate at 16 log-spaced lags up to half the
-    useful trajectory length. Frames are assumed to be drawn from equilibrium.
+    middle of the lags that leave room for four multiples; free energy and JS divergence on the
+    features if there are at most two, else on the first two; the JS divergence only with a
+    reference; the autocorrelation at 16 log-spaced lags up to half the useful trajectory length.
+    Frames are assumed to be drawn from equilibrium.
 
     Parameters
     ----------
     trajectories : list of np.ndarray, each [n_frames_i, dim]
+        Coordinates (for molecules flattened positions [n_frames_i, 3·n_atoms] in nm).
     frame_interval : float
         Physical time between frames.
     kT : float
         Thermal energy (free energies are in its unit).
     reference : ExactReference, optional
-        Adds exact timescales, the exact free energy, the JS divergence and the exact autocorrelation.
+        Adds exact timescales, the exact free energy, the JS divergence and the exact autocorrelation
+        (only for featurizers whose features are the coordinates).
     lags : sequence of int, optional
         MSM lags in frames.
     n_timescales : int
         Implied timescales per lag.
     n_states : int, optional
-        States of the discretisation (default 100).
+        States of the discretisation (default 100; not for featurizers with fixed states).
     seed : int
         Seed of the clustering and the posterior sampling.
     progress : bool
@@ -265,23 +309,35 @@ def analyze(
     n_metastable : int
         PCCA+ sets of the CK test.
     observable : callable, optional
-        Observable of the autocorrelation, [n, dim] → [n]; default the first coordinate.
+        Observable of the autocorrelation on features, [n, n_features] → [n]; default the
+        featurizer's (the first coordinate for coordinates).
     discretization : Discretization, optional
-        MSM states to use (its ``transform`` must take these trajectories); default fitted here.
+        MSM states to use (its ``transform`` must take the features); default the featurizer's,
+        fitted here.
     histogram_bins, histogram_range : optional
-        Bins and range of the free energy and JS divergence (default: 100 / 50×50 bins on the
-        reference's box or the data's range).
+        Bins and range of the free energy and JS divergence; default the featurizer's (coordinates:
+        100 / 50×50 bins on the reference's box or the data's range).
+    featurizer : Featurizer, optional
+        Default :class:`~itomd.analysis.features.CoordinateFeaturizer`; see
+        :func:`~itomd.analysis.features.featurizer_for`.
 
     Returns
     -------
     AnalysisResult
     """
-    trajectories = check_trajectories(trajectories)
+    featurizer = CoordinateFeaturizer() if featurizer is None else featurizer
+    if reference is not None and not featurizer.supports_reference:
+        raise InvalidInputError(f"an exact reference applies to coordinates, not to {featurizer.name}")
+    raw_trajectories = trajectories
+    trajectories = check_trajectories(featurizer.transform(trajectories))
     frame_interval = check_frame_interval(frame_interval)
     kT = check_positive(kT, "kT")
     dim = trajectories[0].shape[1]
     if reference is not None and reference.dim != dim:
         raise InvalidInputError(f"trajectories are {dim}-dimensional but the reference is {reference.dim}-dimensional")
+    observable = featurizer.observable if observable is None else observable
+    histogram_bins = featurizer.histogram_bins if histogram_bins is None else histogram_bins
+    histogram_range = featurizer.histogram_range if histogram_range is None else histogram_range
     lengths = [len(t) for t in trajectories]
     if max(lengths) < 2:
         raise InvalidInputError("trajectories need at least 2 frames for a dynamical analysis")
@@ -292,14 +348,18 @@ def analyze(
         notes.append(f"lags {lags} frames chosen automatically (up to 1/3 of {usable} frames)")
     lags = check_lags(lags, trajectories)
 
-    steps = tqdm(total=6, desc="analyze", disable=not progress, leave=False)
+    steps = tqdm(total=7, desc="analyze", disable=not progress, leave=False)
 
     def step(name: str) -> None:
         steps.set_postfix_str(name)
 
     step("discretise")
     if discretization is None:
-        discretization = discretize(trajectories, n_states=n_states, seed=seed)
+        discretization = featurizer.discretize(trajectories, n_states=n_states, seed=seed)
+    steps.update()
+
+    step(featurizer.name)
+    sections = featurizer.sections(raw_trajectories, trajectories)
     steps.update()
 
     step("implied timescales")
@@ -319,9 +379,9 @@ def analyze(
         notes.append(f"CK test skipped: {str(error).splitlines()[0] if str(error) else type(error).__name__}")
     steps.update()
 
-    features = tuple(range(min(dim, 2)))
-    if dim > 2:
-        notes.append(f"free energy and JS divergence on the first two of {dim} coordinates")
+    features = featurizer.histogram_features(dim)
+    if (note := featurizer.note(dim)) is not None:
+        notes.append(note)
     frames = np.concatenate(trajectories)
 
     step("free energy")
@@ -333,7 +393,7 @@ def analyze(
     js = None
     if reference is not None:
         js = js_divergence(frames, reference=reference, features=features, bins=histogram_bins, range=histogram_range)
-    else:
+    elif featurizer.supports_reference:
         notes.append("no JS divergence: it needs an exact reference")
     steps.update()
 
@@ -344,4 +404,6 @@ def analyze(
     steps.close()
     return AnalysisResult(implied_timescales=its, ck_test=ck, free_energy=fes, js_divergence=js, autocorrelation=acf,
                           discretization=discretization, n_trajectories=len(trajectories), n_frames=int(sum(lengths)),
-                          frame_interval=frame_interval, kT=kT, features=features, notes=notes)
+                          frame_interval=frame_interval, kT=kT, features=features, notes=notes, sections=sections,
+                          featurizer=featurizer, feature_trajectories=trajectories, histogram_bins=histogram_bins,
+                          histogram_range=histogram_range)

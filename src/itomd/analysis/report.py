@@ -1,23 +1,26 @@
 """One self-contained HTML page with the analysis plots (PNG, embedded as base64) and key numbers.
 
-Figures are rendered with matplotlib's Agg canvas directly, so writing a report neither needs a
-display nor changes the caller's pyplot backend or state.
+The page shows what every analysis has, then loops over the result's sections
+(:class:`~itomd.analysis.sections.Section`): each adds its HTML after the key-number tables and its
+figures to the plots (in place of the standard plots it replaces). Figures are rendered with
+matplotlib's Agg canvas directly, so writing a report neither needs a display nor changes the
+caller's pyplot backend or state.
 """
 
 from __future__ import annotations
 
-import base64
 import html
-import io
 import os
 from pathlib import Path
-from typing import Mapping, Sequence, Union
+from typing import Callable, Mapping, Sequence, Union
 
 import numpy as np
-from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from itomd.analysis._html import figure_html, format_number, html_table
 from itomd.analysis.pipeline import AnalysisResult
+from itomd.analysis.sections import (AUTOCORRELATION_FIGURE, CK_TEST_FIGURE, FREE_ENERGY_FIGURE,
+                                     IMPLIED_TIMESCALES_FIGURE)
 from itomd.data.store import write_text_atomically
 
 #: An extra section's body: an HTML fragment (inserted as is) or a matplotlib figure.
@@ -45,8 +48,9 @@ def write_report(
 
     The page holds a table of key numbers (slowest implied timescales against the exact ones, the
     JS divergence in nats with its bins and range, the free-energy and autocorrelation deviations,
-    the CK-test deviation) and the plots: implied timescales, free energy, CK test, autocorrelation.
-    The file is written to a temporary file in the same directory and moved into place.
+    the CK-test deviation), each section's HTML, and the plots: implied timescales, free energy,
+    CK test, autocorrelation and the sections' figures. The file is written to a temporary file in
+    the same directory and moved into place.
 
     Parameters
     ----------
@@ -55,8 +59,9 @@ def write_report(
         HTML file to write; missing parent directories are created.
     title : str
     extra_sections : mapping or sequence of (heading, body), optional
-        Appended sections; a ``str`` body is inserted as HTML (trusted), a matplotlib ``Figure`` is
-        embedded as a PNG.
+        Appended headings and bodies (the result's own :class:`~itomd.analysis.sections.Section`
+        objects are always shown); a ``str`` body is inserted as HTML (trusted), a matplotlib
+        ``Figure`` is embedded as a PNG.
 
     Returns
     -------
@@ -65,14 +70,14 @@ def write_report(
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    figures = "".join(_figure_html(caption, fig) for caption, fig in _figures(result))
-    sections = extra_sections.items() if isinstance(extra_sections, Mapping) else (extra_sections or [])
-    extra = _sections_html(sections)
+    figures = "".join(figure_html(caption, fig) for caption, fig in _figures(result))
+    extra_pairs = extra_sections.items() if isinstance(extra_sections, Mapping) else (extra_sections or [])
+    extra = _sections_html(extra_pairs)
     notes = "".join(f'<li>{html.escape(note)}</li>' for note in result.notes)
     body = (
         f"<h2>Key numbers</h2>{_key_numbers(result)}\n"
         f"<h2>Slowest implied timescale by lag</h2>{_timescale_table(result)}\n"
-        + _validity_html(result)
+        + "".join(section.report_html(result) for section in result.sections)
         + (f"<h2>Notes</h2><ul class='note'>{notes}</ul>\n" if notes else "")
         + f"<h2>Plots</h2><div class='figs'>{figures}</div>\n{_comparison_html(result)}{extra}\n"
         "<p class='note'>JS divergence in nats (the divergence, not scipy's JS distance, which is its "
@@ -91,7 +96,7 @@ def write_page(path: str | os.PathLike, title: str, sections: Sequence[tuple[str
 
 def _sections_html(sections) -> str:
     return "".join(f"<h2>{html.escape(str(heading))}</h2>"
-                   + (_figure_html("", content) if isinstance(content, Figure) else str(content))
+                   + (figure_html("", content) if isinstance(content, Figure) else str(content))
                    for heading, content in sections)
 
 
@@ -103,64 +108,46 @@ def _page(title: str, body: str) -> str:
 
 # -- content --------------------------------------------------------------------------------------
 def _figures(result: AnalysisResult) -> list[tuple[str, Figure]]:
+    """The standard plots, with each section's figures in place of those it replaces (else after them)."""
+    standard: list[tuple[str, Callable[[], tuple[str, Figure] | None]]] = [
+        (IMPLIED_TIMESCALES_FIGURE, lambda: _plotted("Implied timescales vs lag time (exact: dashed)",
+                                                     result.implied_timescales.plot)),
+        (FREE_ENERGY_FIGURE, lambda: _plotted("Free energy (exact: dashed)", result.free_energy.plot)),
+        (CK_TEST_FIGURE, lambda: None if result.ck_test is None else _ck_figure(result)),
+        (AUTOCORRELATION_FIGURE, lambda: _plotted("Autocorrelation (exact: dashed)", result.autocorrelation.plot)),
+    ]
+    in_place: dict[str, list[tuple[str, Figure]]] = {}
+    replaced: set[str] = set()
+    appended: list[tuple[str, Figure]] = []
+    for section in result.sections:
+        figures = section.report_figures(result)
+        slots = [name for name, _ in standard if name in section.replaces_figures]
+        if slots:
+            in_place.setdefault(slots[0], []).extend(figures)
+        else:
+            appended.extend(figures)
+        replaced.update(section.replaces_figures)
     figures = []
-    fig = Figure(figsize=(5.5, 4.0))
-    result.implied_timescales.plot(ax=fig.subplots())
-    figures.append(("Implied timescales vs lag time (exact: dashed)", fig))
-    if result.molecular is not None:
-        figures.append(_ramachandran_figure(result))
-    else:
-        fig = Figure(figsize=(5.5, 4.0))
-        result.free_energy.plot(ax=fig.subplots())
-        figures.append(("Free energy (exact: dashed)", fig))
-    if result.ck_test is not None:
-        m = result.ck_test.n_metastable
-        figures.append(("Chapman–Kolmogorov test",
-                        result.ck_test.plot(fig=Figure(figsize=(2.3 * m + 1.2, 2.0 * m + 0.8)))))
-    fig = Figure(figsize=(5.5, 4.0))
-    result.autocorrelation.plot(ax=fig.subplots())
-    figures.append(("Autocorrelation (exact: dashed)", fig))
+    for name, make in standard:
+        figures.extend(in_place.get(name, []))
+        if name not in replaced and (figure := make()) is not None:
+            figures.append(figure)
+    figures.extend(appended)
     for _, fig in figures:
         fig.tight_layout()
     return figures
 
 
-def _ramachandran_figure(result: AnalysisResult) -> tuple[str, Figure]:
-    """The Ramachandran free energy, next to the comparison's (e.g. MD) when there is one."""
-    from itomd.analysis.molecular import plot_ramachandran
-
-    other = result.molecular.comparison_free_energy
-    label = "this data" if other is None else f"this data vs {result.comparison.label}"
-    fig = Figure(figsize=(5.0 if other is None else 10.0, 4.2))
-    axes = fig.subplots(1, 1 if other is None else 2, squeeze=False)[0]
-    plot_ramachandran(result.free_energy, ax=axes[0], title=f"this data ({result.free_energy.n_samples} frames)")
-    if other is not None:
-        plot_ramachandran(other, ax=axes[1], title=f"{result.comparison.label} ({other.n_samples} frames)")
-    return f"Ramachandran free energy in kT ({label}; φ/ψ, 10° bins)", fig
+def _plotted(caption: str, plot: Callable) -> tuple[str, Figure]:
+    """(caption, figure) of a result's ``plot(ax=...)`` method on a 5.5 × 4 inch figure."""
+    fig = Figure(figsize=(5.5, 4.0))
+    plot(ax=fig.subplots())
+    return caption, fig
 
 
-def _validity_html(result: AnalysisResult) -> str:
-    """Fractions of chemically valid frames (and the comparison's, e.g. MD, as the baseline)."""
-    if result.molecular is None:
-        return ""
-    columns = [("this data", result.molecular.validity)]
-    if result.molecular.comparison_validity is not None:
-        columns.append((result.comparison.label, result.molecular.comparison_validity))
-    v = columns[0][1]
-    rows = [(name, *(f"{getattr(c, attribute):.3%}" for _, c in columns)) for name, attribute in (
-        ("valid (all checks)", "fraction_valid"),
-        (f"bonds within {v.bond_tolerance:.0%} of reference", "fraction_bonds_ok"),
-        (f"no atoms ≥ 3 bonds apart closer than {v.clash_distance:g} nm", "fraction_no_clash"),
-        ("chirality kept (L)", "fraction_chirality_kept"))]
-    rows.append(("frames", *(f"{c.n_frames}" for _, c in columns)))
-    worst = v.worst_offenders
-    if "bond" in worst:
-        rows.append(("worst bond (this data)", f"{'–'.join(worst['bond']['atoms'])}: "
-                     f"{worst['bond']['relative_deviation']:.1%}", *([""] * (len(columns) - 1))))
-    if "contact" in worst:
-        rows.append(("closest contact (this data)", f"{'–'.join(worst['contact']['atoms'])}: "
-                     f"{worst['contact']['distance_nm']:.3f} nm", *([""] * (len(columns) - 1))))
-    return "<h2>Chemical validity</h2>" + html_table(["check", *(name for name, _ in columns)], rows) + "\n"
+def _ck_figure(result: AnalysisResult) -> tuple[str, Figure]:
+    m = result.ck_test.n_metastable
+    return "Chapman–Kolmogorov test", result.ck_test.plot(fig=Figure(figsize=(2.3 * m + 1.2, 2.0 * m + 0.8)))
 
 
 def _comparison_html(result: AnalysisResult) -> str:
@@ -174,7 +161,7 @@ def _comparison_html(result: AnalysisResult) -> str:
     for i, lag_time in enumerate(mine.lag_times):
         match = np.flatnonzero(np.isclose(other.lag_times, lag_time, rtol=1e-6))
         theirs = other.timescales[match[0], 0] if match.size else np.nan
-        rows.append((f"{lag_time:.4g}", _number(mine.timescales[i, 0]), _number(theirs),
+        rows.append((f"{lag_time:.4g}", format_number(mine.timescales[i, 0]), format_number(theirs),
                      "–" if mine.reference is None else f"{mine.reference[0]:.4g}"))
     fig = Figure(figsize=(5.5, 4.0))
     ax = fig.subplots()
@@ -193,7 +180,7 @@ def _comparison_html(result: AnalysisResult) -> str:
                                              f"frame interval {comparison.frame_interval:g}"),
                 (f"JS divergence vs {comparison.label} (nats)", f"{comparison.js_divergence.value:.4g}")])
             + html_table(["lag time", "slowest timescale (this data)", f"slowest timescale ({comparison.label})", "exact"], rows)
-            + f"<div class='figs'>{_figure_html(f'Implied timescales: this data vs {comparison.label} (same states)', fig)}</div>")
+            + f"<div class='figs'>{figure_html(f'Implied timescales: this data vs {comparison.label} (same states)', fig)}</div>")
 
 
 def _key_numbers(result: AnalysisResult) -> str:
@@ -228,31 +215,11 @@ def _timescale_table(result: AnalysisResult) -> str:
     error = its.relative_error_vs_reference()
     rows = []
     for i, lag in enumerate(its.lags):
-        rows.append((f"{lag}", f"{its.lag_times[i]:.4g}", _number(its.timescales[i, 0]),
-                     f"[{_number(its.lower[i, 0])}, {_number(its.upper[i, 0])}]",
+        rows.append((f"{lag}", f"{its.lag_times[i]:.4g}", format_number(its.timescales[i, 0]),
+                     f"[{format_number(its.lower[i, 0])}, {format_number(its.upper[i, 0])}]",
                      "–" if its.reference is None else f"{its.reference[0]:.4g}",
                      "–" if error is None or not np.isfinite(error[i, 0]) else f"{error[i, 0]:+.1%}",
                      f"{its.effective_counts[i]:.0f}"))
     header = ["lag (frames)", "lag time", "slowest timescale", f"{its.confidence:.0%} interval", "exact",
               "relative error", "effective counts"]
     return html_table(header, rows)
-
-
-def html_table(header: list[str], rows: list[tuple[str, ...]]) -> str:
-    """An HTML table of strings (escaped here)."""
-    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
-    body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in rows)
-    return f"<table><tr>{head}</tr>{body}</table>"
-
-
-def _number(value: float) -> str:
-    return f"{value:.4g}" if np.isfinite(value) else "–"
-
-
-def _figure_html(caption: str, fig: Figure) -> str:
-    buffer = io.BytesIO()
-    FigureCanvasAgg(fig).print_png(buffer)
-    data = base64.b64encode(buffer.getvalue()).decode("ascii")
-    text = html.escape(caption)
-    return (f'<figure><img src="data:image/png;base64,{data}" alt="{text}">'
-            f"<figcaption>{text}</figcaption></figure>")

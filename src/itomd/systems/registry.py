@@ -28,11 +28,11 @@ import math
 import os
 import sys
 from dataclasses import dataclass
-from typing import Callable
+from typing import Any, Callable, Mapping
 
 import torch
 
-from itomd.errors import InvalidInputError, UnknownSystemError
+from itomd.errors import InvalidInputError, ItomdError, UnknownSystemError
 from itomd.systems.potential import CallablePotential, Potential
 from itomd.systems.openmm import MOLECULES
 from itomd.systems.system import Box, System
@@ -139,6 +139,39 @@ class SystemSpec:
         if not spec:
             return None
         return cls.from_dict(json.loads(spec) if isinstance(spec, str) else spec)
+
+    @classmethod
+    def from_store(cls, metadata: Mapping[str, Any]) -> System | None:
+        """The system a trajectory store's metadata describe, or None — the one parser of store metadata.
+
+        Tries the recorded spec first (:meth:`from_metadata`, then :meth:`build`); if there is none
+        or it cannot be rebuilt, the ``molecule``/``solvent``/``temperature`` entries that molecules
+        record (:meth:`~itomd.systems.openmm.MolecularSystem.metadata`).
+
+        Parameters
+        ----------
+        metadata : mapping
+            A store's metadata (``TrajectoryStore.metadata``).
+
+        Returns
+        -------
+        System or None
+            None where the metadata name no system that can be built here.
+        """
+        try:
+            spec = cls.from_metadata(dict(metadata))
+            if spec is not None:
+                return spec.build()
+        except (ItomdError, ValueError, TypeError):
+            pass  # unreadable or unbuildable spec (e.g. a user file that moved): try the molecule entries
+        molecule, solvent = metadata.get("molecule"), metadata.get("solvent", "vacuum")
+        for name, entry in MOLECULES.items():
+            if entry == (molecule, solvent):
+                from itomd.systems.openmm import molecular_system
+
+                temperature = metadata.get("temperature")
+                return molecular_system(name, None if temperature is None else float(temperature))
+        return None
 
 
 def resolve_system(
