@@ -140,7 +140,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         x0, start = args.x0, "fixed"
     elif args.from_equilibrium_model is not None:
         from itomd.data.starts import equilibrium_model_start_points
-        from itomd.model import TransitionModel
+        from itomd.models import TransitionModel
 
         source = args.from_equilibrium_model
         model_file = source / "model.pt" if source.is_dir() else source
@@ -260,7 +260,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from itomd.data.store import TrajectoryStore
-    from itomd.estimator import ITOEstimator, TrainingConfig
+    from itomd.training import ITOEstimator, TrainingConfig
     from itomd.systems import SystemSpec
 
     overrides = dict(max_lag=args.max_lag, minutes=args.minutes, max_steps=args.max_steps, batch_size=args.batch_size,
@@ -280,10 +280,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     meta = store.metadata
     frame_interval = _recorded_frame_interval(meta, args.data)
     spec = SystemSpec.from_metadata(meta)
-    system = None if spec is None else spec.to_dict()
+    prior = None if config.prior is None or args.resume else _load_prior(config.prior, spec)
     t0 = time.perf_counter()
     estimator = ITOEstimator(config).fit(trajectories, frame_interval, run_dir=args.out, resume=args.resume,
-                                         progress=not args.quiet, system=system)
+                                         progress=not args.quiet, system=spec, prior=prior)
     elapsed = time.perf_counter() - t0
     summary = {"run": str(args.out), "steps": estimator.step, "max_steps": config.max_steps,
                "stopped_by_budget": estimator.stopped_by_budget, "wall_seconds": round(elapsed, 2),
@@ -298,9 +298,21 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _load_prior(text: str, spec):
+    """BoPITO's equilibrium part named on the command line: ``exact`` or an equilibrium run."""
+    from itomd.models import ExactPrior, LearnedPrior, TransitionModel
+
+    if text == "exact":
+        if spec is None:
+            raise InvalidInputError("the exact prior needs the data's system (record it in the trajectory metadata "
+                                    "or pass system= to fit)")
+        return ExactPrior.of_system(spec.build())
+    return LearnedPrior.of_model(TransitionModel.load(text))
+
+
 def cmd_sample(args: argparse.Namespace) -> int:
     from itomd.data.starts import sample_start_points
-    from itomd.model import TransitionModel
+    from itomd.models import TransitionModel
     from itomd.rollout import run_rollout, simulated_time
 
     model = TransitionModel.load(args.run)
@@ -332,7 +344,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
 
 def cmd_fit_interpolation(args: argparse.Namespace) -> int:
     from itomd.interpolation import fit_interpolation, read_correlation_file
-    from itomd.model import TransitionModel
+    from itomd.models import TransitionModel
 
     model = TransitionModel.load(args.run)
     if not model.is_bopito:
@@ -461,7 +473,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="train an ITO transition model (or an equilibrium model) on trajectories")
     p.add_argument("--data", required=True, type=Path, help="trajectory store to train on")
     p.add_argument("--out", required=True, type=Path, help="run directory (checkpoints, model.pt, metrics.jsonl)")
-    p.add_argument("--config", type=Path, help="TOML file of training options (see itomd.estimator.TrainingConfig)")
+    p.add_argument("--config", type=Path, help="TOML file of training options (see itomd.training.TrainingConfig)")
     p.add_argument("--max-lag", dest="max_lag", type=_positive_int, help="largest lag N in frames (default 100)")
     p.add_argument("--minutes", type=_positive_float, help="wall-clock budget of this invocation")
     p.add_argument("--max-steps", dest="max_steps", type=_positive_int, help="optimiser steps in all (default 20000)")

@@ -41,8 +41,8 @@ def run_demo(out: Path, quick: bool = False, n_workers: int | None = None, seed:
     """
     from itomd.analysis import analyze, compare
     from itomd.analysis.report import write_report
-    from itomd.estimator import ITOEstimator, TrainingConfig
-    from itomd.model import TransitionModel
+    from itomd.training import ITOEstimator, TrainingConfig
+    from itomd.models import TransitionModel
     from itomd.rollout import run_rollout
     from itomd.simulate.campaign import run_campaign
 
@@ -84,7 +84,7 @@ def run_demo(out: Path, quick: bool = False, n_workers: int | None = None, seed:
         model = TransitionModel.load(run)
     else:
         resume = (run / "checkpoint.pt").exists()
-        model = ITOEstimator(config).fit(md, tau, run_dir=run, resume=resume, system=spec.to_dict()).fetch_model()
+        model = ITOEstimator(config).fit(md, tau, run_dir=run, resume=resume, system=spec).fetch_model()
         write_text_atomically(finished, json.dumps(model.info.get("steps")))
     timings["train"] = time.perf_counter() - t0
 

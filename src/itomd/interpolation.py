@@ -28,7 +28,7 @@ import torch
 from tqdm.auto import tqdm
 
 from itomd.errors import DataFileError, InvalidInputError
-from itomd.model import DEFAULT_N_STEPS, DEFAULT_SAMPLER, TransitionModel
+from itomd.models import DEFAULT_N_STEPS, DEFAULT_SAMPLER, TransitionModel
 
 #: Search range of the interpolation timescale t_int = −1/ln λ_int, in frames.
 TIMESCALE_RANGE = (1.0, 1e7)

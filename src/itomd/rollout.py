@@ -34,7 +34,7 @@ from tqdm.auto import tqdm
 from itomd.data.jobs import ChunkedJob, chunk_items, chunk_seed, write_chunk
 from itomd.data.store import TrajectoryStore
 from itomd.errors import DataFileError, InvalidInputError, ItomdError
-from itomd.model import DEFAULT_N_STEPS, DEFAULT_SAMPLER, TransitionModel
+from itomd.models import DEFAULT_N_STEPS, DEFAULT_SAMPLER, TransitionModel
 
 #: Walkers per chunk (one batch through the network, one resumable unit on disk).
 DEFAULT_WALKER_CHUNK = 1024

@@ -11,7 +11,7 @@ import pytest
 
 from itomd.cli import main
 from itomd.data.store import TrajectoryStore
-from itomd.model import TransitionModel
+from itomd.models import ExactPrior, LearnedPrior, TransitionModel
 
 TINY = ("max_lag = 10\nhidden = 32\nn_blocks = 1\nn_frequencies = 4\nbatch_size = 64\nwarmup_steps = 5\n"
         "checkpoint_every = 10\nlog_every = 10\ndevice = \"cpu\"\n")
@@ -38,9 +38,9 @@ def runs(tmp_path_factory) -> dict[str, Path]:
 def test_train_with_exact_and_learned_priors(runs):
     exact = TransitionModel.load(runs["exact"])
     learned = TransitionModel.load(runs["learned"])
-    assert exact.is_bopito and exact.spec.prior["kind"] == "exact"
+    assert exact.is_bopito and isinstance(exact.spec.prior, ExactPrior)
     assert 0.98 < exact.lambda_hat < 1.0  # Prinz: exact λ₂ = 0.9940 per frame; 16 short trajectories here
-    assert learned.spec.prior["kind"] == "model" and learned.lambda_hat == 0.99
+    assert isinstance(learned.spec.prior, LearnedPrior) and learned.lambda_hat == 0.99
 
 
 def test_sample_with_lambda_int_records_it(runs, tmp_path, capsys):

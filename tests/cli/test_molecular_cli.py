@@ -15,7 +15,7 @@ pytest.importorskip("mdtraj")
 
 from itomd.cli import main  # noqa: E402
 from itomd.data.store import TrajectoryStore  # noqa: E402
-from itomd.model import TransitionModel  # noqa: E402
+from itomd.models import TransitionModel  # noqa: E402
 
 TINY = ("max_lag = 4\nhidden = 8\nn_blocks = 1\nn_frequencies = 4\nbatch_size = 16\nwarmup_steps = 2\n"
         "checkpoint_every = 10\nlog_every = 10\ndevice = \"cpu\"\n")
@@ -37,7 +37,7 @@ def runs(tmp_path_factory) -> dict[str, Path]:
 
 def test_trained_model_is_molecular_and_round_trips(runs, tmp_path):
     model = TransitionModel.load(runs["run"])
-    assert model.spec.is_molecular and model.spec.superposes_targets and model.spec.n_atoms == 22
+    assert model.spec.representation.n_atoms == 22 and model.spec.representation.superpose_targets
     assert np.allclose(model.spec.shift, 0.0)
     model.save(tmp_path / "copy.pt")
     again = TransitionModel.load(tmp_path / "copy.pt")
@@ -72,14 +72,14 @@ def test_bopito_for_a_molecule_with_a_learned_equilibrium_prior(runs, tmp_path):
     assert main(["train", "--data", str(runs["data"]), "--out", str(eq), "--config", str(runs["config"]),
                  "--equilibrium", "--max-steps", "10", "--quiet"]) == 0
     prior = TransitionModel.load(eq)
-    assert prior.spec.is_molecular and not prior.conditional
+    assert prior.spec.representation.n_atoms == 22 and not prior.conditional
     draws = prior.sample(None, n_samples=4, n_steps=3, generator=torch.Generator().manual_seed(0))
     assert draws.shape == (4, 66) and draws.reshape(4, 22, 3).mean(1).abs().max() < 1e-5
     assert main(["train", "--data", str(runs["data"]), "--out", str(bopito), "--config", str(runs["config"]),
                  "--prior", str(eq), "--lambda-hat", "0.95", "--max-steps", "10", "--quiet"]) == 0
     model = TransitionModel.load(bopito)
     # lab-frame targets (the isotropic prior would never match superposed ones)
-    assert model.is_bopito and model.spec.is_molecular and not model.spec.superposes_targets
+    assert model.is_bopito and model.spec.representation.n_atoms == 22 and not model.spec.representation.superpose_targets
     assert model.lambda_hat == 0.95
     x0 = torch.as_tensor(TrajectoryStore(runs["data"]).read(1)[:2], dtype=torch.float32)
     far = model.sample(x0, lag=10_000, n_steps=3, generator=torch.Generator().manual_seed(0))

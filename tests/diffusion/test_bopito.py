@@ -12,7 +12,10 @@ from torch import nn
 from itomd.diffusion.bopito import BoPITODenoiser
 from itomd.diffusion.equilibrium import ExactEquilibriumDenoiser
 from itomd.errors import InvalidInputError
-from itomd.model import DenoiserSpec, TransitionModel, build_prior, fit_denoiser_spec
+from itomd.data.pairs import PairSampler, UniformLag
+from itomd.errors import DataFileError
+from itomd.models import DenoiserSpec, ExactPrior, TransitionModel, fit_denoiser_spec, prior_from_dict
+from itomd.representation import CoordinateRepresentation, NetworkSize
 from itomd.systems.reference import exact_reference
 from itomd.systems.registry import resolve_system
 
@@ -25,7 +28,7 @@ class _RecordingInner(nn.Module):
         self.weight = nn.Parameter(torch.tensor(0.7))
         self.lags = []
 
-    def forward(self, x_in, c_noise, cond=None, lag=None):
+    def forward(self, x_in, c_noise, positions=None, cond=None, lag=None):
         self.lags.append(lag.clone())
         return self.weight * torch.tanh(x_in + cond) + c_noise[:, None]
 
@@ -99,11 +102,11 @@ def test_bopito_model_samples_the_boltzmann_density_at_long_lags_whatever_the_st
     torch.manual_seed(0)
     reference = exact_reference(resolve_system("double-well"), n_eigen=2)
     data = [reference.sample(50, seed=i) for i in range(4)]
-    prior, module = _exact(reference)
-    spec = fit_denoiser_spec(data, conditional=True, max_lag=10, hidden=16, n_blocks=1, n_frequencies=4,
-                             prior=prior, lambda_hat=0.9)
+    prior = ExactPrior.of_reference(reference)
+    spec = fit_denoiser_spec(data, CoordinateRepresentation(1), NetworkSize(16, 1, 4), max_lag=10,
+                             pairs=PairSampler(data, UniformLag(10)), prior=prior, lambda_hat=0.9)
     denoiser = spec.build()
-    denoiser.equilibrium.load_state_dict(module.state_dict())
+    denoiser.equilibrium.load_state_dict(prior.module.state_dict())
     with torch.no_grad():
         for p in denoiser.inner.parameters():
             p.normal_(0, 0.3)  # a dynamic part that is far from zero
@@ -119,20 +122,16 @@ def test_bopito_model_samples_the_boltzmann_density_at_long_lags_whatever_the_st
     assert abs(float((eq > 0).mean()) - right_well) < 0.03
 
 
-def _exact(reference):
-    from itomd.model import exact_prior
-
-    return exact_prior(reference)
-
-
 def test_spec_round_trip_rebuilds_the_prior():
     reference = exact_reference(resolve_system("prinz"), n_grid=200, n_eigen=2)
-    prior, module = _exact(reference)
-    spec = fit_denoiser_spec([reference.sample(300, seed=0)], conditional=True, max_lag=5, hidden=8, n_blocks=1,
-                             n_frequencies=2, prior=prior, lambda_hat=0.99)
+    prior = ExactPrior.of_reference(reference)
+    data = [reference.sample(300, seed=0)]
+    spec = fit_denoiser_spec(data, CoordinateRepresentation(1), NetworkSize(8, 1, 2), max_lag=5,
+                             pairs=PairSampler(data, UniformLag(5)), prior=prior, lambda_hat=0.99)
     again = DenoiserSpec.from_dict(spec.to_dict())
     assert again == spec and again.is_bopito and again.lambda_hat == 0.99
-    assert isinstance(build_prior(again.prior), ExactEquilibriumDenoiser)
-    with pytest.raises(Exception):
-        build_prior({"kind": "nonsense"})
-    assert math.isclose(float(module.probabilities.sum()), 1.0)
+    assert isinstance(again.prior.build(), ExactEquilibriumDenoiser)
+    assert spec.to_dict()["prior"] == {"kind": "exact", "shape": [200], "box": [list(prior.box[0])]}
+    with pytest.raises(DataFileError, match="unknown equilibrium prior"):
+        prior_from_dict({"kind": "nonsense"})
+    assert math.isclose(float(prior.module.probabilities.sum()), 1.0)

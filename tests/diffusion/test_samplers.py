@@ -73,7 +73,7 @@ class TinyNet(nn.Module):
         super().__init__()
         self.net = nn.Sequential(nn.Linear(2, 64), nn.SiLU(), nn.Linear(64, 64), nn.SiLU(), nn.Linear(64, 1))
 
-    def forward(self, x, c_noise):
+    def forward(self, x, c_noise, positions=None):
         return self.net(torch.cat([x, c_noise[:, None]], -1))
 
 

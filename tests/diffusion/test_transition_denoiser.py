@@ -7,7 +7,9 @@ import torch
 from itomd.diffusion import TransitionDenoiser, karras_sigmas
 from itomd.diffusion.samplers import sample_dpmpp_2m
 from itomd.errors import InvalidInputError
-from itomd.model import lag_statistics
+from itomd.data.pairs import PairSampler, UniformLag
+from itomd.models import lag_statistics
+from itomd.representation import CoordinateRepresentation
 
 
 class Zero(torch.nn.Module):
@@ -25,7 +27,7 @@ def _ou(n_traj=400, n_frames=300, a=0.9, seed=0):
 
 
 def test_lag_statistics_recover_ou_autocorrelation_and_residual():
-    coefficients, scales = lag_statistics(_ou(), max_lag=20)
+    coefficients, scales = lag_statistics(PairSampler(_ou(), UniformLag(20)), CoordinateRepresentation(1), max_lag=20)
     lags = np.arange(1, 21)
     assert coefficients.shape == (20, 1) and scales.shape == (20,)
     assert np.allclose(coefficients[:, 0], 0.9**lags, atol=0.02)

@@ -209,14 +209,11 @@ def test_a_file_describing_other_dimensions_than_its_weights_is_one_line(name, t
     assert "weights do not match the model description" in message
 
 
-@pytest.mark.xfail(strict=True, raises=InvalidInputError,
-                   reason="known defect (pre-refactor too): a point model whose spec 'dim' disagrees with its "
-                          "per-coordinate entries raises the TransitionMLP's InvalidInputError, not DataFileError")
 @pytest.mark.parametrize("name", ["prinz_ito"])
 def test_a_point_model_file_with_a_wrong_dimension_is_a_data_file_error(name, tmp_path):
     payload = load_file(_path(name), what="model")
     payload["spec"]["dim"] += 1
-    _load_error(payload, tmp_path / "bad.pt")
+    assert "inconsistent model description" in _load_error(payload, tmp_path / "bad.pt")
 
 
 # -- the legacy trajectory store ------------------------------------------------------------------

@@ -87,12 +87,15 @@ def test_rotation_translation_equivariance_and_mirror_sensitivity(graph, md_fram
 
 
 def test_denoiser_is_equivariant_and_centred(graph, md_frames):
-    from itomd.model import centre_structures, fit_denoiser_spec
+    from itomd.data.pairs import PairSampler, UniformLag
+    from itomd.models import fit_denoiser_spec
+    from itomd.representation import MolecularRepresentation, NetworkSize
 
-    trajectories = centre_structures(list(md_frames), N_ATOMS)
-    spec = fit_denoiser_spec(trajectories, conditional=True, max_lag=10, hidden=16, n_blocks=2, n_frequencies=8,
-                             molecule=graph)
-    assert spec.is_molecular and np.allclose(spec.shift, 0.0)
+    representation = MolecularRepresentation(graph, superpose_targets=True)
+    trajectories = representation.prepare_trajectories(list(md_frames))
+    spec = fit_denoiser_spec(trajectories, representation, NetworkSize(16, 2, 8), max_lag=10,
+                             pairs=PairSampler(trajectories, UniformLag(10)))
+    assert spec.representation.n_atoms == N_ATOMS and np.allclose(spec.shift, 0.0)
     assert len(set(spec.lag_coefficients[4])) == 1  # one slope for all coordinates: isotropic
     torch.manual_seed(0)
     denoiser = spec.build().double()
@@ -109,16 +112,16 @@ def test_denoiser_is_equivariant_and_centred(graph, md_frames):
 
 
 def test_tiny_model_trains_in_seconds_and_keeps_chirality(ala2, md_frames, tmp_path):
-    from itomd.estimator import ITOEstimator, TrainingConfig
+    from itomd.training import ITOEstimator, TrainingConfig
     from itomd.systems import SystemSpec
 
     config = TrainingConfig(max_lag=5, batch_size=32, max_steps=200, warmup_steps=20, hidden=16, n_blocks=2,
                             n_frequencies=8, learning_rate=3e-3, checkpoint_every=1000, log_every=50, seed=0,
                             ema_decay=0.9)
     estimator = ITOEstimator(config).fit(list(md_frames), frame_interval=1.0, run_dir=tmp_path / "run",
-                                         progress=False, system=SystemSpec("ala2").to_dict())
+                                         progress=False, system=SystemSpec("ala2"))
     model = estimator.fetch_model()
-    assert model.spec.is_molecular
+    assert model.spec.representation.n_atoms == N_ATOMS
     losses = [row for row in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert len(losses) == 4
     start = torch.as_tensor(md_frames[:, ::10].reshape(-1, 3 * N_ATOMS))

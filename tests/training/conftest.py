@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from itomd.estimator import TrainingConfig
+from itomd.training import TrainingConfig
 
 #: One-frame autocorrelation of the OU data: E[x_{t+N} | x_t] = OU_DECAY**N x_t, stationary variance 1.
 OU_DECAY = 0.9

@@ -8,11 +8,19 @@ import torch
 
 from itomd.analysis.msm import slowest_eigenvalue
 from itomd.errors import DataFileError, InvalidInputError
-from itomd.estimator import ITOEstimator, TrainingConfig
-from itomd.model import TransitionModel
+from itomd.training import ITOEstimator, TrainingConfig
+from itomd.models import ExactPrior, LearnedPrior, TransitionModel
 from itomd.systems.registry import SystemSpec
 
-HARMONIC = SystemSpec("harmonic").to_dict()  # U = x²/2, kT = 1: the OU data's stationary N(0, 1)
+HARMONIC = SystemSpec("harmonic")  # U = x²/2, kT = 1: the OU data's stationary N(0, 1)
+
+
+def _exact_prior() -> ExactPrior:
+    return ExactPrior.of_system(HARMONIC.build())
+
+
+def _learned_prior(path) -> LearnedPrior:
+    return LearnedPrior.of_model(TransitionModel.load(path))
 
 
 def test_slowest_eigenvalue_of_a_two_state_chain_is_one_minus_twice_the_flip_probability():
@@ -36,7 +44,8 @@ def test_tiny_bopito_model_with_the_exact_prior_learns_ou_transitions(ou_traject
     data = ou_trajectories(200, 300, seed=1)
     config = tiny_config(prior="exact", hidden=64, n_blocks=2, n_frequencies=8, batch_size=256, max_steps=1500,
                          warmup_steps=100, learning_rate=3e-3, ema_decay=0.995)
-    model = ITOEstimator(config).fit(data, frame_interval=0.1, progress=False, system=HARMONIC).fetch_model()
+    model = ITOEstimator(config).fit(data, frame_interval=0.1, progress=False, system=HARMONIC,
+                                     prior=_exact_prior()).fetch_model()
     assert model.is_bopito and abs(model.lambda_hat - ou_decay) < 0.02
     generator = torch.Generator().manual_seed(0)
     assert_learns_ou_transitions(model, generator)
@@ -47,12 +56,13 @@ def test_tiny_bopito_model_with_the_exact_prior_learns_ou_transitions(ou_traject
 def test_prior_from_an_equilibrium_run_and_resume(tmp_path, ou_data, tiny_config):
     ITOEstimator(tiny_config(equilibrium=True)).fit(ou_data, 0.1, run_dir=tmp_path / "eq", progress=False)
     config = tiny_config(prior=str(tmp_path / "eq"), lambda_hat=0.95, max_steps=20)
-    ITOEstimator(config).fit(ou_data, 0.1, run_dir=tmp_path / "bopito", progress=False)
+    ITOEstimator(config).fit(ou_data, 0.1, run_dir=tmp_path / "bopito", progress=False,
+                             prior=_learned_prior(tmp_path / "eq"))
     resumed = ITOEstimator(tiny_config(prior=str(tmp_path / "eq"), lambda_hat=0.95, max_steps=40))
     resumed.fit(ou_data, 0.1, run_dir=tmp_path / "bopito", resume=True, progress=False)
     model = TransitionModel.load(tmp_path / "bopito")
     prior = TransitionModel.load(tmp_path / "eq")
-    assert model.is_bopito and model.lambda_hat == 0.95 and model.spec.prior["kind"] == "model"
+    assert model.is_bopito and model.lambda_hat == 0.95 and isinstance(model.spec.prior, LearnedPrior)
     for name, value in prior.denoiser.state_dict().items():
         assert torch.equal(model.denoiser.equilibrium.state_dict()[name], value), name  # frozen
     x = model.sample(torch.zeros(50, 1), lag=3, generator=torch.Generator().manual_seed(0))
@@ -67,13 +77,19 @@ def test_bopito_configuration_errors(tmp_path, ou_data, tiny_config):
         tiny_config(prior="exact", lambda_hat=1.5)
     with pytest.raises(InvalidInputError, match="takes no prior"):
         tiny_config(prior="exact", equilibrium=True)
-    with pytest.raises(InvalidInputError, match="system"):
+    with pytest.raises(InvalidInputError, match="pass it as prior="):
         ITOEstimator(tiny_config(prior="exact")).fit(ou_data, 0.1, progress=False)
+    with pytest.raises(InvalidInputError, match="no exact equilibrium prior"):
+        ExactPrior.of_system(SystemSpec("double-well", dim=4).build())
     ITOEstimator(tiny_config()).fit(ou_data, 0.1, run_dir=tmp_path / "ito", progress=False)
     with pytest.raises(InvalidInputError, match="equilibrium model"):
-        ITOEstimator(tiny_config(prior=str(tmp_path / "ito"))).fit(ou_data, 0.1, progress=False)
+        _learned_prior(tmp_path / "ito")
     with pytest.raises(DataFileError):
-        ITOEstimator(tiny_config(prior=str(tmp_path / "missing"))).fit(ou_data, 0.1, progress=False)
+        _learned_prior(tmp_path / "missing")
+    ITOEstimator(tiny_config(equilibrium=True)).fit(ou_data, 0.1, run_dir=tmp_path / "eq", progress=False)
+    two_d = [np.hstack([t, t]) for t in ou_data]
+    with pytest.raises(InvalidInputError, match="same states"):
+        ITOEstimator(tiny_config()).fit(two_d, 0.1, progress=False, prior=_learned_prior(tmp_path / "eq"))
     with pytest.raises(InvalidInputError, match="only BoPITO"):
         TransitionModel.load(tmp_path / "ito").set_interpolation(0.5)
 
@@ -86,13 +102,13 @@ def test_estimated_lambda_hat_is_floored_when_the_data_decorrelate_within_a_few_
         for k in range(1, 2000):
             t[k] = 0.3 * t[k - 1] + rng.standard_normal(1)
     with pytest.warns(UserWarning, match="hold no process slower"):
-        model = ITOEstimator(tiny_config(prior="exact", max_steps=5)).fit(data, 0.1, progress=False,
-                                                                          system=HARMONIC).fetch_model()
+        model = ITOEstimator(tiny_config(prior="exact", max_steps=5)).fit(data, 0.1, progress=False, system=HARMONIC,
+                                                                          prior=_exact_prior()).fetch_model()
     assert model.lambda_hat == pytest.approx(0.01 ** (1 / 10))
 
 
 def test_bopito_model_range_covers_its_prior(ou_data, tiny_config):
     """Rollouts are checked against the training range; a BoPITO model also knows the prior's region."""
-    model = ITOEstimator(tiny_config(prior="exact", max_steps=2)).fit(ou_data, 0.1, progress=False,
-                                                                      system=HARMONIC).fetch_model()
+    model = ITOEstimator(tiny_config(prior="exact", max_steps=2)).fit(ou_data, 0.1, progress=False, system=HARMONIC,
+                                                                      prior=_exact_prior()).fetch_model()
     assert model.data_low[0] == -6.0 and model.data_high[0] == 6.0  # the harmonic system's box

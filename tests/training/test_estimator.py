@@ -10,8 +10,8 @@ import torch
 
 from itomd.checkpoint import load_file
 from itomd.errors import DataFileError, InvalidInputError
-from itomd.estimator import ExponentialMovingAverage, ITOEstimator, TrainingConfig
-from itomd.model import TransitionModel
+from itomd.training import ExponentialMovingAverage, ITOEstimator, TrainingConfig
+from itomd.models import TransitionModel
 
 
 def test_tiny_model_learns_ou_mean_jump_and_spread_at_two_lags(ou_trajectories, tiny_config, assert_learns_ou_transitions):
@@ -74,7 +74,7 @@ def test_resume_continues_exactly(tmp_path, ou_data, tiny_config):
 
 def _train_until(estimator: ITOEstimator, data, run_dir, stop_at: int) -> None:
     """Run ``fit`` but interrupt it right after the checkpoint of step ``stop_at`` (like a kill)."""
-    import itomd.estimator as module
+    import itomd.training.run as module
 
     original = module.save_atomically
 
@@ -183,3 +183,21 @@ def test_tiny_model_learns_a_bimodal_two_state_transition_density_at_two_lags(ti
             assert abs(flipped - flip) < 0.04, (lag, start, flipped, flip)
             stay = x[np.sign(x) == np.sign(start)]
             assert abs(stay.mean() - start) < 0.05 and abs(stay.std() / width - 1) < 0.25, (lag, start, stay.std())
+
+
+def test_partial_fit_continues_exactly_where_it_stopped(ou_data, tiny_config):
+    """Two partial fits of 10 steps give the same weights as one fit of 20 (same config, same data)."""
+    whole = ITOEstimator(tiny_config(max_steps=20)).fit(ou_data, 0.1, progress=False).fetch_model()
+    parts = ITOEstimator(tiny_config(max_steps=20))
+    parts.partial_fit(ou_data, 0.1, n_steps=10).partial_fit(ou_data, 0.1, n_steps=10)
+    assert parts.step == 20
+    stepped = parts.fetch_model()
+    for name, value in whole.denoiser.state_dict().items():
+        assert torch.equal(stepped.denoiser.state_dict()[name], value), name
+    once = ITOEstimator(tiny_config(max_steps=20)).partial_fit(ou_data, 0.1, n_steps=10).fetch_model()
+    assert any(not torch.equal(once.denoiser.state_dict()[k], v) for k, v in whole.denoiser.state_dict().items())
+    with pytest.raises(InvalidInputError, match="data of the first call"):
+        parts.partial_fit(ou_data[:5], 0.1, n_steps=1)
+    with pytest.raises(InvalidInputError, match="n_steps"):
+        parts.partial_fit(ou_data, 0.1, n_steps=0)
+    assert parts.get_params()["max_steps"] == 20 and parts.get_params()["hidden"] == tiny_config().hidden

@@ -5,14 +5,14 @@ import pytest
 import torch
 
 from itomd.errors import DataFileError, InvalidInputError
-from itomd.estimator import ITOEstimator
-from itomd.model import TransitionModel
+from itomd.training import ITOEstimator
+from itomd.models import TransitionModel
 from itomd.rollout import RolloutBlowUpError, rollout
 
 
 @pytest.fixture(scope="module")
 def model(ou_data_module):
-    from itomd.estimator import TrainingConfig
+    from itomd.training import TrainingConfig
 
     config = TrainingConfig(max_lag=10, hidden=16, n_blocks=1, n_frequencies=4, batch_size=64, max_steps=20,
                             warmup_steps=5, device="cpu")

@@ -17,9 +17,11 @@ shift is added back, so noise stays isotropic in physical coordinates.
 
 Molecules (``n_atoms`` given): states are flattened positions [B, 3·n_atoms]; D is projected onto
 structures with zero centroid (the exact posterior mean for centred data, whatever the noise does
-to the centroid), and an inner network that declares ``needs_positions`` also receives the noisy
-structure itself as ``positions=`` (an equivariant network needs its geometry, not only the
-preconditioned displacement).
+to the centroid).
+
+Every inner network has the interface ``inner(x_in, c_noise, positions=x, **cond)``: besides the
+preconditioned input it receives the noisy state itself (an equivariant network needs its geometry,
+not only the preconditioned displacement; an MLP ignores it).
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ def append_dims(t: torch.Tensor, ndim: int) -> torch.Tensor:
 
 
 class Denoiser(nn.Module):
-    """EDM-preconditioned denoiser wrapping an inner network ``inner(x_in, c_noise, **cond)``.
+    """EDM-preconditioned denoiser wrapping an inner network ``inner(x_in, c_noise, positions=x, **cond)``.
 
     Parameters
     ----------
@@ -73,9 +75,7 @@ class Denoiser(nn.Module):
 
     def network(self, x_in: torch.Tensor, c_noise: torch.Tensor, x: torch.Tensor, **cond) -> torch.Tensor:
         """The inner network's output F for preconditioned input ``x_in`` (noisy state ``x``)."""
-        if getattr(self.inner, "needs_positions", False):
-            return self.inner(x_in, c_noise, positions=x, **cond)
-        return self.inner(x_in, c_noise, **cond)
+        return self.inner(x_in, c_noise, positions=x, **cond)
 
     def project(self, d: torch.Tensor) -> torch.Tensor:
         """Remove what the data cannot have: for molecules, each structure's centroid."""

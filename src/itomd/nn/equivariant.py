@@ -188,9 +188,6 @@ class EquivariantTransitionNet(nn.Module):
         Range of the radial basis (nm); all pairs interact.
     """
 
-    #: Denoisers pass the noisy positions as ``positions=`` to networks that set this.
-    needs_positions = True
-
     def __init__(self, graph: MoleculeGraph, hidden: int = 32, n_layers: int = 3, n_frequencies: int = 16,
                  conditional: bool = True, max_log_lag: float = math.log(1000.0), n_radial: int = 8,
                  cutoff: float = 1.0):

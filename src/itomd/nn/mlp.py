@@ -124,8 +124,8 @@ class TransitionMLP(nn.Module):
         self.out_norm = nn.LayerNorm(hidden, elementwise_affine=False)
         self.output = nn.Linear(hidden, dim)
 
-    def forward(self, x_in: torch.Tensor, c_noise: torch.Tensor, cond: torch.Tensor | None = None,
-                lag: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, x_in: torch.Tensor, c_noise: torch.Tensor, positions: torch.Tensor | None = None,
+                cond: torch.Tensor | None = None, lag: torch.Tensor | None = None) -> torch.Tensor:
         """Network output.
 
         Parameters
@@ -133,6 +133,9 @@ class TransitionMLP(nn.Module):
         x_in : torch.Tensor, shape [B, dim]
             Preconditioned noisy state.
         c_noise : torch.Tensor, shape [B]
+        positions : torch.Tensor, shape [B, dim], optional
+            The noisy state itself (part of every inner network's interface; an MLP sees the
+            preconditioned ``x_in`` only).
         cond : torch.Tensor, shape [B, dim], optional
             The state x_t the transition starts from (conditional models only).
         lag : torch.Tensor, shape [B], optional

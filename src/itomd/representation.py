@@ -1,0 +1,221 @@
+r"""How models see a system's states — the one home of what differs between a toy system and a molecule.
+
+A toy system's state is a point in ℝ^d: models learn it as it is, with one regression slope per
+coordinate, an MLP inside, and analyses on the raw coordinates. A molecule's state is the flattened
+positions of its atoms [3·n_atoms] (nm): translations carry no information, so structures are
+centred; its dynamics is rotation-equivariant, so the lag tables are isotropic and the inner network
+is the equivariant one; an ITO model learns x_{t+N} superposed on x_t (the internal motion without
+the tumbling); its slow processes live in the backbone torsions, not in Cartesian coordinates.
+
+Every one of those choices is a method of a :class:`Representation`; code above this module asks
+the representation instead of testing what kind of system it has. There are two:
+
+* :class:`CoordinateRepresentation` — toy systems (and any user potential);
+* :class:`MolecularRepresentation` — molecules with a topology (atom types, bonds).
+
+:func:`representation_for` chooses one for a :class:`~itomd.systems.System` (the only place where
+the kind of system is looked at); :meth:`Representation.from_dict` reads the one a model file
+recorded.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from itomd.errors import InvalidInputError
+from itomd.geometry import remove_centroid, superpose
+from itomd.nn.equivariant import EquivariantTransitionNet, MoleculeGraph
+from itomd.nn.mlp import TransitionMLP
+
+if TYPE_CHECKING:  # pragma: no cover
+    import mdtraj
+
+    from itomd.systems.system import System
+
+
+@dataclass(frozen=True)
+class NetworkSize:
+    """The size of an inner network.
+
+    Parameters
+    ----------
+    hidden : int
+        Width (MLP units, or scalar/vector channels per atom of the equivariant net).
+    depth : int
+        Residual blocks of the MLP, or message-passing layers of the equivariant net (the TOML
+        and model-file key is ``n_blocks``).
+    n_frequencies : int
+        Sinusoidal frequencies of the noise-level and lag embeddings.
+    """
+
+    hidden: int
+    depth: int
+    n_frequencies: int
+
+
+class Representation(ABC):
+    """How models and analyses see the states of one kind of system (see the module docs)."""
+
+    #: Atoms per state (molecules), None for points in ℝ^d.
+    n_atoms: int | None = None
+
+    # -- data ------------------------------------------------------------------------------------
+    def prepare_trajectories(self, trajectories: Sequence[np.ndarray]) -> list[np.ndarray]:
+        """Training frames as the model sees them; each [n_i, dim] → [n_i, dim] float64."""
+        return [np.asarray(t, dtype=np.float64) for t in trajectories]
+
+    def prepare_states(self, x: torch.Tensor) -> torch.Tensor:
+        """Start states of a jump as the model sees them, [W, dim] → [W, dim]."""
+        return x
+
+    def align_targets(self, target: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
+        """Training targets x_{t+N} [B, dim] in the frame the model learns them (given x_t, [B, dim])."""
+        return target
+
+    def data_mean(self, frames: np.ndarray) -> np.ndarray:
+        """The centre m of the data [dim] (from frames [n, dim]) that the preconditioning uses."""
+        return frames.mean(0)
+
+    @property
+    def isotropic(self) -> bool:
+        """One lag-N regression slope for all coordinates (rotation-equivariant tables)."""
+        return False
+
+    def slow_coordinates(self, trajectories: Sequence[np.ndarray]) -> list[np.ndarray]:
+        """Coordinates whose MSM reveals the slowest process (BoPITO's λ̂); each [n_i, k]."""
+        return [np.asarray(t, dtype=np.float64) for t in trajectories]
+
+    # -- models ----------------------------------------------------------------------------------
+    @abstractmethod
+    def inner_network(self, size: NetworkSize, conditional: bool, max_log_lag: float,
+                      condition_shift: Sequence[float], condition_scale: Sequence[float]) -> nn.Module:
+        """A freshly initialised inner network ``F(x_in, c_noise, positions=, cond=, lag=)``."""
+
+    @abstractmethod
+    def check_dimension(self, dim: int) -> None:
+        """Raise a one-line :class:`~itomd.errors.InvalidInputError` if ``dim`` does not fit."""
+
+    # -- model files -----------------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any] | None:
+        """What a model file records (the ``molecule`` entry of its description; None for points)."""
+        return None
+
+    @staticmethod
+    def from_dict(molecule: dict[str, Any] | None, dim: int) -> "Representation":
+        """The representation a model description recorded (its ``molecule`` entry, or None)."""
+        if molecule is None:
+            return CoordinateRepresentation(dim)
+        return MolecularRepresentation(MoleculeGraph.from_dict(molecule),
+                                       superpose_targets=bool(molecule.get("superpose_targets")))
+
+    def for_model(self, superpose_targets: bool) -> "Representation":
+        """This representation for a model that does (ITO) or does not (BoPITO, equilibrium) learn
+        superposed targets; points have no orientation, so it is itself."""
+        return self
+
+
+@dataclass(frozen=True)
+class CoordinateRepresentation(Representation):
+    """Points in ℝ^dim: toy potentials and user potentials. Everything is the identity; the lag
+    tables have one slope per coordinate; the inner network is a :class:`~itomd.nn.TransitionMLP`."""
+
+    dim: int
+
+    def check_dimension(self, dim: int) -> None:
+        if dim != self.dim:
+            raise InvalidInputError(f"states have {dim} coordinates, the system {self.dim}")
+
+    def inner_network(self, size: NetworkSize, conditional: bool, max_log_lag: float,
+                      condition_shift: Sequence[float], condition_scale: Sequence[float]) -> nn.Module:
+        return TransitionMLP(self.dim, hidden=size.hidden, n_blocks=size.depth, n_frequencies=size.n_frequencies,
+                             conditional=conditional, condition_shift=condition_shift,
+                             condition_scale=condition_scale, max_log_lag=max_log_lag)
+
+
+@dataclass(frozen=True)
+class MolecularRepresentation(Representation):
+    """Centred atom positions [3·n_atoms] (nm) of a molecule.
+
+    Parameters
+    ----------
+    graph : MoleculeGraph
+        Atom types and bond-graph distances (what the equivariant network needs of the topology).
+    superpose_targets : bool
+        Transition targets x_{t+N} are superposed on x_t (ITO models of molecules).
+    topology : mdtraj.Topology, optional
+        The full topology, where known (training from a system): it gives the backbone torsions.
+    """
+
+    graph: MoleculeGraph
+    superpose_targets: bool = False
+    topology: "mdtraj.Topology | None" = field(default=None, compare=False, repr=False)
+
+    @property
+    def n_atoms(self) -> int:  # type: ignore[override]
+        return self.graph.n_atoms
+
+    @property
+    def isotropic(self) -> bool:
+        return True
+
+    def check_dimension(self, dim: int) -> None:
+        if dim != 3 * self.n_atoms:
+            raise InvalidInputError(f"trajectories have {dim} coordinates but the molecule has {self.n_atoms} atoms "
+                                    f"({3 * self.n_atoms} coordinates)")
+
+    def prepare_trajectories(self, trajectories: Sequence[np.ndarray]) -> list[np.ndarray]:
+        return [remove_centroid(torch.as_tensor(np.asarray(t, dtype=np.float64)), self.n_atoms).numpy()
+                for t in trajectories]
+
+    def prepare_states(self, x: torch.Tensor) -> torch.Tensor:
+        return remove_centroid(x, self.n_atoms)
+
+    def align_targets(self, target: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
+        return superpose(target, reference, self.n_atoms) if self.superpose_targets else target
+
+    def data_mean(self, frames: np.ndarray) -> np.ndarray:
+        return np.zeros(frames.shape[1])
+
+    def slow_coordinates(self, trajectories: Sequence[np.ndarray]) -> list[np.ndarray]:
+        """(cos, sin) of the backbone dihedrals: the slowest process of a molecule in Cartesian
+        coordinates would be its rotation."""
+        if self.topology is None:
+            raise InvalidInputError("the backbone torsions of a molecule need its topology")
+        from itomd.analysis import backbone_dihedrals
+
+        return [np.concatenate([np.cos(a), np.sin(a)], axis=1) for a in backbone_dihedrals(trajectories, self.topology)]
+
+    def inner_network(self, size: NetworkSize, conditional: bool, max_log_lag: float,
+                      condition_shift: Sequence[float], condition_scale: Sequence[float]) -> nn.Module:
+        return EquivariantTransitionNet(self.graph, hidden=size.hidden, n_layers=size.depth,
+                                        n_frequencies=size.n_frequencies, conditional=conditional,
+                                        max_log_lag=max_log_lag)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**self.graph.to_dict(), "superpose_targets": bool(self.superpose_targets)}
+
+    def for_model(self, superpose_targets: bool) -> "MolecularRepresentation":
+        return MolecularRepresentation(self.graph, superpose_targets=superpose_targets, topology=self.topology)
+
+
+def representation_for(system: "System") -> Representation:
+    """The representation of ``system``'s states: molecular if it has a topology, else coordinates.
+
+    This is the one place where the kind of system is looked at.
+    """
+    topology = system.topology()
+    if topology is None:
+        return CoordinateRepresentation(system.dim)
+    representation = MolecularRepresentation(MoleculeGraph.from_topology(topology), topology=topology)
+    representation.check_dimension(system.dim)
+    return representation
+
+
+__all__ = ["Representation", "CoordinateRepresentation", "MolecularRepresentation", "NetworkSize",
+           "representation_for"]

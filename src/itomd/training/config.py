@@ -1,0 +1,184 @@
+r"""The options of a training run: :class:`TrainingConfig` (TOML ↔ dataclass).
+
+One flat table, because it is what users write in ``--config FILE`` and what a run directory records
+(``config.toml``); the estimator reads it through typed views (:attr:`TrainingConfig.network`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from itomd.diffusion.bopito import check_eigenvalue
+from itomd.errors import DataFileError, InvalidInputError
+from itomd.representation import NetworkSize
+
+LAG_DISTRIBUTIONS = ("fixed", "uniform", "log-uniform")
+#: Config fields that may change when a run is resumed (they do not change what a step computes).
+RESUMABLE_CHANGES = frozenset({"max_steps", "minutes", "checkpoint_every", "log_every", "device"})
+
+
+@dataclass
+class TrainingConfig:
+    """Hyper-parameters of a training run (TOML keys have the same names).
+
+    Parameters
+    ----------
+    max_lag : int
+        Largest lag N (frames) of the pairs.
+    lag_distribution : {"log-uniform", "uniform", "fixed"}
+        Distribution of N on {1..max_lag} ("fixed": always max_lag).
+    equilibrium : bool
+        Train an unconditional model of the frames (the Boltzmann-generator part of BoPITO).
+    prior : str, optional
+        Train a BoPITO model with this frozen equilibrium part: ``"exact"`` (the quadrature score
+        of the data's system, dimension ≤ 3) or the path of an equilibrium model (a run directory of
+        ``equilibrium = true`` or its ``model.pt``). None: plain ITO. The command line turns it into
+        an :class:`~itomd.models.ExactPrior` or :class:`~itomd.models.LearnedPrior` object and passes
+        that to :meth:`~itomd.training.ITOEstimator.fit`.
+    lambda_hat : float, optional
+        BoPITO's λ̂ per frame; default: the slowest non-unit eigenvalue of an MSM at lag 1 frame of
+        the training data (:func:`~itomd.analysis.msm.slowest_eigenvalue`), raised if needed so that
+        λ̂^max_lag ≥ :data:`MIN_DYNAMIC_WEIGHT` (with a warning).
+    batch_size : int
+        Global batch (pairs per optimiser step, summed over data-parallel processes).
+    learning_rate : float
+        AdamW learning rate after a linear warm-up of ``warmup_steps``; cosine decay to
+        ``final_lr_fraction`` × it over ``max_steps``.
+    warmup_steps, max_steps : int
+    final_lr_fraction : float
+    weight_decay : float
+    minutes : float, optional
+        Wall-clock budget of this invocation (stops early, checkpointed; resume to continue).
+    ema_decay : float
+        Decay of the exponential moving average of the weights used for sampling.
+    grad_clip : float
+        Gradient-norm clip (0: none).
+    hidden, n_blocks, n_frequencies : int
+        Network size: width, depth (MLP residual blocks, or message-passing layers of the
+        equivariant network for molecules) and embedding frequencies (:attr:`network`).
+    p_mean : float, optional
+        Mean of ln(σ/σ_d) in training; default EDM's −1.2 + ln 2 (EDM's −1.2 for σ_d = 0.5).
+    p_std : float
+        Standard deviation of ln σ in training.
+    checkpoint_every, log_every : int
+        Steps between checkpoints / metric rows.
+    seed : int
+        Seeds initialisation and every batch.
+    device : str
+        "auto" (CUDA when present, else CPU), "cpu" or "cuda[:k]".
+    """
+
+    max_lag: int = 100
+    lag_distribution: str = "log-uniform"
+    equilibrium: bool = False
+    prior: str | None = None
+    lambda_hat: float | None = None
+    batch_size: int = 512
+    learning_rate: float = 2e-3
+    warmup_steps: int = 200
+    max_steps: int = 20_000
+    final_lr_fraction: float = 0.05
+    weight_decay: float = 0.0
+    minutes: float | None = None
+    ema_decay: float = 0.999
+    grad_clip: float = 1.0
+    hidden: int = 128
+    n_blocks: int = 3
+    n_frequencies: int = 16
+    p_mean: float | None = None
+    p_std: float = 1.2
+    checkpoint_every: int = 500
+    log_every: int = 50
+    seed: int = 0
+    device: str = "auto"
+
+    def __post_init__(self) -> None:
+        for name in ("max_lag", "batch_size", "max_steps", "hidden", "n_blocks", "n_frequencies",
+                     "checkpoint_every", "log_every"):
+            _require_int(name, getattr(self, name), 1)
+        for name in ("warmup_steps", "seed"):
+            _require_int(name, getattr(self, name), 0)
+        if self.lag_distribution not in LAG_DISTRIBUTIONS:
+            raise InvalidInputError(f"lag_distribution must be one of {', '.join(LAG_DISTRIBUTIONS)}, "
+                                    f"got {self.lag_distribution!r}")
+        for name in ("learning_rate", "p_std"):
+            if not _is_number(getattr(self, name)) or not getattr(self, name) > 0:
+                raise InvalidInputError(f"{name} must be a positive number, got {getattr(self, name)!r}")
+        for name in ("weight_decay", "grad_clip", "final_lr_fraction"):
+            if not _is_number(getattr(self, name)) or not getattr(self, name) >= 0:
+                raise InvalidInputError(f"{name} must be a non-negative number, got {getattr(self, name)!r}")
+        if not (_is_number(self.ema_decay) and 0 <= self.ema_decay < 1):
+            raise InvalidInputError(f"ema_decay must be in [0, 1), got {self.ema_decay!r}")
+        if self.minutes is not None and not (_is_number(self.minutes) and self.minutes > 0):
+            raise InvalidInputError(f"minutes must be a positive number, got {self.minutes!r}")
+        if self.p_mean is not None and not _is_number(self.p_mean):
+            raise InvalidInputError(f"p_mean must be a number, got {self.p_mean!r}")
+        if not isinstance(self.equilibrium, bool):
+            raise InvalidInputError(f"equilibrium must be true or false, got {self.equilibrium!r}")
+        if self.prior is not None and (not isinstance(self.prior, str) or not self.prior):
+            raise InvalidInputError(f"prior must be 'exact' or the path of an equilibrium model, got {self.prior!r}")
+        if self.prior is not None and self.equilibrium:
+            raise InvalidInputError("an equilibrium model takes no prior (the prior is an equilibrium model)")
+        if self.lambda_hat is not None:
+            if self.prior is None:
+                raise InvalidInputError("lambda_hat is BoPITO's: it needs a prior (--prior exact or an equilibrium run)")
+            check_eigenvalue(self.lambda_hat, "lambda_hat")
+
+    @classmethod
+    def from_toml(cls, path: str | os.PathLike, **overrides: Any) -> "TrainingConfig":
+        """Read a TOML file of ``key = value`` lines (a ``[training]`` table is also accepted);
+        ``overrides`` that are not None replace file values."""
+        path = Path(path)
+        try:
+            data = tomllib.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise DataFileError(f"no config file at {path}") from None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise DataFileError(f"cannot read the config file {path}: {exc}") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise InvalidInputError(f"{path} is not valid TOML: {exc}") from None
+        if set(data) == {"training"} and isinstance(data["training"], dict):
+            data = data["training"]
+        return cls.from_dict(data, source=str(path), **overrides)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], source: str = "config", **overrides: Any) -> "TrainingConfig":
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - names)
+        if unknown:
+            raise InvalidInputError(f"{source}: unknown training option(s) {', '.join(unknown)}")
+        merged = {**data, **{k: v for k, v in overrides.items() if v is not None}}
+        return cls(**merged)
+
+    @property
+    def network(self) -> NetworkSize:
+        """The inner network's size."""
+        return NetworkSize(self.hidden, self.n_blocks, self.n_frequencies)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_toml(self) -> str:
+        """The config as TOML (None values are left out: they mean 'default')."""
+        lines = []
+        for key, value in self.to_dict().items():
+            if value is None:
+                continue
+            lines.append(f"{key} = {json.dumps(value) if not isinstance(value, bool) else str(value).lower()}")
+        return "\n".join(lines) + "\n"
+
+
+def _require_int(name: str, value: Any, minimum: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise InvalidInputError(f"{name} must be an integer ≥ {minimum}, got {value!r}")
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)

@@ -1,0 +1,238 @@
+r"""The optimisation loop: one global batch per step, EMA weights, the learning-rate schedule and
+data parallelism.
+
+Reproducibility and data parallelism
+-------------------------------------
+All randomness of a step (lags, pair indices, noise levels, noise) comes from one CPU
+``torch.Generator`` seeded by the config's seed, and every step draws one *global* batch of
+``batch_size``. Under ``torchrun`` (``WORLD_SIZE`` > 1) every rank draws the same global batch and
+trains on its slice through ``DistributedDataParallel`` (gloo on CPU, NCCL on GPUs), so a run on k
+processes follows the single-process run with the same global batch up to floating-point
+summation order. ``batch_size`` must be divisible by the number of processes.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from itomd.data.pairs import PairSampler
+from itomd.diffusion.denoiser import Denoiser
+from itomd.errors import InvalidInputError
+from itomd.representation import Representation
+from itomd.training.config import TrainingConfig
+
+
+class ExponentialMovingAverage:
+    r"""EMA of a module's parameters, :math:`\bar\theta \leftarrow d\,\bar\theta + (1-d)\,\theta`.
+
+    The decay warms up as :math:`d_k = \min(d, (1+k)/(10+k))` so early averages do not remember
+    the random initialisation. Buffers are copied.
+
+    Parameters
+    ----------
+    module : torch.nn.Module
+    decay : float
+    """
+
+    def __init__(self, module: torch.nn.Module, decay: float):
+        self.decay = float(decay)
+        self.module = copy.deepcopy(module).eval().requires_grad_(False)
+        self.updates = 0
+
+    @torch.no_grad()
+    def update(self, module: torch.nn.Module) -> None:
+        d = min(self.decay, (1 + self.updates) / (10 + self.updates))
+        for avg, p in zip(self.module.parameters(), module.parameters()):
+            avg.lerp_(p.detach(), 1 - d)
+        for avg, b in zip(self.module.buffers(), module.buffers()):
+            avg.copy_(b)
+        self.updates += 1
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"module": self.module.state_dict(), "updates": self.updates}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.module.load_state_dict(state["module"])
+        self.updates = int(state["updates"])
+
+
+def learning_rate(step: int, config: TrainingConfig) -> float:
+    """Linear warm-up, then cosine decay to ``final_lr_fraction`` at ``max_steps``."""
+    if step < config.warmup_steps:
+        return config.learning_rate * (step + 1) / config.warmup_steps
+    span = max(config.max_steps - config.warmup_steps, 1)
+    progress = min((step - config.warmup_steps) / span, 1.0)
+    floor = config.final_lr_fraction
+    return config.learning_rate * (floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+# -- data parallelism ------------------------------------------------------------------------------
+@dataclass
+class Distributed:
+    """This process's place in a data-parallel job (rank 0 of 1 without torchrun)."""
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @classmethod
+    def from_environment(cls, device: torch.device) -> "Distributed":
+        """The job torchrun describes in the environment (a process group is initialised)."""
+        world = int(os.environ.get("WORLD_SIZE", "1"))
+        if world <= 1:
+            return cls()
+        import torch.distributed as dist
+
+        if not dist.is_initialized():
+            dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+        return cls(rank=dist.get_rank(), world_size=dist.get_world_size(),
+                   local_rank=int(os.environ.get("LOCAL_RANK", "0")))
+
+    def agree_to_stop(self, local: bool) -> bool:
+        """Rank 0's decision, broadcast to every rank."""
+        if not self.enabled:
+            return local
+        import torch.distributed as dist
+
+        flag = torch.tensor([1.0 if local else 0.0])
+        dist.broadcast(flag, src=0)
+        return bool(flag.item())
+
+    def mean(self, value: float) -> float:
+        """The mean of ``value`` over ranks."""
+        if not self.enabled:
+            return value
+        import torch.distributed as dist
+
+        t = torch.tensor([value], dtype=torch.float64)
+        dist.all_reduce(t)
+        return float(t.item()) / self.world_size
+
+    def batch_slice(self, batch_size: int) -> slice:
+        """This rank's part of a global batch."""
+        share = batch_size // self.world_size
+        return slice(self.rank * share, (self.rank + 1) * share)
+
+
+def select_device(name: str) -> torch.device:
+    """``auto`` (CUDA when present, else CPU), ``cpu`` or ``cuda[:k]``; one-line errors."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise InvalidInputError(f"unknown device '{name}'") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise InvalidInputError("device 'cuda' was asked for but no CUDA GPU is available")
+    return device
+
+
+# -- one step ----------------------------------------------------------------------------------------
+class BatchSource:
+    """Global training batches from the prepared frames: multi-lag pairs (transition models) or single
+    frames (equilibrium models), with noise levels and noise, all from one generator.
+
+    Parameters
+    ----------
+    frames : torch.Tensor, shape [n_frames, dim], float32
+        Every frame (the pairs' frames for a transition model).
+    pairs : PairSampler, optional
+        The pair sampler of a transition model; None for an equilibrium model.
+    representation : Representation
+        Aligns the targets (molecules: superposed on x_t for ITO models).
+    """
+
+    def __init__(self, frames: torch.Tensor, pairs: PairSampler | None, representation: Representation):
+        self.frames = frames
+        self.pairs = pairs
+        self.representation = representation
+
+    def draw(self, batch_size: int, denoiser: Denoiser, generator: torch.Generator
+             ) -> tuple[torch.Tensor, dict[str, torch.Tensor], torch.Tensor, torch.Tensor]:
+        """One global batch: (x0 [B, dim], conditioning {cond, lag} or {}, sigma [B], noise [B, dim])."""
+        if self.pairs is None:
+            index = torch.randint(len(self.frames), (batch_size,), generator=generator)
+            x0, cond = self.frames[index], {}
+        else:
+            lag = self.pairs.lag_sampler.sample(batch_size, generator)
+            i0, i1 = self.pairs.sample_indices(lag, generator)
+            x_t = self.frames[i0]
+            x0 = self.representation.align_targets(self.frames[i1], x_t)
+            cond = {"cond": x_t, "lag": lag.to(torch.float32)}
+        sigma = denoiser.sample_training_sigmas(batch_size, generator, **({"lag": cond["lag"]} if cond else {}))
+        noise = torch.randn(x0.shape, generator=generator)
+        return x0, cond, sigma, noise
+
+
+@dataclass
+class TrainingState:
+    """What a training run changes as it goes (and a checkpoint saves)."""
+
+    denoiser: Denoiser
+    ema: ExponentialMovingAverage
+    optimizer: torch.optim.Optimizer
+    generator: torch.Generator
+    step: int = 0
+    elapsed_seconds: float = 0.0
+
+    @classmethod
+    def fresh(cls, denoiser: Denoiser, config: TrainingConfig, device: torch.device) -> "TrainingState":
+        """A new state around ``denoiser`` (moved to ``device``); BoPITO's frozen prior is not trained."""
+        denoiser.to(device)
+        ema = ExponentialMovingAverage(denoiser, config.ema_decay)
+        trainable = [p for p in denoiser.parameters() if p.requires_grad]
+        optimizer = torch.optim.AdamW(trainable, lr=config.learning_rate, weight_decay=config.weight_decay)
+        return cls(denoiser, ema, optimizer, torch.Generator().manual_seed(config.seed))
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"step": self.step, "elapsed_seconds": self.elapsed_seconds,
+                "denoiser": cpu_state(self.denoiser.state_dict()),
+                "ema": {"module": cpu_state(self.ema.module.state_dict()), "updates": self.ema.updates},
+                "optimizer": self.optimizer.state_dict(), "generator": self.generator.get_state()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.denoiser.load_state_dict(state["denoiser"])
+        self.ema.load_state_dict(state["ema"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.generator.set_state(state["generator"])
+        self.step = int(state["step"])
+        self.elapsed_seconds = float(state.get("elapsed_seconds", 0.0))
+
+
+def train_step(state: TrainingState, batches: BatchSource, config: TrainingConfig, device: torch.device,
+               dist: Distributed, trained: torch.nn.Module | None = None) -> float:
+    """One optimiser step on one global batch (this rank's slice); returns the local loss."""
+    x0, cond, sigma, noise = batches.draw(config.batch_size, state.denoiser, state.generator)
+    part = dist.batch_slice(config.batch_size)
+    x0, sigma, noise = x0[part].to(device), sigma[part].to(device), noise[part].to(device)
+    cond = {k: v[part].to(device) for k, v in cond.items()}
+    for group in state.optimizer.param_groups:
+        group["lr"] = learning_rate(state.step, config)
+    loss = state.denoiser.loss_at(x0, sigma, noise, through=trained, **cond)
+    state.optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    if config.grad_clip > 0:
+        torch.nn.utils.clip_grad_norm_(state.denoiser.parameters(), config.grad_clip)
+    state.optimizer.step()
+    state.ema.update(state.denoiser)
+    state.step += 1
+    return float(loss.detach())
+
+
+def cpu_state(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A detached CPU copy of a state dict."""
+    return {k: v.detach().cpu().clone() for k, v in state.items()}
