@@ -10,10 +10,11 @@ Nothing here knows about trajectories, models or systems.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import secrets
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Any, Callable, Iterator
 
 from itomd.errors import InvalidInputError
 
@@ -21,6 +22,12 @@ from itomd.errors import InvalidInputError
 TEMPORARY_MARKER = ".tmp-"
 #: Name of the advisory lock file that :func:`exclusive_lock` holds in a directory.
 LOCK_FILE = ".lock"
+
+
+def json_normalised(value: Any) -> Any:
+    """``value`` as JSON would give it back (tuples → lists, NumPy scalars refused, NaN refused):
+    what a manifest records and later compares against."""
+    return json.loads(json.dumps(value, allow_nan=False))
 
 
 def write_atomically(target: Path, write: Callable[[Path], None]) -> None:

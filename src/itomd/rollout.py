@@ -33,8 +33,10 @@ from tqdm.auto import tqdm
 
 from itomd.data.jobs import ChunkedJob, chunk_items, chunk_seed, write_chunk
 from itomd.data.store import TrajectoryStore
+from itomd._files import json_normalised
 from itomd.errors import DataFileError, InvalidInputError, ItomdError
 from itomd.models import DEFAULT_N_STEPS, DEFAULT_SAMPLER, TransitionModel
+from itomd.validation import require_int
 
 #: Walkers per chunk (one batch through the network, one resumable unit on disk).
 DEFAULT_WALKER_CHUNK = 1024
@@ -101,9 +103,8 @@ def rollout(model: TransitionModel, x0: np.ndarray | torch.Tensor, lag: int, n_j
 def _check_rollout_arguments(model: TransitionModel, lag: int, n_jumps: int) -> None:
     if not isinstance(model, TransitionModel) or not model.conditional:
         raise InvalidInputError("rollouts need a transition (conditional) model, not an equilibrium model")
-    for name, value in (("lag", lag), ("n_jumps", n_jumps)):
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-            raise InvalidInputError(f"{name} must be a positive integer, got {value!r}")
+    require_int("lag", lag)
+    require_int("n_jumps", n_jumps)
 
 
 def run_rollout(model: TransitionModel, out_dir: str | os.PathLike, lag: int, n_jumps: int, x0: np.ndarray,
@@ -138,15 +139,14 @@ def run_rollout(model: TransitionModel, out_dir: str | os.PathLike, lag: int, n_
     x0 = np.asarray(x0, dtype=np.float64)
     if x0.ndim != 2 or x0.shape[1] != model.dim:
         raise InvalidInputError(f"start points must have shape [W, {model.dim}], got {x0.shape}")
-    if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
-        raise InvalidInputError(f"chunk_size must be a positive integer, got {chunk_size!r}")
+    require_int("chunk_size", chunk_size)
     n_walkers = len(x0)
     frame_interval = lag * model.frame_interval
-    parameters = json.loads(json.dumps({
+    parameters = json_normalised({
         "lag": int(lag), "n_jumps": int(n_jumps), "n_walkers": n_walkers, "seed": int(seed), "chunk_size": chunk_size,
         "sampler": sampler, "n_steps": int(n_steps), "model": model_source, "model_steps": model.info.get("steps"),
         "x0_checksum": float(np.round(x0.sum(), 10)), "lambda_interpolation": model.lambda_interpolation,
-    }))
+    })
     system = _recorded_system(model)
     metadata = _trajectory_metadata(model, system, frame_interval, lag)
 

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from itomd.data.pairs import FixedLag, LogUniformLag, PairSampler, PairStream, UniformLag, make_lag_sampler
+from itomd.data.pairs import FixedLag, LogUniformLag, PairSampler, UniformLag, make_lag_sampler
 from itomd.errors import InvalidInputError
 
 
@@ -76,20 +76,3 @@ def test_batches_and_lag_too_long(tiny):
         PairSampler([np.array([[0.0], [np.nan]])], FixedLag(1))
 
 
-@pytest.mark.filterwarnings("ignore:.*too short")
-def test_stream_is_reproducible_across_runs_and_workers(tiny):
-    trajs, _ = tiny
-    sampler = PairSampler(trajs, UniformLag(2))
-
-    def collect(workers, seed=5, epoch=0):
-        stream = PairStream(sampler, batch_size=8, seed=seed, epoch=epoch, n_batches=6)
-        loader = torch.utils.data.DataLoader(stream, batch_size=None, num_workers=workers)
-        return [torch.cat([b[0], b[1], b[2][:, None].double()], 1) for b in loader]
-
-    one = collect(0)
-    assert len(one) == 6 and all(torch.equal(a, b) for a, b in zip(one, collect(0)))
-    assert not all(torch.equal(a, b) for a, b in zip(one, collect(0, epoch=1)))
-    two = collect(2)
-    assert len(two) == 6 and all(torch.equal(a, b) for a, b in zip(two, collect(2)))
-    # two workers draw different streams (no duplicated batches)
-    assert not torch.equal(two[0], two[1])

@@ -19,7 +19,7 @@ import torch
 
 from itomd.checkpoint import load_file
 from itomd.data.store import TrajectoryStore
-from itomd.errors import DataFileError, InvalidInputError
+from itomd.errors import DataFileError
 from itomd.models import DenoiserSpec, ExactPrior, LearnedPrior, TransitionModel
 from itomd.representation import CoordinateRepresentation, MolecularRepresentation
 from itomd.simulate import campaign as campaign_module

@@ -8,7 +8,7 @@ import torch
 
 from itomd.analysis.msm import slowest_eigenvalue
 from itomd.errors import DataFileError, InvalidInputError
-from itomd.training import ITOEstimator, TrainingConfig
+from itomd.training import ITOEstimator
 from itomd.models import ExactPrior, LearnedPrior, TransitionModel
 from itomd.systems.registry import SystemSpec
 

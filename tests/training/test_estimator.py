@@ -139,7 +139,7 @@ def test_training_rejects_bad_data(tiny_config):
     bad = [np.array([[0.0], [np.nan], [1.0]] * 10)]
     with pytest.raises(InvalidInputError, match="NaN"):
         ITOEstimator(tiny_config()).fit(bad, 0.1, progress=False)
-    with pytest.raises(InvalidInputError, match="frame_interval"):
+    with pytest.raises(InvalidInputError, match="frame interval must be a positive number"):
         ITOEstimator(tiny_config()).fit([np.zeros((50, 1))], 0.0, progress=False)
 
 

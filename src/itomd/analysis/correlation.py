@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Callable, Sequence
 
 import numpy as np
 
-from itomd.analysis._validation import check_frame_interval, check_lags, check_trajectories
+from itomd.validation import check_frame_interval, check_lags, check_trajectories
 from itomd.errors import InvalidInputError
 
 if TYPE_CHECKING:

@@ -8,7 +8,7 @@ from typing import Sequence
 import numpy as np
 from deeptime.clustering import ClusterModel, KMeans, RegularSpace
 
-from itomd.analysis._validation import check_trajectories
+from itomd.validation import check_trajectories
 from itomd.errors import InvalidInputError
 
 #: Cluster centres are fitted on at most this many frames (an even stride through all frames).

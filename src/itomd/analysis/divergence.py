@@ -23,7 +23,7 @@ from scipy.special import rel_entr
 
 from itomd.analysis._histogram import (Range, histogram, histogram_edges, reference_bin_mass, reference_range,
                                        select_features)
-from itomd.analysis._validation import check_samples
+from itomd.validation import check_samples
 from itomd.errors import InvalidInputError
 
 if TYPE_CHECKING:

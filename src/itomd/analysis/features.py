@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Mapping, Sequence
 
 import numpy as np
 
-from itomd.analysis._validation import check_trajectories
+from itomd.validation import check_trajectories
 from itomd.analysis.correlation import Observable
 from itomd.analysis.discretize import Discretization, discretize
 from itomd.analysis.molecular import (MSM_GRID, RAMACHANDRAN_BINS, TORUS, MolecularSection, atom_count,

@@ -16,7 +16,7 @@ import numpy as np
 
 from itomd.analysis._histogram import (Range, histogram, histogram_edges, reference_bin_mass, reference_range,
                                        select_features)
-from itomd.analysis._validation import check_positive, check_samples
+from itomd.validation import check_positive, check_samples
 
 if TYPE_CHECKING:
     import matplotlib.axes

@@ -33,7 +33,7 @@ import numpy as np
 from deeptime.clustering import ClusterModel
 
 from itomd.analysis._html import html_table
-from itomd.analysis._validation import check_trajectories
+from itomd.validation import check_trajectories
 from itomd.analysis.discretize import Discretization
 from itomd.analysis.divergence import JSDivergence, js_divergence
 from itomd.analysis.fes import FreeEnergySurface, free_energy_surface

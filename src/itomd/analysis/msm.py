@@ -31,7 +31,7 @@ from deeptime.markov.msm import MarkovStateModel, MaximumLikelihoodMSM
 from deeptime.markov.tools.estimation.dense.tmat_sampling.tmatrix_sampler import TransitionMatrixSampler
 from deeptime.util.validation import ck_test as deeptime_ck_test
 
-from itomd.analysis._validation import check_frame_interval, check_lags, check_trajectories
+from itomd.validation import check_frame_interval, check_lags, check_trajectories
 from itomd.analysis.discretize import Discretization, discretize
 from itomd.errors import InvalidInputError
 

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Sequence, TypeVar
 import numpy as np
 from tqdm.auto import tqdm
 
-from itomd.analysis._validation import check_frame_interval, check_lags, check_positive, check_trajectories
+from itomd.validation import check_frame_interval, check_lags, check_positive, check_trajectories
 from itomd.analysis.correlation import AutocorrelationResult, Observable, autocorrelation
 from itomd.analysis.discretize import Discretization
 from itomd.analysis.divergence import JSDivergence, js_divergence

@@ -4,8 +4,8 @@ points (:mod:`itomd.data.starts`), export to MD formats and multi-lag pair sampl
 transition-density training."""
 
 from itomd.data.jobs import ChunkedJob
-from itomd.data.pairs import FixedLag, LagSampler, LogUniformLag, PairSampler, PairStream, UniformLag, make_lag_sampler
+from itomd.data.pairs import FixedLag, LagSampler, LogUniformLag, PairSampler, UniformLag, make_lag_sampler
 from itomd.data.store import TrajectoryStore, save_trajectories, trajectory_filename
 
 __all__ = ["TrajectoryStore", "save_trajectories", "trajectory_filename", "ChunkedJob", "LagSampler", "FixedLag",
-           "UniformLag", "LogUniformLag", "make_lag_sampler", "PairSampler", "PairStream"]
+           "UniformLag", "LogUniformLag", "make_lag_sampler", "PairSampler"]

@@ -70,14 +70,12 @@ def export_store(store_dir: str | os.PathLike, out_dir: str | os.PathLike, fmt: 
         raise DataFileError(f"no trajectories in the store at {store.path} (no traj_*.h5 files)")
     metadata = store.metadata
     spec = SystemSpec.from_metadata(metadata)
-    if spec is None or not spec.is_molecular:
+    topology = None if spec is None else spec.build().topology()
+    if topology is None:
         name = metadata.get("system") or (spec.spec if spec else "unknown")
         raise InvalidInputError(f"{store.path} holds trajectories of '{name}', not of a molecule; export writes "
                                 "molecular stores only (ala2, ...)")
     system = spec.build()
-    topology = system.topology()
-    if topology is None:  # pragma: no cover - a molecule by name has a topology
-        raise InvalidInputError(f"{store.path} does not hold a molecule")
     frame_interval = float(metadata.get("frame_interval", system.frame_interval))
     out = Path(out_dir)
     try:

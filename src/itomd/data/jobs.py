@@ -40,6 +40,7 @@ from tqdm.auto import tqdm
 from itomd._files import exclusive_lock
 from itomd.data.store import TrajectoryStore
 from itomd.errors import DataFileError, InvalidInputError
+from itomd.validation import require_int
 
 logger = logging.getLogger(__name__)
 
@@ -164,9 +165,7 @@ class ChunkedJob(Generic[T]):
 
     def __post_init__(self) -> None:
         for name in ("n_items", "chunk_size"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-                raise InvalidInputError(f"{name} must be a positive integer, got {value!r}")
+            require_int(name, getattr(self, name))
 
     @property
     def n_chunks(self) -> int:

@@ -10,9 +10,9 @@ Lag samplers have an exact, documented support on {1, …, N_max} (``N_max`` can
 Given N, a pair is drawn uniformly among all *valid* start frames of all trajectories: frame t of
 trajectory i is valid iff t + N ≤ T_i − 1, so trajectory i offers max(T_i − N, 0) starts and a
 trajectory shorter than N + 1 frames offers none. Trajectories that cannot serve the largest lag
-are reported once with a warning. All randomness comes from an explicit :class:`torch.Generator`;
-:class:`PairStream` gives every DataLoader worker its own stream derived from (seed, epoch, worker),
-so batches are reproducible whatever the number of workers.
+are reported once with a warning. All randomness comes from an explicit :class:`torch.Generator`
+(training draws every global batch from one seeded generator, so batches do not depend on the number
+of data-parallel processes).
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from __future__ import annotations
 import math
 import warnings
 from dataclasses import dataclass
-from typing import Iterator, Sequence
+from typing import Sequence
 
 import numpy as np
 import torch
@@ -172,42 +172,3 @@ class PairSampler:
         lags = self.lag_sampler.sample(batch_size, generator)
         i0, i1 = self.sample_indices(lags, generator)
         return self.frames[i0], self.frames[i1], lags
-
-
-class PairStream(torch.utils.data.IterableDataset):
-    """An endless, reproducible stream of pair batches for a :class:`torch.utils.data.DataLoader`.
-
-    Use with ``DataLoader(stream, batch_size=None, num_workers=k)``. Worker w of k draws from a
-    generator seeded by ``SeedSequence(seed, spawn_key=(epoch, w))`` and yields every k-th batch,
-    so the stream of batches depends on (seed, epoch, num_workers) only.
-
-    Parameters
-    ----------
-    sampler : PairSampler
-    batch_size : int
-    seed : int
-    epoch : int
-        Changes the stream; set it per epoch (or per resume) for fresh, reproducible batches.
-    n_batches : int, optional
-        Stop after this many batches in total (default: endless).
-    """
-
-    def __init__(self, sampler: PairSampler, batch_size: int, seed: int, epoch: int = 0, n_batches: int | None = None):
-        super().__init__()
-        if batch_size < 1:
-            raise InvalidInputError(f"batch size must be positive, got {batch_size}")
-        self.sampler = sampler
-        self.batch_size = batch_size
-        self.seed = seed
-        self.epoch = epoch
-        self.n_batches = n_batches
-
-    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
-        info = torch.utils.data.get_worker_info()
-        worker, n_workers = (0, 1) if info is None else (info.id, info.num_workers)
-        seq = np.random.SeedSequence(self.seed, spawn_key=(self.epoch, worker))
-        generator = torch.Generator().manual_seed(int(seq.generate_state(1, dtype=np.uint64)[0] % (2**63)))
-        index = worker
-        while self.n_batches is None or index < self.n_batches:
-            yield self.sampler.sample(self.batch_size, generator)
-            index += n_workers

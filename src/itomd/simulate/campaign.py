@@ -61,6 +61,7 @@ from typing import Any, Callable, Iterable, Iterator, Sequence, TypeVar
 
 import numpy as np
 
+from itomd._files import json_normalised
 from itomd.data.jobs import ChunkedJob, chunk_items, chunk_seed, write_chunk
 from itomd.data.starts import MAX_EXACT_DIM, equilibrium_samples, fixed_points
 from itomd.data.store import TrajectoryStore
@@ -68,6 +69,7 @@ from itomd.errors import DataFileError, InvalidInputError
 from itomd.simulate.engines import Engine, make_engine
 from itomd.systems.registry import SystemSpec
 from itomd.systems.system import System
+from itomd.validation import require_int
 
 logger = logging.getLogger(__name__)
 
@@ -136,11 +138,7 @@ class Campaign:
         if default_start is not None and isinstance(self.start, str) and self.start == "fixed" and self.x0 is None:
             object.__setattr__(self, "x0", default_start)
         for name, minimum in (("n_trajectories", 1), ("n_frames", 1), ("seed", 0), ("chunk_size", 1)):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-                kind = "a positive" if minimum == 1 else "a non-negative"
-                raise InvalidInputError(f"{name} must be {kind} integer, got {value!r}")
-            object.__setattr__(self, name, int(value))
+            object.__setattr__(self, name, require_int(name, getattr(self, name), minimum))
         engine = make_engine(system, self.integrator, self.platform)
         object.__setattr__(self, "integrator", engine.integrator)
         object.__setattr__(self, "platform", engine.parameters().get("platform"))
@@ -211,7 +209,7 @@ class Campaign:
     def parameters(self) -> dict[str, Any]:
         """Everything that determines the data, JSON-ready; recorded in the store's manifest."""
         engine = dict(self.engine.parameters())
-        return _json_normalised({
+        return json_normalised({
             "system_spec": self.spec.to_dict(),
             "system": self.system.metadata(),
             "n_trajectories": self.n_trajectories,
@@ -308,9 +306,8 @@ class Campaign:
             For a directory made with different parameters, impossible start points, or another
             campaign writing to the same directory.
         """
-        if n_workers is not None and (isinstance(n_workers, bool) or not isinstance(n_workers, (int, np.integer))
-                                      or n_workers < 0):
-            raise InvalidInputError(f"n_workers must be a non-negative integer, got {n_workers!r}")
+        if n_workers is not None:
+            require_int("n_workers", n_workers, 0)
         if scheduler is not None and n_workers is not None:
             raise InvalidInputError("give either a scheduler address or a number of local workers, not both")
         system = self.system
@@ -438,7 +435,3 @@ def _absolute_spec(spec: SystemSpec) -> SystemSpec:
         if path.endswith(".py"):
             return dataclasses.replace(spec, spec=f"{os.path.abspath(path)}:{name}")
     return spec
-
-
-def _json_normalised(value: Any) -> Any:
-    return json.loads(json.dumps(value, allow_nan=False))

@@ -48,6 +48,7 @@ from tqdm.auto import tqdm
 
 from itomd.errors import InvalidInputError
 from itomd.simulate.integrators import SimulationError
+from itomd.validation import require_int
 
 if TYPE_CHECKING:  # pragma: no cover
     import openmm
@@ -98,8 +99,7 @@ def walker_seeds(seed: int, n_walkers: int) -> np.ndarray:
     np.ndarray, shape [n_walkers, 2], int64
         Column 0 seeds the initial velocities, column 1 the integrator's noise; all in [1, 2³¹ − 1].
     """
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise InvalidInputError(f"seed must be a non-negative integer, got {seed!r}")
+    require_int("seed", seed, 0)
     out = np.empty((n_walkers, 2), dtype=np.int64)
     for walker in range(n_walkers):
         state = np.random.SeedSequence(int(seed), spawn_key=(walker,)).generate_state(2, dtype=np.uint64)
@@ -184,13 +184,10 @@ def simulate_molecule(
     SimulationError
         If OpenMM fails (e.g. NaN coordinates from a start point with overlapping atoms).
     """
-    from itomd.systems.openmm import is_molecular
-
-    if not is_molecular(system):
+    if MOLECULAR_INTEGRATOR not in system.integrators:
         raise InvalidInputError(f"simulate_molecule needs a molecule (MolecularSystem), got {type(system).__name__}; "
                                 "use itomd.simulate.simulate for other systems")
-    if isinstance(n_frames, bool) or not isinstance(n_frames, (int, np.integer)) or n_frames < 1:
-        raise InvalidInputError(f"n_frames must be a positive integer, got {n_frames!r}")
+    require_int("n_frames", n_frames)
     x0 = np.asarray(x0, dtype=np.float64)
     if x0.ndim == 1:
         x0 = x0[None]

@@ -277,10 +277,5 @@ def molecular_system(name: str, temperature: float | None = None) -> MolecularSy
                            molecule=molecule, solvent=solvent, temperature=temperature)
 
 
-def is_molecular(system: System) -> bool:
-    """Whether ``system`` is a molecule (OpenMM dynamics, Cartesian coordinates of atoms)."""
-    return isinstance(system, MolecularSystem)
-
-
-__all__ = ["MolecularSystem", "OpenMMPotential", "molecular_system", "build_openmm_system", "is_molecular",
+__all__ = ["MolecularSystem", "OpenMMPotential", "molecular_system", "build_openmm_system",
            "kT_in_kj_per_mol", "MOLECULES", "TOPOLOGY_FILE"]

@@ -111,11 +111,6 @@ class SystemSpec:
                               timestep=self.timestep, frame_interval=self.frame_interval, box=self.box,
                               temperature=self.temperature)
 
-    @property
-    def is_molecular(self) -> bool:
-        """Whether the spec names a shipped molecule (OpenMM dynamics); decided without building it."""
-        return is_molecule_name(self.spec)
-
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
         if self.box is not None:
@@ -242,11 +237,6 @@ def resolve_system(
     system = dataclasses.replace(system, spec=spec, **overrides)
     _check_energy_callable(system)
     return system
-
-
-def is_molecule_name(spec: str) -> bool:
-    """Whether ``spec`` names a shipped molecule (``ala2``, ...), without building anything."""
-    return isinstance(spec, str) and spec.strip().lower() in MOLECULES
 
 
 def _molecule(spec: str, key: str, dim: int | None, kT: float | None, friction: float | None,

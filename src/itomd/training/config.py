@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import os
 import tomllib
 from dataclasses import dataclass
@@ -18,6 +17,7 @@ from typing import Any
 from itomd.diffusion.bopito import check_eigenvalue
 from itomd.errors import DataFileError, InvalidInputError
 from itomd.representation import NetworkSize
+from itomd.validation import is_finite_number, require_int
 
 LAG_DISTRIBUTIONS = ("fixed", "uniform", "log-uniform")
 #: Config fields that may change when a run is resumed (they do not change what a step computes).
@@ -102,23 +102,23 @@ class TrainingConfig:
     def __post_init__(self) -> None:
         for name in ("max_lag", "batch_size", "max_steps", "hidden", "n_blocks", "n_frequencies",
                      "checkpoint_every", "log_every"):
-            _require_int(name, getattr(self, name), 1)
+            require_int(name, getattr(self, name), 1)
         for name in ("warmup_steps", "seed"):
-            _require_int(name, getattr(self, name), 0)
+            require_int(name, getattr(self, name), 0)
         if self.lag_distribution not in LAG_DISTRIBUTIONS:
             raise InvalidInputError(f"lag_distribution must be one of {', '.join(LAG_DISTRIBUTIONS)}, "
                                     f"got {self.lag_distribution!r}")
         for name in ("learning_rate", "p_std"):
-            if not _is_number(getattr(self, name)) or not getattr(self, name) > 0:
+            if not is_finite_number(getattr(self, name)) or not getattr(self, name) > 0:
                 raise InvalidInputError(f"{name} must be a positive number, got {getattr(self, name)!r}")
         for name in ("weight_decay", "grad_clip", "final_lr_fraction"):
-            if not _is_number(getattr(self, name)) or not getattr(self, name) >= 0:
+            if not is_finite_number(getattr(self, name)) or not getattr(self, name) >= 0:
                 raise InvalidInputError(f"{name} must be a non-negative number, got {getattr(self, name)!r}")
-        if not (_is_number(self.ema_decay) and 0 <= self.ema_decay < 1):
+        if not (is_finite_number(self.ema_decay) and 0 <= self.ema_decay < 1):
             raise InvalidInputError(f"ema_decay must be in [0, 1), got {self.ema_decay!r}")
-        if self.minutes is not None and not (_is_number(self.minutes) and self.minutes > 0):
+        if self.minutes is not None and not (is_finite_number(self.minutes) and self.minutes > 0):
             raise InvalidInputError(f"minutes must be a positive number, got {self.minutes!r}")
-        if self.p_mean is not None and not _is_number(self.p_mean):
+        if self.p_mean is not None and not is_finite_number(self.p_mean):
             raise InvalidInputError(f"p_mean must be a number, got {self.p_mean!r}")
         if not isinstance(self.equilibrium, bool):
             raise InvalidInputError(f"equilibrium must be true or false, got {self.equilibrium!r}")
@@ -173,12 +173,3 @@ class TrainingConfig:
                 continue
             lines.append(f"{key} = {json.dumps(value) if not isinstance(value, bool) else str(value).lower()}")
         return "\n".join(lines) + "\n"
-
-
-def _require_int(name: str, value: Any, minimum: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise InvalidInputError(f"{name} must be an integer ≥ {minimum}, got {value!r}")
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)

@@ -34,6 +34,7 @@ from itomd.training.config import TrainingConfig
 from itomd.training.loop import (BatchSource, Distributed, TrainingState, cpu_state, learning_rate, select_device,
                                  train_step)
 from itomd.training.run import MetricsLog, RunDirectory
+from itomd.validation import check_frame_interval, check_trajectories, require_int
 
 if TYPE_CHECKING:  # pragma: no cover
     from itomd.systems.registry import SystemSpec
@@ -105,8 +106,7 @@ class ITOEstimator:
                     prior: Prior | None = None) -> "ITOEstimator":
         """Train ``n_steps`` more steps, in memory, continuing the previous ``fit``/``partial_fit`` on
         the same data (or starting a new run); returns self."""
-        if isinstance(n_steps, bool) or not isinstance(n_steps, int) or n_steps < 1:
-            raise InvalidInputError(f"n_steps must be a positive integer, got {n_steps!r}")
+        n_steps = require_int("n_steps", n_steps)
         if self._session is None:
             self._session = _Session.open(self.config, trajectories, frame_interval, system, prior, None, False)
         else:
@@ -185,10 +185,8 @@ class _Session:
     def open(cls, config: TrainingConfig, trajectories: Sequence[np.ndarray], frame_interval: float,
              system: "SystemSpec | None", prior: Prior | None, run_dir: RunDirectory | None,
              resume: bool) -> "_Session":
-        trajectories = _checked_trajectories(trajectories)
-        if not (isinstance(frame_interval, (int, float)) and not isinstance(frame_interval, bool)
-                and math.isfinite(frame_interval) and frame_interval > 0):
-            raise InvalidInputError(f"frame_interval must be positive, got {frame_interval!r}")
+        trajectories = check_trajectories(trajectories)
+        frame_interval = check_frame_interval(frame_interval)
         if resume and run_dir is None:
             raise InvalidInputError("resume needs a run directory")
         representation = (CoordinateRepresentation(trajectories[0].shape[1]) if system is None
@@ -297,15 +295,3 @@ def estimated_lambda_hat(trajectories: Sequence[np.ndarray], max_lag: int, seed:
                       "pass lambda_hat to choose it", stacklevel=4)
         return floor
     return estimate
-
-
-def _checked_trajectories(trajectories: Sequence[np.ndarray]) -> list[np.ndarray]:
-    trajectories = [np.asarray(t, dtype=np.float64) for t in trajectories]
-    if not trajectories:
-        raise InvalidInputError("no trajectories to train on")
-    if len({t.shape[1] if t.ndim == 2 else -1 for t in trajectories}) != 1 or trajectories[0].ndim != 2:
-        raise InvalidInputError("trajectories must all have shape [n_frames, dim] with the same dim")
-    for i, t in enumerate(trajectories):
-        if not np.all(np.isfinite(t)):
-            raise InvalidInputError(f"trajectory {i} contains NaN or inf values")
-    return trajectories

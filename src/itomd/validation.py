@@ -1,8 +1,10 @@
-"""Input checks shared by the analysis functions (one-line errors)."""
+"""Input checks of the public API, in one place: each failure is one line (an
+:class:`~itomd.errors.InvalidInputError`) that names the argument and the value it got."""
 
 from __future__ import annotations
 
-from typing import Sequence
+import math
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -70,7 +72,7 @@ def check_lags(lags: Sequence[int] | int, trajectories: Sequence[np.ndarray]) ->
         raise InvalidInputError(f"lags must be a non-empty list of positive integers (frames), got {lags!r}")
     checked = []
     for value in values:
-        if not (_is_number(value) and np.isfinite(value) and float(value) == int(value)):
+        if not (is_number(value) and np.isfinite(value) and float(value) == int(value)):
             raise InvalidInputError(f"lags must be positive integers (frames), got {value!r}")
         checked.append(int(value))
     if min(checked) < 1:
@@ -84,17 +86,31 @@ def check_lags(lags: Sequence[int] | int, trajectories: Sequence[np.ndarray]) ->
 
 def check_frame_interval(frame_interval: float) -> float:
     """Validate the physical time between frames (a positive finite number)."""
-    if not (_is_number(frame_interval) and np.isfinite(frame_interval) and frame_interval > 0):
+    if not (is_number(frame_interval) and np.isfinite(frame_interval) and frame_interval > 0):
         raise InvalidInputError(f"frame interval must be a positive number, got {frame_interval!r}")
     return float(frame_interval)
 
 
 def check_positive(value: float, name: str) -> float:
     """Validate a positive finite number such as kT."""
-    if not (_is_number(value) and np.isfinite(value) and value > 0):
+    if not (is_number(value) and np.isfinite(value) and value > 0):
         raise InvalidInputError(f"{name} must be a positive number, got {value!r}")
     return float(value)
 
 
-def _is_number(value) -> bool:
+def is_number(value: Any) -> bool:
+    """A real number (Python or NumPy), not a bool."""
     return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, (bool, np.bool_))
+
+
+def is_finite_number(value: Any) -> bool:
+    """A finite real number, not a bool."""
+    return is_number(value) and math.isfinite(value)
+
+
+def require_int(name: str, value: Any, minimum: int = 1) -> int:
+    """``value`` as an int ≥ ``minimum`` (1 or 0), else "NAME must be a positive/non-negative integer, got V"."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) or value < minimum:
+        kind = "a positive" if minimum >= 1 else "a non-negative"
+        raise InvalidInputError(f"{name} must be {kind} integer, got {value!r}")
+    return int(value)
