@@ -228,6 +228,15 @@ class TransitionModel:
         bad = ~torch.isfinite(x).all(-1)
         return bad | ((x < low - margin) | (x > high + margin)).any(-1)
 
+    def untrained_starts(self, x0: np.ndarray) -> int:
+        """How many start states [W, dim] of a BoPITO model lie outside its training data's range, where
+        its dynamic part is untrained and jumps relax towards the prior at once (0 for other models)."""
+        data = self.info.get("data") or {}
+        if not self.is_bopito or "low" not in data:
+            return 0
+        x0 = np.asarray(x0, dtype=np.float64)
+        return int(np.any((x0 < np.asarray(data["low"])) | (x0 > np.asarray(data["high"])), axis=1).sum())
+
     # -- persistence ---------------------------------------------------------------------------
     def to_payload(self) -> dict[str, Any]:
         """The model as a dict of tensors and plain values (what :meth:`save` writes)."""

@@ -1,0 +1,148 @@
+"""What every command shares: argument types, the system options, output (text or JSON)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from pathlib import Path
+
+from itomd.errors import InvalidInputError
+
+EXIT_USAGE = 2
+
+
+# -- argument types -------------------------------------------------------------------------------
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got '{text}'") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
+    return value
+
+
+def nonnegative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got '{text}'") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be a non-negative integer, got {value}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got '{text}'") from None
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
+    return value
+
+
+def float_list(text: str) -> list[float]:
+    try:
+        values = [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got '{text}'") from None
+    if not values or not all(math.isfinite(v) for v in values):
+        raise argparse.ArgumentTypeError(f"expected finite comma-separated numbers, got '{text}'")
+    return values
+
+
+def lag_list(text: str) -> list[int]:
+    out = []
+    for item in text.split(","):
+        try:
+            lag = int(item)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"lags must be comma-separated integers (frames), got '{text}'") from None
+        if lag < 1:
+            raise argparse.ArgumentTypeError(f"lags must be positive (frames), got {lag}")
+        out.append(lag)
+    return sorted(set(out))
+
+
+def box_ranges(values: list[float] | None, dim: int) -> tuple[tuple[float, float], ...] | None:
+    if values is None:
+        return None
+    if len(values) != 2 * dim:
+        raise InvalidInputError(f"--box needs {2 * dim} numbers (min,max per dimension) for a {dim}-D system, got {len(values)}")
+    return tuple((values[2 * i], values[2 * i + 1]) for i in range(dim))
+
+
+
+# -- the system options ----------------------------------------------------------------------------
+def add_system_options(p: argparse.ArgumentParser, required: bool = True) -> None:
+    g = p.add_argument_group("system")
+    g.add_argument("--system", required=required, metavar="SPEC",
+                   help="shipped system (prinz, muller-brown, double-well, harmonic), molecule (ala2, ala2-vacuum, "
+                        "ala2-implicit) or path/to/file.py:NAME")
+    g.add_argument("--dim", type=positive_int, help="dimension (systems with a choice, user functions)")
+    g.add_argument("--kT", type=positive_float, dest="kT", help="thermal energy (default: the system's)")
+    g.add_argument("--temperature", type=positive_float, metavar="KELVIN",
+                   help="temperature of a molecule in kelvin (default 300; molecules use kT as energy unit)")
+    g.add_argument("--friction", type=positive_float, help="friction coefficient gamma (default 1)")
+    g.add_argument("--timestep", type=positive_float, help="integration step (default: the system's)")
+    g.add_argument("--frame-interval", type=positive_float, dest="frame_interval",
+                   help="physical time between stored frames (default: the system's)")
+    g.add_argument("--box", type=float_list, metavar="XMIN,XMAX[,YMIN,YMAX]",
+                   help="region for the exact reference and plots")
+
+
+def system_spec(args: argparse.Namespace):
+    """The SystemSpec and System the ``--system`` options describe (validated here, one-line errors)."""
+    from itomd.systems import SystemSpec
+
+    spec = SystemSpec(spec=args.system, dim=args.dim, kT=args.kT, friction=args.friction,
+                      timestep=args.timestep, frame_interval=args.frame_interval,
+                      temperature=getattr(args, "temperature", None))
+    system = spec.build()  # validates everything once, here, with one-line errors
+    box = box_ranges(args.box, system.dim)
+    if box is not None:
+        spec = SystemSpec(**{**spec.__dict__, "box": box})
+        system = spec.build()
+    return spec, system
+
+
+def recorded_frame_interval(metadata: dict, path: Path) -> float:
+    """The frame interval a trajectory store records (one-line error if it records none)."""
+    if metadata.get("frame_interval") is None:
+        raise InvalidInputError(f"{path} does not record its frame interval")
+    return float(metadata["frame_interval"])
+
+
+# -- output ------------------------------------------------------------------------------------------
+def emit(payload: dict, as_json: bool, text: str) -> None:
+    if as_json:
+        print(json.dumps(payload, indent=2, default=json_default))
+    else:
+        print(text)
+
+
+def json_default(obj):
+    import numpy as np
+
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, Path):
+        return str(obj)
+    raise TypeError(f"not JSON-serialisable: {type(obj).__name__}")
+
+
+def write_json(path: Path, payload: dict) -> None:
+    from itomd.data.store import write_text_atomically
+
+    write_text_atomically(path, json.dumps(payload, indent=2, default=json_default))
+
+
+class Parser(argparse.ArgumentParser):
+    """An ArgumentParser whose usage errors are one line."""
+
+    def error(self, message: str):  # noqa: D401 - argparse API
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")

@@ -1,0 +1,105 @@
+"""``itomd analyze`` and ``itomd report``: MSM analysis of a trajectory store, as JSON/text or an HTML page."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from itomd.cli._common import add_system_options, emit, lag_list, nonnegative_int, positive_int, recorded_frame_interval, system_spec, write_json
+from itomd.errors import InvalidInputError
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    for name, helptext in (("analyze", "MSM implied timescales, CK test, FES, JS divergence, autocorrelation"),
+                           ("report", "write an HTML report with the analysis plots")):
+        p = sub.add_parser(name, help=helptext)
+        p.add_argument("path", type=Path, help="trajectory store (directory)")
+        add_system_options(p, required=False)
+        p.add_argument("--reference", action="store_true", help="compare with the exact reference (dim ≤ 2)")
+        p.add_argument("--lags", type=lag_list, help="MSM lags in frames, comma-separated (default: automatic)")
+        p.add_argument("--n-timescales", dest="n_timescales", type=positive_int, default=3)
+        p.add_argument("--n-states", dest="n_states", type=positive_int, help="number of discrete states")
+        p.add_argument("--seed", type=nonnegative_int, default=0)
+        p.add_argument("--compare", type=Path, metavar="DIR",
+                       help="a second trajectory store (e.g. MD) analysed on the same states and lag times")
+        p.add_argument("--compare-label", dest="compare_label", default="MD", help="its name in the output")
+        p.add_argument("--quiet", action="store_true")
+        p.add_argument("--json", action="store_true")
+        if name == "analyze":
+            p.add_argument("--out", type=Path, help="also write the JSON here")
+            p.set_defaults(func=run_analyze)
+        else:
+            p.add_argument("--out", type=Path, required=True, help="HTML file to write")
+            p.add_argument("--title")
+            p.set_defaults(func=run_report)
+
+
+def _load_for_analysis(args: argparse.Namespace):
+    """Trajectories, metadata, the system (if known) and the exact reference (if asked for)."""
+    from itomd.data.store import TrajectoryStore
+    from itomd.systems import SystemSpec
+    from itomd.systems.reference import exact_reference
+
+    store = TrajectoryStore(args.path)
+    trajectories = store.trajectories()
+    meta = store.metadata
+    system = system_spec(args)[1] if args.system is not None else SystemSpec.from_store(meta)
+    frame_interval = float(meta.get("frame_interval") or (system.frame_interval if system else 1.0))
+    kT = float(meta.get("kT") or (system.kT if system else 1.0))
+    reference = None
+    if args.reference:
+        if system is None:
+            raise InvalidInputError("--reference needs a known system: pass --system SPEC")
+        if system.dim > 2:
+            raise InvalidInputError(f"exact references are available for dimension ≤ 2 here, system has {system.dim}")
+        reference = exact_reference(system)
+    return trajectories, frame_interval, kT, system, reference
+
+
+def _run_analysis(args: argparse.Namespace):
+    from itomd.analysis import analyze, compare, featurizer_for
+
+    trajectories, frame_interval, kT, system, reference = _load_for_analysis(args)
+    topology = None if system is None else system.topology()  # None for systems without atoms
+    result = analyze(trajectories, frame_interval, kT, reference=reference, lags=args.lags,
+                     n_timescales=args.n_timescales, n_states=args.n_states, seed=args.seed,
+                     progress=not args.quiet, featurizer=featurizer_for(topology))
+    if args.compare is not None:
+        from itomd.data.store import TrajectoryStore
+
+        other = TrajectoryStore(args.compare)
+        other_interval = recorded_frame_interval(other.metadata, args.compare)
+        compare(result, other.trajectories(), other_interval, label=args.compare_label, seed=args.seed)
+    return result, system
+
+
+def run_analyze(args: argparse.Namespace) -> int:
+    result, system = _run_analysis(args)
+    out = result.to_dict()
+    if args.out:
+        write_json(Path(args.out), out)
+    its = out["implied_timescales"]
+    lines = [f"{len(its['lags'])} lags; slowest implied timescale "
+             + ", ".join("–" if t[0] is None else f"{t[0]:.4g}" for t in its["timescales"])
+             + (f" (exact {its['reference'][0]:.4g})" if its.get("reference") else "")]
+    if out.get("js_divergence") is not None:
+        lines.append(f"stationary JS divergence vs exact: {out['js_divergence']:.4g} nats")
+    lines.extend(line for section in result.sections if (line := section.summary()) is not None)
+    if out.get("comparison") is not None:
+        c = out["comparison"]
+        lines.append(f"{c['label']}: slowest implied timescale "
+                     + ", ".join("–" if t[0] is None else f"{t[0]:.4g}" for t in c["implied_timescales"]["timescales"])
+                     + f" at lag times {', '.join(f'{v:g}' for v in c['implied_timescales']['lag_times'])}; "
+                     f"JS divergence vs {c['label']}: {c['js_divergence']:.4g} nats")
+    emit(out, args.json, "\n".join(lines))
+    return 0
+
+
+def run_report(args: argparse.Namespace) -> int:
+    from itomd.analysis.report import write_report
+
+    result, system = _run_analysis(args)
+    title = args.title or f"itomd report: {system.name if system else Path(args.path).name}"
+    path = write_report(result, args.out, title=title)
+    emit({"report": str(path)}, args.json, f"wrote {path}")
+    return 0

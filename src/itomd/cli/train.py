@@ -1,0 +1,85 @@
+"""``itomd train``: ITO, BoPITO and equilibrium models from a trajectory store."""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+from itomd.cli._common import emit, nonnegative_int, positive_float, positive_int, recorded_frame_interval
+from itomd.errors import InvalidInputError
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("train", help="train an ITO transition model (or an equilibrium model) on trajectories")
+    p.add_argument("--data", required=True, type=Path, help="trajectory store to train on")
+    p.add_argument("--out", required=True, type=Path, help="run directory (checkpoints, model.pt, metrics.jsonl)")
+    p.add_argument("--config", type=Path, help="TOML file of training options (see itomd.training.TrainingConfig)")
+    p.add_argument("--max-lag", dest="max_lag", type=positive_int, help="largest lag N in frames (default 100)")
+    p.add_argument("--minutes", type=positive_float, help="wall-clock budget of this invocation")
+    p.add_argument("--max-steps", dest="max_steps", type=positive_int, help="optimiser steps in all (default 20000)")
+    p.add_argument("--batch-size", dest="batch_size", type=positive_int, help="global batch size (default 512)")
+    p.add_argument("--seed", type=nonnegative_int)
+    p.add_argument("--device", help="auto (default), cpu or cuda")
+    p.add_argument("--equilibrium", action="store_true", help="train an unconditional model of the frames")
+    p.add_argument("--prior", metavar="exact|RUN",
+                   help="train BoPITO: a frozen equilibrium part, 'exact' (quadrature on the system's reference grid, "
+                        "dim ≤ 3) or an equilibrium run (itomd train --equilibrium)")
+    p.add_argument("--lambda-hat", dest="lambda_hat", type=positive_float,
+                   help="BoPITO's λ̂ per frame (default: slowest MSM eigenvalue of the data at lag 1)")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out exactly where it stopped")
+    p.add_argument("--quiet", action="store_true")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from itomd.data.store import TrajectoryStore
+    from itomd.training import ITOEstimator, TrainingConfig
+    from itomd.systems import SystemSpec
+
+    overrides = dict(max_lag=args.max_lag, minutes=args.minutes, max_steps=args.max_steps, batch_size=args.batch_size,
+                     seed=args.seed, device=args.device, equilibrium=True if args.equilibrium else None,
+                     prior=args.prior, lambda_hat=args.lambda_hat)
+    if args.config is not None:
+        config = TrainingConfig.from_toml(args.config, **overrides)
+    elif args.resume and (args.out / "config.toml").is_file():
+        config = TrainingConfig.from_toml(args.out / "config.toml", **overrides)
+        config.minutes = args.minutes  # a recorded budget belonged to the earlier invocation
+    else:
+        config = TrainingConfig.from_dict({}, **overrides)
+    if args.resume and not (args.out / "checkpoint.pt").is_file():
+        raise InvalidInputError(f"nothing to resume: no checkpoint in {args.out}")
+    store = TrajectoryStore(args.data)
+    trajectories = store.trajectories()
+    meta = store.metadata
+    frame_interval = recorded_frame_interval(meta, args.data)
+    spec = SystemSpec.from_metadata(meta)
+    prior = None if config.prior is None or args.resume else _load_prior(config.prior, spec)
+    t0 = time.perf_counter()
+    estimator = ITOEstimator(config).fit(trajectories, frame_interval, run_dir=args.out, resume=args.resume,
+                                         progress=not args.quiet, system=spec, prior=prior)
+    elapsed = time.perf_counter() - t0
+    summary = {"run": str(args.out), "steps": estimator.step, "max_steps": config.max_steps,
+               "stopped_by_budget": estimator.stopped_by_budget, "wall_seconds": round(elapsed, 2),
+               "model": str(args.out / "model.pt"),
+               "kind": "equilibrium" if config.equilibrium else "bopito" if config.prior else "transition"}
+    more = " (wall-clock budget reached; --resume continues)" if estimator.stopped_by_budget else ""
+    if config.prior:
+        summary["lambda_hat"] = estimator.fetch_model().lambda_hat
+        more += f"; BoPITO with λ̂ = {summary['lambda_hat']:.6f} per frame"
+    emit(summary, args.json, f"trained {estimator.step} of {config.max_steps} steps in {elapsed:.1f} s{more}; "
+                              f"model in {args.out / 'model.pt'}")
+    return 0
+
+
+def _load_prior(text: str, spec):
+    """BoPITO's equilibrium part named on the command line: ``exact`` or an equilibrium run."""
+    from itomd.models import ExactPrior, LearnedPrior, TransitionModel
+
+    if text == "exact":
+        if spec is None:
+            raise InvalidInputError("the exact prior needs the data's system (record it in the trajectory metadata "
+                                    "or pass system= to fit)")
+        return ExactPrior.of_system(spec.build())
+    return LearnedPrior.of_model(TransitionModel.load(text))
