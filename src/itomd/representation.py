@@ -7,6 +7,7 @@ centred; its dynamics is rotation-equivariant, so the lag tables are isotropic a
 is the equivariant one; an ITO model learns x_{t+N} superposed on x_t (the internal motion without
 the tumbling); its slow processes live in the backbone torsions, not in Cartesian coordinates.
 
+How analyses see the states is the representation's choice too (:meth:`Representation.featurizer`).
 Every one of those choices is a method of a :class:`Representation`; code above this module asks
 the representation instead of testing what kind of system it has. There are two:
 
@@ -36,6 +37,7 @@ from itomd.nn.mlp import TransitionMLP
 if TYPE_CHECKING:  # pragma: no cover
     import mdtraj
 
+    from itomd.analysis.features import Featurizer
     from itomd.systems.system import System
 
 
@@ -101,6 +103,11 @@ class Representation(ABC):
     def check_dimension(self, dim: int) -> None:
         """Raise a one-line :class:`~itomd.errors.InvalidInputError` if ``dim`` does not fit."""
 
+    # -- analysis --------------------------------------------------------------------------------
+    @abstractmethod
+    def featurizer(self) -> "Featurizer":
+        """How analyses see these states (:mod:`itomd.analysis.features`)."""
+
     # -- model files -----------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any] | None:
         """What a model file records (the ``molecule`` entry of its description; None for points)."""
@@ -130,6 +137,12 @@ class CoordinateRepresentation(Representation):
     def check_dimension(self, dim: int) -> None:
         if dim != self.dim:
             raise InvalidInputError(f"states have {dim} coordinates, the system {self.dim}")
+
+    def featurizer(self) -> "Featurizer":
+        """The raw coordinates (k-means or 1-D grid states, free energy on the first two)."""
+        from itomd.analysis.features import CoordinateFeaturizer
+
+        return CoordinateFeaturizer()
 
     def inner_network(self, size: NetworkSize, conditional: bool, max_log_lag: float,
                       condition_shift: Sequence[float], condition_scale: Sequence[float]) -> nn.Module:
@@ -187,9 +200,17 @@ class MolecularRepresentation(Representation):
         coordinates would be its rotation."""
         if self.topology is None:
             raise InvalidInputError("the backbone torsions of a molecule need its topology")
-        from itomd.analysis import backbone_dihedrals
+        from itomd.analysis.molecular import backbone_dihedrals
 
         return [np.concatenate([np.cos(a), np.sin(a)], axis=1) for a in backbone_dihedrals(trajectories, self.topology)]
+
+    def featurizer(self) -> "Featurizer":
+        """The backbone torsions (φ/ψ grid states, Ramachandran free energy, chemical validity)."""
+        from itomd.analysis.features import BackboneTorsionFeaturizer
+
+        if self.topology is None:
+            raise InvalidInputError("the backbone torsions of a molecule need its topology")
+        return BackboneTorsionFeaturizer(self.topology)
 
     def inner_network(self, size: NetworkSize, conditional: bool, max_log_lag: float,
                       condition_shift: Sequence[float], condition_scale: Sequence[float]) -> nn.Module:

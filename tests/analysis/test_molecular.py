@@ -11,8 +11,7 @@ import time
 import numpy as np
 import pytest
 
-from itomd.analysis import (BackboneTorsionFeaturizer, CoordinateFeaturizer, MolecularSection, analyze, compare,
-                            featurizer_for)
+from itomd.analysis import BackboneTorsionFeaturizer, CoordinateFeaturizer, MolecularSection, analyze, compare
 from itomd.analysis import molecular as M
 from itomd.analysis.report import write_report
 from itomd.cli import main
@@ -20,8 +19,8 @@ from itomd.data.store import save_trajectories
 from itomd.errors import InvalidInputError
 from itomd.systems.openmm import molecular_system
 
-openmm = pytest.importorskip("openmm")
-mdtraj = pytest.importorskip("mdtraj")
+import openmm
+import mdtraj
 
 FRAME_INTERVAL = 0.1  # ps: 50 steps of 2 fs
 
@@ -193,19 +192,21 @@ WORST_OFFENDER_KEYS = {"bond", "chirality", "contact"}
 def md_vs_md(md_trajectories, topology):
     """The MD analysed on backbone torsions and compared with itself."""
     result = analyze(md_trajectories, FRAME_INTERVAL, 1.0, lags=[1, 2, 5, 10], n_samples=5,
-                     featurizer=featurizer_for(topology))
+                     featurizer=BackboneTorsionFeaturizer(topology))
     comparison = compare(result, md_trajectories, FRAME_INTERVAL, n_samples=5)
     return result, comparison
 
 
-def test_featurizer_for_picks_torsions_for_a_topology_and_coordinates_without(topology):
-    torsions = featurizer_for(topology)
+def test_representations_pick_torsions_for_a_molecule_and_coordinates_otherwise(topology):
+    from itomd.representation import CoordinateRepresentation, representation_for
+    from itomd.systems import SystemSpec
+
+    torsions = representation_for(SystemSpec("ala2").build()).featurizer()
     assert isinstance(torsions, BackboneTorsionFeaturizer) and torsions.n_cells == M.MSM_GRID
-    assert isinstance(featurizer_for(None), CoordinateFeaturizer)
+    assert isinstance(representation_for(SystemSpec("prinz").build()).featurizer(), CoordinateFeaturizer)
+    assert isinstance(CoordinateRepresentation(66).featurizer(), CoordinateFeaturizer)
     with pytest.raises(InvalidInputError, match="mdtraj Topology"):
-        featurizer_for("ala2")
-    with pytest.raises(InvalidInputError, match="molecules only"):
-        featurizer_for(None, n_cells=10)
+        BackboneTorsionFeaturizer("ala2")
 
 
 def test_analyze_molecule_on_torsions_and_compare_with_md(md_vs_md, md_trajectories, topology):
@@ -230,7 +231,7 @@ def test_compare_featurizes_the_second_set_itself(md_trajectories, topology):
     """The mirror image of the MD: φ, ψ change sign (the Ramachandran histograms hardly overlap) and
     every frame has the wrong chirality — seen only if compare featurises and checks the second set."""
     result = analyze(md_trajectories, FRAME_INTERVAL, 1.0, lags=[1, 2], n_samples=0,
-                     featurizer=featurizer_for(topology))
+                     featurizer=BackboneTorsionFeaturizer(topology))
     mirrored = [_mirror(t) for t in md_trajectories]
     comparison = compare(result, mirrored, FRAME_INTERVAL, label="mirror", n_samples=0)
     assert comparison.js_divergence.value > 0.4  # ln 2 = 0.693 for disjoint histograms
@@ -247,11 +248,11 @@ def test_compare_featurizes_the_second_set_itself(md_trajectories, topology):
 def test_torsion_featurizer_refuses_a_number_of_states_and_an_exact_reference(md_trajectories, topology,
                                                                                prinz_reference):
     with pytest.raises(InvalidInputError, match="--n-states") as error:
-        analyze(md_trajectories, FRAME_INTERVAL, 1.0, n_states=10, n_samples=0, featurizer=featurizer_for(topology))
+        analyze(md_trajectories, FRAME_INTERVAL, 1.0, n_states=10, n_samples=0, featurizer=BackboneTorsionFeaturizer(topology))
     assert "\n" not in str(error.value)
     with pytest.raises(InvalidInputError, match="reference"):
         analyze(md_trajectories, FRAME_INTERVAL, 1.0, reference=prinz_reference, n_samples=0,
-                featurizer=featurizer_for(topology))
+                featurizer=BackboneTorsionFeaturizer(topology))
 
 
 def test_molecular_json_keys_are_unchanged(md_vs_md):

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 
-import pytest
 
 from itomd.systems import SystemSpec
 from itomd.systems.openmm import MolecularSystem
@@ -26,7 +25,6 @@ def test_nothing_recorded_or_nothing_buildable_gives_none(tmp_path):
 
 
 def test_a_molecule_from_its_recorded_spec_or_its_molecule_and_solvent(tmp_path):
-    pytest.importorskip("openmm")
     recorded = SystemSpec.from_store({"spec": json.dumps(SystemSpec("ala2", temperature=350.0).to_dict())})
     assert isinstance(recorded, MolecularSystem) and recorded.temperature == 350.0 and recorded.solvent == "vacuum"
 

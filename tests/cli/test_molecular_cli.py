@@ -10,8 +10,6 @@ import numpy as np
 import pytest
 import torch
 
-pytest.importorskip("openmm")
-pytest.importorskip("mdtraj")
 
 from itomd.cli import main  # noqa: E402
 from itomd.data.store import TrajectoryStore  # noqa: E402

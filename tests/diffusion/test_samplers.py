@@ -1,6 +1,5 @@
 """Every sampler reproduces a target with a known answer: a Gaussian, via its exact denoiser."""
 
-import math
 
 import pytest
 import torch

@@ -7,8 +7,6 @@ import numpy as np
 import pytest
 import torch
 
-pytest.importorskip("openmm")
-pytest.importorskip("mdtraj")
 
 from itomd.analysis.molecular import L_CHIRALITY_SIGN, chirality_signs  # noqa: E402
 from itomd.geometry import remove_centroid  # noqa: E402

@@ -92,8 +92,6 @@ def test_engines_pickle_and_rebuild_from_their_parameters():
     ("ala2", None, "Metal", "unknown OpenMM platform 'Metal': choose one of Reference, CPU, CUDA, OpenCL"),
 ])
 def test_wrong_integrator_or_platform_is_a_one_line_error(spec, integrator, platform, fragment):
-    if spec == "ala2":
-        pytest.importorskip("openmm")
     with pytest.raises(InvalidInputError) as info:
         make_engine(resolve_system(spec), integrator, platform)
     assert str(info.value) == fragment
@@ -111,7 +109,6 @@ def test_a_system_that_restricts_its_integrators_is_told_what_to_choose():
 
 # -- OpenMM ---------------------------------------------------------------------------------------
 def test_openmm_engine_defaults_and_campaign_files(tmp_path):
-    pytest.importorskip("openmm")
     spec = SystemSpec("ala2", frame_interval=0.05)
     system = spec.build()
     engine = make_engine(system)
@@ -129,7 +126,6 @@ def test_openmm_engine_defaults_and_campaign_files(tmp_path):
 
 
 def test_openmm_engine_check_names_the_available_platforms():
-    pytest.importorskip("openmm")
     from itomd.simulate.molecular import available_platforms
 
     missing = next((p for p in ("CUDA", "OpenCL") if p not in available_platforms()), None)

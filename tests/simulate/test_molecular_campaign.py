@@ -14,8 +14,8 @@ from itomd.simulate.integrators import SimulationError
 from itomd.simulate.molecular import make_context, simulate_molecule, walker_seeds
 from itomd.systems import SystemSpec, resolve_system
 
-openmm = pytest.importorskip("openmm")
-mdtraj = pytest.importorskip("mdtraj")
+import openmm
+import mdtraj
 
 # short frames (0.1 ps = 50 steps) keep every test well under a second of OpenMM time
 ALA2 = SystemSpec("ala2", frame_interval=0.1)
@@ -227,7 +227,6 @@ def test_cli_export_joined_xtc_and_pdb(cli_store, tmp_path):
 
 
 def test_cli_export_hdf5_round_trip(cli_store, tmp_path):
-    pytest.importorskip("tables")
     assert main(["export", str(cli_store.path), "--format", "h5", "--out", str(tmp_path / "h"), "--join"]) == 0
     loaded = mdtraj.load(str(tmp_path / "h" / "trajectories.h5"))  # mdtraj's HDF5 carries its topology
     assert loaded.n_frames == 75 and loaded.topology.n_atoms == 22

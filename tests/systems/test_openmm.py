@@ -11,7 +11,7 @@ from itomd.errors import InvalidInputError, UnknownSystemError
 from itomd.systems import SystemSpec, resolve_system
 from itomd.systems.openmm import MolecularSystem, build_openmm_system, kT_in_kj_per_mol, molecular_system
 
-openmm = pytest.importorskip("openmm")
+import openmm
 
 
 def openmm_energy_kj(molecule_system: MolecularSystem, positions: np.ndarray) -> float:

@@ -24,7 +24,7 @@ def test_energy_shape_and_analytic_force_matches_autograd(potential, batch):
 
 
 def test_prinz_matches_deeptime_definition():
-    deeptime_data = pytest.importorskip("deeptime.data")
+    import deeptime.data as deeptime_data
     model = deeptime_data.prinz_potential()
     xs = np.linspace(-1.0, 1.0, 41)
     ours = PrinzPotential().energy(torch.as_tensor(xs[:, None])).numpy()

@@ -41,8 +41,6 @@ def test_a_subclass_overrides_the_hooks():
 # -- molecules ------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def ala2():
-    pytest.importorskip("openmm")
-    pytest.importorskip("mdtraj")
     return resolve_system("ala2")
 
 

@@ -4,7 +4,7 @@ free-energy surfaces, JS divergence (nats), autocorrelation, and a self-containe
 Inputs are plain arrays: a list of trajectories [n_frames_i, dim] and the physical time per frame.
 Every result has ``.to_dict()`` (JSON-serialisable) and, where it makes sense, ``.plot()``.
 
-:func:`analyze` is the one pipeline; a :class:`Featurizer` (from :func:`featurizer_for`: raw
+:func:`analyze` is the one pipeline; a :class:`Featurizer` (from :meth:`itomd.representation.Representation.featurizer`: raw
 coordinates, or a molecule's backbone torsions) decides what it looks at and which
 :class:`Section` objects (e.g. a molecule's chemical validity) the result gets.
 """
@@ -12,7 +12,7 @@ coordinates, or a molecule's backbone torsions) decides what it looks at and whi
 from itomd.analysis.correlation import AutocorrelationResult, autocorrelation, first_coordinate
 from itomd.analysis.discretize import Discretization, discretize
 from itomd.analysis.divergence import JSDivergence, js_divergence, js_divergence_of_distributions
-from itomd.analysis.features import BackboneTorsionFeaturizer, CoordinateFeaturizer, Featurizer, featurizer_for
+from itomd.analysis.features import BackboneTorsionFeaturizer, CoordinateFeaturizer, Featurizer
 from itomd.analysis.fes import FreeEnergySurface, free_energy_surface
 from itomd.analysis.molecular import MolecularSection, ValidityResult, backbone_dihedrals, chemical_validity
 from itomd.analysis.msm import CKTestResult, ImpliedTimescalesResult, ck_test, implied_timescales
@@ -22,7 +22,7 @@ from itomd.analysis.sections import Section
 
 __all__ = [
     "analyze", "AnalysisResult", "compare", "Comparison", "default_lags", "write_report",
-    "Featurizer", "CoordinateFeaturizer", "BackboneTorsionFeaturizer", "featurizer_for", "Section",
+    "Featurizer", "CoordinateFeaturizer", "BackboneTorsionFeaturizer", "Section",
     "discretize", "Discretization",
     "implied_timescales", "ImpliedTimescalesResult", "ck_test", "CKTestResult",
     "free_energy_surface", "FreeEnergySurface",

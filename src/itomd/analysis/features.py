@@ -12,7 +12,7 @@ decides what differs:
 
 Two implementations ship: :class:`CoordinateFeaturizer` (the raw coordinates: toy systems and any
 array data) and :class:`BackboneTorsionFeaturizer` (φ/ψ of a molecule, see
-:mod:`itomd.analysis.molecular`). :func:`featurizer_for` picks one from a system's topology.
+:mod:`itomd.analysis.molecular`). :meth:`itomd.representation.Representation.featurizer` picks one for a system.
 """
 
 from __future__ import annotations
@@ -185,26 +185,3 @@ class BackboneTorsionFeaturizer(Featurizer):
     def sections(self, trajectories: Sequence[np.ndarray], features: Sequence[np.ndarray]) -> list[Section]:
         validity = chemical_validity(trajectories, self.topology, **dict(self.validity_options or {}))
         return [MolecularSection(topology=self.topology, validity=validity)]
-
-
-def featurizer_for(topology: "mdtraj.Topology | None" = None, **options: Any) -> Featurizer:
-    """The featurizer of a system with this topology: coordinates without one, backbone torsions with
-    an mdtraj topology.
-
-    Parameters
-    ----------
-    topology : mdtraj.Topology, optional
-        A system's topology (``None`` for systems without atoms, e.g. toy potentials).
-    **options :
-        Options of :class:`BackboneTorsionFeaturizer` (``n_cells``, ``validity_options``); none apply to
-        coordinates.
-
-    Returns
-    -------
-    Featurizer
-    """
-    if topology is None:
-        if options:
-            raise InvalidInputError(f"options {sorted(options)} apply to molecules only")
-        return CoordinateFeaturizer()
-    return BackboneTorsionFeaturizer(topology, **options)

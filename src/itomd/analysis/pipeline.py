@@ -319,7 +319,7 @@ def analyze(
         100 / 50×50 bins on the reference's box or the data's range).
     featurizer : Featurizer, optional
         Default :class:`~itomd.analysis.features.CoordinateFeaturizer`; see
-        :func:`~itomd.analysis.features.featurizer_for`.
+        :meth:`~itomd.representation.Representation.featurizer`.
 
     Returns
     -------

@@ -21,7 +21,7 @@ from itomd.analysis._html import figure_html, format_number, html_table
 from itomd.analysis.pipeline import AnalysisResult
 from itomd.analysis.sections import (AUTOCORRELATION_FIGURE, CK_TEST_FIGURE, FREE_ENERGY_FIGURE,
                                      IMPLIED_TIMESCALES_FIGURE)
-from itomd.data.store import write_text_atomically
+from itomd._files import write_text_atomically
 
 #: An extra section's body: an HTML fragment (inserted as is) or a matplotlib figure.
 SectionBody = Union[str, Figure]

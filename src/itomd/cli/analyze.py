@@ -57,13 +57,15 @@ def _load_for_analysis(args: argparse.Namespace):
 
 
 def _run_analysis(args: argparse.Namespace):
-    from itomd.analysis import analyze, compare, featurizer_for
+    from itomd.analysis import analyze, compare
+    from itomd.representation import CoordinateRepresentation, representation_for
 
     trajectories, frame_interval, kT, system, reference = _load_for_analysis(args)
-    topology = None if system is None else system.topology()  # None for systems without atoms
+    representation = (CoordinateRepresentation(trajectories[0].shape[1]) if system is None
+                      else representation_for(system))
     result = analyze(trajectories, frame_interval, kT, reference=reference, lags=args.lags,
                      n_timescales=args.n_timescales, n_states=args.n_states, seed=args.seed,
-                     progress=not args.quiet, featurizer=featurizer_for(topology))
+                     progress=not args.quiet, featurizer=representation.featurizer())
     if args.compare is not None:
         from itomd.data.store import TrajectoryStore
 
