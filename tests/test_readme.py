@@ -35,3 +35,11 @@ def test_python_api_example(capsys):
     block = next(b for b in _python_blocks() if "exact_reference(system)" in b)
     exec(compile(block, "README", "exec"), {})
     assert "[" in capsys.readouterr().out
+
+
+def test_python_training_example(tmp_path, monkeypatch, capsys):
+    block = next(b for b in _python_blocks() if "ITOEstimator" in b)
+    monkeypatch.chdir(tmp_path)
+    exec(compile(block, "README", "exec"), {})
+    shape, _, lam = capsys.readouterr().out.strip().rpartition(" ")
+    assert "torch.Size([100, 1])" in shape and 0.9 < float(lam) < 1.0
