@@ -25,7 +25,9 @@ each cached under ``--work`` (default bench/work/ala2) so a re-run continues whe
 
 Writes bench/results/ala2.json (merged across stages), an HTML report per evaluated model
 (bench/results/ala2_<model>.html: Ramachandran plots next to MD's, implied timescales, CK test,
-validity) and prints a summary.
+validity) and prints a summary; ``--out`` writes them elsewhere. A trained run is reused while its
+training configuration matches (budgets and step limits aside) and resumed while it has fewer steps
+than asked for.
 """
 
 from __future__ import annotations
@@ -36,33 +38,28 @@ import multiprocessing
 import os
 import time
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
+from _common import ROOT, TrainingConfig, TransitionModel, make_parser, merge_results, parse_args, train_or_load
 
 from itomd.analysis import analyze, compare, featurizer_for
 from itomd.analysis.molecular import (MolecularSection, backbone_dihedrals, chemical_validity,
                                       ramachandran_js_divergence)
 from itomd.analysis.report import write_report
 from itomd.data.store import TrajectoryStore, write_text_atomically
-from itomd.estimator import ITOEstimator, TrainingConfig
-from itomd.model import TransitionModel
 from itomd.rollout import rollout
 from itomd.simulate.campaign import run_campaign
 from itomd.systems import SystemSpec
 
-ROOT = Path(__file__).resolve().parent.parent
-RESULTS = ROOT / "bench" / "results" / "ala2.json"
 SYSTEM = "ala2-implicit"
-STAGES = ("data", "reference", "ito", "evaluate", "md_floor", "throughput", "long_jumps", "equilibrium", "bg_data", "bopito", "ito_short")
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--stage", default="all", choices=STAGES + ("all",))
+    parser = make_parser(__doc__, threads=2, work=ROOT / "bench" / "work" / "ala2")
+    parser.add_argument("--stage", default="all", choices=(*STAGES, "all"))
     parser.add_argument("--label", default="ito", help="evaluate: which run directory under --work")
-    parser.add_argument("--work", type=Path, default=ROOT / "bench" / "work" / "ala2")
-    parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--ito-minutes", type=float, default=None, help="wall-clock budget of ITO training")
     parser.add_argument("--walkers", type=int, default=32, help="rollout walkers of the evaluation")
     parser.add_argument("--jumps", type=int, default=1000, help="jumps per walker of the evaluation")
@@ -71,16 +68,12 @@ def main() -> None:
     parser.add_argument("--bopito-minutes", type=float, default=20.0, help="budget of each BoPITO-stage model")
     parser.add_argument("--bopito-steps", type=int, default=8000, help="steps of each BoPITO-stage model")
     parser.add_argument("--workers", type=int, default=2, help="OpenMM processes of the BG-seeded campaign")
-    args = parser.parse_args()
-    torch.set_num_threads(args.threads)
+    args = parse_args(parser)
     args.work.mkdir(parents=True, exist_ok=True)
-    stages = STAGES if args.stage == "all" else (args.stage,)
+    stages = list(STAGES) if args.stage == "all" else [args.stage]
     for stage in stages:
         print(f"== {stage}", flush=True)
-        if stage == "evaluate":
-            stage_evaluate(args, run=args.label, label=args.label)
-        else:
-            globals()[f"stage_{stage}"](args)
+        STAGES[stage](args)
 
 
 # -- stages ------------------------------------------------------------------------------------
@@ -127,7 +120,7 @@ def stage_evaluate(args, run: str = "ito", label: str = "ito") -> None:
     molecular = result.section(MolecularSection)
     ratio = comparison.slowest_timescale_ratio()
     validity = molecular.validity
-    write_report(result, RESULTS.parent / f"ala2_{label}.html",
+    write_report(result, args.out / f"ala2_{label}.html",
                  title=f"alanine dipeptide: {label} rollouts ({args.walkers} × {args.jumps} jumps of {tau:g} ps) vs MD")
     md_its = comparison.implied_timescales
     summary = {
@@ -145,7 +138,7 @@ def stage_evaluate(args, run: str = "ito", label: str = "ito") -> None:
         "md_validity": _fractions(molecular.comparison_validity),
         "md_ns": float(sum(len(t) - 1 for t in reference)) * model.frame_interval / 1000.0,
     }
-    _record(f"evaluate_{label}", summary)
+    _record(args, f"evaluate_{label}", summary)
 
 
 def stage_md_floor(args) -> None:
@@ -156,7 +149,7 @@ def stage_md_floor(args) -> None:
     result = analyze(train, 1.0, 1.0, lags=lags, n_samples=0, featurizer=featurizer_for(topology))
     comparison = compare(result, reference, 1.0, n_samples=0)
     ratio = comparison.slowest_timescale_ratio()
-    _record("md_floor", {
+    _record(args, "md_floor", {
         "js_phi_psi_train_vs_reference": comparison.js_divergence.value,
         "lag_times_ps": [float(v) for v in np.asarray(result.implied_timescales.lag_times)],
         "slowest_its_train_ps": [float(v) for v in np.asarray(result.implied_timescales.timescales)[:, 0]],
@@ -193,7 +186,7 @@ def stage_throughput(args, run: str = "ito") -> None:
             print(f"W={walkers} lag={lag}: {ns / wall:.3g} ns/s = {ns / wall / best:.3g}× OpenMM", flush=True)
     rows["threads"] = torch.get_num_threads()
     rows["n_steps"] = args.n_steps
-    _record("throughput", rows)
+    _record(args, "throughput", rows)
 
 
 def stage_long_jumps(args, run: str = "ito") -> None:
@@ -223,7 +216,7 @@ def stage_long_jumps(args, run: str = "ito") -> None:
                                         "wall_s": wall, "threads": torch.get_num_threads()}
         print(f"{sampler} {n_steps}: {ns / wall:.3g} ns/s, {ns / wall / md_ns_per_s:.3g}× OpenMM, JS {js.value:.4f}, "
               f"valid {rows[f'{sampler}_{n_steps}']['validity']['fraction_valid']:.4f}", flush=True)
-    _record(f"long_jumps_{run}", rows)
+    _record(args, f"long_jumps_{run}", rows)
 
 
 def stage_equilibrium(args) -> None:
@@ -239,7 +232,7 @@ def stage_equilibrium(args) -> None:
     validity = chemical_validity([samples], topology)
     js = ramachandran_js_divergence(backbone_dihedrals([samples], topology),
                                     backbone_dihedrals(_trajectories(args.work / "md_reference"), topology))
-    _record("equilibrium_model", {"steps": model.info.get("steps"), "train_seconds": model.info.get("train_seconds"),
+    _record(args, "equilibrium_model", {"steps": model.info.get("steps"), "train_seconds": model.info.get("train_seconds"),
                                   "js_phi_psi_vs_md": float(getattr(js, "value", js)), "n_samples": len(samples),
                                   "validity": _fractions(validity)})
 
@@ -267,7 +260,7 @@ def stage_bg_data(args) -> None:
         if len(starts) < 100:
             raise SystemExit(f"only {len(starts)} of {drawn} equilibrium-model samples are chemically valid")
         np.save(starts_file, starts)
-        _record("bg_seeding", {"drawn": drawn, "valid_fraction": sum(len(k) for k in kept) / drawn})
+        _record(args, "bg_seeding", {"drawn": drawn, "valid_fraction": sum(len(k) for k in kept) / drawn})
     run_campaign(SystemSpec(SYSTEM), out, n_trajectories=len(starts), n_frames=101, seed=3, start="fixed", x0=starts,
                  chunk_size=10, n_workers=args.workers)
 
@@ -295,13 +288,12 @@ def _fractions(validity) -> dict:
 
 # -- helpers -----------------------------------------------------------------------------------
 def _train(config: TrainingConfig, data: Path, out: Path) -> None:
-    """Train (or resume, or skip a finished run) ``config`` on the store ``data`` into ``out``."""
-    if (out / "model.pt").exists() and TransitionModel.load(out).info.get("steps", 0) >= config.max_steps:
-        return
+    """Train (or resume, or skip a finished run of the same configuration) ``config`` on the store
+    ``data`` into ``out``."""
     store = TrajectoryStore(data)
     spec = SystemSpec.from_metadata(store.metadata)
-    ITOEstimator(config).fit(store.trajectories(), store.metadata["frame_interval"], run_dir=out,
-                             resume=(out / "checkpoint.pt").exists(), system=None if spec is None else spec.to_dict())
+    train_or_load(out, config, store.trajectories, store.metadata["frame_interval"],
+                  system=spec, resume=True)
 
 
 def _trajectories(path: Path) -> list[np.ndarray]:
@@ -322,13 +314,25 @@ def _openmm_rate(platform: str, steps: int, seed: int) -> float:
     return steps * system.timestep / 1000.0 / wall
 
 
-def _record(key: str, value) -> None:
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    results = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
-    results[key] = value
-    results["updated"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
-    write_text_atomically(RESULTS, json.dumps(results, indent=1, default=float) + "\n")
-    print(json.dumps({key: value}, indent=1, default=float), flush=True)
+def _record(args, key: str, value) -> None:
+    """Set ``key`` of ala2.json in the results directory (merged across stages)."""
+    merge_results(args.out / "ala2.json", key, value, indent=1)
+
+
+#: Stage name → function of the parsed arguments, in the order ``--stage all`` runs them.
+STAGES: dict[str, Callable[[argparse.Namespace], None]] = {
+    "data": stage_data,
+    "reference": stage_reference,
+    "ito": stage_ito,
+    "evaluate": lambda args: stage_evaluate(args, run=args.label, label=args.label),
+    "md_floor": stage_md_floor,
+    "throughput": stage_throughput,
+    "long_jumps": stage_long_jumps,
+    "equilibrium": stage_equilibrium,
+    "bg_data": stage_bg_data,
+    "bopito": stage_bopito,
+    "ito_short": stage_ito_short,
+}
 
 
 if __name__ == "__main__":

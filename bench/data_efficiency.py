@@ -22,13 +22,14 @@ judged by JS against the exact density, and BoPITO with that learned prior at th
     .venv/bin/python bench/data_efficiency.py --system muller-brown --seeds 1
 
 Writes bench/results/data_efficiency_<system>.json and .html (error vs data budget, one line per
-method); caches data, models and per-model metrics under bench/work/<system>/efficiency/ so an
-interrupted run continues where it stopped (delete that directory to start over).
+method; ``--out`` elsewhere); caches data, models and per-model metrics under
+bench/work/<system>/efficiency/ so an interrupted run continues where it stopped (delete that
+directory to start over; a cached model of another training configuration is trained again).
+``--quick``: a smoke run (tiny budget, lags and models) under bench/work/quick/.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import time
@@ -36,22 +37,18 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from _common import (OneJumpEvaluator, RolloutBlowUpError, TrainingConfig, TransitionModel, command_line, make_parser,
+                     parse_args, rollout_timescale, train_or_load, write_results)
 from scipy import stats
 
 from itomd.analysis.discretize import discretize
 from itomd.analysis.divergence import js_divergence
-from itomd.analysis.msm import ck_test, implied_timescales
+from itomd.analysis.msm import ck_test
 from itomd.analysis.report import html_table, write_page
 from itomd.data.store import write_text_atomically
-from itomd.estimator import ITOEstimator, TrainingConfig
-from itomd.interpolation import correlation_of_jumps, jump_samples
-from itomd.model import TransitionModel
-from itomd.rollout import RolloutBlowUpError, rollout
 from itomd.simulate.campaign import run_campaign
 from itomd.systems import SystemSpec
 from itomd.systems.reference import exact_reference
-
-RESULTS = Path(__file__).resolve().parent / "results"
 
 #: Per system: reference budget (trajectories of n_frames), lags (frames of τ), rollout settings.
 #: Prinz τ = 5e-3, t₂ = 0.834 (167 τ); Müller–Brown (kT 10) τ = 0.01, t₂ = 5.0 (500 τ).
@@ -62,11 +59,15 @@ DEFAULTS = {
                          long=[200, 500, 1000], rollout_lag=100, rollout_jumps=20, n_states=100),
 }
 METHODS = ("ito", "bopito")
+#: --quick: sizes for a smoke run (any system; training options in "training"), and argument defaults.
+QUICK = dict(reference_traj=16, n_frames=21, max_lag=10, short=[1, 2], medium=[5, 10], long=[20, 100],
+             rollout_lag=5, rollout_jumps=5, n_states=10, equilibrium_samples=2000,
+             training=dict(batch_size=64, hidden=32))
+QUICK_ARGS = dict(budgets=[0.5, 1.0], seeds=1, steps=30, walkers=200, rollout_walkers=50, long_lag_walkers=200)
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--system", default="prinz", choices=sorted(DEFAULTS))
+    parser = make_parser(__doc__, system="prinz", systems=DEFAULTS, threads=2, work=Path("bench/work"), quick=True)
     parser.add_argument("--budgets", type=lambda s: [float(v) for v in s.split(",")], default=[0.01, 0.1, 1.0],
                         help="fractions of the reference budget")
     parser.add_argument("--seeds", type=int, default=3)
@@ -78,11 +79,8 @@ def main() -> None:
                              "floor is too high to resolve JS < 0.01 in 2-D")
     parser.add_argument("--no-single", action="store_true", help="skip the single-structure comparison")
     parser.add_argument("--no-learned-prior", action="store_true", help="skip the equilibrium model and its BoPITO")
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--work", type=Path, default=Path("bench/work"))
-    args = parser.parse_args()
-    torch.set_num_threads(args.threads)
-    d = DEFAULTS[args.system]
+    args = parse_args(parser, quick=QUICK_ARGS)
+    d = {**DEFAULTS[args.system], **(QUICK if args.quick else {})}
     spec = SystemSpec(args.system)
     system = spec.build()
     tau = system.frame_interval
@@ -122,14 +120,14 @@ def main() -> None:
 
     equilibrium = None
     if not args.no_learned_prior:
-        equilibrium = equilibrium_model_check(work, seeded, tau, spec, reference, args.steps)
+        equilibrium = equilibrium_model_check(work, seeded, tau, spec, reference, args.steps, d)
         k = budgets[len(budgets) // 2]
         subset = [seeded[i] for i in np.random.default_rng(0).permutation(n_ref)[:k]]
         runs.append(train_and_evaluate(f"bopito-learned_bg-seeded_{k}_0", work, subset, tau, spec, d,
                                        str(work / "models" / "equilibrium.pt"), args.steps, 0, evaluator,
                                        dict(method="bopito (learned prior)", data="bg-seeded", n_trajectories=k, seed=0)))
 
-    long_lag = long_lag_check(work, reference, d, budgets[len(budgets) // 2], args.long_lag_walkers)
+    long_lag = long_lag_check(work, reference, tau, d, budgets[len(budgets) // 2], args.long_lag_walkers)
     summary = summarise(runs)
     js_floor = js_divergence(reference.sample(args.walkers, seed=99), reference=reference).value
     out = {"system": args.system, "exact_slowest_timescale": exact_t2, "frame_interval": tau, "js_noise_floor": js_floor,
@@ -139,10 +137,9 @@ def main() -> None:
            "walkers": args.walkers, "runs": runs, "summary": summary, "equilibrium_model": equilibrium,
            "long_lag_check": long_lag,
            "wall_seconds": round(time.perf_counter() - t0, 1),
-           "command": f"bench/data_efficiency.py --system {args.system} --seeds {args.seeds} --steps {args.steps}"}
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    write_text_atomically(RESULTS / f"data_efficiency_{args.system}.json", json.dumps(out, indent=1) + "\n")
-    write_html(out, RESULTS / f"data_efficiency_{args.system}.html")
+           "command": command_line()}
+    write_results(args.out / f"data_efficiency_{args.system}.json", out, indent=1)
+    write_html(out, args.out / f"data_efficiency_{args.system}.html")
     print_table(summary)
     print(f"JS noise floor ({args.walkers} exact samples): {js_floor:.4f}")
 
@@ -152,36 +149,30 @@ class Evaluator:
 
     def __init__(self, reference, tau: float, d: dict, walkers: int, rollout_walkers: int):
         self.reference, self.tau, self.d = reference, tau, d
-        self.lags = d["short"] + d["medium"] + d["long"]
-        self.exact_c = reference.autocorrelation(reference.points[:, 0], np.asarray(self.lags) * tau)
+        self.jumps = OneJumpEvaluator(reference, tau, d["short"] + d["medium"] + d["long"])
+        self.lags, self.exact_c = self.jumps.lags, self.jumps.exact_c
         self.walkers, self.rollout_walkers = walkers, rollout_walkers
         self.discretization = discretize([reference.sample(20_000, seed=7)], n_states=d["n_states"], seed=0)
 
     def __call__(self, model: TransitionModel, seed: int) -> dict:
         d = self.d
         x0 = self.reference.sample(self.walkers, seed=10_000 + seed)
-        samples = jump_samples(model, x0, self.lags, seed=seed)
-        c = correlation_of_jumps(x0, samples)
-        error = np.abs(c - self.exact_c)
+        jumps = self.jumps(model, x0, seed=seed, js_lags=(d["max_lag"], 10 * d["max_lag"]))
+        error = jumps.c_abs_error
         groups = {}
         for group in ("short", "medium", "long"):
             index = [self.lags.index(n) for n in d[group]]
             groups[group] = float(error[index].mean())
-        js = {int(n): js_divergence(samples[self.lags.index(n)], reference=self.reference).value
-              for n in (d["max_lag"], 10 * d["max_lag"])}
-        result = {"c_model": c.tolist(), "c_exact": self.exact_c.tolist(), "c_abs_error": error.tolist(),
-                  "c_error": groups, "js": {str(k): v for k, v in js.items()}}
+        result = {"c_model": jumps.c_model.tolist(), "c_exact": self.exact_c.tolist(), "c_abs_error": error.tolist(),
+                  "c_error": groups, "js": {str(k): v for k, v in jumps.js.items()}}
         lag = d["rollout_lag"]
         try:
-            paths = rollout(model, x0[: self.rollout_walkers], lag=lag, n_jumps=d["rollout_jumps"],
-                            generator=torch.Generator().manual_seed(seed))
+            rolled = rollout_timescale(model, x0[: self.rollout_walkers], lag, d["rollout_jumps"], self.tau,
+                                       self.discretization, generator=torch.Generator().manual_seed(seed))
         except RolloutBlowUpError as exc:
             result.update(slowest_timescale=None, timescale_error=None, ck_max_deviation=None, rollout_error=str(exc))
             return result
-        trajectories = list(paths)
-        its = implied_timescales(trajectories, lag * self.tau, lags=[1], n_timescales=1,
-                                 discretization=self.discretization, n_samples=0)
-        t2 = float(its.timescales[0, 0])
+        paths, trajectories, t2 = rolled.paths, rolled.trajectories, rolled.timescale
         ck = ck_test(trajectories, lag * self.tau, lag=1, n_metastable=2, mlags=5, discretization=self.discretization)
         exact_t2 = float(self.reference.implied_timescales(1)[0])
         result.update(slowest_timescale=t2, timescale_error=t2 / exact_t2 - 1, ck_max_deviation=float(ck.max_deviation),
@@ -195,15 +186,10 @@ def train_and_evaluate(name: str, work: Path, trajectories: list[np.ndarray], ta
     metrics_file = work / "metrics" / f"{name}.json"
     if metrics_file.is_file():
         return json.loads(metrics_file.read_text())
-    model_file = work / "models" / f"{name}.pt"
-    if model_file.is_file():
-        model = TransitionModel.load(model_file)
-    else:
-        config = TrainingConfig(max_lag=d["max_lag"], max_steps=steps, seed=seed, prior=prior,
-                                warmup_steps=min(200, steps // 10))
-        print(f"train {name} ({len(trajectories)} trajectories)")
-        model = ITOEstimator(config).fit(trajectories, tau, progress=True, system=spec.to_dict()).fetch_model()
-        model.save(model_file)
+    config = TrainingConfig(max_lag=d["max_lag"], max_steps=steps, seed=seed, prior=prior,
+                            warmup_steps=min(200, steps // 10), **d.get("training", {}))
+    model = train_or_load(work / "models" / f"{name}.pt", config, trajectories, tau, system=spec,
+                          message=f"train {name} ({len(trajectories)} trajectories)")
     t0 = time.perf_counter()
     row = {**labels, "name": name, "lambda_hat": model.lambda_hat, "train_seconds": model.info.get("train_seconds"),
            **evaluate(model, seed), "evaluate_seconds": None}
@@ -215,22 +201,19 @@ def train_and_evaluate(name: str, work: Path, trajectories: list[np.ndarray], ta
 
 
 def equilibrium_model_check(work: Path, trajectories: list[np.ndarray], tau: float, spec: SystemSpec, reference,
-                            steps: int) -> dict:
+                            steps: int, d: dict) -> dict:
     """Train the Boltzmann generator on the full budget's frames; JS of its samples vs exact."""
-    model_file = work / "models" / "equilibrium.pt"
-    if model_file.is_file():
-        model = TransitionModel.load(model_file)
-    else:
-        print("train the equilibrium model")
-        config = TrainingConfig(equilibrium=True, max_steps=steps, seed=0, warmup_steps=min(200, steps // 10))
-        model = ITOEstimator(config).fit(trajectories, tau, progress=True, system=spec.to_dict()).fetch_model()
-        model.save(model_file)
-    samples = model.sample(None, n_samples=20_000, generator=torch.Generator().manual_seed(3)).numpy()
+    config = TrainingConfig(equilibrium=True, max_steps=steps, seed=0, warmup_steps=min(200, steps // 10),
+                            **d.get("training", {}))
+    model = train_or_load(work / "models" / "equilibrium.pt", config, trajectories, tau, system=spec,
+                          message="train the equilibrium model")
+    samples = model.sample(None, n_samples=d.get("equilibrium_samples", 20_000),
+                           generator=torch.Generator().manual_seed(3)).numpy()
     js = js_divergence(samples, reference=reference)
     return {"js": js.value, "n_samples": len(samples), "bins": js.bins, "train_seconds": model.info.get("train_seconds")}
 
 
-def long_lag_check(work: Path, reference, d: dict, k: int, walkers: int) -> dict:
+def long_lag_check(work: Path, reference, tau: float, d: dict, k: int, walkers: int) -> dict:
     """JS at 10·N_max of the seed-0 ITO and BoPITO models at budget ``k`` with many samples, and
     the noise floor of as many exact samples."""
     cache = work / "metrics" / f"long_lag_{k}_{walkers}.json"
@@ -240,10 +223,10 @@ def long_lag_check(work: Path, reference, d: dict, k: int, walkers: int) -> dict
     x0 = reference.sample(walkers, seed=20_000)
     out = {"lag": lag, "n_trajectories": k, "walkers": walkers,
            "noise_floor": js_divergence(reference.sample(walkers, seed=20_001), reference=reference).value}
+    evaluator = OneJumpEvaluator(reference, tau, [lag])
     for method in METHODS:
         model = TransitionModel.load(work / "models" / f"{method}_bg-seeded_{k}_0.pt")
-        samples = jump_samples(model, x0, [lag], seed=5)[0]
-        out[method] = js_divergence(samples, reference=reference).value
+        out[method] = evaluator(model, x0, seed=5).js[lag]
     write_text_atomically(cache, json.dumps(out) + "\n")
     print(f"JS at N = {lag} with {walkers} samples: ITO {out['ito']:.4f}, BoPITO {out['bopito']:.4f} "
           f"(floor {out['noise_floor']:.4f})")

@@ -11,26 +11,25 @@ side by side in this process (simulated time per wall-second, ratio).
     .venv/bin/python bench/ito_accuracy.py --system prinz --minutes 15
     .venv/bin/python bench/ito_accuracy.py --system muller-brown --minutes 15
 
-Writes bench/results/ito_accuracy_<system>.json; caches MD data and the trained run under
-bench/work/<system>/ (delete it, or pass --retrain, to train again).
+Writes bench/results/ito_accuracy_<system>.json (``--out`` elsewhere); caches MD data and the trained
+run under bench/work/<system>/ (the run is reused while its training configuration matches — budget
+and step limits aside; delete it, or pass --retrain, to train again). ``--quick``: a smoke run of a
+few seconds under bench/work/quick/ (results there too).
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
+from _common import (DEFAULT_N_STEPS, TrainingConfig, lag_list, make_parser, parse_args, rollout_timescale,
+                     train_or_load, write_results)
 
 from itomd.analysis.discretize import discretize
 from itomd.analysis.divergence import js_divergence
 from itomd.analysis.msm import implied_timescales
-from itomd.estimator import ITOEstimator, TrainingConfig
-from itomd.model import TransitionModel
-from itomd.rollout import rollout
 from itomd.simulate.campaign import run_campaign
 from itomd.simulate.integrators import simulate
 from itomd.systems import SystemSpec
@@ -42,28 +41,26 @@ DEFAULTS = {
     "prinz": dict(n_traj=1000, n_frames=1000, max_lag=100, lags=[5, 10, 25, 50, 100], rollout_time=2e4),
     "muller-brown": dict(n_traj=16000, n_frames=501, max_lag=100, lags=[10, 25, 50, 100], rollout_time=1e5),
 }
+#: --quick: sizes for a smoke run of seconds (any system), and argument defaults.
+QUICK = dict(n_traj=32, n_frames=101, max_lag=10, lags=[5], rollout_time=1.0)
+QUICK_ARGS = dict(max_steps=300, walkers=32, minutes=1.0)
+QUICK_CONFIG = dict(batch_size=128, hidden=32)
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--system", default="prinz", choices=sorted(DEFAULTS))
-    parser.add_argument("--minutes", type=float, default=15.0, help="training wall-clock budget")
+    parser = make_parser(__doc__, system="prinz", systems=DEFAULTS, minutes=15.0, seed=0, threads=2,
+                         work=Path("bench/work"), quick=True)
     parser.add_argument("--max-steps", type=int, default=200_000)
     parser.add_argument("--walkers", type=int, default=2000)
     parser.add_argument("--n-steps", type=int, default=None, help="sampler noise levels per jump (default: model's)")
     parser.add_argument("--sampler", default="heun-churn")
     parser.add_argument("--retrain", action="store_true")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--work", type=Path, default=Path("bench/work"))
-    parser.add_argument("--lags", type=lambda s: [int(v) for v in s.split(",")], default=None)
+    parser.add_argument("--lags", type=lag_list, default=None)
     parser.add_argument("--rollout-time", type=float, default=None)
-    args = parser.parse_args()
-    torch.set_num_threads(args.threads)
-    d = DEFAULTS[args.system]
+    args = parse_args(parser, quick=QUICK_ARGS)
+    d = {**DEFAULTS[args.system], **(QUICK if args.quick else {})}
     lags = args.lags or d["lags"]
     rollout_time = args.rollout_time or d["rollout_time"]
-    from itomd.model import DEFAULT_N_STEPS
     n_steps = args.n_steps or DEFAULT_N_STEPS
 
     spec = SystemSpec(args.system)
@@ -78,16 +75,9 @@ def main() -> None:
     print(f"MD data: {len(md)} × {d['n_frames']} frames ({len(md) * (d['n_frames'] - 1) * tau:.4g} time units), "
           f"{t_md:.0f} s (cached after the first run)")
 
-    run = work / "run"
-    if args.retrain or not (run / "model.pt").exists():
-        if args.retrain and run.exists():
-            import shutil
-            shutil.rmtree(run)
-        config = TrainingConfig(max_lag=d["max_lag"], minutes=args.minutes, max_steps=args.max_steps, seed=args.seed)
-        estimator = ITOEstimator(config).fit(md, tau, run_dir=run, system=spec.to_dict())
-        model = estimator.fetch_model()
-    else:
-        model = TransitionModel.load(run)
+    config = TrainingConfig(max_lag=d["max_lag"], minutes=args.minutes, max_steps=args.max_steps, seed=args.seed,
+                            **(QUICK_CONFIG if args.quick else {}))
+    model = train_or_load(work / "run", config, md, tau, system=spec, retrain=args.retrain)
     train_seconds = model.info.get("train_seconds")
     print(f"model: {model.info.get('steps')} steps in {train_seconds} s")
 
@@ -100,13 +90,11 @@ def main() -> None:
         n_jumps = max(20, int(round(rollout_time / (args.walkers * lag * tau))))
         x0 = reference.sample(args.walkers, rng)
         generator = torch.Generator().manual_seed(args.seed + lag)
-        t0 = time.perf_counter()
-        traj = rollout(model, x0, lag, n_jumps, generator=generator, sampler=args.sampler, n_steps=n_steps, progress=True)
-        wall = time.perf_counter() - t0
-        trajs = [t.astype(np.float64) for t in traj]
-        its = implied_timescales(trajs, lag * tau, [1], n_timescales=1, discretization=discretization, n_samples=0)
+        rolled = rollout_timescale(model, x0, lag, n_jumps, tau, discretization, generator=generator, float64=True,
+                                   sampler=args.sampler, n_steps=n_steps, progress=True)
+        wall, trajs, t2 = rolled.seconds, rolled.trajectories, rolled.timescale
         its_md = implied_timescales(md, tau, [lag], n_timescales=1, discretization=discretization, n_samples=0)
-        t2, t2_md = float(its.timescales[0, 0]), float(its_md.timescales[0, 0])
+        t2_md = float(its_md.timescales[0, 0])
         js = js_divergence(np.concatenate(trajs), reference=reference).value
         rows.append({"lag": lag, "lag_time": lag * tau, "n_jumps": n_jumps, "walkers": args.walkers,
                      "its_rollout": t2, "its_md_msm": t2_md, "its_exact": t2_exact,
@@ -128,9 +116,7 @@ def main() -> None:
               "n_steps": n_steps, "langevin_simulated_time_per_second": md_rate, "rows": rows,
               "targets": {"its_within_10_percent": all(abs(r["its_relative_error"]) < 0.1 for r in rows),
                           "js_below_0.02": all(r["js_divergence"] < 0.02 for r in rows)}}
-    out = Path("bench/results") / f"ito_accuracy_{args.system}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2, default=float))
+    out = write_results(args.out / f"ito_accuracy_{args.system}.json", result, indent=2)
     print(f"\n| lag (τ) | ITS rollout | ITS MD-MSM | exact | error | JS (nats) | speed-up vs Langevin |")
     print("|---:|---:|---:|---:|---:|---:|---:|")
     for r in rows:

@@ -12,24 +12,24 @@ floor (the baseline against itself with other random numbers).
     .venv/bin/python bench/samplers.py --system prinz --run bench/work/prinz/run --lag 10 --walkers 10000
     .venv/bin/python bench/samplers.py --system muller-brown --run bench/work/muller-brown/run --lag 25 --walkers 50000
 
-Needs a trained run (bench/ito_accuracy.py makes one). Writes bench/results/samplers_<system>.json.
+Needs a trained run (bench/ito_accuracy.py makes one). Writes bench/results/samplers_<system>.json
+(``--out`` elsewhere). ``--quick``: a smoke run of seconds (few walkers, a short baseline, the first step
+count of each sampler) on the run of ``bench/ito_accuracy.py --quick``; needs ``--out``.
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
+from _common import OneJumpEvaluator, TransitionModel, make_parser, parse_args, write_results
 from deeptime.markov import TransitionCountModel
 from deeptime.markov.msm import MaximumLikelihoodMSM
 
 from itomd.analysis.discretize import discretize
-from itomd.analysis.divergence import js_divergence, js_divergence_of_distributions
-from itomd.model import TransitionModel
+from itomd.analysis.divergence import js_divergence_of_distributions
 from itomd.systems import SystemSpec
 from itomd.systems.reference import exact_reference
 
@@ -38,6 +38,8 @@ SETTINGS = {"dpmpp-2m": [6, 12, 24, 48], "heun": [7, 13, 25], "heun-churn": [7, 
 #: Network evaluations per jump for n noise levels.
 NFE = {"heun": lambda n: 2 * n - 1, "heun-churn": lambda n: 2 * n - 1, "dpmpp-2m": lambda n: n, "euler": lambda n: n, "euler-maruyama": lambda n: n,
        "ancestral": lambda n: n}
+#: --quick: argument defaults (and only the first step count of each sampler).
+QUICK_ARGS = dict(walkers=500, baseline_steps=50, lag=5, run=Path("bench/work/quick/prinz/run"))
 
 
 def one_jump_timescale(x0: np.ndarray, x1: np.ndarray, discretization, lag_time: float) -> float:
@@ -51,40 +53,38 @@ def one_jump_timescale(x0: np.ndarray, x1: np.ndarray, discretization, lag_time:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--system", default="prinz")
+    parser = make_parser(__doc__, system="prinz", threads=2, quick=True)
     parser.add_argument("--run", type=Path, default=Path("bench/work/prinz/run"))
     parser.add_argument("--lag", type=int, default=10)
     parser.add_argument("--walkers", type=int, default=20_000)
     parser.add_argument("--baseline-steps", type=int, default=1000)
-    parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--samplers", type=lambda t: t.split(","), default=list(SETTINGS),
                         help="comma-separated subset of " + ",".join(SETTINGS))
     parser.add_argument("--no-repeat", action="store_true", help="skip the baseline's second seed (noise floor)")
-    args = parser.parse_args()
-    torch.set_num_threads(args.threads)
+    args = parse_args(parser, quick=QUICK_ARGS)
+    settings = {k: v[:1] for k, v in SETTINGS.items()} if args.quick else SETTINGS
     system = SystemSpec(args.system).build()
     model = TransitionModel.load(args.run)
     reference = exact_reference(system)
     t2_exact = float(reference.implied_timescales(1)[0])
     lag_time = args.lag * system.frame_interval
     x0 = reference.sample(args.walkers, np.random.default_rng(0))
+    evaluator = OneJumpEvaluator(reference, system.frame_interval, [args.lag])
     # 100 states: regular in 1-D, k-means on exact samples in 2-D (as the analysis does)
     states = discretize([reference.sample(20_000, np.random.default_rng(5))], seed=0)
     low, high = reference.axes[0][0], reference.axes[0][-1]
     joint_edges = [np.linspace(low, high, 21)] * 2
 
     def run(sampler: str, n_steps: int, seed: int = 1) -> dict:
-        generator = torch.Generator().manual_seed(seed)
         t0 = time.perf_counter()
-        x1 = model.sample(x0, lag=args.lag, sampler=sampler, n_steps=n_steps, generator=generator).numpy()
+        x1 = evaluator.jumps(model, x0, seed, sampler=sampler, n_steps=n_steps)[0]
         seconds = time.perf_counter() - t0
         ok = np.isfinite(x1).all(1)
-        t2 = one_jump_timescale(x0[ok], x1[ok].astype(np.float64), states, lag_time)
+        t2 = one_jump_timescale(x0[ok], x1[ok], states, lag_time)
         # joint (x_t, x_{t+N}) histogram of the first coordinate
         joint = np.histogram2d(x0[ok, 0], x1[ok, 0], bins=joint_edges)[0]
         return {"sampler": sampler, "n_steps": n_steps, "nfe": NFE[sampler](n_steps), "seconds": seconds,
-                "its": t2, "its_error": t2 / t2_exact - 1, "js_stationary": js_divergence(x1[ok], reference=reference).value,
+                "its": t2, "its_error": t2 / t2_exact - 1, "js_stationary": evaluator.stationary_js(x1[ok]),
                 "joint": joint}
 
     from itomd.simulate.integrators import simulate
@@ -98,7 +98,7 @@ def main() -> None:
     noise_floor = js_divergence_of_distributions(repeat["joint"], baseline["joint"])
     print(f"baseline ITS {baseline['its']:.4f} / {repeat['its']:.4f} (two seeds); joint JS noise floor {noise_floor:.1e}")
     rows = []
-    for sampler, steps in ((k, SETTINGS[k]) for k in args.samplers):
+    for sampler, steps in ((k, settings[k]) for k in args.samplers):
         for n in steps:
             row = run(sampler, n)
             row["js_joint_vs_baseline"] = js_divergence_of_distributions(row.pop("joint"), baseline["joint"])
@@ -111,9 +111,7 @@ def main() -> None:
     result = {"system": args.system, "lag": args.lag, "walkers": args.walkers, "its_exact": t2_exact,
               "its_langevin_one_jump": t2_langevin, "model_steps": model.info.get("steps"), "baseline": baseline, "baseline_other_seed": repeat,
               "js_joint_noise_floor": noise_floor, "rows": rows}
-    out = Path("bench/results") / f"samplers_{args.system}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2, default=float))
+    out = write_results(args.out / f"samplers_{args.system}.json", result, indent=2)
     print(f"\nexact ITS {t2_exact:.4f}; exact Langevin one-jump MSM {t2_langevin:.4f}; baseline ancestral {args.baseline_steps}: ITS {baseline['its']:.4f} "
           f"({100 * baseline['its_error']:+.1f} %; other seed {100 * repeat['its_error']:+.1f} %), "
           f"JS stationary {baseline['js_stationary']:.1e}, joint-JS noise floor {noise_floor:.1e}")

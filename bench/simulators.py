@@ -1,8 +1,10 @@
 """Benchmark: batched itomd integrators vs deeptime's C++ Prinz integrator, and timestep bias.
 
-Prints a table and writes bench/results/simulators.json. Run with
+Prints a table and writes bench/results/simulators.json (``--out`` elsewhere). Run with
 
     .venv/bin/python bench/simulators.py
+
+``--quick --out DIR``: a smoke run (few walkers and steps, one timestep per system).
 
 Measured side by side in one process, one thread each, so the ratios are comparable; absolute
 numbers vary with the machine.
@@ -10,20 +12,24 @@ numbers vary with the machine.
 
 from __future__ import annotations
 
-import json
 import platform
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
+from _common import make_parser, parse_args, write_results
 
 from itomd.analysis import js_divergence_of_distributions
 from itomd.simulate import simulate
 from itomd.systems import resolve_system
 from itomd.systems.reference import exact_reference
 
-RESULTS = Path(__file__).resolve().parent / "results" / "simulators.json"
+#: Walkers, steps and timesteps measured; --quick: a smoke run's.
+SIZES = dict(prinz_walkers=(1, 64, 1024, 8192), muller_brown_walkers=(1024, 8192), steps=2000,
+             prinz_timesteps=(1e-5, 1e-4, 5e-4), muller_brown_timesteps=(2e-5, 5e-5, 1e-4, 2e-4),
+             prinz_bias_walkers=1000, muller_brown_bias_walkers=20000)
+QUICK = dict(prinz_walkers=(1, 64), muller_brown_walkers=(64,), steps=200, prinz_timesteps=(1e-4,),
+             muller_brown_timesteps=(1e-4,), prinz_bias_walkers=50, muller_brown_bias_walkers=500)
 
 
 def throughput(system_name: str, walkers: int, steps: int = 2000, integrator: str = "overdamped") -> float:
@@ -81,20 +87,23 @@ def muller_brown_timestep_bias(timestep: float, walkers: int = 20000) -> dict:
 
 
 def main() -> None:
+    args = parse_args(make_parser(__doc__, quick=True))
     torch.set_num_threads(1)
+    n = QUICK if args.quick else SIZES
     rows = []
-    for walkers in (1, 64, 1024, 8192):
-        ours = throughput("prinz", walkers)
-        theirs = deeptime_prinz_throughput(walkers)
+    for walkers in n["prinz_walkers"]:
+        ours = throughput("prinz", walkers, n["steps"])
+        theirs = deeptime_prinz_throughput(walkers, n["steps"])
         rows.append({"system": "prinz", "walkers": walkers, "itomd_walker_steps_per_s": ours,
                      "deeptime_walker_steps_per_s": theirs, "ratio_itomd_over_deeptime": ours / theirs})
-    for walkers in (1024, 8192):
+    for walkers in n["muller_brown_walkers"]:
         rows.append({"system": "muller-brown", "walkers": walkers,
-                     "itomd_walker_steps_per_s": throughput("muller-brown", walkers)})
+                     "itomd_walker_steps_per_s": throughput("muller-brown", walkers, n["steps"])})
         rows.append({"system": "muller-brown", "integrator": "baoab", "walkers": walkers,
-                     "itomd_walker_steps_per_s": throughput("muller-brown", walkers, integrator="baoab")})
-    bias = [msm_free_prinz_bias(dt) for dt in (1e-5, 1e-4, 5e-4)]
-    mb_bias = [muller_brown_timestep_bias(dt) for dt in (2e-5, 5e-5, 1e-4, 2e-4)]
+                     "itomd_walker_steps_per_s": throughput("muller-brown", walkers, n["steps"], integrator="baoab")})
+    bias = [msm_free_prinz_bias(dt, walkers=n["prinz_bias_walkers"]) for dt in n["prinz_timesteps"]]
+    mb_bias = [muller_brown_timestep_bias(dt, walkers=n["muller_brown_bias_walkers"])
+               for dt in n["muller_brown_timesteps"]]
     print(f"{'system':14s} {'walkers':>8s} {'itomd steps/s':>14s} {'deeptime steps/s':>17s} {'ratio':>7s}")
     for r in rows:
         name = r["system"] + ("/baoab" if r.get("integrator") else "")
@@ -109,11 +118,10 @@ def main() -> None:
         mb_bias[0]["exact_mean_energy"]))
     for b in mb_bias:
         print(f"  dt = {b['timestep']:.0e}: <U> = {b['mean_energy']:.2f}, JS = {b['js_divergence_nats']:.2e}")
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps({"machine": platform.processor() or platform.machine(), "torch_threads": 1,
-                                   "throughput": rows, "timestep_bias": bias,
-                                   "muller_brown_timestep_bias": mb_bias}, indent=2))
-    print(f"wrote {RESULTS}")
+    out = write_results(args.out / "simulators.json",
+                        {"machine": platform.processor() or platform.machine(), "torch_threads": 1,
+                         "throughput": rows, "timestep_bias": bias, "muller_brown_timestep_bias": mb_bias}, indent=2)
+    print(f"wrote {out}")
 
 
 if __name__ == "__main__":
