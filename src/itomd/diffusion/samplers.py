@@ -67,7 +67,7 @@ def sample_heun_churn(model: Model, x: torch.Tensor, sigmas: torch.Tensor, extra
                       churn: float = 10.0, noise_scale: float = 1.0) -> torch.Tensor:
     r"""EDM's stochastic sampler (Karras et al. 2022, Alg. 2): before each Heun step, raise the noise
     from σ_i to :math:`\hat\sigma_i = (1 + \gamma)\sigma_i` by adding fresh noise
-    :math:`\sqrt{\hat\sigma_i^2 - \sigma_i^2}\,z`, with :math:`\gamma = \min(	ext{churn}/n, \sqrt2 - 1)`;
+    :math:`\sqrt{\hat\sigma_i^2 - \sigma_i^2}\,z`, with :math:`\gamma = \min(\text{churn}/n, \sqrt2 - 1)`;
     the added noise lets the sampler correct errors of the learned score that a deterministic ODE
     carries along. ``churn = 0`` is :func:`sample_heun`. Network evaluations: 2n − 1.
     """
@@ -139,7 +139,7 @@ def sample_dpmpp_2m(model: Model, x: torch.Tensor, sigmas: torch.Tensor, extra_a
     In log-noise time :math:`t = -\ln\sigma` with step :math:`h_i = t_{i+1} - t_i`:
     :math:`x_{i+1} = (\sigma_{i+1}/\sigma_i)\,x_i + (1 - e^{-h_i})\,\hat D_i`, where
     :math:`\hat D_i = D_i` on the first step and otherwise the extrapolation
-    :math:`(1 + 	frac{1}{2r_i}) D_i - 	frac{1}{2r_i} D_{i-1}`, :math:`r_i = h_{i-1}/h_i`. A step to
+    :math:`(1 + \frac{1}{2r_i}) D_i - \frac{1}{2r_i} D_{i-1}`, :math:`r_i = h_{i-1}/h_i`. A step to
     σ = 0 returns the denoised estimate.
     """
     sigmas, extra_args = _check(x, sigmas), extra_args or {}
