@@ -44,11 +44,12 @@ import numpy as np
 import torch
 from _common import ROOT, TrainingConfig, TransitionModel, make_parser, merge_results, parse_args, train_or_load
 
-from itomd.analysis import analyze, compare, featurizer_for
+from itomd.analysis import analyze, compare
 from itomd.analysis.molecular import (MolecularSection, backbone_dihedrals, chemical_validity,
                                       ramachandran_js_divergence)
 from itomd.analysis.report import write_report
 from itomd.data.store import TrajectoryStore, write_text_atomically
+from itomd.representation import representation_for
 from itomd.rollout import rollout
 from itomd.simulate.campaign import run_campaign
 from itomd.systems import SystemSpec
@@ -112,10 +113,9 @@ def stage_evaluate(args, run: str = "ito", label: str = "ito") -> None:
         write_text_atomically(timing, json.dumps({"seconds": seconds, "threads": torch.get_num_threads()}))
     surrogate = [p.astype(np.float64) for p in paths]
     tau = model.frame_interval * args.lag
-    system = SystemSpec(SYSTEM).build()
-    topology = system.topology()
+    featurizer = representation_for(SystemSpec(SYSTEM).build()).featurizer()
     lags = [1, 2, 3, 5]  # in jumps of `lag` frames: lag times 10..50 ps at lag 10
-    result = analyze(surrogate, tau, 1.0, lags=lags, n_samples=0, featurizer=featurizer_for(topology))
+    result = analyze(surrogate, tau, 1.0, lags=lags, n_samples=0, featurizer=featurizer)
     comparison = compare(result, reference, model.frame_interval, n_samples=0)
     molecular = result.section(MolecularSection)
     ratio = comparison.slowest_timescale_ratio()
@@ -144,9 +144,9 @@ def stage_evaluate(args, run: str = "ito", label: str = "ito") -> None:
 def stage_md_floor(args) -> None:
     """The same comparison for the training MD against the reference MD: the floor of the metrics."""
     train, reference = _trajectories(args.work / "md_train"), _trajectories(args.work / "md_reference")
-    topology = SystemSpec(SYSTEM).build().topology()
+    featurizer = representation_for(SystemSpec(SYSTEM).build()).featurizer()
     lags = [args.lag * k for k in (1, 2, 3, 5)]
-    result = analyze(train, 1.0, 1.0, lags=lags, n_samples=0, featurizer=featurizer_for(topology))
+    result = analyze(train, 1.0, 1.0, lags=lags, n_samples=0, featurizer=featurizer)
     comparison = compare(result, reference, 1.0, n_samples=0)
     ratio = comparison.slowest_timescale_ratio()
     _record(args, "md_floor", {
