@@ -34,10 +34,11 @@ import torch
 
 from itomd.analysis.divergence import js_divergence
 from itomd.analysis.msm import implied_timescales
-from itomd.data.store import write_text_atomically
-from itomd.estimator import RESUMABLE_CHANGES, ITOEstimator, TrainingConfig
+from itomd._files import write_text_atomically
+from itomd.training import ITOEstimator, TrainingConfig
+from itomd.training.config import RESUMABLE_CHANGES
 from itomd.interpolation import correlation_of_jumps, jump_samples
-from itomd.model import DEFAULT_N_STEPS, DEFAULT_SAMPLER, TransitionModel
+from itomd.models import DEFAULT_N_STEPS, DEFAULT_SAMPLER, ExactPrior, LearnedPrior, TransitionModel
 from itomd.rollout import RolloutBlowUpError, rollout
 from itomd.systems import SystemSpec
 
@@ -184,9 +185,13 @@ def train(path: str | Path, config: TrainingConfig, trajectories: Sequence[np.nd
     resuming = not in_memory and resume and (path / "checkpoint.pt").exists()
     if not in_memory and not resuming and path.exists():
         _remove(path)
+    prior = None  # BoPITO's equilibrium part, named in the config as on the command line
+    if config.prior == "exact" and not resuming:
+        prior = ExactPrior.of_system(system.build())
+    elif config.prior is not None and not resuming:
+        prior = LearnedPrior.of_model(TransitionModel.load(config.prior))
     estimator = ITOEstimator(config).fit(trajectories, frame_interval, run_dir=None if in_memory else path,
-                                         resume=resuming, progress=progress,
-                                         system=None if system is None else system.to_dict())
+                                         resume=resuming, progress=progress, system=system, prior=prior)
     model = estimator.fetch_model()
     if in_memory:
         model.save(path)

@@ -13,11 +13,13 @@ diffusion
 nn
     The inner networks: :class:`~itomd.nn.TransitionMLP` (points) and
     :class:`~itomd.nn.equivariant.EquivariantTransitionNet` (molecules).
-model
-    :class:`~itomd.model.TransitionModel` (a trained model: sampling, files) and
-    :data:`~itomd.model.DEFAULT_SAMPLER`.
-estimator
-    :class:`~itomd.estimator.ITOEstimator` and its :class:`~itomd.estimator.TrainingConfig`.
+representation
+    What differs between points and molecules for models and analyses.
+models
+    Typed denoiser descriptions (:class:`~itomd.models.DenoiserSpec`, BoPITO's priors) and
+    :class:`~itomd.models.TransitionModel` (a trained model: sampling, files).
+training
+    :class:`~itomd.training.ITOEstimator` and its :class:`~itomd.training.TrainingConfig`.
 rollout, interpolation
     Chained jumps of a model; correlation functions and BoPITO's λ_int.
 analysis
@@ -38,10 +40,10 @@ except PackageNotFoundError:  # running from a source tree without installation
 
 #: Public names imported on first access (module :func:`__getattr__`), each from its module.
 _LAZY = {
-    "TransitionModel": "itomd.model",
-    "DEFAULT_SAMPLER": "itomd.model",
-    "ITOEstimator": "itomd.estimator",
-    "TrainingConfig": "itomd.estimator",
+    "TransitionModel": "itomd.models",
+    "DEFAULT_SAMPLER": "itomd.diffusion.samplers",
+    "ITOEstimator": "itomd.training",
+    "TrainingConfig": "itomd.training",
     "TransitionMLP": "itomd.nn",
     "EquivariantTransitionNet": "itomd.nn.equivariant",
 }

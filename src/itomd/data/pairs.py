@@ -158,13 +158,22 @@ class PairSampler:
         starts = torch.empty_like(lags)
         for lag in torch.unique(lags).tolist():
             mask = lags == lag
-            counts = torch.clamp(self.lengths - lag, min=0)
-            cum = torch.cumsum(counts, 0)
-            u = torch.randint(int(cum[-1]), (int(mask.sum()),), generator=generator)
-            traj = torch.searchsorted(cum, u, right=True)
-            start_in_traj = u - (cum[traj] - counts[traj])
-            starts[mask] = self.offsets[traj] + start_in_traj
+            u = torch.randint(self.n_valid_starts(lag), (int(mask.sum()),), generator=generator)
+            starts[mask] = self.pair_indices(lag, u)[0]
         return starts, starts + lags
+
+    def pair_indices(self, lag: int, u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Global frame indices (start, end) of the valid pairs numbered ``u`` at ``lag``.
+
+        The valid starts at ``lag`` are numbered 0 … :meth:`n_valid_starts` − 1, trajectory by
+        trajectory; drawing ``u`` uniformly draws pairs uniformly. Both int64 tensors of ``u``'s shape.
+        """
+        counts = torch.clamp(self.lengths - lag, min=0)
+        cum = torch.cumsum(counts, 0)
+        u = torch.as_tensor(u, dtype=torch.int64)
+        traj = torch.searchsorted(cum, u, right=True)
+        starts = self.offsets[traj] + u - (cum[traj] - counts[traj])
+        return starts, starts + lag
 
     def sample(self, batch_size: int, generator: torch.Generator | None = None
                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

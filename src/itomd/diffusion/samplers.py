@@ -164,3 +164,6 @@ def sample_dpmpp_2m(model: Model, x: torch.Tensor, sigmas: torch.Tensor, extra_a
 
 SAMPLERS = {"euler": sample_euler, "heun": sample_heun, "heun-churn": sample_heun_churn, "dpmpp-2m": sample_dpmpp_2m,
             "euler-maruyama": sample_euler_maruyama, "ancestral": sample_ancestral}
+#: The sampler a model uses unless told otherwise: EDM's stochastic Heun (see
+#: :data:`itomd.models.DEFAULT_N_STEPS` for the number of noise levels and why).
+DEFAULT_SAMPLER = "heun-churn"

@@ -28,8 +28,9 @@ def lag_statistics(pairs: PairSampler, representation: Representation, max_lag: 
     A(N) = Σ x_t·x_{t+N} / Σ x_t·x_t — the only linear prediction that commutes with rotations —
     and its targets are aligned as the model learns them (superposed on x_t for ITO models).
 
-    Estimated from at most ``max_pairs`` start frames per lag, drawn by ``pairs`` (deterministic
-    given ``seed``). Lags no trajectory is long enough for repeat the previous lag's values.
+    Estimated from at most ``max_pairs`` start frames per lag, drawn uniformly (with replacement)
+    from NumPy's generator seeded by ``seed`` and located by ``pairs``. Lags no trajectory is long
+    enough for repeat the previous lag's values.
 
     Parameters
     ----------
@@ -45,7 +46,7 @@ def lag_statistics(pairs: PairSampler, representation: Representation, max_lag: 
     coefficients : np.ndarray, shape [max_lag, dim]
     scales : np.ndarray, shape [max_lag], positive
     """
-    generator = torch.Generator().manual_seed(int(seed))
+    rng = np.random.default_rng(seed)
     frames = pairs.frames
     mean = torch.as_tensor(representation.data_mean(frames.numpy()), dtype=frames.dtype)
     dim = frames.shape[1]
@@ -56,7 +57,7 @@ def lag_statistics(pairs: PairSampler, representation: Representation, max_lag: 
         if total == 0:
             coefficients[lag - 1], scales[lag - 1] = coefficients[lag - 2], scales[lag - 2]
             continue
-        i0, i1 = pairs.sample_indices(torch.full((min(total, max_pairs),), lag), generator)
+        i0, i1 = pairs.pair_indices(lag, torch.as_tensor(rng.integers(total, size=min(total, max_pairs))))
         a = frames[i0]
         b = representation.align_targets(frames[i1], a)
         a, b = (a - mean).numpy(), (b - mean).numpy()

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from itomd.checkpoint import load_file, save_atomically
-from itomd.diffusion.samplers import SAMPLERS
+from itomd.diffusion.samplers import DEFAULT_SAMPLER, SAMPLERS
 from itomd.diffusion.schedules import karras_sigmas
 from itomd.errors import DataFileError, InvalidInputError
 from itomd.models.spec import DenoiserSpec
@@ -34,11 +34,11 @@ from itomd.models.spec import DenoiserSpec
 MODEL_FORMAT = "itomd-model"
 MODEL_FORMAT_VERSION = 1
 
-#: Default sampler and number of noise levels per jump: EDM's stochastic Heun (49 network
+#: Default sampler (:data:`~itomd.diffusion.samplers.DEFAULT_SAMPLER`) and number of noise levels per
+#: jump: EDM's stochastic Heun (49 network
 #: evaluations). Deterministic ODE samplers carry score errors into spurious barrier crossings
 #: (Müller–Brown, lag 25: one-jump slowest timescale 3.4 with DPM-Solver++(2M) at 24 or 48
 #: evaluations vs 5.9 with stochastic Heun at 49 and 5.6 for exact Langevin jumps); see BENCHMARKS.md.
-DEFAULT_SAMPLER = "heun-churn"
 DEFAULT_N_STEPS = 25
 #: Noise range of the sampling schedule in units of the data scale at the jump's lag, σ_d(N)
 #: (σ_data for an equilibrium model), and Karras' ρ. On a Gaussian target this schedule gives
