@@ -48,7 +48,8 @@ from itomd.analysis import analyze, compare
 from itomd.analysis.molecular import (MolecularSection, backbone_dihedrals, chemical_validity,
                                       ramachandran_js_divergence)
 from itomd.analysis.report import write_report
-from itomd.data.store import TrajectoryStore, write_text_atomically
+from itomd._files import write_text_atomically
+from itomd.data.store import TrajectoryStore
 from itomd.representation import representation_for
 from itomd.rollout import rollout
 from itomd.simulate.campaign import run_campaign

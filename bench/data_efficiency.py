@@ -45,7 +45,7 @@ from itomd.analysis.discretize import discretize
 from itomd.analysis.divergence import js_divergence
 from itomd.analysis.msm import ck_test
 from itomd.analysis.report import html_table, write_page
-from itomd.data.store import write_text_atomically
+from itomd._files import write_text_atomically
 from itomd.simulate.campaign import run_campaign
 from itomd.systems import SystemSpec
 from itomd.systems.reference import exact_reference

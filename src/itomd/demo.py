@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from itomd.data.store import write_text_atomically
+from itomd._files import write_text_atomically
 from itomd.systems import SystemSpec
 from itomd.systems.reference import exact_reference
 

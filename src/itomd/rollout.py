@@ -179,10 +179,8 @@ def _recorded_system(model: TransitionModel) -> Any:
     """The system the model records (its store files and metadata go with the rollout), or None."""
     if model.system is None:
         return None
-    from itomd.systems import SystemSpec
-
     try:
-        return SystemSpec.from_dict(model.system).build()
+        return model.system.build()
     except ItomdError:
         return None
 
@@ -192,7 +190,7 @@ def _trajectory_metadata(model: TransitionModel, system: Any, frame_interval: fl
     if model.system is not None:
         if system is not None:
             metadata.update(system.metadata())
-        metadata["spec"] = json.dumps(model.system)
+        metadata["spec"] = json.dumps(model.system.to_dict())
     metadata.update({"frame_interval": frame_interval, "lag": int(lag), "source": "itomd rollout",
                      "data_frame_interval": model.frame_interval,
                      "model_kind": "bopito" if model.is_bopito else "ito"})

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from itomd.data.jobs import ChunkedJob, chunk_items, chunk_seed, in_process, write_chunk
-from itomd.data.store import TrajectoryStore, exclusive_lock
+from itomd._files import exclusive_lock
+from itomd.data.store import TrajectoryStore
 from itomd.errors import DataFileError, InvalidInputError
 
 N_ITEMS, CHUNK, N_FRAMES, DIM = 7, 3, 5, 2

@@ -145,7 +145,7 @@ def test_equilibrium_model_start_errors(model_file, tmp_path):
 
 # -- what itomd sample starts from ----------------------------------------------------------------
 def test_sample_default_is_exact_equilibrium_of_the_recorded_system():
-    model = FakeModel(conditional=True, system=SystemSpec("prinz").to_dict())
+    model = FakeModel(conditional=True, system=SystemSpec("prinz"))
     points = default_sample_start_points(model, 8, seed=5)
     expected = equilibrium_samples(resolve_system("prinz"), 8, np.random.SeedSequence(5, spawn_key=(0, 2)))
     assert np.array_equal(points, expected) and model.draws == 0
@@ -157,11 +157,11 @@ def test_sample_default_without_a_reference_uses_a_bopito_prior_or_asks_for_poin
     seed = int(np.random.SeedSequence(5, spawn_key=(0, 2)).generate_state(1)[0])
     assert np.array_equal(points, FakeModel().sample_equilibrium(4, torch.Generator().manual_seed(seed)).double().numpy())
     with pytest.raises(InvalidInputError, match="give start points with --from DIR"):
-        default_sample_start_points(FakeModel(conditional=True, dim=66, system=SystemSpec("ala2").to_dict()), 4, 0)
+        default_sample_start_points(FakeModel(conditional=True, dim=66, system=SystemSpec("ala2")), 4, 0)
 
 
 def test_sample_start_points_choose_the_source(tmp_path):
-    model = FakeModel(conditional=True, system=SystemSpec("prinz").to_dict())
+    model = FakeModel(conditional=True, system=SystemSpec("prinz"))
     (tmp_path / "x0.txt").write_text("0.3\n")
     assert np.array_equal(sample_start_points(model, 3, 0, x0_file=tmp_path / "x0.txt"), [[0.3]] * 3)
     save_trajectories(tmp_path / "s", [np.zeros((4, 1))], {"frame_interval": 1.0})

@@ -14,7 +14,7 @@ import torch
 
 from itomd.data import TrajectoryStore
 from itomd.errors import DataFileError, InvalidInputError
-from itomd.data.store import exclusive_lock
+from itomd._files import exclusive_lock
 from itomd.simulate.campaign import Campaign, run_campaign
 from itomd.systems import SystemSpec
 from itomd.systems.reference import exact_reference

@@ -135,7 +135,7 @@ def json_default(obj):
 
 
 def write_json(path: Path, payload: dict) -> None:
-    from itomd.data.store import write_text_atomically
+    from itomd._files import write_text_atomically
 
     write_text_atomically(path, json.dumps(payload, indent=2, default=json_default))
 

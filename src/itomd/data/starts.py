@@ -285,9 +285,7 @@ def default_sample_start_points(model: Any, n_walkers: int, seed: int) -> np.nda
             generator = torch.Generator().manual_seed(int(sequence.generate_state(1)[0]))
             return model.sample_equilibrium(n_walkers, generator=generator).double().numpy()
         raise InvalidInputError("give start points with --from DIR (a trajectory store) or --x0 FILE")
-    from itomd.systems.registry import SystemSpec
-
-    return equilibrium_samples(SystemSpec.from_dict(model.system).build(), n_walkers, sequence)
+    return equilibrium_samples(model.system.build(), n_walkers, sequence)
 
 
 def sample_start_points(model: Any, n_walkers: int, seed: int, from_store: str | os.PathLike | None = None,

@@ -45,9 +45,8 @@ from typing import Any, Iterator, Mapping, Sequence
 import h5py
 import numpy as np
 
-# the file-system primitives live in itomd._files; re-exported here, where callers have found them
 from itomd._files import TEMPORARY_MARKER as _TEMPORARY_MARKER
-from itomd._files import exclusive_lock, write_atomically, write_text_atomically  # noqa: F401
+from itomd._files import write_atomically
 from itomd.errors import DataFileError, InvalidInputError
 
 #: Name of the coordinates dataset in every trajectory file.

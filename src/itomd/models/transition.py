@@ -30,6 +30,7 @@ from itomd.diffusion.samplers import DEFAULT_SAMPLER, SAMPLERS
 from itomd.diffusion.schedules import karras_sigmas
 from itomd.errors import DataFileError, InvalidInputError
 from itomd.models.spec import DenoiserSpec
+from itomd.systems.registry import SystemSpec
 
 MODEL_FORMAT = "itomd-model"
 MODEL_FORMAT_VERSION = 1
@@ -64,14 +65,14 @@ class TransitionModel:
     data_low, data_high : sequence of float, length dim
         Per-coordinate range of the training frames (for BoPITO, widened to the prior's range:
         :meth:`~itomd.models.ExactPrior.region`); rollouts beyond it count as blow-ups.
-    system : dict, optional
-        The training data's system spec (:meth:`~itomd.systems.SystemSpec.to_dict`), if known.
+    system : SystemSpec, optional
+        The training data's system, if known (its rollouts carry it; model files hold its dict).
     info : dict, optional
         Free-form training facts (steps, wall time, loss...).
     """
 
     def __init__(self, spec: DenoiserSpec, state_dict: dict[str, torch.Tensor], frame_interval: float, max_lag: int,
-                 data_low: Sequence[float], data_high: Sequence[float], system: dict | None = None,
+                 data_low: Sequence[float], data_high: Sequence[float], system: SystemSpec | None = None,
                  info: dict | None = None):
         self.spec = spec
         self.frame_interval = float(frame_interval)
@@ -244,7 +245,7 @@ class TransitionModel:
                 "state_dict": {k: v.detach().cpu() for k, v in self.denoiser.state_dict().items()},
                 "frame_interval": self.frame_interval, "max_lag": self.max_lag,
                 "data_low": self.data_low.tolist(), "data_high": self.data_high.tolist(),
-                "system": self.system, "info": self.info, "lambda_interpolation": self.lambda_interpolation}
+                "system": None if self.system is None else self.system.to_dict(), "info": self.info, "lambda_interpolation": self.lambda_interpolation}
 
     @classmethod
     def from_payload(cls, payload: dict[str, Any], source: str = "model") -> "TransitionModel":
@@ -255,7 +256,8 @@ class TransitionModel:
                                 f"this itomd reads version {MODEL_FORMAT_VERSION}")
         try:
             model = cls(DenoiserSpec.from_dict(payload["spec"]), payload["state_dict"], payload["frame_interval"],
-                        payload["max_lag"], payload["data_low"], payload["data_high"], payload.get("system"),
+                        payload["max_lag"], payload["data_low"], payload["data_high"],
+                        None if payload.get("system") is None else SystemSpec.from_dict(payload["system"]),
                         payload.get("info"))
         except KeyError as exc:
             raise DataFileError(f"{source} lacks the entry {exc}") from exc

@@ -234,7 +234,7 @@ class _Session:
         if known is not None:
             low, high = np.minimum(low, known[0]), np.maximum(high, known[1])
         model_facts = dict(frame_interval=float(frame_interval), max_lag=config.max_lag, data_low=low.tolist(),
-                           data_high=high.tolist(), system=None if system is None else system.to_dict())
+                           data_high=high.tolist(), system=system)
         return cls(config, spec, state, BatchSource(frames_t, pairs, spec.representation), device, dist, run_dir,
                    data_summary, model_facts)
 

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from itomd.checkpoint import load_file, save_atomically
-from itomd.data.store import write_text_atomically
+from itomd._files import write_text_atomically
 from itomd.errors import DataFileError, InvalidInputError
 from itomd.models import DenoiserSpec, TransitionModel
 from itomd.training.config import RESUMABLE_CHANGES, TrainingConfig
