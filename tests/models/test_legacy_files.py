@@ -272,57 +272,53 @@ def test_new_code_simulates_the_legacy_campaign_bit_for_bit(legacy_campaign, tmp
 
 
 # -- training is unchanged too -----------------------------------------------------------------------
+def _assert_trains_the_legacy_model(name: str, trajectories, frame_interval: float, spec: SystemSpec,
+                                    prior_object=None, **config) -> None:
+    """Train as tests/fixtures/make_legacy_models.py did (one thread) and compare with the legacy file:
+    the same description (lag tables, λ̂, ...) and every weight equal."""
+    from itomd.training import ITOEstimator, TrainingConfig
+
+    config = TrainingConfig(**{**dict(max_lag=5, hidden=16, n_blocks=1, n_frequencies=4, batch_size=64, max_steps=30,
+                                      warmup_steps=5, learning_rate=3e-3, checkpoint_every=1000, log_every=10,
+                                      ema_decay=0.9, seed=0, device="cpu"), **config})
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        model = ITOEstimator(config).fit(trajectories, frame_interval, progress=False, system=spec,
+                                         prior=prior_object).fetch_model()
+    finally:
+        torch.set_num_threads(threads)
+    legacy = load_file(_path(name), what="model")
+    new = model.to_payload()
+    assert new["spec"] == legacy["spec"]
+    for key, value in legacy["state_dict"].items():
+        assert torch.equal(new["state_dict"][key], value), key
+
+
 @pytest.mark.parametrize("name", ["prinz_ito", "prinz_bopito_exact"])
 def test_training_on_the_legacy_data_reproduces_the_legacy_model_bit_for_bit(name):
-    """The same data, config and seed as tests/fixtures/make_legacy_models.py: the new code's model
-    (lag tables, λ̂, every weight) equals the file the pre-refactor code wrote."""
+    """Prinz, 8 trajectories of 150 frames, an ITO and an exact-prior BoPITO model."""
     from itomd.models import ExactPrior
     from itomd.simulate import simulate
-    from itomd.training import ITOEstimator, TrainingConfig
 
     spec = SystemSpec("prinz")
     system = spec.build()
     x0 = torch.linspace(-0.9, 0.9, 8, dtype=torch.float64)[:, None]
     data = list(simulate(system, x0, 150, generator=torch.Generator().manual_seed(1)).numpy())
     exact = name.endswith("exact")
-    config = TrainingConfig(max_lag=5, hidden=16, n_blocks=1, n_frequencies=4, batch_size=64, max_steps=30,
-                            warmup_steps=5, learning_rate=3e-3, checkpoint_every=1000, log_every=10, ema_decay=0.9,
-                            seed=0, device="cpu", prior="exact" if exact else None)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        model = ITOEstimator(config).fit(data, system.frame_interval, progress=False, system=spec,
-                                         prior=ExactPrior.of_system(system) if exact else None).fetch_model()
-    finally:
-        torch.set_num_threads(threads)
-    legacy = load_file(_path(name), what="model")
-    new = model.to_payload()
-    assert new["spec"] == legacy["spec"]
-    for key, value in legacy["state_dict"].items():
-        assert torch.equal(new["state_dict"][key], value), key
+    _assert_trains_the_legacy_model(name, data, system.frame_interval, spec,
+                                    prior_object=ExactPrior.of_system(system) if exact else None,
+                                    prior="exact" if exact else None)
 
 
 @pytest.mark.parametrize("name", ["ala2_ito", "ala2_equilibrium"])
 def test_training_a_molecule_on_the_legacy_data_reproduces_the_legacy_model_bit_for_bit(name):
-    """Alanine dipeptide as in tests/fixtures/make_legacy_models.py (2 × 12 frames of OpenMM MD, a tiny
-    equivariant net): centring, superposed targets, isotropic tables and the network are unchanged."""
+    """Alanine dipeptide, 2 × 12 frames of OpenMM MD, a tiny equivariant net: centring, superposed
+    targets, isotropic tables and the network are unchanged."""
     from itomd.simulate import simulate_molecule
-    from itomd.training import ITOEstimator, TrainingConfig
 
     spec = SystemSpec("ala2")
     system = spec.build()
     md = simulate_molecule(system, np.tile(system.initial_coordinates(), (2, 1)), n_frames=12, seed=3)
-    config = TrainingConfig(max_lag=5, hidden=8, n_blocks=1, n_frequencies=4, batch_size=16, max_steps=10,
-                            warmup_steps=2, learning_rate=3e-3, checkpoint_every=1000, log_every=10, ema_decay=0.9,
-                            seed=0, device="cpu", equilibrium=name.endswith("equilibrium"))
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        model = ITOEstimator(config).fit(list(md), system.frame_interval, progress=False, system=spec).fetch_model()
-    finally:
-        torch.set_num_threads(threads)
-    legacy = load_file(_path(name), what="model")
-    new = model.to_payload()
-    assert new["spec"] == legacy["spec"]
-    for key, value in legacy["state_dict"].items():
-        assert torch.equal(new["state_dict"][key], value), key
+    _assert_trains_the_legacy_model(name, list(md), system.frame_interval, spec, hidden=8, batch_size=16,
+                                    max_steps=10, warmup_steps=2, equilibrium=name.endswith("equilibrium"))
