@@ -1,4 +1,5 @@
-"""Shared, seeded data for the analysis tests: simulated Prinz trajectories and exact references."""
+"""Shared, seeded data for the analysis tests: simulated Prinz trajectories, an exact 2-D reference and
+one full analysis of the Prinz data (``prinz_system`` and ``prinz_reference`` are in tests/conftest.py)."""
 
 from __future__ import annotations
 
@@ -6,20 +7,10 @@ import numpy as np
 import pytest
 import torch
 
+from itomd.analysis import analyze
 from itomd.simulate.integrators import simulate
 from itomd.systems import resolve_system
 from itomd.systems.reference import ExactReference, exact_reference
-from itomd.systems.system import System
-
-
-@pytest.fixture(scope="session")
-def prinz_system() -> System:
-    return resolve_system("prinz")
-
-
-@pytest.fixture(scope="session")
-def prinz_reference(prinz_system) -> ExactReference:
-    return exact_reference(prinz_system)
 
 
 @pytest.fixture(scope="session")
@@ -33,3 +24,10 @@ def prinz_trajectories(prinz_system, prinz_reference) -> list[np.ndarray]:
 @pytest.fixture(scope="session")
 def double_well_2d_reference() -> ExactReference:
     return exact_reference(resolve_system("double-well", dim=2), n_grid=100)
+
+
+@pytest.fixture(scope="session")
+def prinz_result(prinz_system, prinz_trajectories, prinz_reference):
+    """``analyze`` of all the Prinz trajectories against the exact reference (20 posterior samples)."""
+    return analyze(prinz_trajectories, prinz_system.frame_interval, prinz_system.kT, reference=prinz_reference,
+                   n_samples=20)

@@ -1,6 +1,7 @@
 """Molecular analysis of alanine dipeptide: φ/ψ, chirality, chemical validity, Ramachandran JS, the
-analysis on backbone torsions (featurizer, molecular section, JSON, report) and ``itomd analyze`` on a
-molecular store — against real (short) OpenMM MD."""
+analysis on backbone torsions (molecular section, JSON, report) — against real (short) OpenMM MD
+(``md_trajectories``: tests/conftest.py; the featurizer: test_features.py; ``itomd analyze`` on a
+molecular store: tests/cli/test_analyze.py)."""
 
 from __future__ import annotations
 
@@ -11,48 +12,14 @@ import time
 import numpy as np
 import pytest
 
-from itomd.analysis import BackboneTorsionFeaturizer, CoordinateFeaturizer, MolecularSection, analyze, compare
+from itomd.analysis import BackboneTorsionFeaturizer, MolecularSection, analyze, compare
 from itomd.analysis import molecular as M
 from itomd.analysis.report import write_report
-from itomd.cli import main
-from itomd.data.store import save_trajectories
 from itomd.errors import InvalidInputError
-from itomd.systems.openmm import molecular_system
 
-import openmm
 import mdtraj
 
-FRAME_INTERVAL = 0.1  # ps: 50 steps of 2 fs
-
-
-@pytest.fixture(scope="session")
-def ala2():
-    return molecular_system("ala2")
-
-
-@pytest.fixture(scope="session")
-def topology(ala2):
-    return ala2.topology()
-
-
-@pytest.fixture(scope="session")
-def md_trajectories(ala2) -> list[np.ndarray]:
-    """Two 100 ps Langevin runs (300 K, 1/ps, 2 fs, H bonds constrained; Reference platform) from the
-    shipped structure after 10 ps of equilibration; frames every 0.1 ps, flattened, nm."""
-    trajectories = []
-    for seed in (1, 2):
-        integrator = openmm.LangevinMiddleIntegrator(300.0, 1.0, 0.002)
-        integrator.setRandomNumberSeed(seed)
-        context = openmm.Context(ala2.openmm_system(), integrator, openmm.Platform.getPlatformByName("Reference"))
-        context.setPositions(ala2.initial_coordinates().reshape(-1, 3))
-        context.setVelocitiesToTemperature(300.0, seed)
-        integrator.step(5000)
-        frames = np.empty((1000, ala2.dim))
-        for i in range(len(frames)):
-            integrator.step(50)
-            frames[i] = context.getState(getPositions=True).getPositions(asNumpy=True)._value.reshape(-1)
-        trajectories.append(frames)
-    return trajectories
+FRAME_INTERVAL = 0.1  # ps: the frame interval of md_trajectories (50 steps of 2 fs)
 
 
 def _mirror(x: np.ndarray) -> np.ndarray:
@@ -197,18 +164,6 @@ def md_vs_md(md_trajectories, topology):
     return result, comparison
 
 
-def test_representations_pick_torsions_for_a_molecule_and_coordinates_otherwise(topology):
-    from itomd.representation import CoordinateRepresentation, representation_for
-    from itomd.systems import SystemSpec
-
-    torsions = representation_for(SystemSpec("ala2").build()).featurizer()
-    assert isinstance(torsions, BackboneTorsionFeaturizer) and torsions.n_cells == M.MSM_GRID
-    assert isinstance(representation_for(SystemSpec("prinz").build()).featurizer(), CoordinateFeaturizer)
-    assert isinstance(CoordinateRepresentation(66).featurizer(), CoordinateFeaturizer)
-    with pytest.raises(InvalidInputError, match="mdtraj Topology"):
-        BackboneTorsionFeaturizer("ala2")
-
-
 def test_analyze_molecule_on_torsions_and_compare_with_md(md_vs_md, md_trajectories, topology):
     result, comparison = md_vs_md
     assert result.features == (0, 1) and result.discretization.method == "grid"
@@ -245,16 +200,6 @@ def test_compare_featurizes_the_second_set_itself(md_trajectories, topology):
     assert phi_min[0] < 0 < phi_min[1]
 
 
-def test_torsion_featurizer_refuses_a_number_of_states_and_an_exact_reference(md_trajectories, topology,
-                                                                               prinz_reference):
-    with pytest.raises(InvalidInputError, match="--n-states") as error:
-        analyze(md_trajectories, FRAME_INTERVAL, 1.0, n_states=10, n_samples=0, featurizer=BackboneTorsionFeaturizer(topology))
-    assert "\n" not in str(error.value)
-    with pytest.raises(InvalidInputError, match="reference"):
-        analyze(md_trajectories, FRAME_INTERVAL, 1.0, reference=prinz_reference, n_samples=0,
-                featurizer=BackboneTorsionFeaturizer(topology))
-
-
 def test_molecular_json_keys_are_unchanged(md_vs_md):
     out = json.loads(json.dumps(md_vs_md[0].to_dict(), allow_nan=False))
     assert set(out) == TOP_LEVEL_KEYS
@@ -286,49 +231,3 @@ def test_molecular_report_shows_validity_table_and_ramachandran_figure(md_vs_md,
     assert "<th>check</th><th>this data</th><th>MD</th>" in validity
     assert "<td>valid (all checks)</td><td>100.000%</td><td>100.000%</td>" in validity
     assert "<td>frames</td><td>2000</td><td>2000</td>" in validity
-
-
-def _store(path, trajectories, ala2, **extra):
-    from itomd.systems import SystemSpec
-
-    metadata = {**ala2.metadata(), "spec": json.dumps(SystemSpec(spec="ala2").to_dict()),
-                "frame_interval": FRAME_INTERVAL, **extra}
-    return save_trajectories(path, trajectories, metadata)
-
-
-def test_itomd_analyze_on_a_molecular_store(md_trajectories, ala2, tmp_path, capsys):
-    model = _store(tmp_path / "model", [t[:500] for t in md_trajectories], ala2).path
-    md = _store(tmp_path / "md", md_trajectories, ala2).path
-    assert main(["analyze", str(model), "--compare", str(md), "--lags", "1,2,5", "--json", "--quiet"]) == 0
-    out = json.loads(capsys.readouterr().out)
-    assert out["molecular"]["features"] == ["phi", "psi"]
-    assert set(out["molecular"]["validity"]) >= {"fraction_valid", "fraction_bonds_ok", "fraction_no_clash",
-                                                 "fraction_chirality_kept", "n_frames", "worst_offenders"}
-    assert out["molecular"]["comparison_validity"]["n_frames"] == 2000
-    comparison = out["comparison"]
-    assert 0.0 < comparison["js_divergence"] < 0.5  # the first halves of the same runs: similar, not equal
-    assert len(comparison["implied_timescales"]["timescales"]) == 3 == len(comparison["slowest_timescale_ratio"])
-    assert len(out["implied_timescales"]["timescales"]) == 3
-
-    report = tmp_path / "report.html"
-    assert main(["report", str(model), "--compare", str(md), "--lags", "1,2,5", "--out", str(report), "--quiet"]) == 0
-    assert "Ramachandran" in report.read_text()
-
-
-def test_itomd_analyze_molecular_errors_are_one_line(md_trajectories, ala2, tmp_path, capsys):
-    wrong = save_trajectories(tmp_path / "wrong", [t[:, :60] for t in md_trajectories],
-                              {**ala2.metadata(), "spec": json.dumps({"spec": "ala2"}), "frame_interval": FRAME_INTERVAL,
-                               "dim": 60}).path
-    assert main(["analyze", str(wrong), "--quiet"]) == 2
-    err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and "60-dimensional" in err and "22 atoms" in err
-
-    good = _store(tmp_path / "good", md_trajectories, ala2).path
-    flat = save_trajectories(tmp_path / "flat", [np.zeros((100, 2))], {"frame_interval": FRAME_INTERVAL}).path
-    assert main(["analyze", str(good), "--compare", str(flat), "--lags", "1,2", "--quiet"]) == 2
-    err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and "2-dimensional" in err
-
-    assert main(["analyze", str(good), "--n-states", "5", "--lags", "1,2", "--quiet"]) == 2
-    err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and "--n-states" in err and "20×20 φ/ψ grid" in err

@@ -1,4 +1,5 @@
-"""MSMs estimated with deeptime from simulated data recover the exact (SqRA) dynamics."""
+"""MSMs estimated with deeptime from simulated data recover the exact (SqRA) dynamics; λ̂, the slowest
+non-unit eigenvalue per frame, on a known spectrum."""
 
 import json
 import time
@@ -11,6 +12,7 @@ import pytest
 import torch
 
 from itomd.analysis import ck_test, discretize, implied_timescales
+from itomd.analysis.msm import slowest_eigenvalue
 from itomd.errors import InvalidInputError
 from itomd.simulate.integrators import simulate
 from itomd.systems import resolve_system
@@ -118,3 +120,18 @@ def test_muller_brown_msm_recovers_exact_slowest_timescale():
           f"slowest ITS {result.timescales[:, 0]} vs exact {exact:.3f}")
     assert np.all(np.abs(result.timescales[:, 0] / exact - 1) < 0.10), result.timescales[:, 0]
     assert np.all((result.lower[:, 0] < exact) & (exact < result.upper[:, 0]))
+
+
+def test_slowest_eigenvalue_of_a_two_state_chain_is_one_minus_twice_the_flip_probability():
+    rng = np.random.default_rng(0)
+    flip = 0.02
+    states = np.cumsum(rng.random((20, 5000)) < flip, axis=1) % 2
+    trajectories = [(2.0 * s - 1.0)[:, None] + 0.01 * rng.standard_normal((5000, 1)) for s in states]
+    estimate = slowest_eigenvalue(trajectories, lag=1)
+    assert abs(estimate - (1 - 2 * flip)) < 0.004
+    assert abs(slowest_eigenvalue(trajectories, lag=5) - (1 - 2 * flip)) < 0.004  # per frame at any lag
+
+
+def test_slowest_eigenvalue_of_ou_data(ou_trajectories, ou_decay):
+    """The OU generator's slowest eigenfunction is x itself, with eigenvalue a per frame."""
+    assert abs(slowest_eigenvalue(ou_trajectories(100, 400, seed=3), lag=1) - ou_decay) < 0.02

@@ -1,14 +1,12 @@
-"""analyze() end to end, its dictionary, and the HTML report."""
+"""analyze() and compare() end to end and the analysis dictionary (the HTML report: test_report.py;
+sections a featurizer adds: test_sections.py). ``prinz_result`` is in tests/analysis/conftest.py."""
 
 import json
-import re
 
 import numpy as np
 import pytest
-from matplotlib.figure import Figure
 
-from itomd.analysis import CoordinateFeaturizer, Section, analyze, compare, default_lags, write_report
-from itomd.analysis.sections import CK_TEST_FIGURE
+from itomd.analysis import CoordinateFeaturizer, analyze, compare, default_lags
 from itomd.errors import InvalidInputError
 
 #: Keys of today's (before the sections refactor) JSON of an analysis; tests, bench scripts and users
@@ -18,12 +16,6 @@ TOP_LEVEL_KEYS = {"autocorrelation", "ck_test", "comparison", "dim", "discretiza
                   "n_frames", "n_trajectories", "notes"}
 COMPARISON_KEYS = {"frame_interval", "implied_timescales", "js_divergence", "js_divergence_details", "label",
                    "n_frames", "n_trajectories", "slowest_timescale_ratio"}
-
-
-@pytest.fixture(scope="module")
-def prinz_result(prinz_system, prinz_trajectories, prinz_reference):
-    return analyze(prinz_trajectories, prinz_system.frame_interval, prinz_system.kT, reference=prinz_reference,
-                   n_samples=20)
 
 
 def test_default_lags():
@@ -66,20 +58,6 @@ def test_analyze_high_dimensional_data_without_reference():
     assert d["js_divergence"] is None and d["implied_timescales"]["reference"] is None
 
 
-def test_write_report(prinz_result, tmp_path):
-    extra = Figure()
-    extra.subplots().plot([0, 1], [1, 0])
-    path = write_report(prinz_result, tmp_path / "new" / "report.html", title="Prinz <test>",
-                        extra_sections={"Training": "<p>loss 0.1</p>", "Extra figure": extra})
-    text = path.read_text(encoding="utf-8")
-    assert text.startswith("<!DOCTYPE html>")
-    assert text.count('<img src="data:image/png;base64,') == 5  # ITS, FES, CK, ACF + the extra one
-    assert f"{prinz_result.js_divergence.value:.4g}" in text and "nats" in text
-    assert "100 bins" in text and "Prinz &lt;test&gt;" in text and "<p>loss 0.1</p>" in text
-    assert "<figcaption>Free energy (exact: dashed)</figcaption>" in text and "Chemical validity" not in text
-    assert sorted(p.name for p in path.parent.iterdir()) == ["report.html"]  # no temporary left over
-
-
 def test_toy_json_keys_are_unchanged_and_compare_sees_coordinates(prinz_system, prinz_trajectories, prinz_reference):
     tau = prinz_system.frame_interval
     analysed = prinz_trajectories[:40]
@@ -105,56 +83,3 @@ def test_toy_json_keys_are_unchanged_and_compare_sees_coordinates(prinz_system, 
     assert out["comparison"]["label"] == "half" and out["molecular"] is None
     with pytest.raises(InvalidInputError, match="cannot compare 2-dimensional data with 1-dimensional"):
         compare(result, [np.zeros((50, 2))], tau)
-
-
-class _TailSection(Section):
-    """A test section: the fraction of frames beyond a threshold, shown instead of the CK test."""
-
-    key = "tail"
-    replaces_figures = (CK_TEST_FIGURE,)
-
-    def __init__(self, fraction: float):
-        self.fraction, self.comparison_fraction = fraction, None
-
-    def to_dict(self) -> dict:
-        return {"fraction": self.fraction, "comparison_fraction": self.comparison_fraction}
-
-    def add_comparison(self, trajectories, features, kT) -> None:
-        self.comparison_fraction = float(np.mean(np.concatenate(features)[:, 0] > 0.5))
-
-    def summary(self) -> str:
-        return f"tail {self.fraction:.3f}"
-
-    def report_html(self, result) -> str:
-        return f"<h2>Tail</h2><p>{self.fraction:.3f} vs {result.comparison.label}</p>"
-
-    def report_figures(self, result):
-        fig = Figure()
-        fig.subplots().plot([0, 1], [0, self.fraction])
-        return [("tail fraction", fig)]
-
-
-class _TailFeaturizer(CoordinateFeaturizer):
-    def sections(self, trajectories, features):
-        return [_TailSection(float(np.mean(np.concatenate(features)[:, 0] > 0.5)))]
-
-
-def test_a_featurizer_adds_sections_that_compare_completes_and_the_report_shows(prinz_system, prinz_trajectories,
-                                                                               tmp_path):
-    tau = prinz_system.frame_interval
-    data = prinz_trajectories[:20]
-    result = analyze(data, tau, prinz_system.kT, lags=[1, 5], n_samples=0, featurizer=_TailFeaturizer())
-    tail = result.section(_TailSection)
-    expected = float(np.mean(np.concatenate(data)[:, 0] > 0.5))
-    assert 0 < tail.fraction == expected < 1
-    compare(result, [t[t[:, 0] > 0.5] for t in prinz_trajectories[20:40] if (t[:, 0] > 0.5).sum() > 20], tau,
-            label="right", n_samples=0)
-    assert tail.comparison_fraction == 1.0  # completed with the second set's features
-    out = result.to_dict()
-    assert out["tail"] == {"fraction": expected, "comparison_fraction": 1.0} and out["molecular"] is None
-    text = write_report(result, tmp_path / "report.html").read_text(encoding="utf-8")
-    captions = re.findall(r"<figcaption>([^<]*)</figcaption>", text)
-    assert captions[:4] == ["Implied timescales vs lag time (exact: dashed)", "Free energy (exact: dashed)",
-                            "tail fraction", "Autocorrelation (exact: dashed)"]
-    assert "Chapman–Kolmogorov" not in text and f"<p>{expected:.3f} vs right</p>" in text
-    assert text.index("<h2>Tail</h2>") < text.index("<h2>Plots</h2>")

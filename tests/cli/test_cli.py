@@ -1,66 +1,16 @@
-"""The command line: end-to-end runs and one-line errors with a non-zero exit for bad input."""
+"""The command line across commands: one-line errors with a non-zero exit for bad input, ``--help``,
+``--debug``, negative numbers as option values. (Each command's own behaviour: tests/cli/test_<command>.py.)"""
 
 import json
-import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-from itomd.cli import main
-
-
-def run_cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "itomd", *args], capture_output=True, text=True, timeout=300)
-
-
-def assert_one_line_error(proc: subprocess.CompletedProcess, fragment: str) -> None:
-    assert proc.returncode == 2, proc.stderr
-    lines = [l for l in proc.stderr.strip().splitlines() if l.strip()]
-    assert len(lines) == 1, proc.stderr
-    assert "Traceback" not in proc.stderr
-    assert fragment in lines[0], lines[0]
-
-
-@pytest.fixture(scope="module")
-def prinz_store(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("cli") / "prinz"
-    assert main(["simulate", "--system", "prinz", "--out", str(out), "--n-traj", "8", "--n-frames", "400",
-                 "--seed", "3", "--workers", "0", "--quiet"]) == 0
-    return out
-
-
-def test_simulate_analyze_report_roundtrip(prinz_store, tmp_path, capsys):
-    capsys.readouterr()
-    assert main(["analyze", str(prinz_store), "--reference", "--lags", "5,10", "--json", "--quiet"]) == 0
-    out = json.loads(capsys.readouterr().out)
-    its = out["implied_timescales"]
-    assert its["lags"] == [5, 10]
-    assert np.allclose(its["lag_times"], [0.025, 0.05])
-    assert its["reference"][0] == pytest.approx(0.834, rel=1e-2)
-    assert out["js_divergence"] is not None and out["js_divergence"] >= 0
-    report = tmp_path / "report.html"
-    assert main(["report", str(prinz_store), "--reference", "--out", str(report), "--quiet"]) == 0
-    assert "data:image/png;base64," in report.read_text()
-
-
-def test_simulate_twice_resumes_and_keeps_data(prinz_store, capsys):
-    from itomd.data.store import TrajectoryStore
-
-    before = TrajectoryStore(prinz_store).trajectories()
-    assert main(["simulate", "--system", "prinz", "--out", str(prinz_store), "--n-traj", "8", "--n-frames", "400",
-                 "--seed", "3", "--workers", "0", "--quiet"]) == 0
-    after = TrajectoryStore(prinz_store).trajectories()
-    assert all(np.array_equal(a, b) for a, b in zip(before, after))
-
-
-def test_reference_json_contract(capsys):
-    assert main(["reference", "--system", "muller-brown", "--grid", "120", "--json"]) == 0
-    out = json.loads(capsys.readouterr().out)
-    assert out["implied_timescales"][0] == pytest.approx(5.0, rel=0.02)
-    assert out["implied_timescales"] == sorted(out["implied_timescales"], reverse=True)
-    assert set(out["stationary"]) >= {"mean", "std", "mode"}
+import itomd.cli.reference
+from itomd.cli import _join_negative_values, main
+from itomd.data.store import TrajectoryStore
+from itomd.errors import UnknownSystemError
+from tests.cli.helpers import assert_one_line_error, assert_one_line_exit, run_cli
 
 
 @pytest.mark.parametrize("args, fragment", [
@@ -81,32 +31,6 @@ def test_bad_input_one_line(args, fragment):
     assert_one_line_error(run_cli(*args), fragment)
 
 
-def test_nan_data_and_corrupt_file(prinz_store, tmp_path):
-    import shutil
-
-    import h5py
-
-    nan_store = tmp_path / "nan"
-    shutil.copytree(prinz_store, nan_store)
-    first = sorted(nan_store.glob("*.h5"))[0]
-    with h5py.File(first, "r+") as f:
-        name = next(k for k in f.keys() if isinstance(f[k], h5py.Dataset))
-        data = f[name][...]
-        data[3] = np.nan
-        f[name][...] = data
-    assert_one_line_error(run_cli("analyze", str(nan_store), "--json"), "NaN")
-
-    corrupt = tmp_path / "corrupt"
-    shutil.copytree(prinz_store, corrupt)
-    victim = sorted(corrupt.glob("*.h5"))[1]
-    victim.write_bytes(victim.read_bytes()[:200])
-    assert_one_line_error(run_cli("analyze", str(corrupt), "--json"), victim.name)
-
-
-def test_lag_longer_than_data(prinz_store):
-    assert_one_line_error(run_cli("analyze", str(prinz_store), "--lags", "5000", "--json"), "lag")
-
-
 def test_help_lists_commands():
     proc = run_cli("--help")
     assert proc.returncode == 0
@@ -114,18 +38,79 @@ def test_help_lists_commands():
         assert cmd in proc.stdout
 
 
-@pytest.mark.slow
-def test_demo_quick(tmp_path):
-    out = tmp_path / "demo"
-    proc = run_cli("demo", "--out", str(out), "--quick", "--workers", "0")
-    assert proc.returncode == 0, proc.stderr
-    assert (out / "report.html").exists() and (out / "run" / "model.pt").exists()
-    summary = json.loads((out / "analysis.json").read_text())
-    assert summary["comparison"]["label"] == "MD" and summary["js_divergence"] is not None
-    assert "Comparison with MD" in (out / "report.html").read_text()
-    # a second run reuses the data, the model and the rollout
-    rollout_file = sorted((out / "rollout").glob("traj_*.h5"))[0]
-    before = rollout_file.stat().st_mtime_ns
-    proc = run_cli("demo", "--out", str(out), "--quick", "--workers", "0")
-    assert proc.returncode == 0, proc.stderr
-    assert rollout_file.stat().st_mtime_ns == before
+@pytest.mark.parametrize("args, fragment", [
+    (["train", "--data", "/nonexistent/store", "--out", "{tmp}/r"], "/nonexistent/store"),
+    (["train", "--data", "{data}", "--out", "{tmp}/r", "--max-lag", "0"], "positive"),
+    (["train", "--data", "{data}", "--out", "{tmp}/r", "--max-lag", "500"], "not shorter than any trajectory"),
+    (["train", "--data", "{data}", "--out", "{tmp}/r", "--resume"], "nothing to resume"),
+    (["train", "--data", "{data}", "--out", "{tmp}/r", "--config", "{tmp}/missing.toml"], "no config file"),
+    (["sample", "{tmp}/norun", "--lag", "1", "--n-jumps", "1", "--n-walkers", "1", "--out", "{tmp}/o"], "no model file"),
+    (["sample", "{tmp}/corrupt", "--lag", "1", "--n-jumps", "1", "--n-walkers", "1", "--out", "{tmp}/o"], "corrupt"),
+    (["sample", "{tmp}/corrupt", "--lag", "0", "--n-jumps", "1", "--n-walkers", "1", "--out", "{tmp}/o"], "positive"),
+])
+def test_bad_input_gives_one_line_errors(args, fragment, prinz_data, tmp_path):
+    (tmp_path / "corrupt").mkdir()
+    (tmp_path / "corrupt" / "model.pt").write_bytes(b"PK\x03\x04 not really a torch file")
+    args = [a.format(tmp=tmp_path, data=prinz_data) for a in args]
+    assert_one_line_error(run_cli(*args), fragment)
+
+
+def _error(capsys, argv: list[str], fragment: str) -> None:
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and fragment in err[0], err
+
+
+def test_bopito_errors_are_one_line(bopito_runs, tmp_path, capsys):
+    observable = tmp_path / "c.txt"
+    observable.write_text("5 0.9\n")
+    _error(capsys, ["fit-interpolation", str(bopito_runs["exact"]), "--observable", str(observable)], "no lag beyond")
+    _error(capsys, ["fit-interpolation", str(bopito_runs["eq"]), "--observable", str(observable)], "not a BoPITO model")
+    _error(capsys, ["fit-interpolation", str(bopito_runs["exact"]), "--observable", str(tmp_path / "none.txt")],
+           "no correlation file")
+    _error(capsys, ["sample", str(bopito_runs["exact"]), "--lag", "2", "--n-jumps", "1", "--n-walkers", "2", "--out",
+                    str(tmp_path / "r"), "--lambda-int", "2"], "lambda_int must be in (0, 1]")
+    _error(capsys, ["train", "--data", str(bopito_runs["data"]), "--out", str(tmp_path / "t"), "--config",
+                    str(bopito_runs["config"]), "--lambda-hat", "0.9"], "needs a prior")
+    _error(capsys, ["train", "--data", str(bopito_runs["data"]), "--out", str(tmp_path / "t2"), "--config",
+                    str(bopito_runs["config"]), "--prior", str(tmp_path / "missing")], "missing")
+    _error(capsys, ["simulate", "--system", "muller-brown", "--out", str(tmp_path / "s"), "--n-traj", "2",
+                    "--n-frames", "3", "--from-equilibrium-model", str(bopito_runs["eq"]), "--workers", "0"],
+           "1-dimensional states but the system is 2-dimensional")
+
+
+def test_debug_shows_the_traceback_instead_of_the_one_line_error(capsys):
+    assert_one_line_exit(capsys, main(["reference", "--system", "nope"]), "itomd reference: error: unknown system")
+    with pytest.raises(UnknownSystemError, match="unknown system 'nope'"):
+        main(["--debug", "reference", "--system", "nope"])
+
+
+def test_unexpected_failures_and_interrupts_are_one_line_too(monkeypatch, capsys):
+    def fail(args):
+        raise RuntimeError("boom\nsecond line")
+
+    monkeypatch.setattr(itomd.cli.reference, "run", fail)
+    assert main(["reference", "--system", "prinz"]) == 1
+    err = capsys.readouterr().err
+    assert err == ("itomd reference: internal error: RuntimeError: boom "
+                   "(rerun with --debug for the traceback)\n")
+    with pytest.raises(RuntimeError, match="boom"):
+        main(["--debug", "reference", "--system", "prinz"])
+
+    def interrupt(args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(itomd.cli.reference, "run", interrupt)
+    assert main(["reference", "--system", "prinz"]) == 130
+    assert capsys.readouterr().err == "itomd reference: interrupted\n"
+
+
+def test_negative_numbers_after_box_and_x0_are_values_not_options(tmp_path, capsys):
+    assert _join_negative_values(["--box", "-1.5,1.2", "--x0", "-0.5", "--lag", "-3", "--x0", "--json", "--box"]) == [
+        "--box=-1.5,1.2", "--x0=-0.5", "--lag", "-3", "--x0", "--json", "--box"]
+    assert main(["reference", "--system", "double-well", "--box", "-2.5,2.5", "--grid", "60", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["grid"]["box"] == [[-2.5, 2.5]]
+    out = tmp_path / "store"
+    assert main(["simulate", "--system", "double-well", "--out", str(out), "--n-traj", "2", "--n-frames", "3",
+                 "--x0", "-0.5", "--workers", "0", "--quiet"]) == 0
+    assert np.array_equal([t[0, 0] for t in TrajectoryStore(out).trajectories()], [-0.5, -0.5])

@@ -1,4 +1,5 @@
-"""Molecules through OpenMM: units at the boundary (kT, nm), forces, topology, registry."""
+"""Molecules through OpenMM: units at the boundary (kT, nm), forces, topology (what the registry makes of
+molecule names and overrides: tests/systems/test_registry.py)."""
 
 import subprocess
 import sys
@@ -7,8 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from itomd.errors import InvalidInputError, UnknownSystemError
-from itomd.systems import SystemSpec, resolve_system
+from itomd.systems import resolve_system
 from itomd.systems.openmm import MolecularSystem, build_openmm_system, kT_in_kj_per_mol, molecular_system
 
 import openmm
@@ -68,47 +68,6 @@ def test_topology_and_structure():
     assert masses.shape == (22,) and masses.sum() == pytest.approx(144.17, abs=0.05)  # C6H12N2O2 in dalton
     constraints = system.openmm_system().getNumConstraints()
     assert constraints == 12  # bonds to hydrogen
-
-
-def test_registry_returns_molecules_with_overrides():
-    for name in ("ala2", "ala2-vacuum", "ala2-implicit", "ALA2"):
-        assert isinstance(resolve_system(name), MolecularSystem)
-    system = resolve_system("ala2-implicit", friction=0.5, frame_interval=0.1, temperature=350.0)
-    assert system.solvent == "obc2" and system.temperature == 350.0 and system.kT == 1.0
-    assert system.friction == 0.5 and system.frame_interval == 0.1 and system.steps_per_frame == 50
-    assert resolve_system("ala2", frame_interval=0.003).timestep == pytest.approx(0.0015)
-    assert resolve_system("ala2", dim=66).dim == 66
-    assert resolve_system("ala2").temperature == 300.0 and resolve_system("ala2").spec == "ala2"
-
-
-def test_spec_carries_temperature_and_reads_old_dicts():
-    spec = SystemSpec("ala2", temperature=320.0, frame_interval=0.5)
-    assert SystemSpec.from_dict(spec.to_dict()) == spec and spec.build().temperature == 320.0
-    assert spec.build().topology() is not None and SystemSpec("prinz").build().topology() is None
-    old = {"spec": "prinz", "dim": None, "kT": None, "friction": None, "timestep": None, "frame_interval": None,
-           "box": None}
-    assert SystemSpec.from_dict(old) == SystemSpec("prinz")
-    assert SystemSpec("prinz").to_dict() == old  # toy metadata unchanged by the new field
-
-
-@pytest.mark.parametrize("kwargs, error, fragment", [
-    (dict(kT=2.0), InvalidInputError, "set its temperature in kelvin"),
-    (dict(box=((0.0, 1.0),) * 66), InvalidInputError, "has no box"),
-    (dict(dim=3), InvalidInputError, "--dim 3 is not possible"),
-    (dict(temperature=-5.0), InvalidInputError, "temperature must be a positive number"),
-    (dict(timestep=0.002, frame_interval=0.003), InvalidInputError, "integer multiple"),
-])
-def test_bad_molecule_overrides_are_one_line_errors(kwargs, error, fragment):
-    with pytest.raises(error, match=fragment) as info:
-        resolve_system("ala2", **kwargs)
-    assert "\n" not in str(info.value)
-
-
-def test_temperature_for_a_toy_system_and_unknown_names_are_one_line_errors():
-    with pytest.raises(InvalidInputError, match="applies to molecules"):
-        resolve_system("prinz", temperature=300.0)
-    with pytest.raises(UnknownSystemError, match="ala2-implicit"):
-        resolve_system("ala3")
 
 
 def test_importing_itomd_does_not_import_openmm():

@@ -1,4 +1,5 @@
-"""BoPITO training: λ̂ on a known spectrum, a tiny model learns OU transitions, priors from runs."""
+"""BoPITO training: a tiny model learns OU transitions, priors from runs, λ̂ floored for fast data (λ̂ on a
+known spectrum: tests/analysis/test_msm.py)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,6 @@ import numpy as np
 import pytest
 import torch
 
-from itomd.analysis.msm import slowest_eigenvalue
 from itomd.errors import DataFileError, InvalidInputError
 from itomd.training import ITOEstimator
 from itomd.models import ExactPrior, LearnedPrior, TransitionModel
@@ -21,21 +21,6 @@ def _exact_prior() -> ExactPrior:
 
 def _learned_prior(path) -> LearnedPrior:
     return LearnedPrior.of_model(TransitionModel.load(path))
-
-
-def test_slowest_eigenvalue_of_a_two_state_chain_is_one_minus_twice_the_flip_probability():
-    rng = np.random.default_rng(0)
-    flip = 0.02
-    states = np.cumsum(rng.random((20, 5000)) < flip, axis=1) % 2
-    trajectories = [(2.0 * s - 1.0)[:, None] + 0.01 * rng.standard_normal((5000, 1)) for s in states]
-    estimate = slowest_eigenvalue(trajectories, lag=1)
-    assert abs(estimate - (1 - 2 * flip)) < 0.004
-    assert abs(slowest_eigenvalue(trajectories, lag=5) - (1 - 2 * flip)) < 0.004  # per frame at any lag
-
-
-def test_slowest_eigenvalue_of_ou_data(ou_trajectories, ou_decay):
-    """The OU generator's slowest eigenfunction is x itself, with eigenvalue a per frame."""
-    assert abs(slowest_eigenvalue(ou_trajectories(100, 400, seed=3), lag=1) - ou_decay) < 0.02
 
 
 def test_tiny_bopito_model_with_the_exact_prior_learns_ou_transitions(ou_trajectories, ou_decay, tiny_config,

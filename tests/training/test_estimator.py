@@ -1,4 +1,5 @@
-"""Training: a tiny model learns OU transitions at two lags; EMA is what samples; configs validate."""
+"""ITOEstimator: a tiny model learns OU transitions at two lags; EMA is what samples; exact resume and
+partial fits (the config: test_config.py; the loop's parts: test_loop.py; the run directory: test_run.py)."""
 
 from __future__ import annotations
 
@@ -9,8 +10,8 @@ import pytest
 import torch
 
 from itomd.checkpoint import load_file
-from itomd.errors import DataFileError, InvalidInputError
-from itomd.training import ExponentialMovingAverage, ITOEstimator, TrainingConfig
+from itomd.errors import InvalidInputError
+from itomd.training import ITOEstimator, TrainingConfig
 from itomd.models import TransitionModel
 
 
@@ -92,47 +93,9 @@ def _train_until(estimator: ITOEstimator, data, run_dir, stop_at: int) -> None:
         module.save_atomically = original
 
 
-def test_resume_refuses_changed_configuration_and_data(tmp_path, ou_data, tiny_config):
-    ITOEstimator(tiny_config()).fit(ou_data, 0.1, run_dir=tmp_path / "r", progress=False)
-    with pytest.raises(InvalidInputError, match="different configuration"):
-        ITOEstimator(tiny_config(hidden=16)).fit(ou_data, 0.1, run_dir=tmp_path / "r", resume=True, progress=False)
-    with pytest.raises(InvalidInputError, match="different data"):
-        ITOEstimator(tiny_config()).fit(ou_data[:10], 0.1, run_dir=tmp_path / "r", resume=True, progress=False)
-    with pytest.raises(InvalidInputError, match="already holds a training run"):
-        ITOEstimator(tiny_config()).fit(ou_data, 0.1, run_dir=tmp_path / "r", progress=False)
-    (tmp_path / "r" / "checkpoint.pt").write_bytes(b"garbage")
-    with pytest.raises(DataFileError, match="corrupt or truncated"):
-        ITOEstimator(tiny_config()).fit(ou_data, 0.1, run_dir=tmp_path / "r", resume=True, progress=False)
-
-
 def test_minutes_budget_stops_early(ou_data, tiny_config):
     estimator = ITOEstimator(tiny_config(max_steps=10**9, minutes=0.02)).fit(ou_data, 0.1, progress=False)
     assert estimator.stopped_by_budget and 0 < estimator.step < 10**9
-
-
-@pytest.mark.parametrize("changes, message", [
-    ({"max_lag": 0}, "max_lag"), ({"lag_distribution": "gaussian"}, "lag_distribution"),
-    ({"learning_rate": -1.0}, "learning_rate"), ({"ema_decay": 1.0}, "ema_decay"), ({"minutes": 0}, "minutes"),
-    ({"batch_size": 2.5}, "batch_size"),
-])
-def test_config_validation(changes, message):
-    with pytest.raises(InvalidInputError, match=message):
-        TrainingConfig(**changes)
-
-
-def test_config_from_toml(tmp_path):
-    path = tmp_path / "c.toml"
-    path.write_text("[training]\nmax_lag = 50\nlag_distribution = 'uniform'\nhidden = 64\n")
-    config = TrainingConfig.from_toml(path, max_lag=20, minutes=None)
-    assert (config.max_lag, config.lag_distribution, config.hidden) == (20, "uniform", 64)
-    path.write_text("max_lag = 50\nhiden = 64\n")
-    with pytest.raises(InvalidInputError, match="unknown training option.*hiden"):
-        TrainingConfig.from_toml(path)
-    path.write_text("max_lag = = 5\n")
-    with pytest.raises(InvalidInputError, match="not valid TOML"):
-        TrainingConfig.from_toml(path)
-    with pytest.raises(DataFileError, match="no config file"):
-        TrainingConfig.from_toml(tmp_path / "missing.toml")
 
 
 def test_training_rejects_bad_data(tiny_config):
@@ -141,20 +104,6 @@ def test_training_rejects_bad_data(tiny_config):
         ITOEstimator(tiny_config()).fit(bad, 0.1, progress=False)
     with pytest.raises(InvalidInputError, match="frame interval must be a positive number"):
         ITOEstimator(tiny_config()).fit([np.zeros((50, 1))], 0.0, progress=False)
-
-
-def test_ema_warms_up_and_tracks():
-    module = torch.nn.Linear(1, 1, bias=False)
-    with torch.no_grad():
-        module.weight.fill_(0.0)
-    ema = ExponentialMovingAverage(module, decay=0.99)
-    with torch.no_grad():
-        module.weight.fill_(1.0)
-    ema.update(module)  # first decay min(0.99, 1/10) = 0.1
-    assert ema.module.weight.item() == pytest.approx(0.9)
-    for _ in range(2000):
-        ema.update(module)
-    assert ema.module.weight.item() == pytest.approx(1.0, abs=1e-6)
 
 
 def test_tiny_model_learns_a_bimodal_two_state_transition_density_at_two_lags(tiny_config):

@@ -1,4 +1,5 @@
-"""TransitionDenoiser: per-lag linear preconditioning is exact for Ornstein–Uhlenbeck dynamics."""
+"""TransitionDenoiser: per-lag linear preconditioning is exact for Ornstein–Uhlenbeck dynamics (the lag
+tables it is given come from itomd.models.lag_statistics: tests/models/test_fitting.py)."""
 
 import numpy as np
 import pytest
@@ -7,31 +8,11 @@ import torch
 from itomd.diffusion import TransitionDenoiser, karras_sigmas
 from itomd.diffusion.samplers import sample_dpmpp_2m
 from itomd.errors import InvalidInputError
-from itomd.data.pairs import PairSampler, UniformLag
-from itomd.models import lag_statistics
-from itomd.representation import CoordinateRepresentation
 
 
 class Zero(torch.nn.Module):
     def forward(self, x, c_noise, **cond):
         return torch.zeros_like(x)
-
-
-def _ou(n_traj=400, n_frames=300, a=0.9, seed=0):
-    rng = np.random.default_rng(seed)
-    x = np.empty((n_traj, n_frames))
-    x[:, 0] = rng.standard_normal(n_traj)
-    for k in range(1, n_frames):
-        x[:, k] = a * x[:, k - 1] + np.sqrt(1 - a * a) * rng.standard_normal(n_traj)
-    return [t[:, None] for t in x]
-
-
-def test_lag_statistics_recover_ou_autocorrelation_and_residual():
-    coefficients, scales = lag_statistics(PairSampler(_ou(), UniformLag(20)), CoordinateRepresentation(1), max_lag=20)
-    lags = np.arange(1, 21)
-    assert coefficients.shape == (20, 1) and scales.shape == (20,)
-    assert np.allclose(coefficients[:, 0], 0.9**lags, atol=0.02)
-    assert np.allclose(scales, np.sqrt(1 - 0.81**lags), rtol=0.03)
 
 
 def test_zero_network_is_the_exact_ou_transition_sampler():

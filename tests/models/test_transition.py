@@ -1,13 +1,12 @@
-"""TransitionModel: save/load round trip, sampling contract, determinism, blow-up detection."""
+"""TransitionModel: save/load round trip, sampling contract, determinism, load errors (blow-up detection
+of rollouts: tests/test_rollout.py)."""
 
-import numpy as np
 import pytest
 import torch
 
 from itomd.errors import DataFileError, InvalidInputError
 from itomd.training import ITOEstimator
 from itomd.models import TransitionModel
-from itomd.rollout import RolloutBlowUpError, rollout
 
 
 @pytest.fixture(scope="module")
@@ -58,17 +57,3 @@ def test_load_errors(tmp_path):
     torch.save({"format": "something-else"}, tmp_path / "other.pt")
     with pytest.raises(DataFileError, match="not an itomd model"):
         TransitionModel.load(tmp_path / "other.pt")
-
-
-def test_rollout_shapes_and_blow_up_detection(model):
-    frames = rollout(model, np.zeros((5, 1)), lag=2, n_jumps=4, generator=torch.Generator().manual_seed(0),
-                     n_steps=4, tolerance=100.0)
-    assert frames.shape == (5, 5, 1) and np.all(frames[:, 0] == 0)
-
-
-    broken = TransitionModel.from_payload(model.to_payload())
-    broken.sample = lambda x, **kw: torch.full_like(torch.as_tensor(x, dtype=torch.float32), float("nan"))
-    with pytest.raises(RolloutBlowUpError, match="blew up at jump 1: 3 of 3"):
-        rollout(broken, np.zeros((3, 1)), lag=1, n_jumps=2)
-    with pytest.raises(InvalidInputError, match="n_jumps"):
-        rollout(model, np.zeros((3, 1)), lag=1, n_jumps=0)

@@ -1,0 +1,98 @@
+"""``itomd sample``: rollouts into a store end to end, reproducible and resumable, blow-ups reported instead
+of written, BoPITO's λ_int and untrained start states, molecules."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from itomd.cli import main
+from itomd.data.store import TrajectoryStore
+from tests.cli.helpers import assert_one_line_error, run_cli
+
+
+def test_train_sample_analyze_end_to_end(prinz_data, tiny_toml, tmp_path, capsys):
+    run, out = tmp_path / "run", tmp_path / "rollout"
+    assert main(["train", "--data", str(prinz_data), "--out", str(run), "--config", str(tiny_toml),
+                 "--max-steps", "30", "--quiet", "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["steps"] == 30 and not summary["stopped_by_budget"]
+    assert main(["sample", str(run), "--lag", "5", "--n-jumps", "12", "--n-walkers", "6", "--out", str(out),
+                 "--from", str(prinz_data), "--n-steps", "4", "--tolerance", "100", "--quiet", "--json"]) == 0
+    sampled = json.loads(capsys.readouterr().out)
+    assert sampled["frame_interval"] == pytest.approx(5 * 5e-3)
+    store = TrajectoryStore(out)
+    assert len(store) == 6 and all(t.shape == (13, 1) for t in store.trajectories())
+    assert store.metadata["frame_interval"] == pytest.approx(0.025)
+    assert main(["analyze", str(out), "--reference", "--lags", "1,2", "--json", "--quiet"]) == 0
+    analysis = json.loads(capsys.readouterr().out)
+    assert analysis["implied_timescales"]["lag_times"] == pytest.approx([0.025, 0.05])
+    assert analysis["js_divergence"] is not None
+
+
+def test_sample_is_reproducible_and_resumes(prinz_data, tiny_toml, tmp_path):
+    run = tmp_path / "run"
+    assert main(["train", "--data", str(prinz_data), "--out", str(run), "--config", str(tiny_toml),
+                 "--max-steps", "20", "--quiet"]) == 0
+    common = ["--lag", "3", "--n-jumps", "5", "--n-walkers", "10", "--chunk-size", "4", "--n-steps", "4",
+              "--tolerance", "100", "--seed", "7", "--quiet"]
+    a, b = tmp_path / "a", tmp_path / "b"
+    assert main(["sample", str(run), "--out", str(a), *common]) == 0
+    assert main(["sample", str(run), "--out", str(b), *common]) == 0
+    first = TrajectoryStore(a).trajectories()
+    assert all(np.array_equal(x, y) for x, y in zip(first, TrajectoryStore(b).trajectories()))
+    # lose the middle chunk (walkers 4..7) and resume
+    for index in (4, 6):
+        TrajectoryStore(a).file_path(index).unlink()
+    assert main(["sample", str(run), "--out", str(a), *common]) == 0
+    assert all(np.array_equal(x, y) for x, y in zip(first, TrajectoryStore(a).trajectories()))
+    assert_one_line_error(run_cli("sample", str(run), "--out", str(a), *common[:-3], "--seed", "8"),
+                          "different parameters")
+
+
+def test_sample_reports_blow_up_instead_of_writing_garbage(prinz_data, tiny_toml, tmp_path):
+    run = tmp_path / "run"
+    assert main(["train", "--data", str(prinz_data), "--out", str(run), "--config", str(tiny_toml),
+                 "--max-steps", "10", "--quiet"]) == 0
+    # an untrained model with a tiny tolerance leaves the data range at once
+    proc = run_cli("sample", str(run), "--lag", "10", "--n-jumps", "5", "--n-walkers", "8", "--out",
+                   str(tmp_path / "o"), "--tolerance", "1e-9", "--n-steps", "2", "--quiet")
+    assert_one_line_error(proc, "blew up at jump 1")
+    assert len(TrajectoryStore(tmp_path / "o").indices) == 0
+
+
+def test_sample_with_lambda_int_records_it(bopito_runs, tmp_path, capsys):
+    out = tmp_path / "rollout"
+    assert main(["sample", str(bopito_runs["exact"]), "--lag", "20", "--n-jumps", "3", "--n-walkers", "5", "--out",
+                 str(out),
+                 "--n-steps", "4", "--lambda-int", "0.9", "--tolerance", "100", "--quiet", "--json"]) == 0
+    assert "λ_int = 0.9" in capsys.readouterr().err
+    store = TrajectoryStore(out)
+    assert store.metadata["model_kind"] == "bopito" and store.metadata["lambda_interpolation"] == 0.9
+    assert len(store) == 5
+
+
+def test_sample_notes_start_states_outside_the_training_data(bopito_runs, tmp_path, capsys):
+    """Inside the prior's box (Prinz: ±1.2) but beyond every training frame: BoPITO's dynamic part
+    was never trained there, and the user is told."""
+    x0 = tmp_path / "x0.txt"
+    x0.write_text("-1.19\n")
+    assert main(["sample", str(bopito_runs["exact"]), "--lag", "2", "--n-jumps", "1", "--n-walkers", "3", "--out",
+                 str(tmp_path / "r"), "--x0", str(x0), "--n-steps", "4", "--tolerance", "100", "--quiet"]) == 0
+    assert "3 of 3 start states lie outside the training data's range" in capsys.readouterr().err
+
+
+# -- molecules -----------------------------------------------------------------------------------
+def test_sample_and_analyze_compare_for_a_molecule(ala2_runs, tmp_path, capsys):
+    out = tmp_path / "rollout"
+    assert main(["sample", str(ala2_runs["run"]), "--lag", "2", "--n-jumps", "6", "--n-walkers", "3", "--out", str(out),
+                 "--from", str(ala2_runs["data"]), "--n-steps", "3", "--tolerance", "100", "--quiet"]) == 0
+    store = TrajectoryStore(out)
+    assert len(store) == 3 and store.read(0).shape == (7, 66)
+    assert (out / "topology.pdb").is_file()  # exportable like MD
+    capsys.readouterr()
+    assert main(["analyze", str(out), "--compare", str(ala2_runs["data"]), "--json", "--lags", "1,2"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert "validity" in result["molecular"] and result["comparison"]["js_divergence"] is not None

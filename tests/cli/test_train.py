@@ -1,0 +1,128 @@
+"""``itomd train``: kill -9 and exact resume, a time budget, DDP with gloo, BoPITO priors, equivariant models
+of molecules and their one-line errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from itomd.checkpoint import load_file
+from itomd.cli import main
+from itomd.data.store import TrajectoryStore
+from itomd.models import ExactPrior, LearnedPrior, TransitionModel
+from tests.cli.helpers import run_cli
+
+
+def _weights(run: Path, part: str = "denoiser") -> dict[str, torch.Tensor]:
+    checkpoint = load_file(run / "checkpoint.pt")
+    return checkpoint[part] if part != "ema" else checkpoint["ema"]["module"]
+
+
+def test_kill_9_during_training_then_resume_matches_uninterrupted(prinz_data, tiny_toml, tmp_path):
+    straight, killed = tmp_path / "straight", tmp_path / "killed"
+    args = ["--data", str(prinz_data), "--config", str(tiny_toml), "--max-steps", "400", "--quiet"]
+    assert run_cli("train", "--out", str(straight), *args).returncode == 0
+    proc = subprocess.Popen([sys.executable, "-m", "itomd", "train", "--out", str(killed), *args],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if (killed / "checkpoint.pt").exists() and load_file(killed / "checkpoint.pt")["step"] >= 50:
+            break
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    step_at_kill = load_file(killed / "checkpoint.pt")["step"]
+    assert 50 <= step_at_kill < 400, "the run finished before it could be killed; make it longer"
+    assert run_cli("train", "--out", str(killed), *args, "--resume").returncode == 0
+    for part in ("denoiser", "ema"):
+        a, b = _weights(straight, part), _weights(killed, part)
+        assert all(torch.equal(a[k], b[k]) for k in a), part
+    rows = [json.loads(line)["step"] for line in (killed / "metrics.jsonl").read_text().splitlines()]
+    assert rows == list(range(10, 401, 10))
+
+
+def test_minutes_budget_then_resume(prinz_data, tiny_toml, tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main(["train", "--data", str(prinz_data), "--out", str(run), "--config", str(tiny_toml),
+                 "--max-steps", "100000", "--minutes", "0.05", "--quiet", "--json"]) == 0
+    first = json.loads(capsys.readouterr().out)
+    assert first["stopped_by_budget"] and 0 < first["steps"] < 100000
+    assert main(["train", "--data", str(prinz_data), "--out", str(run), "--max-steps", "100000",
+                 "--minutes", "0.02", "--resume", "--quiet", "--json"]) == 0
+    second = json.loads(capsys.readouterr().out)
+    assert second["steps"] > first["steps"]
+
+
+@pytest.mark.skipif(shutil.which("torchrun") is None and not (Path(sys.executable).parent / "torchrun").exists(),
+                    reason="torchrun not installed")
+def test_ddp_two_gloo_processes_match_one_process(prinz_data, tiny_toml, tmp_path):
+    """Data-parallel training on 2 CPU processes follows the 1-process run with the same global batch."""
+    args = ["--data", str(prinz_data), "--config", str(tiny_toml), "--max-steps", "25", "--quiet"]
+    single, double = tmp_path / "single", tmp_path / "double"
+    assert run_cli("train", "--out", str(single), *args).returncode == 0
+    torchrun = shutil.which("torchrun") or str(Path(sys.executable).parent / "torchrun")
+    proc = subprocess.run([torchrun, "--standalone", "--nproc_per_node", "2", "-m", "itomd", "train",
+                           "--out", str(double), *args], capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    a, b = _weights(single), _weights(double)
+    for k in a:
+        assert torch.allclose(a[k], b[k], atol=2e-5, rtol=1e-4), (k, (a[k] - b[k]).abs().max())
+    assert any(not torch.equal(a[k], _weights(single, "ema")[k]) for k in a)
+
+
+def test_train_with_exact_and_learned_priors(bopito_runs):
+    exact = TransitionModel.load(bopito_runs["exact"])
+    learned = TransitionModel.load(bopito_runs["learned"])
+    assert exact.is_bopito and isinstance(exact.spec.prior, ExactPrior)
+    assert 0.98 < exact.lambda_hat < 1.0  # Prinz: exact λ₂ = 0.9940 per frame; 16 short trajectories here
+    assert isinstance(learned.spec.prior, LearnedPrior) and learned.lambda_hat == 0.99
+
+
+def test_trained_model_is_molecular_and_round_trips(ala2_runs, tmp_path):
+    model = TransitionModel.load(ala2_runs["run"])
+    assert model.spec.representation.n_atoms == 22 and model.spec.representation.superpose_targets
+    assert np.allclose(model.spec.shift, 0.0)
+    model.save(tmp_path / "copy.pt")
+    again = TransitionModel.load(tmp_path / "copy.pt")
+    x0 = torch.as_tensor(TrajectoryStore(ala2_runs["data"]).read(0)[:3], dtype=torch.float32)
+    a = model.sample(x0, lag=2, n_steps=3, generator=torch.Generator().manual_seed(0))
+    b = again.sample(x0, lag=2, n_steps=3, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(a, b)
+
+
+def test_molecular_training_errors_are_one_line(ala2_runs, tmp_path, capsys):
+    assert main(["train", "--data", str(ala2_runs["data"]), "--out", str(tmp_path / "x"), "--config",
+                 str(ala2_runs["config"]),
+                 "--prior", "exact", "--max-steps", "2", "--quiet"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "error:" in err and "\n" not in err and "--equilibrium" in err
+
+
+def test_bopito_for_a_molecule_with_a_learned_equilibrium_prior(ala2_runs, tmp_path):
+    eq, bopito = tmp_path / "eq", tmp_path / "bopito"
+    assert main(["train", "--data", str(ala2_runs["data"]), "--out", str(eq), "--config", str(ala2_runs["config"]),
+                 "--equilibrium", "--max-steps", "10", "--quiet"]) == 0
+    prior = TransitionModel.load(eq)
+    assert prior.spec.representation.n_atoms == 22 and not prior.conditional
+    draws = prior.sample(None, n_samples=4, n_steps=3, generator=torch.Generator().manual_seed(0))
+    assert draws.shape == (4, 66) and draws.reshape(4, 22, 3).mean(1).abs().max() < 1e-5
+    assert main(["train", "--data", str(ala2_runs["data"]), "--out", str(bopito), "--config", str(ala2_runs["config"]),
+                 "--prior", str(eq), "--lambda-hat", "0.95", "--max-steps", "10", "--quiet"]) == 0
+    model = TransitionModel.load(bopito)
+    # lab-frame targets (the isotropic prior would never match superposed ones)
+    assert model.is_bopito and model.spec.representation.n_atoms == 22 and not model.spec.representation.superpose_targets
+    assert model.lambda_hat == 0.95
+    x0 = torch.as_tensor(TrajectoryStore(ala2_runs["data"]).read(1)[:2], dtype=torch.float32)
+    far = model.sample(x0, lag=10_000, n_steps=3, generator=torch.Generator().manual_seed(0))
+    assert torch.isfinite(far).all() and far.shape == (2, 66)

@@ -1,0 +1,77 @@
+"""TrainingConfig: one-line validation of every option, TOML files (a [training] table, overrides, unknown
+keys), the TOML round trip of a run directory's config.toml and the typed network view."""
+
+from __future__ import annotations
+
+import pytest
+
+from itomd.errors import DataFileError, InvalidInputError
+from itomd.training import TrainingConfig
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({"max_lag": 0}, "max_lag"), ({"lag_distribution": "gaussian"}, "lag_distribution"),
+    ({"learning_rate": -1.0}, "learning_rate"), ({"ema_decay": 1.0}, "ema_decay"), ({"minutes": 0}, "minutes"),
+    ({"batch_size": 2.5}, "batch_size"),
+])
+def test_config_validation(changes, message):
+    with pytest.raises(InvalidInputError, match=message):
+        TrainingConfig(**changes)
+
+
+def test_config_from_toml(tmp_path):
+    path = tmp_path / "c.toml"
+    path.write_text("[training]\nmax_lag = 50\nlag_distribution = 'uniform'\nhidden = 64\n")
+    config = TrainingConfig.from_toml(path, max_lag=20, minutes=None)
+    assert (config.max_lag, config.lag_distribution, config.hidden) == (20, "uniform", 64)
+    path.write_text("max_lag = 50\nhiden = 64\n")
+    with pytest.raises(InvalidInputError, match="unknown training option.*hiden"):
+        TrainingConfig.from_toml(path)
+    path.write_text("max_lag = = 5\n")
+    with pytest.raises(InvalidInputError, match="not valid TOML"):
+        TrainingConfig.from_toml(path)
+    with pytest.raises(DataFileError, match="no config file"):
+        TrainingConfig.from_toml(tmp_path / "missing.toml")
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({"warmup_steps": -1}, "warmup_steps must be a non-negative integer"), ({"hidden": True}, "hidden"),
+    ({"p_std": float("nan")}, "p_std"), ({"grad_clip": -0.1}, "grad_clip"), ({"p_mean": float("inf")}, "p_mean"),
+    ({"equilibrium": "yes"}, "equilibrium must be true or false"), ({"prior": ""}, "prior must be"),
+    ({"prior": "exact", "lambda_hat": 0.0}, "lambda_hat"),
+])
+def test_more_options_are_validated_in_one_line(changes, message):
+    with pytest.raises(InvalidInputError, match=message) as error:
+        TrainingConfig(**changes)
+    assert "\n" not in str(error.value)
+
+
+@pytest.mark.parametrize("changes", [
+    {}, {"max_lag": 7, "lag_distribution": "uniform", "prior": "exact", "lambda_hat": 0.9, "minutes": 1.5,
+         "p_mean": -0.5, "learning_rate": 3e-4, "device": "cpu"},
+    {"equilibrium": True, "seed": 12, "weight_decay": 0.01, "grad_clip": 0.0},
+    {"prior": "runs/eq dir/model.pt", "lag_distribution": "fixed"},
+])
+def test_toml_round_trip(tmp_path, changes):
+    config = TrainingConfig(**changes)
+    path = tmp_path / "config.toml"
+    path.write_text(config.to_toml())
+    assert TrainingConfig.from_toml(path) == config
+    text = config.to_toml()
+    assert ("minutes" in text) == (config.minutes is not None) and ("p_mean" in text) == (config.p_mean is not None)
+    assert f"equilibrium = {str(config.equilibrium).lower()}" in text
+
+
+def test_overrides_replace_file_values_unless_none(tmp_path):
+    path = tmp_path / "c.toml"
+    path.write_text("max_steps = 10\nhidden = 8\n")
+    config = TrainingConfig.from_toml(path, max_steps=None, hidden=16, seed=3)
+    assert (config.max_steps, config.hidden, config.seed) == (10, 16, 3)
+
+
+def test_network_is_the_typed_view_of_the_size_options():
+    from itomd.representation import NetworkSize
+
+    config = TrainingConfig(hidden=24, n_blocks=2, n_frequencies=6)
+    assert config.network == NetworkSize(24, 2, 6)
+    assert TrainingConfig().network == NetworkSize(128, 3, 16)
