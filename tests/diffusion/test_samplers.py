@@ -78,7 +78,7 @@ class TinyNet(nn.Module):
 
 def test_edm_preconditioning_and_a_tiny_trained_model():
     # the exact denoiser of N(0, sd²) is c_skip·x (F ≡ 0): preconditioning puts the optimum at zero output
-    zero = Denoiser(lambda x, c: torch.zeros_like(x), sigma_data=0.7)
+    zero = Denoiser(lambda x, c, positions=None: torch.zeros_like(x), sigma_data=0.7)
     sigma = torch.tensor([0.1, 1.0, 10.0])
     x = torch.randn(3, 1)
     torch.testing.assert_close(zero(x, sigma), (0.49 * x) / (0.49 + sigma[:, None] ** 2))
