@@ -11,14 +11,8 @@ import torch
 from itomd.analysis.molecular import L_CHIRALITY_SIGN, chirality_signs  # noqa: E402
 from itomd.geometry import remove_centroid  # noqa: E402
 from itomd.nn.equivariant import EquivariantTransitionNet, MoleculeGraph  # noqa: E402
-from itomd.systems.openmm import molecular_system  # noqa: E402
 
 N_ATOMS = 22
-
-
-@pytest.fixture(scope="module")
-def ala2():
-    return molecular_system("ala2")
 
 
 @pytest.fixture(scope="module")
