@@ -40,9 +40,9 @@ def test_missing_truncated_and_non_dict_files_are_one_line_errors(tmp_path):
     _one_line(error)
     path = save_atomically({"w": torch.zeros(1000)}, tmp_path / "checkpoint.pt")
     path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
-    with pytest.raises(DataFileError, match="is not a readable checkpoint \\(corrupt or truncated\\)") as error:
+    with pytest.raises(DataFileError, match="is not an itomd checkpoint or is truncated") as error:
         load_file(path)
-    _one_line(error)
+    assert "`itomd train` writes checkpoint files (checkpoint.pt" in _one_line(error)
     torch.save([1, 2, 3], tmp_path / "list.pt")
     with pytest.raises(DataFileError, match="is not an itomd checkpoint") as error:
         load_file(tmp_path / "list.pt")
@@ -65,9 +65,10 @@ def test_a_pickle_that_would_run_code_is_refused_and_the_code_does_not_run(tmp_p
     with open(tmp_path / "plain.pt", "wb") as handle:
         pickle.dump({"payload": _Armed(marker)}, handle, protocol=2)
     for name in ("torch-format.pt", "plain.pt"):
-        with pytest.raises(DataFileError, match=f"{name} is not a readable model") as error:
+        with pytest.raises(DataFileError, match=f"{name} is not an itomd model or is truncated: not a torch file of tensors") as error:
             load_file(tmp_path / name, what="model")
-        _one_line(error)
+        message = _one_line(error)
+        assert "weights_only" not in message and "itomd train" in message  # never advise an unsafe load
         assert not marker.exists()
     # negative control: the files are armed — an unrestricted load runs the code
     with open(tmp_path / "plain.pt", "rb") as handle:

@@ -10,6 +10,7 @@ Nothing here knows about trajectories, models or systems.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import secrets
@@ -72,6 +73,51 @@ def write_atomically(target: Path, write: Callable[[Path], None]) -> None:
         pass
 
 
+def write_bytes_atomically(target: Path, data: bytes) -> None:
+    """Write ``data`` to ``target`` atomically (:func:`write_atomically`) with one Python ``write``.
+
+    Files that a C library formats (HDF5 trajectories, torch checkpoints) are built in memory and
+    written through here, so a full disk or a forbidden directory surfaces as an ordinary
+    :class:`OSError` (``errno`` set, see :func:`describe_write_failure`) instead of an error deep in
+    the C library, and the temporary file is removed.
+    """
+    write_atomically(target, lambda temporary: temporary.write_bytes(data))
+
+
+#: ``errno`` values that mean "the output cannot be written here", and what to call them.
+_WRITE_FAILURES = {errno.ENOSPC: "no space left on the device holding {path}",
+                   errno.EDQUOT: "the disk quota of the device holding {path} is exhausted",
+                   errno.EROFS: "cannot write to {path}: read-only file system",
+                   errno.EACCES: "cannot write to {path}: permission denied",
+                   errno.EPERM: "cannot write to {path}: operation not permitted"}
+
+
+def describe_write_failure(exc: BaseException, path: "str | os.PathLike | None" = None) -> str | None:
+    """One line naming a failed write (full disk, quota, read-only or forbidden location), or None
+    for any other error.
+
+    Recognises an :class:`OSError` by its ``errno`` and errors that C libraries raise with the
+    system's message in their text (HDF5: "Can't synchronously write data ... errno = 28").
+
+    Parameters
+    ----------
+    exc : BaseException
+    path : path, optional
+        Where the output was going; used when the error names no file.
+    """
+    code = getattr(exc, "errno", None) if isinstance(exc, OSError) else None
+    text = str(exc)
+    if code not in _WRITE_FAILURES:
+        code = next((c for c in _WRITE_FAILURES if f"errno = {c}," in text or os.strerror(c) in text), None)
+    if code is None:
+        return None
+    filename = getattr(exc, "filename", None) if isinstance(exc, OSError) else None
+    where = filename or path or "the output location"
+    if code == errno.ENOSPC and filename and TEMPORARY_MARKER in Path(filename).name:
+        where = Path(filename).parent  # the directory, not the temporary file that was being written
+    return _WRITE_FAILURES[code].format(path=where)
+
+
 def write_text_atomically(path: str | os.PathLike, text: str) -> Path:
     """Write a text file (UTF-8) atomically: temporary file, fsync, rename; parent created.
 
@@ -80,7 +126,7 @@ def write_text_atomically(path: str | os.PathLike, text: str) -> Path:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    write_atomically(path, lambda temporary: temporary.write_text(text, encoding="utf-8"))
+    write_bytes_atomically(path, text.encode("utf-8"))
     return path
 
 
@@ -110,4 +156,4 @@ def exclusive_lock(directory: Path) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-__all__ = ["write_atomically", "write_text_atomically", "exclusive_lock", "TEMPORARY_MARKER", "LOCK_FILE"]
+__all__ = ["write_atomically", "write_bytes_atomically", "write_text_atomically", "describe_write_failure", "exclusive_lock", "TEMPORARY_MARKER", "LOCK_FILE"]

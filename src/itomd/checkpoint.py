@@ -8,23 +8,30 @@ are read with ``torch.load(weights_only=True)``: loading a file never runs code 
 
 from __future__ import annotations
 
+import io
 import os
 import pickle
+import warnings
 import zipfile
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from itomd._files import write_atomically
+from itomd._files import write_bytes_atomically
 from itomd.errors import DataFileError
+
+#: What ``itomd train`` names the files that :func:`load_file` reads, by kind.
+WRITTEN_BY_TRAIN = {"model": "model.pt", "checkpoint": "checkpoint.pt"}
 
 
 def save_atomically(payload: dict[str, Any], path: str | os.PathLike) -> Path:
     """``torch.save(payload)`` to ``path`` via write-then-rename; parent directories created."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    write_atomically(path, lambda temporary: torch.save(payload, temporary))
+    buffer = io.BytesIO()  # written by Python: a full disk is a plain OSError (see write_bytes_atomically)
+    torch.save(payload, buffer)
+    write_bytes_atomically(path, buffer.getvalue())
     return path
 
 
@@ -39,12 +46,17 @@ def load_file(path: str | os.PathLike, what: str = "checkpoint") -> dict[str, An
     path = Path(path)
     if not path.is_file():
         raise DataFileError(f"no {what} file at {path}")
+    produced_by = f"`itomd train` writes {what} files ({WRITTEN_BY_TRAIN[what]} in its run directory)" \
+        if what in WRITTEN_BY_TRAIN else "`itomd train` writes them"
     try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except (RuntimeError, EOFError, OSError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError,
-            AttributeError, IndexError, KeyError, TypeError, UnicodeDecodeError) as exc:
-        raise DataFileError(f"{path} is not a readable {what} (corrupt or truncated): "
-                            f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from exc
+        with warnings.catch_warnings():  # torch's notes on pickle protocols are not the user's business
+            warnings.simplefilter("ignore")
+            payload = torch.load(path, map_location="cpu", weights_only=True)
+    except (RuntimeError, EOFError, OSError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError, AttributeError,
+            IndexError, KeyError, TypeError, UnicodeDecodeError) as exc:
+        # one message whatever torch says: never repeat its advice to load the file with weights_only=False
+        raise DataFileError(f"{path} is not an itomd {what} or is truncated: not a torch file of tensors and plain "
+                            f"values (itomd never loads other objects: they could run code); {produced_by}") from exc
     if not isinstance(payload, dict):
-        raise DataFileError(f"{path} is not an itomd {what}")
+        raise DataFileError(f"{path} is not an itomd {what}; {produced_by}")
     return payload

@@ -52,7 +52,7 @@ def test_load_errors(tmp_path):
     with pytest.raises(DataFileError, match="no model file"):
         TransitionModel.load(tmp_path / "missing.pt")
     (tmp_path / "bad.pt").write_bytes(b"\x00" * 100)
-    with pytest.raises(DataFileError, match="corrupt or truncated"):
+    with pytest.raises(DataFileError, match="is not an itomd (checkpoint|model) or is truncated"):
         TransitionModel.load(tmp_path / "bad.pt")
     torch.save({"format": "something-else"}, tmp_path / "other.pt")
     with pytest.raises(DataFileError, match="not an itomd model"):

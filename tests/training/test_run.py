@@ -28,7 +28,7 @@ def test_resume_refuses_changed_configuration_and_data(tmp_path, ou_data, tiny_c
     with pytest.raises(InvalidInputError, match="already holds a training run"):
         ITOEstimator(tiny_config()).fit(ou_data, 0.1, run_dir=tmp_path / "r", progress=False)
     (tmp_path / "r" / "checkpoint.pt").write_bytes(b"garbage")
-    with pytest.raises(DataFileError, match="corrupt or truncated"):
+    with pytest.raises(DataFileError, match="is not an itomd (checkpoint|model) or is truncated"):
         ITOEstimator(tiny_config()).fit(ou_data, 0.1, run_dir=tmp_path / "r", resume=True, progress=False)
 
 

@@ -36,6 +36,7 @@ Errors: a missing store or file, a corrupt or truncated file, or a file of the w
 from __future__ import annotations
 
 import datetime
+import io
 import json
 import os
 import re
@@ -46,7 +47,7 @@ import h5py
 import numpy as np
 
 from itomd._files import TEMPORARY_MARKER as _TEMPORARY_MARKER
-from itomd._files import write_atomically
+from itomd._files import write_atomically, write_bytes_atomically
 from itomd.errors import DataFileError, InvalidInputError
 
 #: Name of the coordinates dataset in every trajectory file.
@@ -306,14 +307,15 @@ class TrajectoryStore:
         self.path.mkdir(parents=True, exist_ok=True)
         target = self.file_path(index)
 
-        def write_hdf5(temporary: Path) -> None:
-            with h5py.File(temporary, "w") as handle:
-                handle.create_dataset(COORDINATES, data=coordinates)
-                for key, value in native.items():
-                    handle.attrs[key] = value
-                handle.attrs[_JSON_KEYS_ATTRIBUTE] = json.dumps(json_keys)
-
-        write_atomically(target, write_hdf5)
+        # built in memory and written by Python: a full disk is a plain OSError (HDF5's own writes
+        # fail inside the C library and can crash the interpreter when it cleans up)
+        image = io.BytesIO()
+        with h5py.File(image, "w") as handle:
+            handle.create_dataset(COORDINATES, data=coordinates)
+            for key, value in native.items():
+                handle.attrs[key] = value
+            handle.attrs[_JSON_KEYS_ATTRIBUTE] = json.dumps(json_keys)
+        write_bytes_atomically(target, image.getvalue())
         return target
 
     def write_manifest(self, manifest: Mapping[str, Any]) -> Path:
