@@ -6,7 +6,7 @@ each cached under ``--work`` (default bench/work/ala2) so a re-run continues whe
 
 1. ``data``       — training MD: 8 × 5 ns from the shipped structure (``itomd simulate``, seed 1);
 2. ``reference``  — independent MD reference: 8 × 5 ns (seed 2);
-3. ``ito``        — ITO model, ``configs/ala2_ito.toml`` (equivariant net, lags 1..100 ps);
+3. ``ito``        — ITO model, the recipe ``ala2-ito`` (equivariant net, lags 1..100 ps);
 4. ``evaluate``   — W walkers × J jumps of lag N from reference frames; φ/ψ free energy (JS vs the
                     reference MD), implied timescales of a 20 × 20 φ/ψ-grid MSM at the same lag
                     times (ratio to MD), chemical validity of every surrogate frame;
@@ -90,7 +90,7 @@ def stage_reference(args) -> None:
 
 
 def stage_ito(args) -> None:
-    config = TrainingConfig.from_toml(ROOT / "configs" / "ala2_ito.toml", minutes=args.ito_minutes)
+    config = TrainingConfig.from_recipe("ala2-ito", minutes=args.ito_minutes)
     _train(config, args.work / "md_train", args.work / "ito")
 
 
@@ -222,7 +222,7 @@ def stage_long_jumps(args, run: str = "ito") -> None:
 
 def stage_equilibrium(args) -> None:
     """The Boltzmann generator: an equilibrium model of the training frames, judged against MD."""
-    base = TrainingConfig.from_toml(ROOT / "configs" / "ala2_ito.toml", minutes=args.bopito_minutes)
+    base = TrainingConfig.from_recipe("ala2-ito", minutes=args.bopito_minutes)
     config = TrainingConfig.from_dict({**base.to_dict(), "equilibrium": True, "max_lag": 1,
                                        "max_steps": args.bopito_steps})
     _train(config, args.work / "md_train", args.work / "equilibrium")
@@ -268,7 +268,7 @@ def stage_bg_data(args) -> None:
 
 def stage_bopito(args) -> None:
     """BoPITO (learned prior) on the BG-seeded short trajectories, then its evaluation."""
-    base = TrainingConfig.from_toml(ROOT / "configs" / "ala2_ito.toml", minutes=args.bopito_minutes)
+    base = TrainingConfig.from_recipe("ala2-ito", minutes=args.bopito_minutes)
     config = TrainingConfig.from_dict({**base.to_dict(), "prior": str(args.work / "equilibrium"), "max_lag": 50,
                                        "max_steps": args.bopito_steps})
     _train(config, args.work / "md_bg_short", args.work / "bopito")
@@ -277,7 +277,7 @@ def stage_bopito(args) -> None:
 
 def stage_ito_short(args) -> None:
     """ITO on the same BG-seeded short trajectories (equal data), then its evaluation."""
-    base = TrainingConfig.from_toml(ROOT / "configs" / "ala2_ito.toml", minutes=args.bopito_minutes)
+    base = TrainingConfig.from_recipe("ala2-ito", minutes=args.bopito_minutes)
     config = TrainingConfig.from_dict({**base.to_dict(), "max_lag": 50, "max_steps": args.bopito_steps})
     _train(config, args.work / "md_bg_short", args.work / "ito_short")
     stage_evaluate(args, run="ito_short", label="ito_short")

@@ -20,7 +20,7 @@ from itomd.checkpoint import load_file
 from itomd.cli import main
 from itomd.data.store import TrajectoryStore
 from itomd.models import ExactPrior, LearnedPrior, TransitionModel
-from tests.cli.helpers import run_cli
+from tests.cli.helpers import assert_one_line_exit, run_cli
 
 
 def _weights(run: Path, part: str = "denoiser") -> dict[str, torch.Tensor]:
@@ -126,3 +126,18 @@ def test_bopito_for_a_molecule_with_a_learned_equilibrium_prior(ala2_runs, tmp_p
     x0 = torch.as_tensor(TrajectoryStore(ala2_runs["data"]).read(1)[:2], dtype=torch.float32)
     far = model.sample(x0, lag=10_000, n_steps=3, generator=torch.Generator().manual_seed(0))
     assert torch.isfinite(far).all() and far.shape == (2, 66)
+
+
+def test_config_names_a_shipped_recipe(prinz_data, tmp_path, capsys):
+    """``--config ala2-ito`` reads the packaged recipe (command-line options override it); an unknown
+    name is one line listing the recipes."""
+    run = tmp_path / "recipe"
+    assert main(["train", "--data", str(prinz_data), "--out", str(run), "--config", "ala2-ito", "--max-lag", "5",
+                 "--max-steps", "2", "--device", "cpu", "--quiet"]) == 0
+    recorded = (run / "config.toml").read_text()
+    for line in ("hidden = 32", "batch_size = 64", "log_every = 100", "max_lag = 5", "max_steps = 2"):
+        assert line in recorded.splitlines(), recorded
+    capsys.readouterr()
+    code = main(["train", "--data", str(prinz_data), "--out", str(tmp_path / "x"), "--config", "ala2-itto"])
+    assert_one_line_exit(capsys, code, "unknown recipe 'ala2-itto': choose one of ala2-ito")
+    assert not (tmp_path / "x").exists()

@@ -1,5 +1,6 @@
 """TrainingConfig: one-line validation of every option, TOML files (a [training] table, overrides, unknown
-keys), the TOML round trip of a run directory's config.toml and the typed network view."""
+keys), the TOML round trip of a run directory's config.toml, the typed network view and the shipped recipes
+(by name, a file of that name winning)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import pytest
 
 from itomd.errors import DataFileError, InvalidInputError
 from itomd.training import TrainingConfig
+from itomd.training.config import RECIPES, config_source, recipe_names
 
 
 @pytest.mark.parametrize("changes, message", [
@@ -75,3 +77,31 @@ def test_network_is_the_typed_view_of_the_size_options():
     config = TrainingConfig(hidden=24, n_blocks=2, n_frequencies=6)
     assert config.network == NetworkSize(24, 2, 6)
     assert TrainingConfig().network == NetworkSize(128, 3, 16)
+
+
+# -- shipped recipes, addressed by name ------------------------------------------------------------
+def test_every_shipped_recipe_is_a_valid_config():
+    assert "ala2-ito" in recipe_names()
+    for name in recipe_names():
+        assert isinstance(TrainingConfig.from_recipe(name), TrainingConfig)
+
+
+@pytest.mark.parametrize("name", ["ala2-ito", "ala2_ito", "ALA2-ITO"])
+def test_recipe_by_name_reads_the_shipped_file(name):
+    assert config_source(name) == RECIPES / "ala2_ito.toml"
+    config = TrainingConfig.from_recipe(name, minutes=3)
+    assert (config.hidden, config.n_blocks, config.batch_size, config.max_steps, config.minutes) == (32, 3, 64, 12000, 3)
+
+
+def test_an_existing_file_wins_over_a_recipe_of_the_same_name(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "ala2-ito").write_text("hidden = 8\n")
+    assert TrainingConfig.from_recipe("ala2-ito").hidden == 8
+    assert TrainingConfig.from_recipe(tmp_path / "ala2-ito").hidden == 8
+
+
+def test_unknown_recipe_lists_the_recipes(tmp_path):
+    with pytest.raises(InvalidInputError, match="unknown recipe 'ala3-ito': choose one of ala2-ito"):
+        TrainingConfig.from_recipe("ala3-ito")
+    with pytest.raises(DataFileError, match="no config file at .*missing.toml .*recipes.*ala2-ito"):
+        TrainingConfig.from_recipe(tmp_path / "missing.toml")

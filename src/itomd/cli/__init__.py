@@ -14,6 +14,7 @@ import sys
 import warnings
 from typing import Sequence
 
+from itomd import __version__
 from itomd.cli import analyze, demo, export, fit_interpolation, reference, sample, simulate, train
 from itomd.cli._common import EXIT_USAGE, Parser
 from itomd.errors import ItomdError
@@ -25,6 +26,8 @@ COMMANDS = (simulate, export, reference, train, sample, analyze, fit_interpolati
 def build_parser() -> argparse.ArgumentParser:
     parser = Parser(prog="itomd", description="Learned transition densities for molecular dynamics (ITO/BoPITO).")
     parser.add_argument("--debug", action="store_true", help="show tracebacks for errors")
+    parser.add_argument("--version", action="version", version=f"itomd {__version__}",
+                        help="print the installed version and exit")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
     for command in COMMANDS:
         command.add_parser(sub)

@@ -14,7 +14,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="train an ITO transition model (or an equilibrium model) on trajectories")
     p.add_argument("--data", required=True, type=Path, help="trajectory store to train on")
     p.add_argument("--out", required=True, type=Path, help="run directory (checkpoints, model.pt, metrics.jsonl)")
-    p.add_argument("--config", type=Path, help="TOML file of training options (see itomd.training.TrainingConfig)")
+    p.add_argument("--config", metavar="RECIPE|FILE",
+                   help="training options: a recipe shipped with itomd by name (e.g. ala2-ito; an unknown name lists "
+                        "them) or a TOML file (keys of itomd.training.TrainingConfig)")
     p.add_argument("--max-lag", dest="max_lag", type=positive_int, help="largest lag N in frames (default 100)")
     p.add_argument("--minutes", type=positive_float, help="wall-clock budget of this invocation")
     p.add_argument("--max-steps", dest="max_steps", type=positive_int, help="optimiser steps in all (default 20000)")
@@ -42,7 +44,7 @@ def run(args: argparse.Namespace) -> int:
                      seed=args.seed, device=args.device, equilibrium=True if args.equilibrium else None,
                      prior=args.prior, lambda_hat=args.lambda_hat)
     if args.config is not None:
-        config = TrainingConfig.from_toml(args.config, **overrides)
+        config = TrainingConfig.from_recipe(args.config, **overrides)
     elif args.resume and (args.out / "config.toml").is_file():
         config = TrainingConfig.from_toml(args.out / "config.toml", **overrides)
         config.minutes = args.minutes  # a recorded budget belonged to the earlier invocation

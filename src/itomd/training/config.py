@@ -2,6 +2,9 @@ r"""The options of a training run: :class:`TrainingConfig` (TOML ↔ dataclass).
 
 One flat table, because it is what users write in ``--config FILE`` and what a run directory records
 (``config.toml``); the estimator reads it through typed views (:attr:`TrainingConfig.network`).
+
+Recipes are such tables shipped inside the package (``src/itomd/recipes/NAME.toml``) and addressed by
+name: ``itomd train --config ala2-ito`` (:func:`recipe_names`, :func:`config_source`).
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ import json
 import os
 import tomllib
 from dataclasses import dataclass
+from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +26,53 @@ from itomd.validation import is_finite_number, require_int
 LAG_DISTRIBUTIONS = ("fixed", "uniform", "log-uniform")
 #: Config fields that may change when a run is resumed (they do not change what a step computes).
 RESUMABLE_CHANGES = frozenset({"max_steps", "minutes", "checkpoint_every", "log_every", "device"})
+#: The folder of the shipped recipes (package data; one TOML file per recipe).
+RECIPES = Path(str(files("itomd") / "recipes"))
+
+
+def _recipe_key(name: str) -> str:
+    """A recipe's name as users type it: ``ala2_ito`` and ``ala2-ito`` are one recipe."""
+    return name.strip().lower().replace("_", "-")
+
+
+def recipe_names() -> list[str]:
+    """The names of the shipped training recipes, sorted (e.g. ``["ala2-ito"]``)."""
+    return sorted(_recipe_key(path.stem) for path in RECIPES.glob("*.toml"))
+
+
+def config_source(name_or_path: str | os.PathLike) -> Path:
+    """The TOML file that ``--config`` names: an existing file, else a shipped recipe of that name.
+
+    Parameters
+    ----------
+    name_or_path : str or path-like
+        The path of a TOML file, or a recipe name (``-`` and ``_`` are interchangeable, case is
+        ignored). An existing file wins over a recipe of the same name.
+
+    Returns
+    -------
+    Path
+        The file to read with :meth:`TrainingConfig.from_toml`.
+
+    Raises
+    ------
+    DataFileError
+        ``name_or_path`` looks like a path (a folder separator or a ``.toml`` suffix) and no file is there.
+    InvalidInputError
+        Neither a file nor a recipe; the message lists the recipes.
+    """
+    path = Path(name_or_path)
+    if path.is_file():
+        return path
+    text = os.fspath(name_or_path)
+    choices = ", ".join(recipe_names())
+    if os.sep in text or "/" in text or path.suffix:
+        raise DataFileError(f"no config file at {path} (shipped recipes, usable by name: {choices})")
+    key = _recipe_key(text)
+    for recipe in RECIPES.glob("*.toml"):
+        if _recipe_key(recipe.stem) == key:
+            return recipe
+    raise InvalidInputError(f"unknown recipe {text!r}: choose one of {choices} or give the path of a TOML file")
 
 
 @dataclass
@@ -147,6 +198,12 @@ class TrainingConfig:
         if set(data) == {"training"} and isinstance(data["training"], dict):
             data = data["training"]
         return cls.from_dict(data, source=str(path), **overrides)
+
+    @classmethod
+    def from_recipe(cls, name_or_path: str | os.PathLike, **overrides: Any) -> "TrainingConfig":
+        """The config of a shipped recipe (``"ala2-ito"``) or of a TOML file (:func:`config_source`);
+        ``overrides`` as in :meth:`from_toml`."""
+        return cls.from_toml(config_source(name_or_path), **overrides)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], source: str = "config", **overrides: Any) -> "TrainingConfig":
