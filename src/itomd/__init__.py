@@ -27,7 +27,9 @@ analysis
 
 ``import itomd`` stays light (no torch, OpenMM or mdtraj); the names below are imported from their
 modules on first access: ``TransitionModel``, ``DEFAULT_SAMPLER``, ``ITOEstimator``,
-``TrainingConfig``, ``TransitionMLP``, ``EquivariantTransitionNet``.
+``TrainingConfig``, ``TransitionMLP``, ``EquivariantTransitionNet``. ``__version__`` is the installed
+distribution's version (``itomd --version`` prints it); ``0.0.0+unknown`` for a source tree that was
+never installed.
 """
 
 from importlib import import_module
