@@ -41,6 +41,8 @@ def write_atomically(target: Path, write: Callable[[Path], None]) -> None:
     write : callable
         ``write(temporary)`` writes the complete content to the path it is given.
     """
+    if target.is_dir():
+        raise InvalidInputError(f"{target} is a directory; give the name of a file to write")
     directory = target.parent
     for entry in os.scandir(directory):  # leftovers of earlier interrupted writes of this file
         if entry.name.startswith(target.name + TEMPORARY_MARKER):

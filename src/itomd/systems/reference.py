@@ -17,6 +17,7 @@ convergence.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -360,7 +361,14 @@ def exact_reference(
 
     generator = sqra_generator(energy, spacing, system.kT, system.diffusion)
     scale = system.diffusion / min(spacing) ** 2
-    vals, vecs = sparse_linalg.eigsh(generator.tocsc(), k=n_eigen, sigma=1e-9 * scale, which="LM")
+    if not (math.isfinite(scale) and np.all(np.isfinite(generator.data))):
+        raise InvalidInputError(f"the exact reference's rates overflow for kT={system.kT:g}, friction={system.friction:g} "
+                                f"and cells of {min(spacing):.3g}: choose physical kT, friction and --box")
+    try:
+        vals, vecs = sparse_linalg.eigsh(generator.tocsc(), k=n_eigen, sigma=1e-9 * scale, which="LM")
+    except (RuntimeError, sparse_linalg.ArpackError) as exc:  # singular or unconverged: degenerate rates
+        raise InvalidInputError(f"the exact reference failed numerically for kT={system.kT:g}, "
+                                f"friction={system.friction:g} ({exc}); choose physical kT, friction and --box") from None
     order = np.argsort(vals)[::-1]
     vals = np.minimum(vals[order], 0.0)
     vals[0] = 0.0

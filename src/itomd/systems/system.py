@@ -92,7 +92,7 @@ class System:
             if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
                 raise InvalidInputError(f"{attr} must be a positive number, got {value!r}")
         ratio = self.frame_interval / self.timestep
-        if abs(ratio - round(ratio)) > 1e-6 * max(1.0, ratio) or round(ratio) < 1:
+        if not math.isfinite(ratio) or abs(ratio - round(ratio)) > 1e-6 * max(1.0, ratio) or round(ratio) < 1:
             raise InvalidInputError(
                 f"frame interval {self.frame_interval:g} must be a positive integer multiple of the "
                 f"timestep {self.timestep:g}"
