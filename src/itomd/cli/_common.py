@@ -5,11 +5,14 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import signal
 from pathlib import Path
 
 from itomd.errors import InvalidInputError
 
 EXIT_USAGE = 2
+#: Exit statuses of a command stopped by SIGINT (Ctrl-C) and SIGTERM (128 + the signal's number).
+EXIT_INTERRUPTED, EXIT_TERMINATED = 128 + signal.SIGINT, 128 + signal.SIGTERM
 
 
 # -- argument types -------------------------------------------------------------------------------
@@ -30,6 +33,16 @@ def _integer_at_least(minimum: int, kind: str):
 
 positive_int = _integer_at_least(1, "a positive integer")
 nonnegative_int = _integer_at_least(0, "a non-negative integer")
+#: Seeds stay below 2**63: torch generators (training, sampling) take no larger ones.
+MAX_SEED = 2**63 - 1
+
+
+def seed_int(text: str) -> int:
+    """An argparse type: a seed, an integer in [0, 2**63)."""
+    value = nonnegative_int(text)
+    if value > MAX_SEED:
+        raise argparse.ArgumentTypeError(f"must be a seed in [0, 2**63), got {value}")
+    return value
 
 
 def positive_float(text: str) -> float:
@@ -145,3 +158,68 @@ class Parser(argparse.ArgumentParser):
 
     def error(self, message: str):  # noqa: D401 - argparse API
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
+
+
+# -- interrupts and kept work -------------------------------------------------------------------------
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised like Ctrl-C's KeyboardInterrupt (``main`` installs the handler; exit 143)."""
+
+
+def raise_terminated(signum: int, frame) -> None:
+    """A SIGTERM handler: stop like Ctrl-C."""
+    raise Terminated()
+
+
+class InterruptRequests:
+    """Within ``with``: the first SIGINT or SIGTERM is only recorded (:attr:`signal`), so that the work
+    stops at its next safe point (training: between steps, with a checkpoint); a second one stops at
+    once (KeyboardInterrupt, or :class:`Terminated` for SIGTERM). Outside, the previous handlers."""
+
+    def __init__(self) -> None:
+        self.signal: int | None = None
+        self._previous: dict[int, object] = {}
+
+    @property
+    def requested(self) -> bool:
+        return self.signal is not None
+
+    @property
+    def exit_status(self) -> int:
+        return EXIT_TERMINATED if self.signal == signal.SIGTERM else EXIT_INTERRUPTED
+
+    def _handle(self, signum: int, frame) -> None:
+        if self.signal is not None:
+            raise Terminated() if signum == signal.SIGTERM else KeyboardInterrupt()
+        self.signal = signum
+
+    def __enter__(self) -> "InterruptRequests":
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            self._previous[signum] = signal.signal(signum, self._handle)
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+
+
+def resume_command(args: argparse.Namespace, flag: str | None = None) -> str:
+    """The command line that was run (``args.command_line``, set by ``main``), with ``flag`` added."""
+    import shlex
+
+    words = list(getattr(args, "command_line", None) or [args.command, "..."])
+    if flag is not None and flag not in words:
+        words.append(flag)
+    return shlex.join(["itomd", *words])
+
+
+def trajectories_kept(out: Path, total: int) -> str:
+    """What a resumable job into the store ``out`` keeps, for a message after an interruption or a failed
+    write: how many of ``total`` trajectories are complete, and that the same command resumes."""
+    from itomd.data.store import TrajectoryStore
+
+    try:
+        done = len(TrajectoryStore(out).indices) if Path(out).is_dir() else 0
+    except Exception:  # noqa: BLE001 - a note about kept work must never fail itself
+        return f"completed trajectories in {out} are kept; re-running the same command resumes"
+    return f"{done} of {total} trajectories are complete and kept in {out}; re-running the same command resumes"
+

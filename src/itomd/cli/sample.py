@@ -7,7 +7,7 @@ import sys
 import time
 from pathlib import Path
 
-from itomd.cli._common import emit, nonnegative_int, positive_float, positive_int
+from itomd.cli._common import emit, positive_float, positive_int, seed_int, trajectories_kept
 from itomd.errors import InvalidInputError
 
 
@@ -20,7 +20,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, type=Path, help="trajectory store to write (resumable)")
     p.add_argument("--from", dest="from_store", type=Path, metavar="DIR", help="start from frames of this store")
     p.add_argument("--x0", type=Path, metavar="FILE", help="start points (.npy or text, [W, dim] or [dim])")
-    p.add_argument("--seed", type=nonnegative_int, default=0)
+    p.add_argument("--seed", type=seed_int, default=0)
     p.add_argument("--sampler", default="heun-churn",
                    help="heun-churn (default, stochastic), dpmpp-2m, heun, euler, euler-maruyama or ancestral "
                         "(the 1000-step baseline)")
@@ -70,3 +70,9 @@ def run(args: argparse.Namespace) -> int:
                               f"(lag {args.lag} = {args.lag * model.frame_interval:g} time units) to {args.out}: "
                               f"{covered:.4g} time units in {elapsed:.1f} s")
     return 0
+
+
+def work_kept(args: argparse.Namespace) -> str:
+    """What an interrupted or failed rollout keeps (complete trajectory files; chunks resume)."""
+    return trajectories_kept(args.out, args.n_walkers)
+

@@ -6,7 +6,8 @@ import argparse
 import time
 from pathlib import Path
 
-from itomd.cli._common import add_system_options, emit, float_list, nonnegative_int, positive_int, system_spec
+from itomd.cli._common import (add_system_options, emit, float_list, nonnegative_int, positive_int, seed_int,
+                               system_spec, trajectories_kept)
 from itomd.errors import InvalidInputError
 
 
@@ -16,7 +17,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, type=Path, help="output trajectory store (directory)")
     p.add_argument("--n-traj", dest="n_traj", required=True, type=positive_int, help="number of trajectories")
     p.add_argument("--n-frames", dest="n_frames", required=True, type=positive_int, help="frames per trajectory (incl. start)")
-    p.add_argument("--seed", type=nonnegative_int, default=0)
+    p.add_argument("--seed", type=seed_int, default=0)
     p.add_argument("--integrator", choices=["overdamped", "baoab", "langevin-middle"],
                    help="default: overdamped; langevin-middle (OpenMM) for molecules")
     p.add_argument("--platform", choices=["Reference", "CPU", "CUDA", "OpenCL"],
@@ -72,3 +73,9 @@ def run(args: argparse.Namespace) -> int:
     emit(summary, args.json, f"wrote {len(store)} trajectories of {args.n_frames} frames to {args.out} "
                               f"({summary['simulated_time']:.4g} {system.time_unit} in {elapsed:.1f} s)")
     return 0
+
+
+def work_kept(args: argparse.Namespace) -> str:
+    """What an interrupted or failed campaign keeps (complete trajectory files; chunks resume)."""
+    return trajectories_kept(args.out, args.n_traj)
+

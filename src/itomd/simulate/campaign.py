@@ -55,6 +55,8 @@ import functools
 import json
 import logging
 import os
+import pickle
+import traceback
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Sequence, TypeVar
@@ -394,6 +396,8 @@ class _DaskExecutor:
     the scheduler at ``scheduler``."""
 
     def __init__(self, scheduler: str | None, n_workers: int | None):
+        if scheduler is not None:
+            check_scheduler_address(scheduler)
         self.scheduler = scheduler
         self.n_workers = n_workers
 
@@ -416,15 +420,84 @@ class _DaskExecutor:
                 raise InvalidInputError(f"cannot connect to the dask scheduler at {self.scheduler}: {exc}") from exc
         futures = []
         try:
-            futures = [client.submit(function, task, pure=False) for task in tasks]
+            futures = [client.submit(_reporting_failures, function, task, pure=False) for task in tasks]
             for future in as_completed(futures):
-                yield future.result()
+                result = future.result()
+                if isinstance(result, _TaskFailure):
+                    result.raise_here()
+                yield result
         finally:
             if futures:
                 client.cancel(futures)
             client.close()
             if cluster is not None:
                 cluster.close()
+
+
+@dataclass(frozen=True)
+class _TaskFailure:
+    """An exception a task raised on a worker, returned as its result: dask would log the worker's
+    traceback (an ERROR record on the worker's terminal) before the client saw the one-line error."""
+
+    error: BaseException
+    worker_traceback: str
+
+    def raise_here(self) -> None:
+        """Raise the worker's exception in this process (its traceback as a note, for ``--debug``)."""
+        self.error.add_note(f"raised on a dask worker:\n{self.worker_traceback}")
+        raise self.error
+
+
+def _reporting_failures(function: Callable[[T], R], task: T) -> "R | _TaskFailure":
+    """``function(task)``, or the exception it raised as a :class:`_TaskFailure`."""
+    try:
+        return function(task)
+    except Exception as exc:  # noqa: BLE001 - every failure travels back to the client as a value
+        failure = _TaskFailure(exc, traceback.format_exc())
+        try:
+            pickle.dumps(failure)
+        except Exception:  # noqa: BLE001 - an exception that cannot travel: its type and message do
+            failure = _TaskFailure(RuntimeError(f"{type(exc).__name__}: {exc}"), failure.worker_traceback)
+        return failure
+
+
+#: Seconds :func:`check_scheduler_address` waits for a TCP connection (dask's own attempt then waits 30 s).
+SCHEDULER_PROBE_TIMEOUT = 10.0
+
+
+def check_scheduler_address(address: str, timeout: float = SCHEDULER_PROBE_TIMEOUT) -> None:
+    """Refuse, in one line and at once, a scheduler address that cannot work.
+
+    A malformed address, an unknown host, a closed port ("connection refused") or a host that does
+    not answer within ``timeout`` seconds raise :class:`~itomd.errors.InvalidInputError` before any
+    work starts (dask itself would retry a refused connection for 30 s). Addresses of protocols other
+    than ``tcp``/``tls`` are left to dask.
+    """
+    import socket
+
+    from distributed.comm.addressing import parse_address, parse_host_port
+
+    prefix = f"cannot connect to the dask scheduler at {address!r}"
+    try:
+        protocol, location = parse_address(address)
+        if protocol not in ("tcp", "tls"):
+            return
+        host, port = parse_host_port(location)
+        if not host or not 0 < int(port) < 65536:
+            raise ValueError(location)
+    except (ValueError, TypeError):
+        raise InvalidInputError(f"{prefix}: not a scheduler address (expected tcp://HOST:PORT)") from None
+    try:
+        with socket.create_connection((host, int(port)), timeout=timeout):
+            pass
+    except ConnectionRefusedError:
+        raise InvalidInputError(f"{prefix}: connection refused (is a scheduler running there?)") from None
+    except socket.gaierror:
+        raise InvalidInputError(f"{prefix}: unknown host {host!r}") from None
+    except TimeoutError:
+        raise InvalidInputError(f"{prefix}: no answer within {timeout:g} s") from None
+    except (OSError, UnicodeError) as exc:
+        raise InvalidInputError(f"{prefix}: {getattr(exc, 'strerror', None) or exc}") from None
 
 
 # -- helpers --------------------------------------------------------------------------------------

@@ -19,7 +19,7 @@ import math
 import time
 import warnings
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import numpy as np
 import torch
@@ -68,6 +68,7 @@ class ITOEstimator:
         self._session: _Session | None = None
         self.step = 0
         self.stopped_by_budget = False
+        self.stopped_by_request = False
 
     def get_params(self) -> dict[str, Any]:
         """The estimator's parameters (its config's fields)."""
@@ -76,7 +77,7 @@ class ITOEstimator:
     # -- public API ------------------------------------------------------------------------------
     def fit(self, trajectories: Sequence[np.ndarray], frame_interval: float, run_dir: "str | Path | None" = None,
             resume: bool = False, progress: bool = True, system: "SystemSpec | None" = None,
-            prior: Prior | None = None) -> "ITOEstimator":
+            prior: Prior | None = None, stop: Callable[[], bool] | None = None) -> "ITOEstimator":
         """Train from scratch (or resume ``run_dir``) until ``config.max_steps``; returns self.
 
         Parameters
@@ -96,10 +97,14 @@ class ITOEstimator:
         prior : ExactPrior or LearnedPrior, optional
             BoPITO's frozen equilibrium part (required when ``config.prior`` names one, unless
             resuming: the checkpoint has it).
+        stop : callable, optional
+            Asked between steps (e.g. "was Ctrl-C pressed?"); when it returns True the run stops at
+            that step, writes its checkpoint and model, and sets :attr:`stopped_by_request`.
+            Resuming from that checkpoint continues bit for bit as if the run had not stopped.
         """
         self._session = _Session.open(self.config, trajectories, frame_interval, system, prior,
                                       None if run_dir is None else RunDirectory(run_dir), resume)
-        return self._run(self.config.max_steps, progress)
+        return self._run(self.config.max_steps, progress, stop)
 
     def partial_fit(self, trajectories: Sequence[np.ndarray], frame_interval: float, n_steps: int,
                     progress: bool = False, system: "SystemSpec | None" = None,
@@ -120,7 +125,7 @@ class ITOEstimator:
         return TransitionModel.from_payload(self._model.to_payload())
 
     # -- the loop --------------------------------------------------------------------------------
-    def _run(self, until_step: int, progress: bool) -> "ITOEstimator":
+    def _run(self, until_step: int, progress: bool, stop: Callable[[], bool] | None = None) -> "ITOEstimator":
         session, config = self._session, self.config
         state, dist = session.state, session.dist
         metrics: MetricsLog | None = None
@@ -132,12 +137,14 @@ class ITOEstimator:
         bar = tqdm(total=max(until_step, config.max_steps), initial=state.step, unit="step", dynamic_ncols=True,
                    disable=not (progress and dist.is_main), desc=f"train {kind}")
         loss_sum, loss_count, window_start, window_step = 0.0, 0, time.monotonic(), state.step
-        self.stopped_by_budget = False
+        self.stopped_by_budget = self.stopped_by_request = False
         state.denoiser.train()
         while state.step < until_step:
-            if deadline is not None and dist.agree_to_stop(time.monotonic() > deadline):
-                self.stopped_by_budget = True
-                break
+            if deadline is not None or stop is not None:  # rank 0 decides for every rank
+                requested = stop is not None and stop()
+                if dist.agree_to_stop(requested or (deadline is not None and time.monotonic() > deadline)):
+                    self.stopped_by_request, self.stopped_by_budget = requested, not requested
+                    break
             loss_sum += train_step(state, session.batches, config, session.device, dist, session.trained)
             loss_count += 1
             bar.update(1)
