@@ -10,13 +10,15 @@ tracebacks unless ``--debug`` is given.
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 import warnings
 from typing import Sequence
 
 from itomd import __version__
 from itomd.cli import analyze, demo, export, fit_interpolation, reference, sample, simulate, train
-from itomd.cli._common import EXIT_USAGE, Parser
+from itomd._files import describe_write_failure
+from itomd.cli._common import EXIT_INTERRUPTED, EXIT_TERMINATED, EXIT_USAGE, Parser, Terminated, raise_terminated
 from itomd.errors import ItomdError
 
 #: The commands in the order ``itomd --help`` lists them.
@@ -50,12 +52,19 @@ def _join_negative_values(argv: list[str]) -> list[str]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``itomd`` command."""
+    """Entry point of the ``itomd`` command.
+
+    Every failure ends in one line on stderr: a user's error (status 2), a full disk or a forbidden
+    output location (status 2, saying what work is kept and how to continue), Ctrl-C (130) or SIGTERM
+    (143, both saying what is kept), anything unexpected (1). ``--debug`` shows tracebacks instead.
+    """
     argv = _join_negative_values(list(sys.argv[1:] if argv is None else argv))
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.command_line = argv  # for messages that repeat the command (resume hints)
     if not args.debug:  # warnings as one line each, like errors
         warnings.formatwarning = lambda message, category, *_, **__: f"itomd {args.command}: warning: {message}\n"
+    previous_sigterm = signal.signal(signal.SIGTERM, raise_terminated)  # SIGTERM stops like Ctrl-C
     try:
         return int(args.func(args) or 0)
     except ItomdError as exc:
@@ -63,16 +72,34 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print(f"itomd {args.command}: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    except KeyboardInterrupt:
-        print(f"itomd {args.command}: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as exc:
+        how = "terminated" if isinstance(exc, Terminated) else "interrupted"
+        print(f"itomd {args.command}: {how}{_work_kept(args)}", file=sys.stderr)
+        return EXIT_TERMINATED if isinstance(exc, Terminated) else EXIT_INTERRUPTED
     except Exception as exc:  # an unexpected failure: still one line, the traceback on request
         if args.debug:
             raise
+        problem = describe_write_failure(exc, getattr(args, "out", None))
+        if problem is not None:  # a full disk, a read-only or forbidden output location
+            print(f"itomd {args.command}: error: {problem}{_work_kept(args)}", file=sys.stderr)
+            return EXIT_USAGE
         message = str(exc).splitlines()[0] if str(exc) else ""
         print(f"itomd {args.command}: internal error: {type(exc).__name__}: {message} (rerun with --debug for the traceback)",
               file=sys.stderr)
         return 1
+    finally:
+        signal.signal(signal.SIGTERM, previous_sigterm)
+
+
+def _work_kept(args: argparse.Namespace) -> str:
+    """The end of the message of an interrupted or failed command: what it keeps and how to continue,
+    from the command's module (``work_kept(args)``), or a general note: outputs are written whole."""
+    work_kept = getattr(sys.modules[args.func.__module__], "work_kept", None)
+    try:
+        note = work_kept(args) if work_kept is not None else ""
+    except Exception:  # noqa: BLE001 - the note must never hide the message it belongs to
+        note = ""
+    return f"; {note or 'no partial output was left (files are written whole); re-run the same command'}"
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from pathlib import Path
 
-from itomd.cli._common import emit, nonnegative_int, positive_float, positive_int, recorded_frame_interval
+from itomd.cli._common import (EXIT_TERMINATED, InterruptRequests, emit, positive_float, positive_int,
+                               recorded_frame_interval, resume_command, seed_int)
 from itomd.errors import InvalidInputError
 
 
@@ -21,7 +23,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--minutes", type=positive_float, help="wall-clock budget of this invocation")
     p.add_argument("--max-steps", dest="max_steps", type=positive_int, help="optimiser steps in all (default 20000)")
     p.add_argument("--batch-size", dest="batch_size", type=positive_int, help="global batch size (default 512)")
-    p.add_argument("--seed", type=nonnegative_int)
+    p.add_argument("--seed", type=seed_int)
     p.add_argument("--device", help="auto (default), cpu or cuda")
     p.add_argument("--equilibrium", action="store_true", help="train an unconditional model of the frames")
     p.add_argument("--prior", metavar="exact|RUN",
@@ -59,9 +61,16 @@ def run(args: argparse.Namespace) -> int:
     spec = SystemSpec.from_metadata(meta)
     prior = None if config.prior is None or args.resume else _load_prior(config.prior, spec)
     t0 = time.perf_counter()
-    estimator = ITOEstimator(config).fit(trajectories, frame_interval, run_dir=args.out, resume=args.resume,
-                                         progress=not args.quiet, system=spec, prior=prior)
+    with InterruptRequests() as interrupts:  # Ctrl-C / SIGTERM: checkpoint at the current step, then stop
+        estimator = ITOEstimator(config).fit(trajectories, frame_interval, run_dir=args.out, resume=args.resume,
+                                             progress=not args.quiet, system=spec, prior=prior,
+                                             stop=lambda: interrupts.requested)
     elapsed = time.perf_counter() - t0
+    if estimator.stopped_by_request:
+        how = "terminated" if interrupts.exit_status == EXIT_TERMINATED else "interrupted"
+        print(f"itomd train: {how} at step {estimator.step} of {config.max_steps}; checkpoint written to "
+              f"{args.out / 'checkpoint.pt'}; continue with: {resume_command(args, '--resume')}", file=sys.stderr)
+        return interrupts.exit_status
     summary = {"run": str(args.out), "steps": estimator.step, "max_steps": config.max_steps,
                "stopped_by_budget": estimator.stopped_by_budget, "wall_seconds": round(elapsed, 2),
                "model": str(args.out / "model.pt"),
@@ -85,3 +94,12 @@ def _load_prior(text: str, spec):
                                     "or pass system= to fit)")
         return ExactPrior.of_system(spec.build())
     return LearnedPrior.of_model(TransitionModel.load(text))
+
+
+def work_kept(args: argparse.Namespace) -> str:
+    """What a training run stopped by a failed write or a second Ctrl-C keeps: its last checkpoint."""
+    checkpoint = args.out / "checkpoint.pt"
+    if not checkpoint.is_file():
+        return "no checkpoint was written yet; re-run the same command to start again"
+    return f"the last checkpoint {checkpoint} is kept; continue with: {resume_command(args, '--resume')}"
+
