@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from itomd.cli._common import add_system_options, emit, lag_list, nonnegative_int, positive_int, recorded_frame_interval, system_spec, write_json
+from itomd.cli._common import (add_system_options, emit, lag_list, positive_int, recorded_frame_interval, seed_int,
+                               system_spec, write_json)
 from itomd.errors import InvalidInputError
 
 
@@ -19,7 +20,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         p.add_argument("--lags", type=lag_list, help="MSM lags in frames, comma-separated (default: automatic)")
         p.add_argument("--n-timescales", dest="n_timescales", type=positive_int, default=3)
         p.add_argument("--n-states", dest="n_states", type=positive_int, help="number of discrete states")
-        p.add_argument("--seed", type=nonnegative_int, default=0)
+        p.add_argument("--seed", type=seed_int, default=0)
         p.add_argument("--compare", type=Path, metavar="DIR",
                        help="a second trajectory store (e.g. MD) analysed on the same states and lag times")
         p.add_argument("--compare-label", dest="compare_label", default="MD", help="its name in the output")

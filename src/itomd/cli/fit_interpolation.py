@@ -6,7 +6,7 @@ import argparse
 import time
 from pathlib import Path
 
-from itomd.cli._common import emit, nonnegative_int, positive_int
+from itomd.cli._common import emit, nonnegative_int, positive_int, seed_int
 from itomd.errors import InvalidInputError
 
 
@@ -20,7 +20,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--coordinate", type=nonnegative_int, default=0, help="the observable's coordinate (default 0)")
     p.add_argument("--n-walkers", dest="n_walkers", type=positive_int, default=2000,
                    help="equilibrium start states (samples of the model's prior)")
-    p.add_argument("--seed", type=nonnegative_int, default=0)
+    p.add_argument("--seed", type=seed_int, default=0)
     p.add_argument("--out", type=Path, help="model file to write with the tuned λ_int (default RUN/model_interpolated.pt)")
     p.add_argument("--quiet", action="store_true")
     p.add_argument("--json", action="store_true")
