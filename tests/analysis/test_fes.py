@@ -37,14 +37,30 @@ def test_fes_of_reference_samples_matches_exact_2d_and_marginal(double_well_2d_r
     plt.close(ax.figure)
 
 
-def test_fes_units_follow_kT():
-    rng = np.random.default_rng(7)
-    x = rng.normal(size=(100_000, 1))
-    f1 = free_energy_surface(x, kT=1.0, bins=30, range=(-3, 3))
-    f2 = free_energy_surface(x, kT=2.5, bins=30, range=(-3, 3))
-    np.testing.assert_allclose(f2.free_energy, 2.5 * f1.free_energy)
-    centres = f1.centers[0]  # harmonic: F = x²/2 up to noise
-    np.testing.assert_allclose(f1.free_energy, centres**2 / 2, atol=0.15)
+def test_free_energy_is_in_units_of_kT():
+    """Boltzmann samples of U = x²/2 at kT = 2.5 have F/kT = x²/5: the surface is in kT, whatever kT is."""
+    kT = 2.5
+    x = np.random.default_rng(7).normal(scale=np.sqrt(kT), size=(100_000, 1))
+    fes = free_energy_surface(x, kT, bins=30, range=(-3, 3))
+    centres = fes.centers[0]
+    np.testing.assert_allclose(fes.free_energy, centres**2 / (2 * kT), atol=0.1)
+    assert not np.allclose(fes.free_energy, centres**2 / 2, atol=0.1)  # negative control: energy units
+    recorded_otherwise = free_energy_surface(x, 1.0, bins=30, range=(-3, 3))
+    np.testing.assert_array_equal(recorded_otherwise.free_energy, fes.free_energy)  # kT is only recorded
+    assert fes.to_dict()["unit"] == "kT"
+
+
+def test_free_energy_plots_are_labelled_in_kT(double_well_2d_reference):
+    ref = double_well_2d_reference
+    samples = ref.sample(20_000, seed=8)
+    ax = free_energy_surface(samples, ref.kT, bins=20, reference=ref).plot()
+    colorbar = ax.figure.axes[-1]
+    assert colorbar.get_ylabel() == "free energy (kT)"
+    assert max(float(t) for t in colorbar.get_yticks()) <= 10.0 + 1e-9  # capped at 10 kT
+    plt.close(ax.figure)
+    ax = free_energy_surface(samples, ref.kT, features=[0]).plot()
+    assert ax.get_ylabel() == "free energy (kT)"
+    plt.close(ax.figure)
 
 
 def test_fes_needs_one_or_two_features():

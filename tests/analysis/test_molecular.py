@@ -146,7 +146,7 @@ def test_dihedral_grid_keeps_populated_cells_and_assigns_across_the_periodic_bou
 #: tests, bench scripts and users read them.
 TOP_LEVEL_KEYS = {"autocorrelation", "ck_test", "comparison", "dim", "discretization", "features", "frame_interval",
                   "free_energy", "implied_timescales", "js_divergence", "js_divergence_details", "kT", "molecular",
-                  "n_frames", "n_trajectories", "notes"}
+                  "n_frames", "n_trajectories", "notes", "time_unit"}
 COMPARISON_KEYS = {"frame_interval", "implied_timescales", "js_divergence", "js_divergence_details", "label",
                    "n_frames", "n_trajectories", "slowest_timescale_ratio"}
 MOLECULAR_KEYS = {"comparison_free_energy", "comparison_validity", "features", "units", "validity"}
@@ -219,7 +219,7 @@ def test_molecular_report_shows_validity_table_and_ramachandran_figure(md_vs_md,
     page = write_report(md_vs_md[0], tmp_path / "report.html").read_text()
     captions = re.findall(r"<figcaption>([^<]*)</figcaption>", page)
     # the Ramachandran free energy (next to MD's) takes the place of the plain free-energy plot
-    assert captions == ["Implied timescales vs lag time (exact: dashed)",
+    assert captions == ["Implied timescales vs lag time (exact: dashed; hollow grey: unresolved)",
                         "Ramachandran free energy in kT (this data vs MD; φ/ψ, 10° bins)",
                         "Chapman–Kolmogorov test", "Autocorrelation (exact: dashed)",
                         "Implied timescales: this data vs MD (same states)"]

@@ -135,3 +135,50 @@ def test_slowest_eigenvalue_of_a_two_state_chain_is_one_minus_twice_the_flip_pro
 def test_slowest_eigenvalue_of_ou_data(ou_trajectories, ou_decay):
     """The OU generator's slowest eigenfunction is x itself, with eigenvalue a per frame."""
     assert abs(slowest_eigenvalue(ou_trajectories(100, 400, seed=3), lag=1) - ou_decay) < 0.02
+
+
+@pytest.fixture(scope="module")
+def prinz_its_long_lags(prinz_system, prinz_trajectories, prinz_reference):
+    """Lag times 0.1, 0.5, 1.5, 2.5 against exact t₂, t₃, t₄ = 0.834, 0.127, 0.065 (no posterior needed)."""
+    return implied_timescales(prinz_trajectories, prinz_system.frame_interval, lags=[20, 100, 300, 500],
+                              n_timescales=3, n_samples=0, reference=prinz_reference, seed=3)
+
+
+def test_estimates_are_resolved_exactly_where_the_process_outlives_the_lag(prinz_its_long_lags):
+    its = prinz_its_long_lags
+    outlives = its.reference[None, :] > its.lag_times[:, None]
+    np.testing.assert_array_equal(its.resolved, outlives)
+    assert its.resolved[:2, 0].all() and not its.resolved[2:].any()  # t₂ resolved up to τ = 0.5, none beyond 1.5
+    d = its.to_dict()
+    assert d["resolved"] == its.resolved.tolist() and len(d["resolved"][0]) == 3
+    assert d["timescales"][3][2] is not None  # unresolved values are still reported, and marked
+
+
+def test_summaries_leave_unresolved_estimates_out(prinz_its_long_lags):
+    its = prinz_its_long_lags
+    error = its.relative_error_vs_reference()
+    assert np.isnan(error[~its.resolved]).all() and np.isfinite(error[its.resolved]).all()
+    assert np.nanmax(np.abs(error)) < 0.05  # measured 0.016
+    # negative control: the same summary over every estimate is dominated by the noise points (measured 9.4)
+    assert np.max(np.abs(its.timescales / its.reference[None, :] - 1)) > 1.0
+
+
+def test_too_few_transitions_leave_an_estimate_unresolved_although_it_exceeds_the_lag(prinz_system,
+                                                                                         prinz_trajectories):
+    """4 trajectories (76 effective counts at lag 0.5) give t₂ ≈ 0.65 > τ but 23 % off: unresolved; 200 resolve it."""
+    states = discretize(prinz_trajectories, n_states=30)
+    few, all_ = (implied_timescales(trajectories, prinz_system.frame_interval, [100], n_timescales=1, n_samples=0,
+                                    discretization=states) for trajectories in (prinz_trajectories[:4], prinz_trajectories))
+    assert few.timescales[0, 0] > few.lag_times[0] and not few.resolved[0, 0]
+    assert all_.resolved[0, 0] and abs(all_.timescales[0, 0] / 0.834 - 1) < 0.05
+
+
+def test_implied_timescale_plot_marks_unresolved_points_and_labels_units(prinz_its_long_lags):
+    ax = prinz_its_long_lags.plot()
+    lines = {line.get_label(): line for line in ax.lines}
+    hollow = lines["unresolved"]
+    assert hollow.get_markerfacecolor() == "none" and len(hollow.get_xdata()) == (~prinz_its_long_lags.resolved).sum()
+    assert len(lines["MSM $t_2$"].get_xdata()) == 2  # only the resolved points are filled
+    assert "t = τ" in lines and ax.get_xlabel() == "lag time τ (time units)"
+    assert ax.get_ylabel() == "implied timescale (time units)"
+    plt.close(ax.figure)

@@ -13,7 +13,7 @@ from itomd.errors import InvalidInputError
 #: read them. "molecular" is null for systems without atoms.
 TOP_LEVEL_KEYS = {"autocorrelation", "ck_test", "comparison", "dim", "discretization", "features", "frame_interval",
                   "free_energy", "implied_timescales", "js_divergence", "js_divergence_details", "kT", "molecular",
-                  "n_frames", "n_trajectories", "notes"}
+                  "n_frames", "n_trajectories", "notes", "time_unit"}
 COMPARISON_KEYS = {"frame_interval", "implied_timescales", "js_divergence", "js_divergence_details", "label",
                    "n_frames", "n_trajectories", "slowest_timescale_ratio"}
 
@@ -83,3 +83,20 @@ def test_toy_json_keys_are_unchanged_and_compare_sees_coordinates(prinz_system, 
     assert out["comparison"]["label"] == "half" and out["molecular"] is None
     with pytest.raises(InvalidInputError, match="cannot compare 2-dimensional data with 1-dimensional"):
         compare(result, [np.zeros((50, 2))], tau)
+
+
+def test_comparison_ratio_leaves_out_unresolved_estimates(prinz_system, prinz_trajectories):
+    """Long lags (τ = 1.5, 2.5 > exact t₂ = 0.834) give noise on both sides; the ratio keeps only resolved lags."""
+    tau = prinz_system.frame_interval
+    first, second = prinz_trajectories[:100], prinz_trajectories[100:]
+    result = analyze(first, tau, prinz_system.kT, lags=[20, 100, 300, 500], n_states=30, n_samples=0,
+                     n_timescales=1)
+    comparison = compare(result, second, tau, n_samples=0)
+    ratio = comparison.slowest_timescale_ratio()
+    resolved = result.implied_timescales.resolved[:, 0] & comparison.implied_timescales.resolved[:, 0]
+    assert resolved.tolist() == [True, True, False, False]
+    assert np.all(np.abs(ratio[resolved] - 1) < 0.1) and np.isnan(ratio[~resolved]).all()
+    # negative control: the raw estimates at the unresolved lags are noise that a ratio would have kept
+    raw = result.implied_timescales.timescales[:, 0] / comparison.implied_timescales.timescales[:, 0]
+    assert np.isfinite(raw).all()
+    assert comparison.to_dict()["slowest_timescale_ratio"][2:] == [None, None]

@@ -27,6 +27,18 @@ def test_simulate_analyze_report_roundtrip(prinz_store, tmp_path, capsys):
     assert "data:image/png;base64," in report.read_text()
 
 
+def test_analyze_text_marks_unresolved_timescales_and_names_the_time_unit(prinz_store, capsys):
+    """Lag times 0.025 and 1.0 against exact t₂ = 0.834: the second cannot resolve it and is shown in parentheses."""
+    capsys.readouterr()
+    assert main(["analyze", str(prinz_store), "--reference", "--lags", "5,200", "--n-states", "20", "--quiet"]) == 0
+    text = capsys.readouterr().out
+    first = text.splitlines()[0]
+    assert first.startswith("2 lags; slowest implied timescale (time units) ") and "at lag times 0.025, 1 " in first
+    values = first.split("(time units) ")[1].split(" at lag times")[0].split(", ")
+    assert not values[0].startswith("(") and values[1].startswith("(")
+    assert "(…): unresolved" in text
+
+
 def test_nan_data_and_corrupt_file(prinz_store, tmp_path):
     import shutil
 

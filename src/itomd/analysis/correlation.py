@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Callable, Sequence
 import numpy as np
 
 from itomd.validation import check_frame_interval, check_lags, check_trajectories
+from itomd.analysis._axes import DEFAULT_TIME_UNIT
 from itomd.errors import InvalidInputError
 
 if TYPE_CHECKING:
@@ -50,6 +51,8 @@ class AutocorrelationResult:
         Frame pairs averaged at each lag.
     reference : np.ndarray, shape [L], optional
         Exact C at the same lag times.
+    time_unit : str
+        Unit of ``lag_times`` (the system's ``time_unit``).
     """
 
     lags: np.ndarray
@@ -58,6 +61,7 @@ class AutocorrelationResult:
     observable: str
     n_pairs: np.ndarray
     reference: np.ndarray | None = None
+    time_unit: str = DEFAULT_TIME_UNIT
 
     def max_abs_deviation(self) -> float | None:
         """Largest |C − C_exact| over the lags; None without a reference."""
@@ -68,10 +72,11 @@ class AutocorrelationResult:
         return {"observable": self.observable, "lags": [int(l) for l in self.lags],
                 "lag_times": [float(t) for t in self.lag_times], "values": [float(v) for v in self.values],
                 "reference": None if self.reference is None else [float(v) for v in self.reference],
-                "n_pairs": [int(n) for n in self.n_pairs], "max_abs_deviation": self.max_abs_deviation()}
+                "n_pairs": [int(n) for n in self.n_pairs], "max_abs_deviation": self.max_abs_deviation(),
+                "time_unit": self.time_unit}
 
     def plot(self, ax: "matplotlib.axes.Axes | None" = None) -> "matplotlib.axes.Axes":
-        """C against lag time (log x), exact curve dashed.
+        """C against lag time (log x, in :attr:`time_unit`), exact curve dashed.
 
         Parameters
         ----------
@@ -84,14 +89,16 @@ class AutocorrelationResult:
         """
         import matplotlib.pyplot as plt
 
+        from itomd.analysis._axes import log_time_axis
+
         if ax is None:
             ax = plt.subplots(figsize=(5.5, 4.0))[1]
         ax.plot(self.lag_times, self.values, "o-", ms=3, color="C0", label="trajectories")
         if self.reference is not None:
             ax.plot(self.lag_times, self.reference, "--", color="k", lw=1.2, label="exact")
         ax.axhline(0.0, color="0.7", lw=0.8)
-        ax.set_xscale("log")
-        ax.set_xlabel("lag time")
+        log_time_axis(ax)
+        ax.set_xlabel(f"lag time ({self.time_unit})")
         ax.set_ylabel("normalised autocorrelation")
         ax.set_title(f"Autocorrelation of {self.observable}", fontsize=10)
         ax.legend(fontsize=8)
@@ -105,6 +112,7 @@ def autocorrelation(
     observable: Observable | None = None,
     reference: "ExactReference | None" = None,
     name: str | None = None,
+    time_unit: str = DEFAULT_TIME_UNIT,
 ) -> AutocorrelationResult:
     """Normalised autocorrelation of an observable, pooled over trajectories.
 
@@ -121,6 +129,8 @@ def autocorrelation(
         Adds the exact curve, with f evaluated at the reference's grid points.
     name : str, optional
         Name of the observable for plots; default ``"x[0]"`` or the function's name.
+    time_unit : str
+        Unit of ``frame_interval`` (the system's ``time_unit``), for labels.
 
     Returns
     -------
@@ -151,7 +161,7 @@ def autocorrelation(
                 f"trajectories are {trajectories[0].shape[1]}-dimensional but the reference is {reference.dim}-dimensional")
         exact = np.asarray(reference.autocorrelation(_evaluate(f, reference.points), lag_times))
     return AutocorrelationResult(lags=np.asarray(lags), lag_times=lag_times, values=estimate, observable=name,
-                                 n_pairs=n_pairs, reference=exact)
+                                 n_pairs=n_pairs, reference=exact, time_unit=str(time_unit))
 
 
 def _evaluate(f: Observable, x: np.ndarray) -> np.ndarray:

@@ -1,10 +1,13 @@
 r"""Free-energy surfaces from samples, with the exact reference on the same bins.
 
+Free energies are in units of kT (dimensionless), whatever the energy unit of the system:
+
 .. math::
-    F(b) = -kT \ln \frac{n_b}{N\,V_b} - \min_{b'} F(b'),
+    \frac{F(b)}{kT} = -\ln \frac{n_b}{N\,V_b} - \min_{b'} \frac{F(b')}{kT},
 
 for bins *b* with :math:`n_b` of N samples and volume :math:`V_b`; empty bins are NaN. The exact
 surface uses the reference's probability mass in the same bins instead of :math:`n_b/N`.
+(Müller–Brown at kT = 10 spans ~9 kT over its minima, not 90 energy units.)
 """
 
 from __future__ import annotations
@@ -36,10 +39,11 @@ class FreeEnergySurface:
     edges : tuple of np.ndarray, each [n_bins_k + 1]
         Bin edges per feature.
     free_energy : np.ndarray, shape [n_bins_1, (n_bins_2)]
-        F = −kT ln p in energy units (the unit of kT), minimum 0; NaN in empty bins.
+        F/kT = −ln p in units of kT, minimum 0; NaN in empty bins.
     counts : np.ndarray, shape [n_bins_1, (n_bins_2)]
         Samples per bin.
     kT : float
+        Thermal energy of the samples in the system's energy unit (recorded; F is already in kT).
     features : tuple of int
         Coordinates histogrammed.
     n_samples : int
@@ -47,7 +51,7 @@ class FreeEnergySurface:
     n_outside : int
         Samples outside the edges (not in any bin).
     reference : np.ndarray, shape [n_bins_1, (n_bins_2)], optional
-        Exact free energy on the same bins, minimum 0; NaN where the exact mass is zero.
+        Exact free energy on the same bins in units of kT, minimum 0; NaN where the exact mass is zero.
     """
 
     edges: tuple[np.ndarray, ...]
@@ -85,7 +89,7 @@ class FreeEnergySurface:
         if not mask.any():
             return None
         diff = (self.free_energy - self.reference)[mask]
-        return float(np.sqrt(np.mean((diff - diff.mean()) ** 2)) / self.kT)
+        return float(np.sqrt(np.mean((diff - diff.mean()) ** 2)))
 
     def to_dict(self) -> dict:
         """JSON-serialisable summary (NaN becomes null)."""
@@ -95,6 +99,7 @@ class FreeEnergySurface:
             "range": [[float(e[0]), float(e[-1])] for e in self.edges],
             "edges": [e.tolist() for e in self.edges],
             "kT": self.kT,
+            "unit": "kT",
             "free_energy": _to_json(self.free_energy),
             "reference": None if self.reference is None else _to_json(self.reference),
             "n_samples": self.n_samples,
@@ -107,26 +112,27 @@ class FreeEnergySurface:
         """Draw the surface.
 
         1-D: F against the coordinate, the exact surface dashed. 2-D: filled contours of F with the
-        exact surface overlaid as dashed contour lines at the same levels.
+        exact surface overlaid as dashed contour lines at the same levels. F is in units of kT.
 
         Parameters
         ----------
         ax : matplotlib.axes.Axes, optional
             Axes to draw on; a new figure is made otherwise.
         max_free_energy : float, optional
-            Upper end of the colour scale / y axis; default the smaller of 10 kT and the largest F.
+            Upper end of the colour scale / y axis in kT; default the smaller of 10 and the largest F.
 
         Returns
         -------
         matplotlib.axes.Axes
         """
         import matplotlib.pyplot as plt
+        from matplotlib.ticker import MaxNLocator
 
         if ax is None:
             ax = plt.subplots(figsize=(5.5, 4.0))[1]
         finite = self.free_energy[np.isfinite(self.free_energy)]
-        top = max_free_energy or (min(10.0 * self.kT, float(finite.max())) if finite.size else 10.0 * self.kT)
-        top = top if top > 0 else self.kT
+        top = max_free_energy or (min(10.0, float(finite.max())) if finite.size else 10.0)
+        top = top if top > 0 else 1.0
         names = [f"x[{f}]" for f in self.features]
         if self.dim == 1:
             (x,) = self.centers
@@ -135,14 +141,15 @@ class FreeEnergySurface:
                 ax.plot(x, self.reference, "--", color="k", lw=1.2, label="exact")
             ax.set_ylim(-0.05 * top, top * 1.05)
             ax.set_xlabel(names[0])
-            ax.set_ylabel("free energy")
+            ax.set_ylabel("free energy (kT)")
             ax.legend(fontsize=8)
         else:
             x, y = self.centers
-            levels = np.linspace(0.0, top, 13)
-            shown = np.where(np.isfinite(self.free_energy), np.minimum(self.free_energy, top), np.nan)
+            levels = MaxNLocator(12).tick_values(0.0, top)  # round numbers of kT
+            levels = levels[levels >= 0.0]
+            shown = np.where(np.isfinite(self.free_energy), np.minimum(self.free_energy, levels[-1]), np.nan)
             filled = ax.contourf(x, y, shown.T, levels=levels, cmap="viridis")
-            ax.figure.colorbar(filled, ax=ax, label="free energy")
+            ax.figure.colorbar(filled, ax=ax, label="free energy (kT)")
             if self.reference is not None:
                 exact = np.where(np.isfinite(self.reference), self.reference, np.nan)
                 ax.contour(x, y, exact.T, levels=levels[1:-1], colors="w", linestyles="--", linewidths=0.8)
@@ -171,7 +178,7 @@ def free_energy_surface(
     samples : np.ndarray, shape [n, dim]
         Configurations (e.g. all frames of all trajectories); 1-D input is taken as [n].
     kT : float
-        Thermal energy; F is in its units.
+        Thermal energy of the samples (recorded with the surface; F is in units of kT).
     bins : int or sequence of int, optional
         Bins per feature (default 100 in 1-D, 50 × 50 in 2-D).
     range : sequence of (low, high), optional
@@ -194,17 +201,18 @@ def free_energy_surface(
     edges = histogram_edges([selected], bins, range, default_range)
     counts, n_outside = histogram(selected, edges)
     volume = np.prod(np.meshgrid(*[np.diff(e) for e in edges], indexing="ij"), axis=0)
-    free_energy = _free_energy(counts / max(len(selected), 1) / volume, kT)
+    free_energy = _free_energy(counts / max(len(selected), 1) / volume)
     exact = None
     if reference is not None:
-        exact = _free_energy(reference_bin_mass(reference, edges, features) / volume, kT)
+        exact = _free_energy(reference_bin_mass(reference, edges, features) / volume)
     return FreeEnergySurface(edges=edges, free_energy=free_energy, counts=counts, kT=kT, features=features,
                              n_samples=len(selected), n_outside=n_outside, reference=exact)
 
 
-def _free_energy(density: np.ndarray, kT: float) -> np.ndarray:
+def _free_energy(density: np.ndarray) -> np.ndarray:
+    """−ln density in kT with minimum 0; NaN where the density is 0."""
     with np.errstate(divide="ignore"):
-        f = np.where(density > 0, -kT * np.log(density), np.nan)
+        f = np.where(density > 0, -np.log(density), np.nan)
     return f - np.nanmin(f) if np.any(np.isfinite(f)) else f
 
 

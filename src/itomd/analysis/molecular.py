@@ -387,6 +387,7 @@ def ramachandran_free_energy(dihedrals: Sequence[np.ndarray], kT: float = 1.0,
     dihedrals : list of np.ndarray, each [n_frames_i, 2]
         (φ, ψ) in radians, e.g. from :func:`backbone_dihedrals`.
     kT : float
+        Thermal energy (recorded; the free energy is in units of kT).
     bins : int
 
     Returns
@@ -594,7 +595,7 @@ def plot_ramachandran(fes: FreeEnergySurface, ax: "matplotlib.axes.Axes | None" 
     if ax is None:
         ax = plt.subplots(figsize=(5.0, 4.2))[1]
     phi, psi = (np.degrees(c) for c in fes.centers)
-    top = max_free_energy * fes.kT
+    top = max_free_energy
     shown = np.where(np.isfinite(fes.free_energy), np.minimum(fes.free_energy, top), np.nan)
     filled = ax.contourf(phi, psi, shown.T, levels=np.linspace(0.0, top, 11), cmap="viridis")
     ax.figure.colorbar(filled, ax=ax, label="free energy (kT)")

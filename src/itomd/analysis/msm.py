@@ -15,6 +15,28 @@ spread between independent data sets; deeptime's ``"effective"`` mode gave inter
 there and is ~10× slower. Where the effective counts become sparse (long lags, roughly fewer than
 ~50 per state) the posterior skews towards long timescales and may no longer contain the maximum-
 likelihood value: :attr:`ImpliedTimescalesResult.effective_counts` records the counts per lag.
+
+**Resolved estimates.** An implied timescale is only meaningful where the process survives one lag
+with room to spare for the statistical noise; beyond that the estimate is the noise floor of the
+eigenvalue, :math:`t \approx -\tau\Delta t / \ln(\text{noise})`, and grows with τ whatever the
+dynamics. Each estimate is therefore marked *resolved* (:attr:`ImpliedTimescalesResult.resolved`)
+when its eigenvalue exceeds :math:`e^{-1}` (that is, :math:`t_i > \tau\Delta t`) by
+:data:`RESOLUTION_Z` standard errors:
+
+.. math::
+    |\hat\lambda_i| - z\,\hat\sigma_i > e^{-1}, \qquad
+    \hat\sigma_i^2 = \frac{1}{N_\mathrm{eff}} \sum_{ab} \pi_a P_{ab}
+        \Big(\psi_a\psi_b - \hat\lambda_i \frac{\psi_a^2 + \psi_b^2}{2}\Big)^2,
+
+the first-order (delta-method) variance of the eigenvalue estimated from :math:`N_\mathrm{eff}`
+independent transition pairs (the effective counts), with :math:`\psi` the MSM's right eigenvector
+(:math:`\sum_a \pi_a \psi_a^2 = 1`) and :math:`\pi_a P_{ab}` the pair distribution. For a
+process between a rare state of population *p* and the rest, :math:`N_\mathrm{eff}/\hat\sigma^2`
+scales with the number of transitions out of the rare state, so few observed transitions leave an
+estimate unresolved even where :math:`t > \tau`. The criterion needs no posterior samples (the
+Bayesian intervals skew towards long timescales exactly where counts are sparse). Summaries against
+references or other data (:meth:`ImpliedTimescalesResult.relative_error_vs_reference`,
+:meth:`~itomd.analysis.pipeline.Comparison.slowest_timescale_ratio`) leave unresolved estimates out.
 """
 
 from __future__ import annotations
@@ -32,6 +54,7 @@ from deeptime.markov.tools.estimation.dense.tmat_sampling.tmatrix_sampler import
 from deeptime.util.validation import ck_test as deeptime_ck_test
 
 from itomd.validation import check_frame_interval, check_lags, check_trajectories
+from itomd.analysis._axes import DEFAULT_TIME_UNIT
 from itomd.analysis.discretize import Discretization, discretize
 from itomd.errors import InvalidInputError
 
@@ -43,6 +66,9 @@ if TYPE_CHECKING:
 
 #: Default number of Bayesian posterior samples per lag.
 DEFAULT_N_SAMPLES = 50
+
+#: Standard errors by which an eigenvalue must exceed e⁻¹ (t > τ) for its timescale to count as resolved.
+RESOLUTION_Z = 2.0
 
 
 # -- estimation helpers ---------------------------------------------------------------------------
@@ -89,6 +115,44 @@ def _posterior_samples(msm: MarkovStateModel, n_samples: int, seed: int) -> list
             for P, pi in zip(matrices, stationary)]
 
 
+def eigenvalue_standard_errors(msm: MarkovStateModel, n_effective: float, k: int) -> tuple[np.ndarray, np.ndarray]:
+    r"""The k slowest non-unit eigenvalues of a reversible MSM and their standard errors.
+
+    The error is the first-order spread of the eigenvalue's Rayleigh-quotient estimate from
+    ``n_effective`` independent transition pairs distributed as :math:`\pi_a P_{ab}` (see the module
+    docstring).
+
+    Parameters
+    ----------
+    msm : MarkovStateModel
+        Reversible, with n states.
+    n_effective : float
+        Effective number of independent transition pairs (effective counts on the active set).
+    k : int
+        Number of eigenvalues (at most n − 1).
+
+    Returns
+    -------
+    eigenvalues : np.ndarray, shape [k]
+        Sorted by decreasing modulus (the order of ``msm.timescales``).
+    standard_errors : np.ndarray, shape [k]
+    """
+    pi = np.asarray(msm.stationary_distribution, dtype=float)
+    transition = np.asarray(msm.transition_matrix, dtype=float)
+    root = np.sqrt(pi)
+    symmetric = root[:, None] * transition / root[None, :]
+    values, vectors = np.linalg.eigh(0.5 * (symmetric + symmetric.T))
+    order = np.argsort(-np.abs(values))[1:k + 1]  # the first is the stationary eigenvalue 1
+    values = values[order]
+    psi = vectors[:, order] / root[:, None]  # right eigenvectors with sum_a pi_a psi_a² = 1
+    pairs = pi[:, None] * transition  # [n, n] joint distribution of (a, b)
+    errors = np.empty(len(order))
+    for i in range(len(order)):
+        g = np.outer(psi[:, i], psi[:, i]) - values[i] * 0.5 * (psi[:, i, None] ** 2 + psi[None, :, i] ** 2)
+        errors[i] = sqrt(max(float(np.sum(pairs * g**2)), 0.0) / max(float(n_effective), 1e-300))
+    return values, errors
+
+
 def _check_confidence(confidence: float) -> float:
     if not 0.0 < confidence < 1.0:
         raise InvalidInputError(f"confidence must lie in (0, 1), got {confidence}")
@@ -131,6 +195,12 @@ class ImpliedTimescalesResult:
         Total effective transition counts (sliding counts / lag) on the active set at each lag.
     reference : np.ndarray, shape [k], optional
         Exact implied timescales, slowest first.
+    resolved : np.ndarray of bool, shape [L, k]
+        Whether each estimate resolves its process: eigenvalue above e⁻¹ (t > lag time) by
+        :data:`RESOLUTION_Z` standard errors (module docstring). Unresolved estimates are left out
+        of every summary; default all False.
+    time_unit : str
+        Unit of the lag times and timescales (the system's ``time_unit``).
     """
 
     lags: np.ndarray
@@ -143,17 +213,29 @@ class ImpliedTimescalesResult:
     active_states: np.ndarray
     effective_counts: np.ndarray
     reference: np.ndarray | None = None
+    resolved: np.ndarray | None = None
+    time_unit: str = DEFAULT_TIME_UNIT
+
+    def __post_init__(self) -> None:
+        if self.resolved is None:
+            self.resolved = np.zeros(self.timescales.shape, dtype=bool)
+        self.resolved = np.asarray(self.resolved, dtype=bool) & np.isfinite(self.timescales)
 
     @property
     def n_timescales(self) -> int:
         return self.timescales.shape[1]
 
+    def resolved_timescales(self) -> np.ndarray:
+        """The timescales with unresolved estimates replaced by NaN, shape [L, k] — the input of summaries."""
+        return np.where(self.resolved, self.timescales, np.nan)
+
     def relative_error_vs_reference(self) -> np.ndarray | None:
-        """Relative error (estimate − exact) / exact, shape [L, k]; None without a reference."""
+        """Relative error (estimate − exact) / exact of the resolved estimates, shape [L, k'] (k' the
+        timescales with a reference); NaN where unresolved; None without a reference."""
         if self.reference is None:
             return None
         k = min(self.n_timescales, len(self.reference))
-        return self.timescales[:, :k] / self.reference[None, :k] - 1.0
+        return self.resolved_timescales()[:, :k] / self.reference[None, :k] - 1.0
 
     def to_dict(self) -> dict:
         """JSON-serialisable summary (NaN becomes null); times in physical units."""
@@ -168,6 +250,9 @@ class ImpliedTimescalesResult:
             "n_states": int(self.n_states),
             "active_states": [int(n) for n in self.active_states],
             "effective_counts": [float(n) for n in self.effective_counts],
+            "resolved": [[bool(r) for r in row] for row in self.resolved],
+            "resolution_z": RESOLUTION_Z,
+            "time_unit": self.time_unit,
             "reference": None if self.reference is None else _to_json(self.reference),
             "relative_error_slowest": None if error is None else _to_json(error[:, 0]),
         }
@@ -175,8 +260,10 @@ class ImpliedTimescalesResult:
     def plot(self, ax: "matplotlib.axes.Axes | None" = None) -> "matplotlib.axes.Axes":
         """Implied timescales vs lag time, both on log scales.
 
-        Confidence bands are shaded, exact timescales are dashed horizontal lines, and the grey
-        region below t = τ marks timescales too fast to resolve at that lag.
+        Resolved estimates are filled markers, unresolved ones hollow grey markers (see
+        :attr:`resolved`); confidence bands are shaded, exact timescales are dashed horizontal
+        lines, and the grey region below the dotted line t = τ marks timescales too fast to resolve
+        at that lag. Axes are labelled in :attr:`time_unit`.
 
         Parameters
         ----------
@@ -189,18 +276,28 @@ class ImpliedTimescalesResult:
         """
         import matplotlib.pyplot as plt
 
+        from itomd.analysis._axes import log_time_axis
+
         if ax is None:
             ax = plt.subplots(figsize=(5.5, 4.0))[1]
         colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
         for i in range(self.n_timescales):
             color = colors[i % len(colors)]
-            ax.plot(self.lag_times, self.timescales[:, i], "o-", color=color, ms=4, label=f"MSM $t_{i + 2}$")
-            band = np.isfinite(self.lower[:, i]) & np.isfinite(self.upper[:, i])
+            resolved = self.resolved[:, i]
+            ax.plot(self.lag_times, self.timescales[:, i], "-", color=color, lw=1, alpha=0.5)
+            ax.plot(self.lag_times[resolved], self.timescales[resolved, i], "o", color=color, ms=4,
+                    label=f"MSM $t_{i + 2}$")
+            band = np.isfinite(self.lower[:, i]) & np.isfinite(self.upper[:, i]) & resolved
             if band.any():
                 ax.fill_between(self.lag_times, np.where(band, self.lower[:, i], np.nan),
                                 np.where(band, self.upper[:, i], np.nan), color=color, alpha=0.2, lw=0)
             if self.reference is not None and i < len(self.reference):
                 ax.axhline(self.reference[i], color=color, ls="--", lw=1.2, label=f"exact $t_{i + 2}$")
+        unresolved = ~self.resolved & np.isfinite(self.timescales)
+        if unresolved.any():
+            lag_grid = np.broadcast_to(self.lag_times[:, None], self.timescales.shape)
+            ax.plot(lag_grid[unresolved], self.timescales[unresolved], "o", mfc="none", mec="0.45", ms=5,
+                    label="unresolved")
         values = [self.timescales[np.isfinite(self.timescales)]]
         if self.reference is not None:
             values.append(self.reference[: self.n_timescales])
@@ -208,16 +305,18 @@ class ImpliedTimescalesResult:
         values = values[values > 0]
         low, high = (values.min() / 3, values.max() * 3) if values.size else (self.lag_times.min(), 1.0)
         low = min(low, self.lag_times.min() / 2)
+        high = max(high, self.lag_times.max() * 1.5)
         edge = np.geomspace(self.lag_times.min() / 1.5, self.lag_times.max() * 1.5, 200)
-        ax.fill_between(edge, low, np.maximum(edge, low), color="0.85", zorder=0, label="t < τ")
-        ax.set_xscale("log")
+        ax.fill_between(edge, low, np.maximum(edge, low), color="0.88", zorder=0, label="t < τ (unresolvable)")
+        ax.plot(edge, edge, ":", color="0.3", lw=1, zorder=1, label="t = τ")
         ax.set_yscale("log")
         ax.set_ylim(low, high)
         ax.set_xlim(edge[0], edge[-1])
-        ax.set_xlabel("lag time τ")
-        ax.set_ylabel("implied timescale")
+        log_time_axis(ax)
+        ax.set_xlabel(f"lag time τ ({self.time_unit})")
+        ax.set_ylabel(f"implied timescale ({self.time_unit})")
         ax.set_title(f"Implied timescales ({self.n_states} states, {self.confidence:.0%} CI)", fontsize=10)
-        ax.legend(fontsize=7, ncol=2)
+        ax.legend(fontsize=7, ncol=3, loc="upper center", bbox_to_anchor=(0.5, -0.16), frameon=False)
         return ax
 
 
@@ -231,6 +330,7 @@ def implied_timescales(
     confidence: float = 0.95,
     reference: "ExactReference | None" = None,
     seed: int = 0,
+    time_unit: str = DEFAULT_TIME_UNIT,
 ) -> ImpliedTimescalesResult:
     """Implied timescales of reversible MSMs estimated at several lags (deeptime).
 
@@ -253,10 +353,13 @@ def implied_timescales(
         Supplies exact timescales for the plot and the relative errors.
     seed : int
         Seed of the discretisation and of the posterior sampler.
+    time_unit : str
+        Unit of ``frame_interval`` (the system's ``time_unit``), for labels.
 
     Returns
     -------
     ImpliedTimescalesResult
+        With each estimate marked resolved or not (:attr:`ImpliedTimescalesResult.resolved`).
     """
     trajectories, frame_interval, discretization, dtrajs = _prepare(trajectories, frame_interval,
                                                                      discretization, seed)
@@ -270,6 +373,7 @@ def implied_timescales(
 
     timescales = np.full((len(lags), n_timescales), np.nan)
     lower, upper = timescales.copy(), timescales.copy()
+    resolved = np.zeros((len(lags), n_timescales), dtype=bool)
     active = np.zeros(len(lags), dtype=int)
     counts = np.zeros(len(lags))
     for i, lag in enumerate(lags):
@@ -281,6 +385,8 @@ def implied_timescales(
         counts[i] = msm.count_model.count_matrix.sum()
         k = min(n_timescales, msm.n_states - 1)
         timescales[i, :k] = msm.timescales(k) * frame_interval
+        eigenvalues, errors = eigenvalue_standard_errors(msm, counts[i], k)
+        resolved[i, :k] = np.abs(eigenvalues) - RESOLUTION_Z * errors > np.exp(-1.0)
         if isinstance(model, BayesianMSMPosterior):
             with warnings.catch_warnings():  # sparse counts: samples with several unit eigenvalues
                 warnings.simplefilter("ignore")
@@ -291,7 +397,7 @@ def implied_timescales(
     return ImpliedTimescalesResult(lags=np.asarray(lags), lag_times=np.asarray(lags) * frame_interval,
                                    timescales=timescales, lower=lower, upper=upper, confidence=confidence,
                                    n_states=discretization.n_states, active_states=active, effective_counts=counts,
-                                   reference=exact)
+                                   reference=exact, resolved=resolved, time_unit=str(time_unit))
 
 
 # -- Chapman–Kolmogorov test ----------------------------------------------------------------------
@@ -315,6 +421,8 @@ class CKTestResult:
     set_populations : np.ndarray, shape [m]
         Stationary probability of each metastable set.
     confidence : float
+    time_unit : str
+        Unit of ``lag_times`` (the system's ``time_unit``).
     """
 
     lag: int
@@ -327,6 +435,7 @@ class CKTestResult:
     predictions_upper: np.ndarray | None = None
     estimates_lower: np.ndarray | None = None
     estimates_upper: np.ndarray | None = None
+    time_unit: str = DEFAULT_TIME_UNIT
 
     @property
     def n_metastable(self) -> int:
@@ -344,7 +453,8 @@ class CKTestResult:
         return {"lag": int(self.lag), "lag_times": [float(t) for t in self.lag_times],
                 "n_metastable": self.n_metastable, "set_populations": _to_json(self.set_populations),
                 "predictions": _to_json(self.predictions), "estimates": _to_json(self.estimates),
-                "confidence": float(self.confidence), **bounds, "max_deviation": self.max_deviation}
+                "confidence": float(self.confidence), **bounds, "max_deviation": self.max_deviation,
+                "time_unit": self.time_unit}
 
     def plot(self, fig: "matplotlib.figure.Figure | None" = None) -> "matplotlib.figure.Figure":
         """An m × m grid of panels: prediction (line, band) vs direct estimate (markers, error bars).
@@ -383,7 +493,9 @@ class CKTestResult:
                 ax.set_ylim(-0.05, 1.05)
         axes[0, 0].legend(fontsize=7)
         for ax in axes[-1]:
-            ax.set_xlabel("time")
+            ax.set_xlabel(f"time ({self.time_unit})")
+        for ax in axes[:, 0]:
+            ax.set_ylabel("probability", fontsize=8)
         fig.suptitle(f"Chapman–Kolmogorov test (lag {self.lag} frames, max |Δ| = {self.max_deviation:.3f})",
                      fontsize=9)
         fig.tight_layout()
@@ -400,6 +512,7 @@ def ck_test(
     n_samples: int = 0,
     confidence: float = 0.95,
     seed: int = 0,
+    time_unit: str = DEFAULT_TIME_UNIT,
 ) -> CKTestResult:
     """Chapman–Kolmogorov test of the MSM at ``lag`` on PCCA+ metastable sets (deeptime).
 
@@ -426,6 +539,8 @@ def ck_test(
         Level of the bounds.
     seed : int
         Seed of the discretisation and of the posterior sampler.
+    time_unit : str
+        Unit of ``frame_interval`` (the system's ``time_unit``), for labels.
 
     Returns
     -------
@@ -482,7 +597,7 @@ def ck_test(
                         predictions=np.real(np.asarray(result.predictions)),
                         estimates=np.real(np.asarray(result.estimates)),
                         set_populations=np.asarray(pcca.coarse_grained_stationary_probability),
-                        confidence=confidence, **bounds)
+                        confidence=confidence, time_unit=str(time_unit), **bounds)
 
 
 def _to_json(values):

@@ -15,6 +15,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from itomd.validation import check_frame_interval, check_lags, check_positive, check_trajectories
+from itomd.analysis._axes import DEFAULT_TIME_UNIT
 from itomd.analysis.correlation import AutocorrelationResult, Observable, autocorrelation
 from itomd.analysis.discretize import Discretization
 from itomd.analysis.divergence import JSDivergence, js_divergence
@@ -67,6 +68,8 @@ class AnalysisResult:
         The analysed features (for :func:`compare`'s JS divergence); not in :meth:`to_dict`.
     histogram_bins, histogram_range :
         Bins and range of the free energy and JS divergence (None: the defaults).
+    time_unit : str
+        Unit of the frame interval and of every time (the system's ``time_unit``).
     """
 
     implied_timescales: ImpliedTimescalesResult
@@ -87,6 +90,7 @@ class AnalysisResult:
     feature_trajectories: list[np.ndarray] = field(default_factory=list, repr=False)
     histogram_bins: int | Sequence[int] | None = None
     histogram_range: "Range | None" = None
+    time_unit: str = DEFAULT_TIME_UNIT
 
     def section(self, kind: type[SectionType]) -> SectionType | None:
         """The section of type ``kind`` (e.g. ``MolecularSection``), or None if the featurizer added none."""
@@ -109,6 +113,7 @@ class AnalysisResult:
             "n_trajectories": self.n_trajectories,
             "n_frames": self.n_frames,
             "frame_interval": self.frame_interval,
+            "time_unit": self.time_unit,
             "kT": self.kT,
             "dim": self.discretization.dim,
             "features": list(self.features),
@@ -140,6 +145,8 @@ class Comparison:
     main_slowest : np.ndarray or None, shape [L']
         The main analysis' slowest implied timescale at this comparison's lag times
         (:meth:`slowest_timescale_ratio` divides it by this data's).
+    main_slowest_resolved : np.ndarray of bool or None, shape [L']
+        Whether those estimates are resolved (:attr:`ImpliedTimescalesResult.resolved`); None: all are.
     """
 
     label: str
@@ -149,12 +156,19 @@ class Comparison:
     n_trajectories: int
     n_frames: int
     main_slowest: np.ndarray | None = None
+    main_slowest_resolved: np.ndarray | None = None
 
     def slowest_timescale_ratio(self) -> np.ndarray | None:
-        """Main analysis' slowest implied timescale / this data's, per lag time of this comparison, [L']."""
+        """Main analysis' slowest implied timescale / this data's, per lag time of this comparison, [L'].
+
+        NaN where either estimate is unresolved (:attr:`ImpliedTimescalesResult.resolved`).
+        """
         if self.main_slowest is None:
             return None
-        return self.main_slowest / self.implied_timescales.timescales[:, 0]
+        mine = np.asarray(self.main_slowest, dtype=float)
+        if self.main_slowest_resolved is not None:
+            mine = np.where(self.main_slowest_resolved, mine, np.nan)
+        return mine / self.implied_timescales.resolved_timescales()[:, 0]
 
     def to_dict(self) -> dict:
         ratio = self.slowest_timescale_ratio()
@@ -210,14 +224,16 @@ def compare(result: AnalysisResult, trajectories: Sequence[np.ndarray], frame_in
         raise InvalidInputError(f"none of the lag times {result.implied_timescales.lag_times.tolist()} is a whole "
                                 f"multiple of the comparison's frame interval {frame_interval:g} shorter than its trajectories")
     its = implied_timescales(features, frame_interval, lags, n_timescales=result.implied_timescales.n_timescales,
-                             discretization=result.discretization, n_samples=n_samples, seed=seed)
+                             discretization=result.discretization, n_samples=n_samples, seed=seed,
+                             time_unit=result.time_unit)
     frames = np.concatenate(features)
     js = js_divergence(np.concatenate(result.feature_trajectories), frames, features=result.features,
                        bins=result.histogram_bins, range=result.histogram_range)
     mine = result.implied_timescales
-    main_slowest = np.array([mine.timescales[np.argmin(np.abs(mine.lag_times - t)), 0] for t in its.lag_times])
+    matching = np.array([np.argmin(np.abs(mine.lag_times - t)) for t in its.lag_times])
     comparison = Comparison(label=label, implied_timescales=its, js_divergence=js, frame_interval=frame_interval,
-                            n_trajectories=len(features), n_frames=int(len(frames)), main_slowest=main_slowest)
+                            n_trajectories=len(features), n_frames=int(len(frames)),
+                            main_slowest=mine.timescales[matching, 0], main_slowest_resolved=mine.resolved[matching, 0])
     for section in result.sections:
         section.add_comparison(trajectories, features, result.kT)
     result.comparison = comparison
@@ -267,6 +283,7 @@ def analyze(
     histogram_bins: int | Sequence[int] | None = None,
     histogram_range: "Range | None" = None,
     featurizer: Featurizer | None = None,
+    time_unit: str = DEFAULT_TIME_UNIT,
 ) -> AnalysisResult:
     """MSM implied timescales, CK test, free energy, JS divergence and autocorrelation in one call.
 
@@ -320,6 +337,8 @@ def analyze(
     featurizer : Featurizer, optional
         Default :class:`~itomd.analysis.features.CoordinateFeaturizer`; see
         :meth:`~itomd.representation.Representation.featurizer`.
+    time_unit : str
+        Unit of ``frame_interval`` (the system's ``time_unit``: "ps" for molecules), for tables and plots.
 
     Returns
     -------
@@ -364,7 +383,8 @@ def analyze(
 
     step("implied timescales")
     its = implied_timescales(trajectories, frame_interval, lags, n_timescales=n_timescales,
-                             discretization=discretization, n_samples=n_samples, reference=reference, seed=seed)
+                             discretization=discretization, n_samples=n_samples, reference=reference, seed=seed,
+                             time_unit=time_unit)
     steps.update()
 
     step("CK test")
@@ -374,7 +394,7 @@ def analyze(
         ck_lag = candidates[len(candidates) // 2]
     try:
         ck = ck_test(trajectories, frame_interval, ck_lag, n_metastable=n_metastable,
-                     discretization=discretization, n_samples=n_samples, seed=seed)
+                     discretization=discretization, n_samples=n_samples, seed=seed, time_unit=time_unit)
     except (ValueError, AssertionError, np.linalg.LinAlgError) as error:  # InvalidInputError is a ValueError
         notes.append(f"CK test skipped: {str(error).splitlines()[0] if str(error) else type(error).__name__}")
     steps.update()
@@ -399,11 +419,12 @@ def analyze(
 
     step("autocorrelation")
     acf_lags = sorted({int(round(v)) for v in np.geomspace(1, max(1, usable // 2), 16)})
-    acf = autocorrelation(trajectories, frame_interval, acf_lags, observable=observable, reference=reference)
+    acf = autocorrelation(trajectories, frame_interval, acf_lags, observable=observable, reference=reference,
+                          time_unit=time_unit)
     steps.update()
     steps.close()
     return AnalysisResult(implied_timescales=its, ck_test=ck, free_energy=fes, js_divergence=js, autocorrelation=acf,
                           discretization=discretization, n_trajectories=len(trajectories), n_frames=int(sum(lengths)),
                           frame_interval=frame_interval, kT=kT, features=features, notes=notes, sections=sections,
                           featurizer=featurizer, feature_trajectories=trajectories, histogram_bins=histogram_bins,
-                          histogram_range=histogram_range)
+                          histogram_range=histogram_range, time_unit=str(time_unit))

@@ -17,7 +17,9 @@ from typing import Callable, Mapping, Sequence, Union
 import numpy as np
 from matplotlib.figure import Figure
 
+from itomd.analysis._axes import log_time_axis
 from itomd.analysis._html import figure_html, format_number, html_table
+from itomd.analysis.msm import RESOLUTION_Z, ImpliedTimescalesResult
 from itomd.analysis.pipeline import AnalysisResult
 from itomd.analysis.sections import (AUTOCORRELATION_FIGURE, CK_TEST_FIGURE, FREE_ENERGY_FIGURE,
                                      IMPLIED_TIMESCALES_FIGURE)
@@ -81,8 +83,11 @@ def write_report(
         + (f"<h2>Notes</h2><ul class='note'>{notes}</ul>\n" if notes else "")
         + f"<h2>Plots</h2><div class='figs'>{figures}</div>\n{_comparison_html(result)}{extra}\n"
         "<p class='note'>JS divergence in nats (the divergence, not scipy's JS distance, which is its "
-        "square root). Times in the units of the frame interval; free energies in units of kT. MSMs: "
-        "deeptime, reversible maximum likelihood; intervals from Bayesian MSM posterior samples.</p>\n")
+        f"square root). Times in {html.escape(result.time_unit)}; free energies in units of kT. MSMs: "
+        "deeptime, reversible maximum likelihood; intervals from Bayesian MSM posterior samples. An implied "
+        f"timescale is <i>resolved</i> when its eigenvalue exceeds e<sup>−1</sup> (t &gt; τ) by {RESOLUTION_Z:g} "
+        "standard errors given the effective counts; unresolved estimates (hollow grey in the plots) "
+        "are left out of every error and ratio.</p>\n")
     write_text_atomically(path, _page(title, body))
     return path
 
@@ -110,8 +115,8 @@ def _page(title: str, body: str) -> str:
 def _figures(result: AnalysisResult) -> list[tuple[str, Figure]]:
     """The standard plots, with each section's figures in place of those it replaces (else after them)."""
     standard: list[tuple[str, Callable[[], tuple[str, Figure] | None]]] = [
-        (IMPLIED_TIMESCALES_FIGURE, lambda: _plotted("Implied timescales vs lag time (exact: dashed)",
-                                                     result.implied_timescales.plot)),
+        (IMPLIED_TIMESCALES_FIGURE, lambda: _plotted("Implied timescales vs lag time (exact: dashed; hollow grey: unresolved)",
+                                                     result.implied_timescales.plot, height=5.0)),
         (FREE_ENERGY_FIGURE, lambda: _plotted("Free energy (exact: dashed)", result.free_energy.plot)),
         (CK_TEST_FIGURE, lambda: None if result.ck_test is None else _ck_figure(result)),
         (AUTOCORRELATION_FIGURE, lambda: _plotted("Autocorrelation (exact: dashed)", result.autocorrelation.plot)),
@@ -138,9 +143,9 @@ def _figures(result: AnalysisResult) -> list[tuple[str, Figure]]:
     return figures
 
 
-def _plotted(caption: str, plot: Callable) -> tuple[str, Figure]:
-    """(caption, figure) of a result's ``plot(ax=...)`` method on a 5.5 × 4 inch figure."""
-    fig = Figure(figsize=(5.5, 4.0))
+def _plotted(caption: str, plot: Callable, height: float = 4.0) -> tuple[str, Figure]:
+    """(caption, figure) of a result's ``plot(ax=...)`` method on a 5.5 inch wide figure."""
+    fig = Figure(figsize=(5.5, height))
     plot(ax=fig.subplots())
     return caption, fig
 
@@ -157,39 +162,58 @@ def _comparison_html(result: AnalysisResult) -> str:
         return ""
     mine, other = result.implied_timescales, comparison.implied_timescales
     label = html.escape(comparison.label)
+    unit = result.time_unit
+    ratio = comparison.slowest_timescale_ratio()
     rows = []
     for i, lag_time in enumerate(mine.lag_times):
         match = np.flatnonzero(np.isclose(other.lag_times, lag_time, rtol=1e-6))
-        theirs = other.timescales[match[0], 0] if match.size else np.nan
-        rows.append((f"{lag_time:.4g}", format_number(mine.timescales[i, 0]), format_number(theirs),
+        theirs = _marked(other, match[0]) if match.size else "–"
+        ratio_here = ratio[match[0]] if match.size and ratio is not None else np.nan
+        rows.append((f"{lag_time:.4g}", _marked(mine, i), theirs, format_number(ratio_here),
                      "–" if mine.reference is None else f"{mine.reference[0]:.4g}"))
     fig = Figure(figsize=(5.5, 4.0))
     ax = fig.subplots()
-    ax.plot(mine.lag_times, mine.timescales[:, 0], "o-", label="this data")
-    ax.plot(other.lag_times, other.timescales[:, 0], "s--", label=comparison.label)
+    for its, style, name in ((mine, "o", "this data"), (other, "s", comparison.label)):
+        line, = ax.plot(its.lag_times, its.timescales[:, 0], style + "-", lw=1, label=name)
+        unresolved = ~its.resolved[:, 0] & np.isfinite(its.timescales[:, 0])
+        ax.plot(its.lag_times[unresolved], its.timescales[unresolved, 0], style, mfc="white", mec="0.45", ms=7)
     if mine.reference is not None:
         ax.axhline(mine.reference[0], color="k", ls=":", label="exact")
-    ax.set_xscale("log")
-    ax.set_xlabel("lag time")
-    ax.set_ylabel("slowest implied timescale")
+    every = np.concatenate([mine.lag_times, other.lag_times])
+    edge = np.geomspace(every.min() / 1.5, every.max() * 1.5, 100)
+    ax.plot(edge, edge, ":", color="0.3", lw=1, label="t = τ")
+    ax.set_xlim(edge[0], edge[-1])
+    log_time_axis(ax)
+    ax.set_xlabel(f"lag time τ ({unit})")
+    ax.set_ylabel(f"slowest implied timescale ({unit})")
+    ax.set_title("hollow grey: unresolved", fontsize=9)
     ax.legend(fontsize=8)
     fig.tight_layout()
     return (f"<h2>Comparison with {label}</h2>"
             + html_table(["quantity", "value"], [
                 (f"{comparison.label} data", f"{comparison.n_trajectories} trajectories, {comparison.n_frames} frames, "
-                                             f"frame interval {comparison.frame_interval:g}"),
+                                             f"frame interval {comparison.frame_interval:g} {unit}"),
                 (f"JS divergence vs {comparison.label} (nats)", f"{comparison.js_divergence.value:.4g}")])
-            + html_table(["lag time", "slowest timescale (this data)", f"slowest timescale ({comparison.label})", "exact"], rows)
+            + html_table([f"lag time ({unit})", f"slowest timescale, this data ({unit})",
+                          f"slowest timescale, {comparison.label} ({unit})", f"ratio this data / {comparison.label}",
+                          f"exact ({unit})"], rows)
+            + "<p class='note'>(…): unresolved, left out of the ratio.</p>"
             + f"<div class='figs'>{figure_html(f'Implied timescales: this data vs {comparison.label} (same states)', fig)}</div>")
 
 
 def _key_numbers(result: AnalysisResult) -> str:
     its = result.implied_timescales
+    unit = result.time_unit
     rows = [("trajectories", f"{result.n_trajectories}"), ("frames (all trajectories)", f"{result.n_frames}"),
-            ("frame interval", f"{result.frame_interval:g}"), ("kT", f"{result.kT:g}"),
-            ("MSM states", f"{its.n_states} ({result.discretization.method})")]
+            ("frame interval", f"{result.frame_interval:g} {unit}"), ("kT", f"{result.kT:g} (energy unit of the system)"),
+            ("MSM states", f"{its.n_states} ({result.discretization.method})"),
+            ("slowest implied timescale resolved", f"at {int(its.resolved[:, 0].sum())} of {len(its.lags)} lags")]
     if its.reference is not None:
-        rows.append(("exact slowest implied timescale", f"{its.reference[0]:.4g}"))
+        rows.append(("exact slowest implied timescale", f"{its.reference[0]:.4g} {unit}"))
+        error = its.relative_error_vs_reference()[:, 0]
+        if np.isfinite(error).any():
+            rows.append(("slowest implied timescale: largest |relative error| (resolved lags)",
+                         f"{np.nanmax(np.abs(error)):.1%}"))
     if result.js_divergence is not None:
         js = result.js_divergence
         rows.append(("JS divergence vs exact (nats)", f"{js.value:.4g}"))
@@ -212,14 +236,23 @@ def _key_numbers(result: AnalysisResult) -> str:
 
 def _timescale_table(result: AnalysisResult) -> str:
     its = result.implied_timescales
+    unit = result.time_unit
     error = its.relative_error_vs_reference()
     rows = []
     for i, lag in enumerate(its.lags):
-        rows.append((f"{lag}", f"{its.lag_times[i]:.4g}", format_number(its.timescales[i, 0]),
+        rows.append((f"{lag}", f"{its.lag_times[i]:.4g}", _marked(its, i),
                      f"[{format_number(its.lower[i, 0])}, {format_number(its.upper[i, 0])}]",
+                     "yes" if its.resolved[i, 0] else "no",
                      "–" if its.reference is None else f"{its.reference[0]:.4g}",
                      "–" if error is None or not np.isfinite(error[i, 0]) else f"{error[i, 0]:+.1%}",
                      f"{its.effective_counts[i]:.0f}"))
-    header = ["lag (frames)", "lag time", "slowest timescale", f"{its.confidence:.0%} interval", "exact",
-              "relative error", "effective counts"]
-    return html_table(header, rows)
+    header = ["lag (frames)", f"lag time ({unit})", f"slowest timescale ({unit})", f"{its.confidence:.0%} interval",
+              "resolved", f"exact ({unit})", "relative error", "effective counts"]
+    return (html_table(header, rows) + "<p class='note'>(…): unresolved (t ≤ τ, or too few transitions to tell); "
+            "no relative error is given for it.</p>")
+
+
+def _marked(its: ImpliedTimescalesResult, row: int, column: int = 0) -> str:
+    """A timescale as text, in parentheses where unresolved."""
+    text = format_number(its.timescales[row, column])
+    return text if its.resolved[row, column] or text == "–" else f"({text})"

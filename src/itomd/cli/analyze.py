@@ -66,7 +66,8 @@ def _run_analysis(args: argparse.Namespace):
                       else representation_for(system))
     result = analyze(trajectories, frame_interval, kT, reference=reference, lags=args.lags,
                      n_timescales=args.n_timescales, n_states=args.n_states, seed=args.seed,
-                     progress=not args.quiet, featurizer=representation.featurizer())
+                     progress=not args.quiet, featurizer=representation.featurizer(),
+                     **({} if system is None else {"time_unit": system.time_unit}))
     if args.compare is not None:
         from itomd.data.store import TrajectoryStore
 
@@ -82,20 +83,33 @@ def run_analyze(args: argparse.Namespace) -> int:
     if args.out:
         write_json(Path(args.out), out)
     its = out["implied_timescales"]
-    lines = [f"{len(its['lags'])} lags; slowest implied timescale "
-             + ", ".join("–" if t[0] is None else f"{t[0]:.4g}" for t in its["timescales"])
+    unit = its["time_unit"]
+    lines = [f"{len(its['lags'])} lags; slowest implied timescale ({unit}) " + _slowest(its)
+             + f" at lag times {', '.join(f'{v:g}' for v in its['lag_times'])}"
              + (f" (exact {its['reference'][0]:.4g})" if its.get("reference") else "")]
+    error = its["relative_error_slowest"]
+    if error is not None and any(e is not None for e in error):
+        lines.append(f"slowest implied timescale: largest |relative error| at resolved lags "
+                     f"{max(abs(e) for e in error if e is not None):.1%}")
     if out.get("js_divergence") is not None:
         lines.append(f"stationary JS divergence vs exact: {out['js_divergence']:.4g} nats")
     lines.extend(line for section in result.sections if (line := section.summary()) is not None)
     if out.get("comparison") is not None:
         c = out["comparison"]
-        lines.append(f"{c['label']}: slowest implied timescale "
-                     + ", ".join("–" if t[0] is None else f"{t[0]:.4g}" for t in c["implied_timescales"]["timescales"])
+        lines.append(f"{c['label']}: slowest implied timescale ({unit}) " + _slowest(c["implied_timescales"])
                      + f" at lag times {', '.join(f'{v:g}' for v in c['implied_timescales']['lag_times'])}; "
                      f"JS divergence vs {c['label']}: {c['js_divergence']:.4g} nats")
+    if any(not row[0] for row in its["resolved"]):
+        lines.append("(…): unresolved — the process decays within the lag or too few transitions were seen; "
+                     "left out of errors and ratios")
     emit(out, args.json, "\n".join(lines))
     return 0
+
+
+def _slowest(its: dict) -> str:
+    """The slowest timescale at each lag of an ``implied_timescales`` JSON entry, unresolved ones in parentheses."""
+    return ", ".join("–" if t[0] is None else f"{t[0]:.4g}" if resolved[0] else f"({t[0]:.4g})"
+                     for t, resolved in zip(its["timescales"], its["resolved"]))
 
 
 def run_report(args: argparse.Namespace) -> int:
