@@ -244,3 +244,17 @@ def test_debug_shows_the_worker_traceback(tmp_path):
             "--out", str(tmp_path / "out")]
     debug = run_cli("--debug", *argv)  # --debug shows everything, the worker's traceback too
     assert debug.returncode != 0 and "Traceback" in debug.stderr and "raised on a dask worker" in debug.stderr
+
+
+# -- no progress bar before the arguments are checked -----------------------------------------------------
+def test_errors_in_arguments_come_before_any_progress_bar(tiny_run, prinz_data, tmp_path, capsys):
+    bad = [["sample", str(tiny_run), "--lag", "3", "--n-jumps", "2", "--n-walkers", "2", "--sampler", "bogus",
+            "--out", str(tmp_path / "s")],
+           ["sample", str(tiny_run), "--lag", "3", "--n-jumps", "2", "--n-walkers", "2", "--out", str(prinz_data)],
+           ["simulate", "--system", "prinz", "--n-traj", "2", "--n-frames", "5", "--x0", "0,1", "--workers", "0",
+            "--out", str(tmp_path / "c")],
+           ["train", "--data", str(prinz_data), "--out", str(tmp_path / "t"), "--resume"]]
+    for argv in bad:  # progress bars are on (no --quiet); tqdm writes to the captured stderr
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert len(_lines(err)) == 1 and "%|" not in err and "error:" in err, (argv, err)
