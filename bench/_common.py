@@ -10,7 +10,8 @@
 * **Evaluation** — :class:`OneJumpEvaluator`: one direct jump of each lag N from many start points
   (held-out exact equilibrium samples), scored against the exact reference: the normalised
   correlation function C(N) of the first coordinate and the stationary JS divergence of the jumps;
-  :func:`rollout_timescale`: the slowest implied timescale of an MSM on rollouts (lag = one jump).
+  :func:`rollout_timescale`: the slowest implied timescale of an MSM on rollouts (lag = one jump),
+  marked resolved or not (:meth:`RolloutTimescale.relative_error` is None where it is not).
 * **Results** — :func:`write_results` (atomic JSON), :func:`merge_results` (one key of a JSON file
   that several stages fill, stamped ``updated``), :func:`command_line`.
 
@@ -281,6 +282,11 @@ class RolloutTimescale:
     trajectories: list[np.ndarray]  #: its walkers as the MSM saw them
     timescale: float  #: slowest implied timescale (physical time) of the MSM at lag one jump
     seconds: float  #: wall time of the rollout alone
+    resolved: bool  #: whether the MSM resolves it (ImpliedTimescalesResult.resolved); if not, it is noise
+
+    def relative_error(self, exact: float) -> float | None:
+        """timescale / exact − 1, or None where the estimate is unresolved (left out of summaries)."""
+        return self.timescale / exact - 1.0 if self.resolved else None
 
 
 def rollout_timescale(model: TransitionModel, x0: np.ndarray, lag: int, n_jumps: int, frame_interval: float,
@@ -295,7 +301,7 @@ def rollout_timescale(model: TransitionModel, x0: np.ndarray, lag: int, n_jumps:
     trajectories = [p.astype(np.float64) for p in paths] if float64 else list(paths)
     its = implied_timescales(trajectories, lag * frame_interval, lags=[1], n_timescales=1,
                              discretization=discretization, n_samples=0)
-    return RolloutTimescale(paths, trajectories, float(its.timescales[0, 0]), seconds)
+    return RolloutTimescale(paths, trajectories, float(its.timescales[0, 0]), seconds, bool(its.resolved[0, 0]))
 
 
 # -- results ---------------------------------------------------------------------------------------
