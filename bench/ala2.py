@@ -116,7 +116,7 @@ def stage_evaluate(args, run: str = "ito", label: str = "ito") -> None:
     tau = model.frame_interval * args.lag
     featurizer = representation_for(SystemSpec(SYSTEM).build()).featurizer()
     lags = [1, 2, 3, 5]  # in jumps of `lag` frames: lag times 10..50 ps at lag 10
-    result = analyze(surrogate, tau, 1.0, lags=lags, n_samples=0, featurizer=featurizer)
+    result = analyze(surrogate, tau, 1.0, lags=lags, n_samples=0, featurizer=featurizer, time_unit="ps")
     comparison = compare(result, reference, model.frame_interval, n_samples=0)
     molecular = result.section(MolecularSection)
     ratio = comparison.slowest_timescale_ratio()
@@ -147,7 +147,7 @@ def stage_md_floor(args) -> None:
     train, reference = _trajectories(args.work / "md_train"), _trajectories(args.work / "md_reference")
     featurizer = representation_for(SystemSpec(SYSTEM).build()).featurizer()
     lags = [args.lag * k for k in (1, 2, 3, 5)]
-    result = analyze(train, 1.0, 1.0, lags=lags, n_samples=0, featurizer=featurizer)
+    result = analyze(train, 1.0, 1.0, lags=lags, n_samples=0, featurizer=featurizer, time_unit="ps")
     comparison = compare(result, reference, 1.0, n_samples=0)
     ratio = comparison.slowest_timescale_ratio()
     _record(args, "md_floor", {

@@ -175,7 +175,7 @@ class Evaluator:
         paths, trajectories, t2 = rolled.paths, rolled.trajectories, rolled.timescale
         ck = ck_test(trajectories, lag * self.tau, lag=1, n_metastable=2, mlags=5, discretization=self.discretization)
         exact_t2 = float(self.reference.implied_timescales(1)[0])
-        result.update(slowest_timescale=t2, timescale_error=t2 / exact_t2 - 1, ck_max_deviation=float(ck.max_deviation),
+        result.update(slowest_timescale=t2, timescale_error=rolled.relative_error(exact_t2), ck_max_deviation=float(ck.max_deviation),
                       js_rollout_end=js_divergence(paths[:, -1], reference=self.reference).value)
         return result
 
