@@ -76,3 +76,22 @@ def test_json_normalised_is_what_json_gives_back():
     for bad in (math.nan, math.inf, {"x": [1.0, -math.inf]}):
         with pytest.raises(ValueError):
             json_normalised(bad)
+
+
+def test_describe_write_failure_names_full_disks_and_forbidden_locations_only(tmp_path):
+    import errno
+
+    from itomd._files import describe_write_failure
+
+    temporary = tmp_path / f"traj_000001.h5{TEMPORARY_MARKER}1-ab"
+    assert describe_write_failure(OSError(errno.ENOSPC, "No space left on device", str(temporary))) == \
+        f"no space left on the device holding {tmp_path}"
+    hdf5 = OSError(errno.ENOSPC, "Can't synchronously write data (file write failed: errno = 28, error message = "
+                                 "'No space left on device')")
+    assert describe_write_failure(hdf5, tmp_path / "out") == f"no space left on the device holding {tmp_path / 'out'}"
+    torch_text = RuntimeError("[enforce fail] file write failed: No space left on device")
+    assert describe_write_failure(torch_text, "run").startswith("no space left on the device holding run")
+    assert "permission denied" in describe_write_failure(PermissionError(errno.EACCES, "Permission denied", "x"))
+    assert "read-only" in describe_write_failure(OSError(errno.EROFS, "Read-only file system", "x"))
+    for other in (FileNotFoundError(errno.ENOENT, "No such file", "x"), ValueError("bad"), RuntimeError("boom")):
+        assert describe_write_failure(other, "out") is None  # negative control: other errors are not write failures

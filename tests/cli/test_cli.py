@@ -102,7 +102,8 @@ def test_unexpected_failures_and_interrupts_are_one_line_too(monkeypatch, capsys
 
     monkeypatch.setattr(itomd.cli.reference, "run", interrupt)
     assert main(["reference", "--system", "prinz"]) == 130
-    assert capsys.readouterr().err == "itomd reference: interrupted\n"
+    assert capsys.readouterr().err == ("itomd reference: interrupted; no partial output was left (files are written "
+                                       "whole); re-run the same command\n")
 
 
 def test_negative_numbers_after_box_and_x0_are_values_not_options(tmp_path, capsys):
