@@ -34,12 +34,14 @@ class _Result:
     def __init__(self, trajectories, lag_time: float):
         self.n_trajectories, self.n_frames = len(trajectories), sum(len(t) for t in trajectories)
         self.implied_timescales = SimpleNamespace(lag_times=np.array([lag_time, 2 * lag_time]),
-                                                  timescales=np.array([[4.81234, 0.1], [4.9, 0.1]]))
+                                                  timescales=np.array([[4.81234, 0.1], [4.9, 0.1]]),
+                                                  resolved=np.array([[True, False], [False, False]]))
         self.js_divergence = SimpleNamespace(value=0.0123456)
 
     def to_dict(self):
         return {"implied_timescales": {"timescales": self.implied_timescales.timescales.tolist(),
-                                       "lag_times": self.implied_timescales.lag_times.tolist()},
+                                       "lag_times": self.implied_timescales.lag_times.tolist(),
+                                       "resolved": self.implied_timescales.resolved.tolist()},
                 "js_divergence": self.js_divergence.value}
 
 
@@ -120,8 +122,11 @@ def test_the_quick_demo_runs_every_stage_once_and_records_the_results(stages, tm
     ((heading, section),) = extra
     assert "Müller–Brown" in title and heading == "MD data (the training set) analysed alone"
     assert "<p>200 MD trajectories, 20200 frames; stationary JS divergence vs exact 0.01235 nats.</p>" in section
-    assert section.count("<tr><td>") == 2 and f"<td>{tau:.4g}</td><td>4.812</td>" in section
-    assert "slowest implied timescale: exact 5.000" in capsys.readouterr().out
+    assert section.count("<tr><td>") == 2 and f"<td>{tau:.4g}</td><td>4.812</td><td>yes</td>" in section
+    assert f"<td>{2 * tau:.4g}</td><td>4.9</td><td>no</td>" in section  # unresolved estimates are marked
+    printed = capsys.readouterr().out
+    assert "slowest implied timescale: exact 5.000" in printed
+    assert f"4.812 (lag {10 * tau:g})" in printed and f"(4.900) (lag {20 * tau:g})" in printed  # the rollout at 10 τ
 
 
 def test_a_finished_run_is_reused_and_an_unfinished_one_resumed(stages, tmp_path):

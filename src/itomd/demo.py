@@ -117,18 +117,28 @@ def run_demo(out: Path, quick: bool = False, n_workers: int | None = None, seed:
     exact = reference.implied_timescales(1)[0]
     its = summary["implied_timescales"]
     print(f"slowest implied timescale: exact {exact:.3f}; ITO rollout "
-          + ", ".join(f"{t[0]:.3f} (lag {lt:g})" for t, lt in zip(its["timescales"], its["lag_times"]) if t[0] is not None))
+          + ", ".join(_timescale_text(t[0], lt, r[0])
+                      for t, lt, r in zip(its["timescales"], its["lag_times"], its["resolved"]) if t[0] is not None)
+          + " (parentheses: not resolved at that lag, left out of summaries)")
     print(f"stationary JS divergence vs exact: rollout {summary['js_divergence']:.4f} nats, "
           f"MD {md_summary['js_divergence']:.4f} nats")
     return report
 
 
+def _timescale_text(timescale: float, lag_time: float, resolved: bool) -> str:
+    """One implied timescale for the demo's summary line; in parentheses where it is not resolved."""
+    text = f"{timescale:.3f}" if resolved else f"({timescale:.3f})"
+    return f"{text} (lag {lag_time:g})"
+
+
 def _md_section(result) -> str:
     its = result.implied_timescales
-    rows = "".join(f"<tr><td>{lt:.4g}</td><td>{t:.4g}</td></tr>" for lt, t in zip(its.lag_times, its.timescales[:, 0]))
+    rows = "".join(f"<tr><td>{lt:.4g}</td><td>{t:.4g}</td><td>{'yes' if r else 'no'}</td></tr>"
+                   for lt, t, r in zip(its.lag_times, its.timescales[:, 0], its.resolved[:, 0]))
     js = "–" if result.js_divergence is None else f"{result.js_divergence.value:.4g}"
     return (f"<p>{result.n_trajectories} MD trajectories, {result.n_frames} frames; stationary JS divergence vs exact "
-            f"{js} nats.</p><table><tr><th>lag time</th><th>MSM slowest timescale</th></tr>{rows}</table>")
+            f"{js} nats.</p><table><tr><th>lag time</th><th>MSM slowest timescale</th><th>resolved</th></tr>{rows}"
+            f"</table>")
 
 
 def _write_json(path: Path, payload: dict) -> None:
