@@ -68,6 +68,7 @@ def export_store(store_dir: str | os.PathLike, out_dir: str | os.PathLike, fmt: 
     indices = store.indices
     if not indices:
         raise DataFileError(f"no trajectories in the store at {store.path} (no traj_*.h5 files)")
+    store.check_complete()
     metadata = store.metadata
     spec = SystemSpec.from_metadata(metadata)
     topology = None if spec is None else spec.build().topology()

@@ -210,6 +210,10 @@ class ChunkedJob(Generic[T]):
         store = open_store(out_dir)
         with exclusive_lock(store.path):
             store.claim(self.section, self.parameters)
+            foreign = [i for i in store.indices if i >= self.n_items]
+            if foreign:  # e.g. copied in by hand from another store: not ours to overwrite or keep
+                raise InvalidInputError(f"{store.file_path(foreign[0])} is not one of the {self.n_items} trajectories "
+                                        f"of this {self.section}; remove it (or use a new --out)")
             store.remove_temporary_files()
             if self.system is not None:
                 self.system.write_store_files(store.path)

@@ -212,7 +212,49 @@ class TrajectoryStore:
             raise DataFileError(f"{path}: the manifest must be a JSON object")
         return content
 
+    @property
+    def expected_count(self) -> int | None:
+        """How many trajectories the manifest says the complete store holds (``None``: no manifest, or
+        one that records no count). Campaigns record ``n_trajectories``, rollouts ``n_walkers``."""
+        manifest = self.manifest
+        if manifest is None:
+            return None
+        sections = [manifest] + [value for value in manifest.values() if isinstance(value, dict)]
+        for section in sections:
+            for key in ("n_trajectories", "n_walkers"):
+                count = section.get(key)
+                if isinstance(count, int) and not isinstance(count, bool) and count > 0:
+                    return count
+        return None
+
+    def check_complete(self) -> None:
+        """Refuse a store whose files disagree with its manifest: a trajectory missing, or a file whose
+        index the manifest does not list (e.g. copied in from another store).
+
+        Raises
+        ------
+        DataFileError
+            Naming the first such file.
+        """
+        expected = self.expected_count
+        if expected is None:
+            return
+        present = self.indices
+        extra = [i for i in present if i >= expected]
+        if extra:
+            raise DataFileError(
+                f"{self.path / trajectory_filename(extra[0])} is not one of the {expected} trajectories that "
+                f"{self.path / MANIFEST} lists (copied in from another store?); remove it")
+        missing = sorted(set(range(expected)) - set(present))
+        if missing:
+            raise DataFileError(
+                f"{self.path / trajectory_filename(missing[0])} is missing: {self.path / MANIFEST} lists {expected} "
+                f"trajectories, {len(present)} are present; re-run the command that wrote the store (it resumes), "
+                f"or remove {MANIFEST} to use the trajectories present")
+
     def _trajectory_paths(self, require_any: bool) -> list[Path]:
+        if require_any:
+            self.check_complete()
         paths = [self.path / trajectory_filename(i) for i in self.indices]
         if require_any and not paths:
             raise DataFileError(f"no trajectories in the store at {self.path} (no traj_*.h5 files)")
@@ -341,7 +383,8 @@ class TrajectoryStore:
         if manifest is None:
             if self.indices:
                 raise InvalidInputError(
-                    f"{self.path} already holds trajectories that no {section} manifest describes; use a new --out")
+                    f"{self.path} already holds trajectories ({trajectory_filename(self.indices[0])}, ...) but no "
+                    f"{section} manifest ({MANIFEST}) that says what wrote them; use a new --out")
             self.write_manifest({"format": "itomd-trajectory-store", "format_version": 1,
                                  "itomd_version": _itomd_version(), "created": _now(), section: dict(parameters)})
             return

@@ -79,6 +79,8 @@ logger = logging.getLogger(__name__)
 DEFAULT_CHUNK_SIZE = System.default_chunk_size
 #: Start-point modes.
 START_MODES = ("equilibrium", "fixed")
+#: System metadata that every trajectory file of a campaign must repeat for a resume to keep it.
+_SYSTEM_KEYS = ("system", "dim", "kT", "friction", "timestep", "frame_interval")
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -246,6 +248,7 @@ class Campaign:
 
     def _chunk_valid(self, store: TrajectoryStore, chunk: int) -> bool:
         expected_shape = (self.n_frames, self.system.dim)
+        system = self.system.metadata()  # a file of another system's store copied in is recomputed
         for index in self.chunk_trajectories(chunk):
             try:
                 coordinates = store.read(index)
@@ -254,7 +257,8 @@ class Campaign:
                 logger.info("recomputing chunk %d: %s", chunk, exc)
                 return False
             if (coordinates.shape != expected_shape or metadata.get("chunk") != chunk
-                    or metadata.get("seed") != self.seed or metadata.get("trajectory") != index):
+                    or metadata.get("seed") != self.seed or metadata.get("trajectory") != index
+                    or any(metadata.get(key) != system[key] for key in _SYSTEM_KEYS if key in system)):
                 logger.info("recomputing chunk %d: %s does not match the campaign", chunk, store.file_path(index).name)
                 return False
         return True
