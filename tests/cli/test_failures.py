@@ -253,7 +253,8 @@ def test_errors_in_arguments_come_before_any_progress_bar(tiny_run, prinz_data, 
            ["sample", str(tiny_run), "--lag", "3", "--n-jumps", "2", "--n-walkers", "2", "--out", str(prinz_data)],
            ["simulate", "--system", "prinz", "--n-traj", "2", "--n-frames", "5", "--x0", "0,1", "--workers", "0",
             "--out", str(tmp_path / "c")],
-           ["train", "--data", str(prinz_data), "--out", str(tmp_path / "t"), "--resume"]]
+           ["train", "--data", str(prinz_data), "--out", str(tmp_path / "t"), "--resume"],
+           ["analyze", str(prinz_data), "--n-states", "100000"]]  # a dense MSM of 75 GiB: refused up front
     for argv in bad:  # progress bars are on (no --quiet); tqdm writes to the captured stderr
         assert main(argv) == 2
         err = capsys.readouterr().err

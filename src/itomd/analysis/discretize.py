@@ -16,6 +16,9 @@ MAX_FIT_FRAMES = 20_000
 
 #: Default number of states.
 DEFAULT_N_STATES = 100
+#: Most states an MSM may have here: its dense count and transition matrices need 8·n² bytes each
+#: (5000 states: 200 MB), and more states than that leave too few counts per state anyway.
+MAX_N_STATES = 5000
 
 METHODS = ("auto", "uniform", "regspace", "kmeans")
 
@@ -104,11 +107,8 @@ def discretize(
     dim = trajectories[0].shape[1]
     if method == "auto":
         method = "uniform" if dim == 1 else "kmeans"
-    n_states = DEFAULT_N_STATES if n_states is None else n_states
-    if int(n_states) != n_states or n_states < 2:
-        raise InvalidInputError(f"need an integer number of states ≥ 2, got {n_states}")
-    n_states = int(n_states)
     frames = np.concatenate(trajectories)
+    n_states = check_n_states(n_states, len(frames))
     fit_frames = np.ascontiguousarray(frames[:: max(1, len(frames) // MAX_FIT_FRAMES)])
 
     if method == "uniform":
@@ -134,3 +134,17 @@ def discretize(
     discretization = Discretization(method=method, model=model, dtrajs=[])
     discretization.dtrajs = discretization._assign(trajectories)
     return discretization
+
+
+def check_n_states(n_states: int | None, n_frames: int) -> int:
+    """The number of MSM states to use: ``n_states`` (default :data:`DEFAULT_N_STATES`) checked to be
+    an integer in [2, min(n_frames, :data:`MAX_N_STATES`)], one-line :class:`InvalidInputError` otherwise."""
+    n_states = DEFAULT_N_STATES if n_states is None else n_states
+    if isinstance(n_states, bool) or not isinstance(n_states, (int, np.integer)) or n_states < 2:
+        raise InvalidInputError(f"need an integer number of states ≥ 2, got {n_states}")
+    if n_states > MAX_N_STATES:
+        raise InvalidInputError(f"{n_states} states are too many: at most {MAX_N_STATES} (a dense MSM of n states "
+                                f"needs 8·n² bytes per matrix)")
+    if n_states > n_frames:
+        raise InvalidInputError(f"{n_states} states but only {n_frames} frames: use fewer states")
+    return int(n_states)

@@ -17,7 +17,7 @@ from tqdm.auto import tqdm
 from itomd.validation import check_frame_interval, check_lags, check_positive, check_trajectories
 from itomd.analysis._axes import DEFAULT_TIME_UNIT
 from itomd.analysis.correlation import AutocorrelationResult, Observable, autocorrelation
-from itomd.analysis.discretize import Discretization
+from itomd.analysis.discretize import Discretization, check_n_states
 from itomd.analysis.divergence import JSDivergence, js_divergence
 from itomd.analysis.features import SECTION_KEYS, CoordinateFeaturizer, Featurizer
 from itomd.analysis.fes import FreeEnergySurface, free_energy_surface
@@ -366,6 +366,8 @@ def analyze(
         lags = default_lags(lengths)
         notes.append(f"lags {lags} frames chosen automatically (up to 1/3 of {usable} frames)")
     lags = check_lags(lags, trajectories)
+    if discretization is None and n_states is not None:  # checked before any work (featurizers may fix states)
+        check_n_states(n_states, sum(lengths))
 
     steps = tqdm(total=7, desc="analyze", disable=not progress, leave=False)
 
