@@ -120,6 +120,17 @@ def describe_write_failure(exc: BaseException, path: "str | os.PathLike | None" 
     return _WRITE_FAILURES[code].format(path=where)
 
 
+def create_directory(path: str | os.PathLike) -> Path:
+    """``mkdir -p path``; a file where a directory must be is one line
+    (:class:`~itomd.errors.InvalidInputError`), other failures stay :class:`OSError`."""
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        raise InvalidInputError(f"cannot create the directory {path}: a file is in the way") from None
+    return path
+
+
 def write_text_atomically(path: str | os.PathLike, text: str) -> Path:
     """Write a text file (UTF-8) atomically: temporary file, fsync, rename; parent created.
 
@@ -127,7 +138,7 @@ def write_text_atomically(path: str | os.PathLike, text: str) -> Path:
     the same mechanism.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    create_directory(path.parent)
     write_bytes_atomically(path, text.encode("utf-8"))
     return path
 

@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 
-from itomd._files import write_bytes_atomically
+from itomd._files import create_directory, write_bytes_atomically
 from itomd.errors import DataFileError
 
 #: What ``itomd train`` names the files that :func:`load_file` reads, by kind.
@@ -28,7 +28,7 @@ WRITTEN_BY_TRAIN = {"model": "model.pt", "checkpoint": "checkpoint.pt"}
 def save_atomically(payload: dict[str, Any], path: str | os.PathLike) -> Path:
     """``torch.save(payload)`` to ``path`` via write-then-rename; parent directories created."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    create_directory(path.parent)
     buffer = io.BytesIO()  # written by Python: a full disk is a plain OSError (see write_bytes_atomically)
     torch.save(payload, buffer)
     write_bytes_atomically(path, buffer.getvalue())

@@ -23,7 +23,7 @@ from itomd.analysis.msm import RESOLUTION_Z, ImpliedTimescalesResult
 from itomd.analysis.pipeline import AnalysisResult
 from itomd.analysis.sections import (AUTOCORRELATION_FIGURE, CK_TEST_FIGURE, FREE_ENERGY_FIGURE,
                                      IMPLIED_TIMESCALES_FIGURE)
-from itomd._files import write_text_atomically
+from itomd._files import create_directory, write_text_atomically
 
 #: An extra section's body: an HTML fragment (inserted as is) or a matplotlib figure.
 SectionBody = Union[str, Figure]
@@ -71,7 +71,7 @@ def write_report(
         The written file.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    create_directory(path.parent)
     figures = "".join(figure_html(caption, fig) for caption, fig in _figures(result))
     extra_pairs = extra_sections.items() if isinstance(extra_sections, Mapping) else (extra_sections or [])
     extra = _sections_html(extra_pairs)

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from itomd.checkpoint import load_file, save_atomically
-from itomd._files import write_text_atomically
+from itomd._files import create_directory, write_text_atomically
 from itomd.errors import DataFileError, InvalidInputError
 from itomd.models import DenoiserSpec, TransitionModel
 from itomd.training.config import RESUMABLE_CHANGES, TrainingConfig
@@ -54,7 +54,7 @@ class RunDirectory:
 
     def start(self, config: TrainingConfig, step: int) -> "MetricsLog":
         """Create the directory, record the config and open the metrics log at ``step``."""
-        self.path.mkdir(parents=True, exist_ok=True)
+        create_directory(self.path)
         write_text_atomically(self.path / "config.toml", config.to_toml())
         return MetricsLog(self.path / "metrics.jsonl", keep_through_step=step)
 
