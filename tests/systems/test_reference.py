@@ -92,3 +92,11 @@ def test_bin_probabilities_split_cells_by_overlap_and_marginalise():
     np.testing.assert_allclose(marginal_y, mass.sum(0), atol=1e-12)
     with pytest.raises(InvalidInputError):
         ref.bin_probabilities([edges[0]], features=(2,))
+
+
+def test_a_grid_too_large_for_memory_is_refused_before_anything_is_allocated():
+    system = resolve_system("muller-brown")
+    with pytest.raises(InvalidInputError, match="too large"):  # 10¹⁰ cells: a 75 GiB mesh per axis
+        exact_reference(system, n_grid=100_000)
+    with pytest.raises(InvalidInputError, match="too large"):
+        exact_reference(system, n_grid=(1001, 1000))

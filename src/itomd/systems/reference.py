@@ -30,6 +30,9 @@ from itomd.systems.system import Box, System
 
 #: Default number of cells per axis by dimension.
 DEFAULT_GRID = {1: 1200, 2: 240, 3: 48}
+#: Most cells an exact reference may have: the grid's points, energies and sparse generator scale with
+#: the number of cells and its shift-invert eigensolver beyond it (10⁶ cells: ~1 GB, minutes).
+MAX_GRID_CELLS = 1_000_000
 
 
 @dataclass(frozen=True)
@@ -340,7 +343,10 @@ def exact_reference(
     shape = (n_grid,) * dim if np.isscalar(n_grid) else tuple(n_grid)
     if len(shape) != dim or any(int(s) < 4 for s in shape):
         raise InvalidInputError(f"grid must have ≥ 4 cells along each of {dim} axes, got {shape}")
-    n_cells = int(np.prod(shape))
+    n_cells = int(np.prod([int(s) for s in shape]))
+    if n_cells > MAX_GRID_CELLS:
+        raise InvalidInputError(f"a grid of {' × '.join(str(int(s)) for s in shape)} = {n_cells:.3g} cells is too large "
+                                f"for the exact reference: at most {MAX_GRID_CELLS:.0e} cells")
     n_eigen = int(min(n_eigen, n_cells - 2))
     if n_eigen < 2:
         raise InvalidInputError("n_eigen must be at least 2")
