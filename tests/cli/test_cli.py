@@ -115,3 +115,15 @@ def test_negative_numbers_after_box_and_x0_are_values_not_options(tmp_path, caps
     assert main(["simulate", "--system", "double-well", "--out", str(out), "--n-traj", "2", "--n-frames", "3",
                  "--x0", "-0.5", "--workers", "0", "--quiet"]) == 0
     assert np.array_equal([t[0, 0] for t in TrajectoryStore(out).trajectories()], [-0.5, -0.5])
+
+
+def test_main_runs_outside_the_main_thread(capsys):
+    """Signal handlers can only be set in the main thread; main() called from another thread still
+    gives its one-line answer instead of a ValueError."""
+    import threading
+
+    codes = []
+    worker = threading.Thread(target=lambda: codes.append(main(["reference", "--system", "prinz", "--grid", "1"])))
+    worker.start()
+    worker.join()
+    assert codes == [2] and "≥ 4 cells" in capsys.readouterr().err

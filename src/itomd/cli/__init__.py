@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import signal
 import sys
+import threading
 import warnings
 from typing import Sequence
 
@@ -64,7 +65,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.command_line = argv  # for messages that repeat the command (resume hints)
     if not args.debug:  # warnings as one line each, like errors
         warnings.formatwarning = lambda message, category, *_, **__: f"itomd {args.command}: warning: {message}\n"
-    previous_sigterm = signal.signal(signal.SIGTERM, raise_terminated)  # SIGTERM stops like Ctrl-C
+    in_main_thread = threading.current_thread() is threading.main_thread()  # signal handlers live only there
+    previous_sigterm = signal.signal(signal.SIGTERM, raise_terminated) if in_main_thread else None  # like Ctrl-C
     try:
         return int(args.func(args) or 0)
     except ItomdError as exc:
@@ -88,7 +90,8 @@ def main(argv: Sequence[str] | None = None) -> int:
               file=sys.stderr)
         return 1
     finally:
-        signal.signal(signal.SIGTERM, previous_sigterm)
+        if in_main_thread:
+            signal.signal(signal.SIGTERM, previous_sigterm)
 
 
 def _work_kept(args: argparse.Namespace) -> str:
