@@ -68,8 +68,10 @@ def test_trajectories_come_back_as_float_arrays_of_frames():
     many = check_trajectories(np.zeros((3, 4, 2), dtype=np.float32))  # [n_trajectories, n_frames, dim]
     assert len(many) == 3 and all(t.shape == (4, 2) and t.dtype == np.float64 for t in many)
     assert check_trajectories([[1, 2, 3]])[0].shape == (3, 1)
-    with pytest.raises(InvalidInputError, match="list of numeric arrays"):
+    with pytest.raises(InvalidInputError, match="trajectory 0 must hold real numbers"):
         check_trajectories([np.array(["a", "b"])])
+    with pytest.raises(InvalidInputError, match="got complex numbers"):  # NumPy would drop the imaginary part
+        check_trajectories([np.array([1 + 1j, 2])])
 
 
 def test_samples_and_lags_and_positive_numbers():

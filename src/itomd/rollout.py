@@ -37,7 +37,7 @@ from itomd.diffusion.samplers import SAMPLERS
 from itomd._files import json_normalised
 from itomd.errors import DataFileError, InvalidInputError, ItomdError
 from itomd.models import DEFAULT_N_STEPS, DEFAULT_SAMPLER, TransitionModel
-from itomd.validation import require_int
+from itomd.validation import as_real_array, require_int
 
 #: Walkers per chunk (one batch through the network, one resumable unit on disk).
 DEFAULT_WALKER_CHUNK = 1024
@@ -82,7 +82,9 @@ def rollout(model: TransitionModel, x0: np.ndarray | torch.Tensor, lag: int, n_j
     RolloutBlowUpError
     """
     _check_rollout_arguments(model, lag, n_jumps)
-    x = torch.as_tensor(np.asarray(x0, dtype=np.float32), device=model.device)
+    if not isinstance(x0, torch.Tensor) or x0.is_complex():
+        x0 = as_real_array(x0 if not isinstance(x0, torch.Tensor) else x0.cpu().numpy(), "start points")
+    x = torch.as_tensor(x0, dtype=torch.float32, device=model.device)
     if x.ndim != 2 or x.shape[1] != model.dim:
         raise InvalidInputError(f"start points must have shape [W, {model.dim}], got {tuple(x.shape)}")
     if not torch.isfinite(x).all():

@@ -11,6 +11,26 @@ import numpy as np
 from itomd.errors import InvalidInputError
 
 
+def as_real_array(value: Any, name: str) -> np.ndarray:
+    """``value`` as a float64 array, refusing what would convert badly: strings, ragged nesting and
+    complex numbers (NumPy would drop their imaginary parts) are one line naming ``name``.
+
+    Returns
+    -------
+    np.ndarray, ``value``'s shape, float64
+    """
+    try:
+        array = np.asarray(value)
+        if array.dtype.kind == "O":  # e.g. a list mixing Python ints and floats
+            array = array.astype(np.float64)
+    except (TypeError, ValueError):
+        raise InvalidInputError(f"{name} must be an array of real numbers") from None
+    if array.dtype.kind not in "biuf":
+        got = "complex numbers" if array.dtype.kind == "c" else f"values of type {array.dtype}"
+        raise InvalidInputError(f"{name} must hold real numbers, got {got}")
+    return array.astype(np.float64)
+
+
 def check_trajectories(trajectories: Sequence[np.ndarray]) -> list[np.ndarray]:
     """Validate trajectories: a non-empty list of finite [n_frames, dim] arrays of one dimension.
 
@@ -24,9 +44,10 @@ def check_trajectories(trajectories: Sequence[np.ndarray]) -> list[np.ndarray]:
     if isinstance(trajectories, np.ndarray):
         trajectories = [trajectories] if trajectories.ndim <= 2 else list(trajectories)
     try:
-        trajectories = [np.asarray(t, dtype=float) for t in trajectories]
-    except (TypeError, ValueError):
+        trajectories = list(trajectories)
+    except TypeError:
         raise InvalidInputError("trajectories must be a list of numeric arrays [n_frames, dim]") from None
+    trajectories = [as_real_array(t, f"trajectory {i}") for i, t in enumerate(trajectories)]
     if not trajectories:
         raise InvalidInputError("no trajectories given")
     out = []
@@ -46,10 +67,7 @@ def check_trajectories(trajectories: Sequence[np.ndarray]) -> list[np.ndarray]:
 
 def check_samples(samples: np.ndarray, name: str = "samples") -> np.ndarray:
     """Validate a set of configurations: a finite, non-empty array [n, dim] (1-D input is [n])."""
-    try:
-        samples = np.asarray(samples, dtype=float)
-    except (TypeError, ValueError):
-        raise InvalidInputError(f"{name} must be a numeric array [n, dim]") from None
+    samples = as_real_array(samples, name)
     if samples.ndim == 1:
         samples = samples[:, None]
     if samples.ndim != 2 or samples.shape[0] == 0 or samples.shape[1] == 0:

@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from itomd.errors import InvalidInputError
+from itomd.validation import as_real_array
 
 
 class LagSampler:
@@ -117,7 +118,7 @@ class PairSampler:
     """
 
     def __init__(self, trajectories: Sequence[np.ndarray], lag_sampler: LagSampler):
-        trajs = [torch.as_tensor(np.asarray(t, dtype=np.float64)) for t in trajectories]
+        trajs = [torch.as_tensor(as_real_array(t, f"trajectory {i}")) for i, t in enumerate(trajectories)]
         if not trajs:
             raise InvalidInputError("no trajectories given")
         for i, t in enumerate(trajs):

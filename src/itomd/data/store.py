@@ -49,6 +49,7 @@ import numpy as np
 from itomd._files import TEMPORARY_MARKER as _TEMPORARY_MARKER
 from itomd._files import write_atomically, write_bytes_atomically
 from itomd.errors import DataFileError, InvalidInputError
+from itomd.validation import as_real_array
 
 #: Name of the coordinates dataset in every trajectory file.
 COORDINATES = "coordinates"
@@ -335,7 +336,7 @@ class TrajectoryStore:
             The file written.
         """
         index = _check_index(index)
-        coordinates = np.asarray(coordinates, dtype=np.float64)
+        coordinates = as_real_array(coordinates, f"trajectory {index}: coordinates")
         if coordinates.ndim != 2 or coordinates.shape[0] < 1 or coordinates.shape[1] < 1:
             raise InvalidInputError(f"coordinates must have shape [n_frames, dim], got {coordinates.shape}")
         if not np.all(np.isfinite(coordinates)):
@@ -486,9 +487,9 @@ def _encode_attributes(metadata: Mapping[str, Any]) -> tuple[dict[str, Any], lis
             raise InvalidInputError(f"metadata keys must be non-empty strings (not {_JSON_KEYS_ATTRIBUTE!r}), got {key!r}")
         if isinstance(value, np.generic):
             value = value.item()
-        if isinstance(value, (str, bool, int, float)):
+        if isinstance(value, (str, bool, float)) or (isinstance(value, int) and -2**63 <= value < 2**63):
             native[key] = value
-            continue
+            continue  # (larger integers have no HDF5 type: stored as JSON, like lists)
         if isinstance(value, np.ndarray):
             value = value.tolist()
         try:

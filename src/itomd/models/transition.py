@@ -31,6 +31,7 @@ from itomd.diffusion.schedules import karras_sigmas
 from itomd.errors import DataFileError, InvalidInputError
 from itomd.models.spec import DenoiserSpec
 from itomd.systems.registry import SystemSpec
+from itomd.validation import as_real_array
 
 MODEL_FORMAT = "itomd-model"
 MODEL_FORMAT_VERSION = 1
@@ -173,12 +174,16 @@ class TransitionModel:
         if self.conditional:
             if x_t is None or lag is None:
                 raise InvalidInputError("a transition model needs start states x_t and a lag")
+            if not isinstance(x_t, torch.Tensor) or x_t.is_complex():
+                x_t = as_real_array(x_t if not isinstance(x_t, torch.Tensor) else x_t.cpu().numpy(), "start states x_t")
             x_t = torch.as_tensor(x_t, dtype=torch.float32, device=self.device)
             if x_t.ndim != 2 or x_t.shape[1] != self.dim:
                 raise InvalidInputError(f"start states must have shape [W, {self.dim}], got {tuple(x_t.shape)}")
+            if not torch.isfinite(x_t).all():
+                raise InvalidInputError("start states x_t contain NaN or inf")
             x_t = self.spec.representation.prepare_states(x_t)  # e.g. molecules: centred structures
             lag_t = torch.as_tensor(lag, dtype=torch.float32, device=self.device).expand(x_t.shape[0])
-            if torch.any(lag_t < 1):
+            if not torch.isfinite(lag_t).all() or torch.any(lag_t < 1):
                 raise InvalidInputError(f"the lag must be a positive number of frames, got {lag}")
             extra = {"cond": x_t, "lag": lag_t}
             n = x_t.shape[0]

@@ -352,6 +352,10 @@ def exact_reference(
         raise InvalidInputError("n_eigen must be at least 2")
 
     axes = tuple(lo + (np.arange(n) + 0.5) * (hi - lo) / n for (lo, hi), n in zip(box, shape))
+    spacing = tuple(float(a[1] - a[0]) for a in axes)
+    if not all(math.isfinite(h) and h * h > 0 and math.isfinite(lo) and math.isfinite(hi) for h, (lo, hi) in zip(spacing, box)):
+        raise InvalidInputError(f"box {box} gives grid cells of {spacing} on a grid of {shape}: "
+                                "choose a box of finite, representable size")
     mesh = np.meshgrid(*axes, indexing="ij")
     points = torch.as_tensor(np.stack([m.ravel() for m in mesh], -1), dtype=torch.float64)
     with torch.no_grad():
@@ -359,7 +363,6 @@ def exact_reference(
     if not np.all(np.isfinite(energy)):
         bad = points[np.flatnonzero(~np.isfinite(energy.ravel()))[0]].tolist()
         raise InvalidInputError(f"energy is not finite on the reference grid, e.g. at x = {bad}; shrink --box")
-    spacing = tuple(float(a[1] - a[0]) for a in axes)
 
     log_w = -(energy - energy.min()) / system.kT
     log_z = np.log(np.exp(log_w).sum() * np.prod(spacing))
