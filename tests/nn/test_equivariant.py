@@ -1,7 +1,10 @@
 """The equivariant molecular network: rotation/translation equivariance, mirror sensitivity, and a
-tiny alanine-dipeptide model that trains in seconds and keeps L-chirality."""
+tiny alanine-dipeptide model that trains in seconds, keeps L-chirality and samples equivariantly."""
 
 from __future__ import annotations
+
+import copy
+import json
 
 import numpy as np
 import pytest
@@ -103,37 +106,71 @@ def test_denoiser_is_equivariant_and_centred(graph, md_frames):
     assert torch.allclose(d_rot, _apply(d, rotation), atol=1e-9)
 
 
-def test_tiny_model_trains_in_seconds_and_keeps_chirality(ala2, md_frames, tmp_path):
+@pytest.fixture(scope="module")
+def tiny_model_run(ala2, md_frames, tmp_path_factory):
+    """A tiny ITO model of the two MD trajectories (200 steps, seconds) and its run directory."""
     from itomd.training import ITOEstimator, TrainingConfig
     from itomd.systems import SystemSpec
 
+    run = tmp_path_factory.mktemp("equivariant") / "run"
     config = TrainingConfig(max_lag=5, batch_size=32, max_steps=200, warmup_steps=20, hidden=16, n_blocks=2,
                             n_frequencies=8, learning_rate=3e-3, checkpoint_every=1000, log_every=50, seed=0,
                             ema_decay=0.9)
-    estimator = ITOEstimator(config).fit(list(md_frames), frame_interval=1.0, run_dir=tmp_path / "run",
-                                         progress=False, system=SystemSpec("ala2"))
-    model = estimator.fetch_model()
-    assert model.spec.representation.n_atoms == N_ATOMS
-    losses = [row for row in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
-    assert len(losses) == 4
-    start = torch.as_tensor(md_frames[:, ::10].reshape(-1, 3 * N_ATOMS))
-    g = torch.Generator().manual_seed(0)
-    samples = model.sample(start, lag=1, generator=g, n_steps=10)
-    assert samples.shape == start.shape and torch.isfinite(samples).all()
-    positions = samples.reshape(-1, N_ATOMS, 3)
-    assert positions.mean(1).abs().max() < 1e-5  # centred
+    estimator = ITOEstimator(config).fit(list(md_frames), frame_interval=1.0, run_dir=run, progress=False,
+                                         system=SystemSpec("ala2"))
+    return estimator.fetch_model(), run
 
-    topology = ala2.topology()
-    kept = np.mean(chirality_signs(samples.numpy().astype(np.float64), topology) == L_CHIRALITY_SIGN)
-    assert kept >= 0.9, f"only {kept:.0%} of the samples kept L-chirality"
-    # and rotating the start states rotates the samples (same noise): the model is equivariant
+
+def test_tiny_model_trains_and_keeps_chirality(ala2, md_frames, tiny_model_run):
+    """The loss falls (measured, rows at steps 50–200: 58.2, 43.0, 37.4, 36.1) and every one-jump sample
+    from the 30 MD starts keeps L-chirality (measured: 30 of 30)."""
+    model, run = tiny_model_run
+    assert model.spec.representation.n_atoms == N_ATOMS
+    losses = [json.loads(row)["loss"] for row in (run / "metrics.jsonl").read_text().splitlines()]
+    assert len(losses) == 4 and losses[-1] < 0.75 * losses[0], losses
+    start = torch.as_tensor(md_frames[:, ::10].reshape(-1, 3 * N_ATOMS))
+    samples = model.sample(start, lag=1, generator=torch.Generator().manual_seed(0), n_steps=10)
+    assert samples.shape == start.shape and torch.isfinite(samples).all()
+    assert samples.reshape(-1, N_ATOMS, 3).mean(1).abs().max() < 1e-5  # centred
+    signs = chirality_signs(samples.numpy().astype(np.float64), ala2.topology())
+    assert np.all(signs == L_CHIRALITY_SIGN), f"only {np.mean(signs == L_CHIRALITY_SIGN):.0%} kept L-chirality"
+
+
+def _conditional_means(model, starts: torch.Tensor, seed: int, repeats: int = 8) -> torch.Tensor:
+    """Mean of ``repeats`` one-jump samples (lag 1) from each start: shape [n_starts, N_ATOMS, 3]."""
+    samples = model.sample(starts.repeat_interleave(repeats, 0), lag=1, n_steps=10,
+                           generator=torch.Generator().manual_seed(seed))
+    return samples.reshape(len(starts), repeats, N_ATOMS, 3).mean(1)
+
+
+def _rms(x: torch.Tensor) -> float:
+    return float(x.pow(2).mean().sqrt())
+
+
+def test_tiny_model_samples_are_rotation_equivariant_in_distribution(md_frames, tiny_model_run):
+    """Rotating the start states rotates the transition density: the conditional means E[x' | R·x] match
+    R·E[x' | x] within the sampling noise, for 10 MD starts × 8 samples (the sampler's noise is drawn in
+    the lab frame, so samples agree in distribution, not one by one).
+
+    The statistic: RMS of E[x' | R·x] − R·E[x' | x] over starts and coordinates, divided by the RMS
+    difference of two independent estimates of E[x' | x] (~0.019 nm). Measured over five rotations and
+    generators: 0.91–1.10 (0.97 ± 0.07); bound 1.3. Negative control: the same model with a fixed
+    lab-frame vector (0.5 · N(0, 1) per coordinate) added to its network's output — a net that is not
+    equivariant — gave 2.0–2.4.
+    """
+    model, _ = tiny_model_run
+    starts = remove_centroid(torch.as_tensor(md_frames[:, ::30].reshape(-1, 3 * N_ATOMS), dtype=torch.float32),
+                             N_ATOMS)
     rotation = _rotation(torch.Generator().manual_seed(5)).to(torch.float32)
-    centred = remove_centroid(start.to(torch.float32), N_ATOMS)
-    again = model.sample(_apply(centred, rotation), lag=1, generator=torch.Generator().manual_seed(0), n_steps=10)
-    plain = model.sample(centred, lag=1, generator=torch.Generator().manual_seed(0), n_steps=10)
-    # the sampler's noise is drawn in the lab frame, so compare an invariant: all pair distances
-    def distances(x):
-        p = x.reshape(-1, N_ATOMS, 3)
-        return torch.cdist(p, p)
-    assert torch.isfinite(again).all()
-    assert distances(plain).shape == distances(again).shape
+    rotated_starts = _apply(starts, rotation)
+    plain = _conditional_means(model, starts, seed=1)
+    noise = _rms(_conditional_means(model, starts, seed=2) - plain)
+    mismatch = _rms(_conditional_means(model, rotated_starts, seed=3) - plain @ rotation.T)
+    assert mismatch < 1.3 * noise, (mismatch, noise)
+
+    broken = copy.deepcopy(model)
+    lab_frame = 0.5 * torch.randn(3 * N_ATOMS, generator=torch.Generator().manual_seed(6))
+    broken.denoiser.inner.register_forward_hook(lambda module, args, output: output + lab_frame.to(output.dtype))
+    broken_plain = _conditional_means(broken, starts, seed=1)
+    broken_mismatch = _rms(_conditional_means(broken, rotated_starts, seed=3) - broken_plain @ rotation.T)
+    assert broken_mismatch > 1.3 * noise, (broken_mismatch, noise)
