@@ -105,7 +105,9 @@ def test_itomd_analyze_on_a_molecular_store(md_trajectories, ala2, tmp_path, cap
                                                  "fraction_chirality_kept", "n_frames", "worst_offenders"}
     assert out["molecular"]["comparison_validity"]["n_frames"] == 2000
     comparison = out["comparison"]
-    assert 0.0 < comparison["js_divergence"] < 0.5  # the first halves of the same runs: similar, not equal
+    # the first halves of the same runs: similar, not equal (measured 0.014; halves of this MD give 0.013–0.022,
+    # 600 K MD 0.10–0.22: HALF_OF_THE_MD_JS_BOUND in tests/analysis/test_molecular.py)
+    assert 0.005 < comparison["js_divergence"] < 0.035
     assert len(comparison["implied_timescales"]["timescales"]) == 3 == len(comparison["slowest_timescale_ratio"])
     assert len(out["implied_timescales"]["timescales"]) == 3
 
