@@ -229,7 +229,7 @@ def check_command(files: Files, argv: list[str]) -> None:
 
 FAST = settings(max_examples=8, deadline=None, derandomize=True, database=None, print_blob=True,
                 suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
-THOROUGH = settings(FAST, max_examples=150)
+THOROUGH = settings(FAST, max_examples=60)
 
 
 @pytest.mark.parametrize("command", COMMANDS)
