@@ -92,6 +92,17 @@ def test_store_writes_what_it_reads_or_refuses(tmp_path_factory, array):
 
 
 @FAST
+@given(array=arrays())
+def test_saved_trajectories_read_back_or_are_refused(tmp_path_factory, array):
+    from itomd.data.store import save_trajectories
+
+    store = outcome(lambda: save_trajectories(tmp_path_factory.mktemp("saved"), [array], {"frame_interval": 1.0}))
+    if store is not None:
+        assert array.ndim == 2 and min(array.shape) > 0 and is_clean_real(array)
+        assert np.array_equal(store.trajectories()[0], array.astype(np.float64))
+
+
+@FAST
 @given(array=arrays(st.tuples(st.integers(2, 8), st.integers(1, 2))), lag=st.integers(-1, 3))
 def test_pair_sampler_pairs_lie_lag_frames_apart(array, lag):
     from itomd.data.pairs import FixedLag, PairSampler

@@ -437,7 +437,7 @@ def save_trajectories(
     -------
     TrajectoryStore
     """
-    arrays = [np.asarray(t, dtype=np.float64) for t in trajectories]
+    arrays = [as_real_array(t, f"trajectory {i}") for i, t in enumerate(trajectories)]
     if not arrays:
         raise InvalidInputError("no trajectories to save")
     for i, a in enumerate(arrays):
