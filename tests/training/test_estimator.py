@@ -23,11 +23,11 @@ def test_fit_and_sample_plumbing_reproduce_ou_transitions_at_two_lags(ou_traject
 
     A plumbing check (data → lag tables → training → EMA → sampler), not a learning test: the fitted
     linear preconditioning is already the exact OU transition, so a network that outputs zero passes
-    too. What the network learns is tested on the bimodal two-state data below.
+    too, and 300 steps suffice (measured: worst mean error 0.040 of the 0.08 allowed, worst sd 5 % of 15 %;
+    10 s on one thread). What the network learns is tested on the bimodal two-state data below.
     """
-    torch.set_num_threads(2)
     data = ou_trajectories(200, 300, seed=1)
-    config = tiny_config(hidden=64, n_blocks=2, n_frequencies=8, batch_size=256, max_steps=1500, warmup_steps=100,
+    config = tiny_config(hidden=64, n_blocks=2, n_frequencies=8, batch_size=256, max_steps=300, warmup_steps=100,
                          learning_rate=3e-3, ema_decay=0.995)
     model = ITOEstimator(config).fit(data, frame_interval=0.1, progress=False).fetch_model()
     generator = torch.Generator().manual_seed(0)
@@ -36,9 +36,9 @@ def test_fit_and_sample_plumbing_reproduce_ou_transitions_at_two_lags(ou_traject
 
 def test_equilibrium_fit_and_sample_plumbing_reproduce_the_stationary_gaussian(ou_data, tiny_config):
     """A plumbing check like the OU one: the fitted data mean and scale already make the Gaussian exact
-    (a zero network passes); the learning test is the bimodal equilibrium one below."""
-    torch.set_num_threads(2)
-    config = tiny_config(equilibrium=True, hidden=64, batch_size=256, max_steps=600, learning_rate=3e-3, ema_decay=0.99)
+    (a zero network passes; 200 steps: mean 0.013, sd 0.998); the learning test is the bimodal equilibrium
+    one below."""
+    config = tiny_config(equilibrium=True, hidden=64, batch_size=256, max_steps=200, learning_rate=3e-3, ema_decay=0.99)
     model = ITOEstimator(config).fit(ou_data, frame_interval=0.1, progress=False).fetch_model()
     assert not model.conditional
     x = model.sample(None, n_samples=8000, generator=torch.Generator().manual_seed(0)).numpy()[:, 0]
