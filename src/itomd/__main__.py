@@ -1,5 +1,3 @@
-import sys
+from itomd.cli import run_command
 
-from itomd.cli import main
-
-sys.exit(main())
+run_command()

@@ -127,3 +127,20 @@ def test_main_runs_outside_the_main_thread(capsys):
     worker.start()
     worker.join()
     assert codes == [2] and "≥ 4 cells" in capsys.readouterr().err
+
+
+def test_a_signal_while_the_executable_exits_changes_nothing():
+    """A Ctrl-C that lands after the command finished (here: from an exit handler) is ignored: exit 0,
+    no traceback; one that lands before main() set its handlers is one line and exit 130."""
+    import subprocess
+    import sys
+
+    late = ("import atexit, os, signal\nimport itomd.cli as cli\n"
+            "atexit.register(lambda: os.kill(os.getpid(), signal.SIGINT))\n"
+            "cli.main = lambda: 0\ncli.run_command()\n")
+    done = subprocess.run([sys.executable, "-c", late], capture_output=True, text=True, timeout=120)
+    assert (done.returncode, done.stderr) == (0, "")
+    early = ("import os, signal\nimport itomd.cli as cli\n"
+             "cli.main = lambda: os.kill(os.getpid(), signal.SIGINT)\ncli.run_command()\n")
+    done = subprocess.run([sys.executable, "-c", early], capture_output=True, text=True, timeout=120)
+    assert (done.returncode, done.stderr) == (130, "itomd: interrupted\n")

@@ -14,7 +14,7 @@ import signal
 import sys
 import threading
 import warnings
-from typing import Sequence
+from typing import NoReturn, Sequence
 
 from itomd import __version__
 from itomd.cli import analyze, demo, export, fit_interpolation, reference, sample, simulate, train
@@ -105,5 +105,23 @@ def _work_kept(args: argparse.Namespace) -> str:
     return f"; {note or 'no partial output was left (files are written whole); re-run the same command'}"
 
 
+def run_command() -> NoReturn:
+    """The ``itomd`` executable: :func:`main`, then exit with its status.
+
+    A Ctrl-C or SIGTERM that arrives after the command has finished (while the interpreter shuts
+    down) is ignored, so it can neither print a traceback from an exit handler nor turn a completed
+    run into a killed one.
+    """
+    try:
+        status = main()
+    except KeyboardInterrupt:  # a signal between main()'s handlers and here: main() said nothing yet
+        print("itomd: interrupted", file=sys.stderr)
+        status = EXIT_INTERRUPTED
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    sys.exit(status)
+
+
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+    run_command()
