@@ -135,12 +135,14 @@ def test_a_signal_while_the_executable_exits_changes_nothing():
     import subprocess
     import sys
 
-    late = ("import atexit, os, signal\nimport itomd.cli as cli\n"
+    # the default Ctrl-C handler first: a test run in the background inherits SIGINT ignored
+    late = ("import atexit, os, signal\nsignal.signal(signal.SIGINT, signal.default_int_handler)\n"
+            "import itomd.cli as cli\n"
             "atexit.register(lambda: os.kill(os.getpid(), signal.SIGINT))\n"
             "cli.main = lambda: 0\ncli.run_command()\n")
     done = subprocess.run([sys.executable, "-c", late], capture_output=True, text=True, timeout=120)
     assert (done.returncode, done.stderr) == (0, "")
-    early = ("import os, signal\nimport itomd.cli as cli\n"
+    early = ("import os, signal\nsignal.signal(signal.SIGINT, signal.default_int_handler)\nimport itomd.cli as cli\n"
              "cli.main = lambda: os.kill(os.getpid(), signal.SIGINT)\ncli.run_command()\n")
     done = subprocess.run([sys.executable, "-c", early], capture_output=True, text=True, timeout=120)
     assert (done.returncode, done.stderr) == (130, "itomd: interrupted\n")

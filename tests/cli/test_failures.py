@@ -86,8 +86,11 @@ def _lines(stderr: str) -> list[str]:
 
 
 def _start(argv: list[str]) -> subprocess.Popen:
+    # Ctrl-C must reach the child even when the suite runs in the background (which ignores SIGINT,
+    # an ignored disposition that children inherit)
     return subprocess.Popen([sys.executable, "-m", "itomd", *argv], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+                            text=True, env={**os.environ, "OMP_NUM_THREADS": "1"},
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
 
 
 def _wait_for(proc: subprocess.Popen, ready, timeout: float = 240) -> None:

@@ -108,7 +108,7 @@ def discretize(
     if method == "auto":
         method = "uniform" if dim == 1 else "kmeans"
     frames = np.concatenate(trajectories)
-    n_states = check_n_states(n_states, len(frames))
+    n_states = check_n_states(n_states)
     fit_frames = np.ascontiguousarray(frames[:: max(1, len(frames) // MAX_FIT_FRAMES)])
 
     if method == "uniform":
@@ -136,15 +136,14 @@ def discretize(
     return discretization
 
 
-def check_n_states(n_states: int | None, n_frames: int) -> int:
+def check_n_states(n_states: int | None) -> int:
     """The number of MSM states to use: ``n_states`` (default :data:`DEFAULT_N_STATES`) checked to be
-    an integer in [2, min(n_frames, :data:`MAX_N_STATES`)], one-line :class:`InvalidInputError` otherwise."""
+    an integer in [2, :data:`MAX_N_STATES`], one-line :class:`InvalidInputError` otherwise. (More
+    states than distinct frames is fine: k-means then keeps one centre per distinct frame.)"""
     n_states = DEFAULT_N_STATES if n_states is None else n_states
     if isinstance(n_states, bool) or not isinstance(n_states, (int, np.integer)) or n_states < 2:
         raise InvalidInputError(f"need an integer number of states ≥ 2, got {n_states}")
     if n_states > MAX_N_STATES:
         raise InvalidInputError(f"{n_states} states are too many: at most {MAX_N_STATES} (a dense MSM of n states "
                                 f"needs 8·n² bytes per matrix)")
-    if n_states > n_frames:
-        raise InvalidInputError(f"{n_states} states but only {n_frames} frames: use fewer states")
     return int(n_states)

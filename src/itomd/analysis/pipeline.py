@@ -367,7 +367,7 @@ def analyze(
         notes.append(f"lags {lags} frames chosen automatically (up to 1/3 of {usable} frames)")
     lags = check_lags(lags, trajectories)
     if discretization is None and n_states is not None:  # checked before any work (featurizers may fix states)
-        check_n_states(n_states, sum(lengths))
+        check_n_states(n_states)
 
     steps = tqdm(total=7, desc="analyze", disable=not progress, leave=False)
 
