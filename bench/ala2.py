@@ -134,7 +134,9 @@ def stage_evaluate(args, run: str = "ito", label: str = "ito") -> None:
         "slowest_its_model_ps": [float(v) for v in np.asarray(result.implied_timescales.timescales)[:, 0]],
         "slowest_its_md_ps": [float(v) for v in np.asarray(md_its.timescales)[:, 0]],
         "md_lag_times_ps": [float(v) for v in np.asarray(md_its.lag_times)],
-        "slowest_its_ratio": None if ratio is None else [float(v) for v in ratio],
+        "slowest_its_model_resolved": [bool(r) for r in np.asarray(result.implied_timescales.resolved)[:, 0]],
+        "slowest_its_md_resolved": [bool(r) for r in np.asarray(md_its.resolved)[:, 0]],
+        "slowest_its_ratio": _resolved_ratios(ratio),
         "validity": _fractions(validity),
         "md_validity": _fractions(molecular.comparison_validity),
         "md_ns": float(sum(len(t) - 1 for t in reference)) * model.frame_interval / 1000.0,
@@ -155,7 +157,7 @@ def stage_md_floor(args) -> None:
         "lag_times_ps": [float(v) for v in np.asarray(result.implied_timescales.lag_times)],
         "slowest_its_train_ps": [float(v) for v in np.asarray(result.implied_timescales.timescales)[:, 0]],
         "slowest_its_reference_ps": [float(v) for v in np.asarray(comparison.implied_timescales.timescales)[:, 0]],
-        "slowest_its_ratio": None if ratio is None else [float(v) for v in ratio]})
+        "slowest_its_ratio": _resolved_ratios(ratio)})
 
 
 def stage_throughput(args, run: str = "ito") -> None:
@@ -295,6 +297,11 @@ def _train(config: TrainingConfig, data: Path, out: Path) -> None:
     spec = SystemSpec.from_metadata(store.metadata)
     train_or_load(out, config, store.trajectories, store.metadata["frame_interval"],
                   system=spec, resume=True)
+
+
+def _resolved_ratios(ratio: np.ndarray | None) -> list[float | None] | None:
+    """Timescale ratios for the JSON: None where either estimate is unresolved (NaN in the comparison)."""
+    return None if ratio is None else [float(v) if np.isfinite(v) else None for v in ratio]
 
 
 def _trajectories(path: Path) -> list[np.ndarray]:
