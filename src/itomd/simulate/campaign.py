@@ -415,7 +415,10 @@ class _DaskExecutor:
             # port instead of 8787, so that concurrent clusters do not warn about the port
             cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
                                    dashboard_address=None, scheduler_kwargs={"dashboard_address": "127.0.0.1:0"},
-                                   silence_logs=logging.ERROR)
+                                   silence_logs=logging.CRITICAL)
+            # CRITICAL: task errors come back as values (_TaskFailure) and a dead worker as an
+            # exception here; what workers would still log are teardown records (a heartbeat to a
+            # scheduler that is closing after an error) that would print tracebacks before the one line
             client = Client(cluster)
         else:
             try:
