@@ -90,3 +90,24 @@ def test_usage_errors_are_one_line_with_the_usage_exit_status(capsys):
     assert exit_.value.code == EXIT_USAGE == 2
     assert capsys.readouterr().err == "itomd sample: error: argument --lag: must be a positive integer, got 0\n"
 
+
+
+def test_interrupt_requests_work_outside_the_main_thread():
+    """Signal handlers can only be set in the main thread: elsewhere the context does nothing
+    (instead of a ValueError), and the main thread's handlers stay as they were."""
+    import signal
+    import threading
+
+    from itomd.cli._common import InterruptRequests
+
+    before = signal.getsignal(signal.SIGINT)
+    seen = []
+
+    def work():
+        with InterruptRequests() as interrupts:
+            seen.append(interrupts.requested)
+
+    worker = threading.Thread(target=work)
+    worker.start()
+    worker.join()
+    assert seen == [False] and signal.getsignal(signal.SIGINT) is before

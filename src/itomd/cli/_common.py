@@ -6,6 +6,7 @@ import argparse
 import json
 import math
 import signal
+import threading
 from pathlib import Path
 
 from itomd.errors import InvalidInputError
@@ -193,8 +194,9 @@ class InterruptRequests:
         self.signal = signum
 
     def __enter__(self) -> "InterruptRequests":
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            self._previous[signum] = signal.signal(signum, self._handle)
+        if threading.current_thread() is threading.main_thread():  # elsewhere signals cannot be handled
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                self._previous[signum] = signal.signal(signum, self._handle)
         return self
 
     def __exit__(self, *exc_info) -> None:
