@@ -225,13 +225,18 @@ def test_a_read_only_output_directory_is_one_line(tmp_path):
 
 
 # -- a failing dask worker ------------------------------------------------------------------------------
-def test_a_worker_error_on_a_local_cluster_is_one_line_without_the_worker_traceback(tmp_path):
+def _blowing_up_campaign(tmp_path: Path, n_trajectories: int) -> list[str]:
+    """``itomd simulate`` arguments of a campaign on 2 dask workers whose potential is unbounded below
+    (U = −x⁴ at timestep 0.01): every trajectory blows up within a few frames."""
     potential = tmp_path / "unbounded.py"
     potential.write_text("def U(x):\n    return -x[..., 0] ** 4\n")
-    argv = ["simulate", "--system", f"{potential}:U", "--dim", "1", "--timestep", "0.01", "--x0", "1.0",
-            "--n-traj", "4", "--chunk-size", "1", "--n-frames", "100", "--workers", "2", "--quiet",
+    return ["simulate", "--system", f"{potential}:U", "--dim", "1", "--timestep", "0.01", "--x0", "1.0",
+            "--n-traj", str(n_trajectories), "--chunk-size", "1", "--n-frames", "100", "--workers", "2", "--quiet",
             "--out", str(tmp_path / "out")]
-    proc = run_cli(*argv)
+
+
+def test_a_worker_error_on_a_local_cluster_is_one_line_without_the_worker_traceback(tmp_path):
+    proc = run_cli(*_blowing_up_campaign(tmp_path, 4))
     assert proc.returncode == 2, proc.stderr
     assert _lines(proc.stderr) == [line for line in _lines(proc.stderr) if line.startswith("itomd simulate: error:")]
     assert len(_lines(proc.stderr)) == 1 and "coordinates became non-finite" in proc.stderr, proc.stderr
@@ -240,12 +245,7 @@ def test_a_worker_error_on_a_local_cluster_is_one_line_without_the_worker_traceb
 
 @pytest.mark.slow
 def test_debug_shows_the_worker_traceback(tmp_path):
-    potential = tmp_path / "unbounded.py"
-    potential.write_text("def U(x):\n    return -x[..., 0] ** 4\n")
-    argv = ["simulate", "--system", f"{potential}:U", "--dim", "1", "--timestep", "0.01", "--x0", "1.0",
-            "--n-traj", "2", "--chunk-size", "1", "--n-frames", "100", "--workers", "2", "--quiet",
-            "--out", str(tmp_path / "out")]
-    debug = run_cli("--debug", *argv)  # --debug shows everything, the worker's traceback too
+    debug = run_cli("--debug", *_blowing_up_campaign(tmp_path, 2))  # --debug shows everything, the worker's traceback too
     assert debug.returncode != 0 and "Traceback" in debug.stderr and "raised on a dask worker" in debug.stderr
 
 
