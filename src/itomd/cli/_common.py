@@ -93,7 +93,8 @@ def add_system_options(p: argparse.ArgumentParser, required: bool = True) -> Non
     g = p.add_argument_group("system")
     g.add_argument("--system", required=required, metavar="SPEC",
                    help="shipped system (prinz, muller-brown, double-well, harmonic), molecule (ala2, ala2-vacuum, "
-                        "ala2-implicit) or path/to/file.py:NAME")
+                        "ala2-implicit), path/to/file.py:NAME, or your molecule: x.pdb, x.prmtop:x.inpcrd, "
+                        "system.xml:x.pdb, peptide:SEQUENCE")
     g.add_argument("--dim", type=positive_int, help="dimension (systems with a choice, user functions)")
     g.add_argument("--kT", type=positive_float, dest="kT", help="thermal energy (default: the system's)")
     g.add_argument("--temperature", type=positive_float, metavar="KELVIN",
@@ -104,15 +105,28 @@ def add_system_options(p: argparse.ArgumentParser, required: bool = True) -> Non
                    help="physical time between stored frames (default: the system's)")
     g.add_argument("--box", type=float_list, metavar="XMIN,XMAX[,YMIN,YMAX]",
                    help="region for the exact reference and plots")
+    m = p.add_argument_group("your molecule (x.pdb, x.prmtop:x.inpcrd, system.xml:x.pdb, peptide:SEQUENCE)")
+    m.add_argument("--forcefield", nargs="+", metavar="XML",
+                   help="OpenMM force-field files for PDB and peptide inputs (default amber14-all.xml)")
+    m.add_argument("--implicit-solvent", dest="implicit_solvent", choices=["obc2", "gbn2", "none"],
+                   help="Generalized Born model (default obc2; none: vacuum)")
+    m.add_argument("--solvent", choices=["implicit", "explicit"],
+                   help="explicit: a TIP3P box with ions and PME; frames store the solute only (default implicit)")
+    m.add_argument("--termini", choices=["capped", "charged"],
+                   help="peptide:SEQUENCE ends: ACE/NME caps (default) or charged NH3+/COO-")
 
 
 def system_spec(args: argparse.Namespace):
     """The SystemSpec and System the ``--system`` options describe (validated here, one-line errors)."""
     from itomd.systems import SystemSpec
 
+    forcefield = getattr(args, "forcefield", None)
     spec = SystemSpec(spec=args.system, dim=args.dim, kT=args.kT, friction=args.friction,
                       timestep=args.timestep, frame_interval=args.frame_interval,
-                      temperature=getattr(args, "temperature", None))
+                      temperature=getattr(args, "temperature", None),
+                      forcefield=None if forcefield is None else tuple(forcefield),
+                      implicit_solvent=getattr(args, "implicit_solvent", None), solvent=getattr(args, "solvent", None),
+                      termini=getattr(args, "termini", None))
     system = spec.build()  # validates everything once, here, with one-line errors
     box = box_ranges(args.box, system.dim)
     if box is not None:

@@ -270,7 +270,7 @@ class Campaign:
         engine_parameters = self.engine.parameters()
 
         def make_task(chunk: int, store_dir: Path) -> _ChunkTask:
-            return _ChunkTask(spec=spec, out_dir=str(store_dir), chunk=chunk,
+            return _ChunkTask(spec=spec.with_structure(store_dir), out_dir=str(store_dir), chunk=chunk,
                               first_index=self.chunk_trajectories(chunk).start,
                               start_points=self.start_points(chunk), n_frames=self.n_frames,
                               engine=engine_parameters, seed=self.chunk_torch_seed(chunk), metadata=metadata)
@@ -510,6 +510,10 @@ def check_scheduler_address(address: str, timeout: float = SCHEDULER_PROBE_TIMEO
 # -- helpers --------------------------------------------------------------------------------------
 def _absolute_spec(spec: SystemSpec) -> SystemSpec:
     """The spec with a user file's path made absolute, so workers in other directories find it."""
+    if spec.is_user_molecule():
+        if spec.spec.strip().lower().startswith("peptide:"):
+            return spec
+        return dataclasses.replace(spec, spec=":".join(os.path.abspath(p) for p in spec.spec.strip().split(":")))
     if ":" in spec.spec:
         path, name = spec.spec.rsplit(":", 1)
         if path.endswith(".py"):

@@ -200,7 +200,7 @@ def make_engine(system: System, integrator: str | None = None, platform: str | N
                                     f"for '{label}'")
         raise InvalidInputError(f"integrator '{integrator}' does not apply to '{label}': choose one of {supported}")
     if engine_class is OpenMMEngine:
-        return OpenMMEngine(system, DEFAULT_PLATFORM if platform is None else platform)
+        return OpenMMEngine(system, system.default_platform if platform is None else platform)
     if platform is not None:
         raise InvalidInputError(f"an OpenMM platform applies to molecules only, not to '{label}'")
     return engine_class(system, integrator)

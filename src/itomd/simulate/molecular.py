@@ -61,6 +61,8 @@ PLATFORMS = ("Reference", "CPU", "CUDA", "OpenCL")
 DEFAULT_PLATFORM = "Reference"
 #: The integrator name campaigns record for molecules (``MolecularSystem.integrators``).
 MOLECULAR_INTEGRATOR = "langevin-middle"
+#: Threads of the CPU platform (campaign workers are single-threaded processes).
+CPU_THREADS = 1
 #: Relative tolerance of the constraints (start points and integrator; OpenMM's default).
 CONSTRAINT_TOLERANCE = 1e-5
 
@@ -133,16 +135,20 @@ def make_context(system: "MolecularSystem", positions: np.ndarray, velocity_seed
     integrator = openmm.LangevinMiddleIntegrator(system.temperature, system.friction, system.timestep)
     integrator.setRandomNumberSeed(int(noise_seed))
     integrator.setConstraintTolerance(CONSTRAINT_TOLERANCE)
-    properties = {"Threads": "1"} if platform == "CPU" else {"Precision": "mixed"} if platform in ("CUDA", "OpenCL") else {}
+    properties = {"Threads": str(CPU_THREADS)} if platform == "CPU" else {"Precision": "mixed"} if platform in ("CUDA", "OpenCL") else {}
     context = openmm.Context(openmm_system, integrator, get_platform(platform), properties)
-    context.setPositions(np.asarray(positions, dtype=np.float64).reshape(-1, 3))
+    positions, box = system.simulation_positions(positions)  # explicit solvent: the solute in its water box
+    if box is not None:
+        context.setPeriodicBoxVectors(*box)
+    context.setPositions(positions)
     context.applyConstraints(CONSTRAINT_TOLERANCE)
     context.setVelocitiesToTemperature(system.temperature, int(velocity_seed))
     return context
 
 
-def _positions(context: "openmm.Context") -> np.ndarray:
-    return np.asarray(context.getState(getPositions=True).getPositions(asNumpy=True)._value, dtype=np.float64).reshape(-1)
+def _positions(context: "openmm.Context", system: "MolecularSystem") -> np.ndarray:
+    positions = np.asarray(context.getState(getPositions=True).getPositions(asNumpy=True)._value, dtype=np.float64)
+    return system.stored_coordinates(positions)
 
 
 def simulate_molecule(
@@ -206,10 +212,10 @@ def simulate_molecule(
         try:
             context = make_context(system, x0[walker], *seeds[walker], platform=platform, openmm_system=openmm_system)
             integrator = context.getIntegrator()
-            out[walker, 0] = _positions(context)
+            out[walker, 0] = _positions(context, system)
             for frame in range(1, int(n_frames)):
                 integrator.step(steps)
-                out[walker, frame] = _positions(context)
+                out[walker, frame] = _positions(context, system)
         except openmm.OpenMMException as exc:
             message = " ".join(str(exc).split())
             raise SimulationError(f"OpenMM failed for walker {walker} of {system.name} ({message}); "

@@ -32,7 +32,9 @@ import numpy as np
 import torch
 
 from itomd._files import write_text_atomically
+from itomd.geometry import superpose
 from itomd.errors import DataFileError, InvalidInputError
+from itomd.systems.molecules import STRUCTURE_FILE, MoleculeInput, PreparedMolecule, prepare_molecule
 from itomd.systems.potential import Potential
 from itomd.systems.system import System
 
@@ -100,12 +102,16 @@ class OpenMMPotential(Potential):
     """
 
     def __init__(self, molecule: str = "alanine-dipeptide", solvent: str = "vacuum",
-                 temperature: float = DEFAULT_TEMPERATURE):
+                 temperature: float = DEFAULT_TEMPERATURE, source: "MoleculeInput | None" = None):
         self.molecule = molecule
         self.solvent = solvent
         self.temperature = float(temperature)
-        prmtop, _ = _amber_files(molecule)
-        super().__init__(3 * prmtop.topology.getNumAtoms())
+        self.source = source
+        if source is None:
+            n_atoms = _amber_files(molecule)[0].topology.getNumAtoms()
+        else:
+            n_atoms = prepare_molecule(source, self.temperature).n_atoms
+        super().__init__(3 * n_atoms)
         self.name = f"{molecule} ({solvent})"
         self._context = None
 
@@ -118,7 +124,10 @@ class OpenMMPotential(Potential):
         if self._context is None:
             import openmm
 
-            system = build_openmm_system(self.molecule, self.solvent, constraints=False)
+            if getattr(self, "source", None) is None:  # model files of earlier versions pickled no source
+                system = build_openmm_system(self.molecule, self.solvent, constraints=False)
+            else:
+                system = prepare_molecule(self.source, self.temperature).energy_system()
             integrator = openmm.VerletIntegrator(0.001)
             self._context = openmm.Context(system, integrator, openmm.Platform.getPlatformByName("Reference"))
         return self._context
@@ -166,22 +175,26 @@ class MolecularSystem(System):
 
     ``kT`` is 1 (energies are in units of k_B·T at ``temperature``), ``friction`` is the Langevin
     collision rate in 1/ps, ``timestep`` and ``frame_interval`` are in ps. Coordinates are flattened
-    positions ``[*batch, 3·n_atoms]`` in nm. ``mass`` and ``box`` are not parameters of a molecule
-    (OpenMM has the masses, see :meth:`masses`; molecules have no box): they keep the values 1 and
-    ``None`` that the stored metadata has always recorded, and cannot be set.
+    positions ``[*batch, 3·n_atoms]`` in nm of the solute (water and ions of explicit solvent are
+    simulated but never stored). ``mass`` and ``box`` are not parameters of a molecule (OpenMM has
+    the masses, see :meth:`masses`; a solute has no box): they keep the values 1 and ``None`` that
+    the stored metadata has always recorded, and cannot be set.
 
     Its dynamics is OpenMM's Langevin integrator (:attr:`integrators` ``("langevin-middle",)``),
-    campaigns start from the shipped structure (:meth:`default_start`) in chunks of
+    campaigns start from the prepared structure (:meth:`default_start`) in chunks of
     :attr:`default_chunk_size` ``= 4`` walkers (one OpenMM context per walker), and a store of its
-    trajectories holds ``topology.pdb`` (:meth:`write_store_files`).
+    trajectories holds ``topology.pdb`` and, for a user's molecule, ``structure.pdb`` (the prepared
+    structure, see :mod:`itomd.systems.molecules`; :meth:`write_store_files`).
 
     Parameters
     ----------
     molecule : str
-        ``"alanine-dipeptide"``.
-    solvent : {"vacuum", "obc2"}
+        ``"alanine-dipeptide"`` for the shipped molecule; a user's molecule's spec otherwise.
+    solvent : {"vacuum", "obc2", "gbn2", "explicit"}
     temperature : float
         Kelvin.
+    source : MoleculeInput, optional
+        Where a user's molecule comes from (None: the shipped alanine dipeptide).
     """
 
     integrators: ClassVar[tuple[str, ...]] = ("langevin-middle",)
@@ -193,10 +206,11 @@ class MolecularSystem(System):
     molecule: str = "alanine-dipeptide"
     solvent: str = "vacuum"
     temperature: float = DEFAULT_TEMPERATURE
+    source: MoleculeInput | None = None
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.solvent not in SOLVENTS:
+        if self.source is None and self.solvent not in SOLVENTS:
             raise InvalidInputError(f"unknown solvent '{self.solvent}': choose one of {', '.join(SOLVENTS)}")
         if not (np.isfinite(self.temperature) and self.temperature > 0):
             raise InvalidInputError(f"temperature must be a positive number of kelvin, got {self.temperature!r}")
@@ -205,31 +219,66 @@ class MolecularSystem(System):
     def n_atoms(self) -> int:
         return self.dim // 3
 
+    def prepared(self) -> PreparedMolecule:
+        """The prepared user's molecule (built, minimised and equilibrated once per process)."""
+        if self.source is None:
+            raise InvalidInputError("the shipped alanine dipeptide has no prepared structure")
+        return prepare_molecule(self.source, self.temperature)
+
+    @property
+    def explicit_solvent(self) -> bool:
+        """Whether MD runs in a water box (stored frames: the solute only)."""
+        return self.source is not None and self.source.solvent == "explicit"
+
+    @property
+    def default_platform(self) -> str:
+        """OpenMM platform campaigns use unless told: ``CPU`` in explicit solvent (PME on thousands of
+        atoms), ``Reference`` otherwise (fastest for small molecules, see :mod:`itomd.simulate.molecular`)."""
+        return "CPU" if self.explicit_solvent else "Reference"
+
     def topology(self) -> "mdtraj.Topology":
-        """The molecule's topology (atoms, residues, bonds) as an mdtraj ``Topology``."""
+        """The molecule's topology (atoms, residues, bonds; the solute) as an mdtraj ``Topology``."""
         import mdtraj
 
-        return mdtraj.Topology.from_openmm(_amber_files(self.molecule)[0].topology)
+        return mdtraj.Topology.from_openmm(self.openmm_topology())
 
     def openmm_topology(self) -> "openmm.app.Topology":
-        return _amber_files(self.molecule)[0].topology
+        """The solute's OpenMM topology."""
+        if self.source is None:
+            return _amber_files(self.molecule)[0].topology
+        return self.prepared().solute_topology()
 
     def openmm_system(self) -> "openmm.System":
-        """The OpenMM ``System`` the dynamics runs (bonds to hydrogen constrained)."""
-        return build_openmm_system(self.molecule, self.solvent, constraints=True)
+        """The OpenMM ``System`` the dynamics runs (bonds to hydrogen constrained; with its water box
+        in explicit solvent)."""
+        if self.source is None:
+            return build_openmm_system(self.molecule, self.solvent, constraints=True)
+        return self.prepared().dynamics_system()
 
     def initial_coordinates(self) -> np.ndarray:
-        """The shipped structure, flattened, in nm; shape [3·n_atoms], float64."""
-        positions = _amber_files(self.molecule)[1].getPositions(asNumpy=True)
-        return np.asarray(positions._value, dtype=np.float64).reshape(-1)
+        """The shipped or prepared structure of the solute, flattened, in nm; shape [3·n_atoms], float64
+        (centred in explicit solvent, as stored frames are)."""
+        if self.source is None:
+            positions = _amber_files(self.molecule)[1].getPositions(asNumpy=True)
+            return np.asarray(positions._value, dtype=np.float64).reshape(-1)
+        prepared = self.prepared()
+        if self.explicit_solvent:
+            return prepared.solute_positions()
+        return prepared.positions.reshape(-1).copy()
 
     def default_start(self) -> np.ndarray:
-        """The shipped structure (:meth:`initial_coordinates`): where campaigns start unless told otherwise."""
+        """The shipped or prepared structure (:meth:`initial_coordinates`): where campaigns start unless told otherwise."""
         return self.initial_coordinates()
 
     def write_store_files(self, directory: str | os.PathLike, frame: np.ndarray | None = None) -> list[Path]:
-        """Write ``topology.pdb`` into a store directory (see :meth:`write_topology`); returns ``[its path]``."""
-        return [self.write_topology(directory, frame)]
+        """Write ``topology.pdb`` (and, for a user's molecule, the prepared ``structure.pdb``) into a
+        store directory; returns their paths."""
+        written = [self.write_topology(directory, frame)]
+        if self.source is not None:
+            from itomd.systems.molecules import write_structure
+
+            written.append(write_structure(self.prepared(), Path(directory) / STRUCTURE_FILE))
+        return written
 
     def write_topology(self, directory: str | os.PathLike, coordinates: np.ndarray | None = None) -> Path:
         """Write the molecule's topology as ``topology.pdb`` into ``directory`` (atomically).
@@ -239,7 +288,7 @@ class MolecularSystem(System):
         directory : path
             Created if needed.
         coordinates : array_like, shape [3·n_atoms], optional
-            Positions in nm for the PDB's one model (default: the shipped structure).
+            Positions in nm for the PDB's one model (default: the shipped or prepared structure).
 
         Returns
         -------
@@ -255,14 +304,78 @@ class MolecularSystem(System):
         app.PDBFile.writeFile(self.openmm_topology(), positions.reshape(-1, 3) * unit.nanometer, buffer, keepIds=True)
         return write_text_atomically(Path(directory) / TOPOLOGY_FILE, buffer.getvalue())
 
+    def simulation_positions(self, coordinates: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """Positions of every simulated atom for a solute state, and the periodic box.
+
+        Without explicit solvent: the coordinates themselves ``[n_atoms, 3]`` and no box. In explicit
+        solvent the state ``[3·n_atoms]`` is superposed on the prepared structure's solute and put
+        into its equilibrated water box; unless it is that solute already (RMSD < 0.01 nm), the water
+        is relaxed around it (energy minimisation with the solute held by stiff harmonic restraints).
+
+        Returns
+        -------
+        positions : np.ndarray, shape [n_simulated_atoms, 3]
+            nm.
+        box : np.ndarray, shape [3, 3] or None
+        """
+        x = np.asarray(coordinates, dtype=np.float64).reshape(-1, 3)
+        if not self.explicit_solvent:
+            return x, None
+        prepared = self.prepared()
+        reference = prepared.positions[prepared.solute]
+        centre = reference.mean(axis=0)
+        placed = superpose(torch.as_tensor(x.reshape(1, -1)), torch.as_tensor(reference.reshape(1, -1)),
+                           len(x)).numpy().reshape(-1, 3) + centre
+        positions = prepared.positions.copy()
+        positions[prepared.solute] = placed
+        if np.sqrt(np.mean(np.sum((placed - reference) ** 2, axis=1))) > 0.01:
+            positions = _relax_solvent(prepared, positions)
+        return positions, prepared.box_vectors
+
+    def stored_coordinates(self, positions: np.ndarray) -> np.ndarray:
+        """What a frame stores of the simulated positions ``[n_simulated_atoms, 3]``: all of them
+        flattened, or in explicit solvent the solute's, centred; shape [3·n_atoms]."""
+        if not self.explicit_solvent:
+            return positions.reshape(-1)
+        solute = positions[self.prepared().solute]
+        return (solute - solute.mean(axis=0)).reshape(-1)
+
     def masses(self) -> np.ndarray:
-        """Atomic masses in dalton; shape [n_atoms]."""
+        """Atomic masses of the solute in dalton; shape [n_atoms]."""
         system = self.openmm_system()
-        return np.array([system.getParticleMass(i)._value for i in range(system.getNumParticles())])
+        indices = self.prepared().solute if self.source is not None else range(system.getNumParticles())
+        return np.array([system.getParticleMass(int(i))._value for i in indices])
 
     def metadata(self) -> dict:
-        return {**super().metadata(), "molecule": self.molecule, "solvent": self.solvent,
-                "temperature": self.temperature, "n_atoms": self.n_atoms, "units": "nm, ps, kT"}
+        record = {**super().metadata(), "molecule": self.molecule, "solvent": self.solvent,
+                  "temperature": self.temperature, "n_atoms": self.n_atoms, "units": "nm, ps, kT"}
+        if self.source is not None:
+            record["inputs"] = self.source.provenance()
+        return record
+
+
+#: Force constant (kJ/mol/nm²) holding the solute while the water relaxes around a new start point.
+SOLUTE_RESTRAINT = 5e4
+
+
+def _relax_solvent(prepared: PreparedMolecule, positions: np.ndarray) -> np.ndarray:
+    """Minimise the water around a solute held in place by harmonic restraints; returns positions."""
+    import openmm
+
+    system = prepared.dynamics_system()
+    restraint = openmm.CustomExternalForce("0.5*k*periodicdistance(x, y, z, x0, y0, z0)^2")
+    restraint.addGlobalParameter("k", SOLUTE_RESTRAINT)
+    for name in ("x0", "y0", "z0"):
+        restraint.addPerParticleParameter(name)
+    for i in prepared.solute:
+        restraint.addParticle(int(i), [float(c) for c in positions[i]])
+    system.addForce(restraint)
+    context = openmm.Context(system, openmm.VerletIntegrator(0.001), openmm.Platform.getPlatformByName("CPU"),
+                             {"Threads": "1"})
+    context.setPeriodicBoxVectors(*prepared.box_vectors)
+    context.setPositions(positions)
+    openmm.LocalEnergyMinimizer.minimize(context, 10.0, 0)
+    return np.asarray(context.getState(getPositions=True).getPositions(asNumpy=True)._value, dtype=np.float64)
 
 
 def molecular_system(name: str, temperature: float | None = None) -> MolecularSystem:
@@ -277,5 +390,22 @@ def molecular_system(name: str, temperature: float | None = None) -> MolecularSy
                            molecule=molecule, solvent=solvent, temperature=temperature)
 
 
-__all__ = ["MolecularSystem", "OpenMMPotential", "molecular_system", "build_openmm_system",
+def user_molecular_system(source: MoleculeInput, temperature: float | None = None,
+                          friction: float | None = None, timestep: float | None = None) -> MolecularSystem:
+    """A user's molecule (PDB, Amber, OpenMM XML or a peptide sequence) as a :class:`MolecularSystem`.
+
+    Builds and prepares it once per process (:func:`~itomd.systems.molecules.prepare_molecule`); the
+    dynamics defaults are those of the shipped molecule (300 K, 1/ps, 2 fs, frames every ps).
+    """
+    temperature = DEFAULT_TEMPERATURE if temperature is None else float(temperature)
+    friction = DEFAULT_COLLISION_RATE if friction is None else float(friction)
+    timestep = DEFAULT_TIMESTEP if timestep is None else float(timestep)
+    potential = OpenMMPotential(source.spec, source.solvent_label, temperature, source=source)
+    return MolecularSystem(potential, kT=1.0, friction=friction, timestep=timestep,
+                           frame_interval=DEFAULT_FRAME_INTERVAL, name=source.spec, spec=source.spec,
+                           molecule=source.spec, solvent=source.solvent_label, temperature=temperature,
+                           source=source)
+
+
+__all__ = ["MolecularSystem", "OpenMMPotential", "molecular_system", "user_molecular_system", "build_openmm_system",
            "kT_in_kj_per_mol", "MOLECULES", "TOPOLOGY_FILE"]

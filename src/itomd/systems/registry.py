@@ -34,6 +34,7 @@ import torch
 
 from itomd.errors import InvalidInputError, ItomdError, UnknownSystemError
 from itomd.systems.potential import CallablePotential, Potential
+from itomd.systems.molecules import is_molecule_spec
 from itomd.systems.openmm import MOLECULES
 from itomd.systems.system import Box, System
 from itomd.systems.toy import DoubleWellPotential, HarmonicPotential, MullerBrownPotential, PrinzPotential
@@ -94,6 +95,11 @@ class SystemSpec:
         Optional overrides; ``None`` keeps the system's own value.
     temperature : float, optional
         Temperature in kelvin (molecules only; ``None``: 300 K).
+    forcefield, implicit_solvent, solvent, termini, structure : optional
+        A user's molecule (``x.pdb``, ``x.prmtop:x.inpcrd``, ``system.xml:x.pdb``,
+        ``peptide:SEQUENCE``): see :class:`~itomd.systems.molecules.MoleculeInput`; ``None`` keeps
+        its defaults (amber14-all.xml, OBC2, implicit, capped). ``structure`` is the prepared
+        structure (a store's ``structure.pdb``) that workers and later commands simulate.
     """
 
     spec: str
@@ -104,12 +110,37 @@ class SystemSpec:
     frame_interval: float | None = None
     box: Box | None = None
     temperature: float | None = None
+    forcefield: tuple[str, ...] | None = None
+    implicit_solvent: str | None = None
+    solvent: str | None = None
+    termini: str | None = None
+    structure: str | None = None
 
     def build(self) -> System:
         """Build the system (loads the user's file where the spec names one)."""
         return resolve_system(self.spec, dim=self.dim, kT=self.kT, friction=self.friction,
                               timestep=self.timestep, frame_interval=self.frame_interval, box=self.box,
-                              temperature=self.temperature)
+                              temperature=self.temperature, molecule=self.molecule_options())
+
+    def molecule_options(self) -> dict[str, Any]:
+        """The molecule options that are set (forcefield, implicit_solvent, solvent, termini, structure)."""
+        return {k: getattr(self, k) for k in _MOLECULE_OPTIONS if getattr(self, k) is not None}
+
+    def is_user_molecule(self) -> bool:
+        """Whether the spec names a user's molecule (files or ``peptide:SEQUENCE``)."""
+        from itomd.systems.molecules import is_molecule_spec
+
+        return is_molecule_spec(self.spec)
+
+    def with_structure(self, directory: str | os.PathLike) -> "SystemSpec":
+        """The spec simulating the prepared ``structure.pdb`` of a store ``directory``, where it has one
+        (a user's molecule recorded without its structure); else the spec itself."""
+        from itomd.systems.molecules import STRUCTURE_FILE
+
+        path = os.path.join(os.fspath(directory), STRUCTURE_FILE)
+        if self.is_user_molecule() and self.structure is None and os.path.isfile(path):
+            return dataclasses.replace(self, structure=os.path.abspath(path))
+        return self
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
@@ -117,6 +148,11 @@ class SystemSpec:
             d["box"] = [list(b) for b in self.box]
         if self.temperature is None:  # dicts (and stored metadata) of earlier versions had no temperature
             del d["temperature"]
+        for key in _MOLECULE_OPTIONS:  # nor molecule options
+            if d[key] is None:
+                del d[key]
+            elif key == "forcefield":
+                d[key] = list(d[key])
         return d
 
     @classmethod
@@ -124,19 +160,26 @@ class SystemSpec:
         d = dict(d)
         if d.get("box") is not None:
             d["box"] = tuple(tuple(b) for b in d["box"])
+        if d.get("forcefield") is not None:
+            d["forcefield"] = tuple(str(f) for f in d["forcefield"])
         return cls(**{k: d.get(k) for k in ("spec", "dim", "kT", "friction", "timestep", "frame_interval", "box",
-                                            "temperature")})
+                                            "temperature", *_MOLECULE_OPTIONS)})
 
     @classmethod
-    def from_metadata(cls, metadata: dict) -> "SystemSpec | None":
-        """The spec recorded in trajectory metadata (its ``spec`` entry, a dict or its JSON text), or None."""
+    def from_metadata(cls, metadata: dict, directory: str | os.PathLike | None = None) -> "SystemSpec | None":
+        """The spec recorded in trajectory metadata (its ``spec`` entry, a dict or its JSON text), or None.
+
+        With the store's ``directory``, a user's molecule simulates the store's prepared structure
+        (:meth:`with_structure`).
+        """
         spec = metadata.get("spec")
         if not spec:
             return None
-        return cls.from_dict(json.loads(spec) if isinstance(spec, str) else spec)
+        spec = cls.from_dict(json.loads(spec) if isinstance(spec, str) else spec)
+        return spec if directory is None else spec.with_structure(directory)
 
     @classmethod
-    def from_store(cls, metadata: Mapping[str, Any]) -> System | None:
+    def from_store(cls, metadata: Mapping[str, Any], directory: str | os.PathLike | None = None) -> System | None:
         """The system a trajectory store's metadata describe, or None — the one parser of store metadata.
 
         Tries the recorded spec first (:meth:`from_metadata`, then :meth:`build`); if there is none
@@ -147,6 +190,8 @@ class SystemSpec:
         ----------
         metadata : mapping
             A store's metadata (``TrajectoryStore.metadata``).
+        directory : path, optional
+            The store's directory (its ``structure.pdb``, see :meth:`from_metadata`).
 
         Returns
         -------
@@ -154,7 +199,7 @@ class SystemSpec:
             None where the metadata name no system that can be built here.
         """
         try:
-            spec = cls.from_metadata(dict(metadata))
+            spec = cls.from_metadata(dict(metadata), directory)
             if spec is not None:
                 return spec.build()
         except (ItomdError, ValueError, TypeError):
@@ -169,6 +214,9 @@ class SystemSpec:
         return None
 
 
+_MOLECULE_OPTIONS = ("forcefield", "implicit_solvent", "solvent", "termini", "structure")
+
+
 def resolve_system(
     spec: str,
     dim: int | None = None,
@@ -178,6 +226,7 @@ def resolve_system(
     frame_interval: float | None = None,
     box: Box | None = None,
     temperature: float | None = None,
+    molecule: Mapping[str, Any] | None = None,
 ) -> System:
     """Build a :class:`System` from a specification string.
 
@@ -194,6 +243,9 @@ def resolve_system(
         Override of the system's box.
     temperature : float, optional
         Kelvin; molecules only (default 300 K). Molecules refuse ``kT`` and ``box``.
+    molecule : mapping, optional
+        Options of a user's molecule (``forcefield``, ``implicit_solvent``, ``solvent``,
+        ``termini``, ``structure``; see :class:`~itomd.systems.molecules.MoleculeInput`).
 
     Returns
     -------
@@ -210,6 +262,14 @@ def resolve_system(
         raise InvalidInputError(f"--dim must be a positive integer, got {dim!r}")
     key = spec.strip().lower()
     key = _ALIASES.get(key, key)
+    molecule = dict(molecule or {})
+    if is_molecule_spec(spec):
+        return _user_molecule(spec, molecule, dim=dim, kT=kT, friction=friction, timestep=timestep,
+                              frame_interval=frame_interval, box=box, temperature=temperature)
+    if molecule:
+        options = ", ".join("--" + k.replace("_", "-") for k in molecule)
+        raise InvalidInputError(f"{options} apply to molecules given as files (x.pdb, x.prmtop:x.inpcrd, "
+                                f"system.xml:x.pdb) or peptide:SEQUENCE, not to '{spec}'")
     if key in MOLECULES:
         return _molecule(spec, key, dim=dim, kT=kT, friction=friction, timestep=timestep,
                          frame_interval=frame_interval, box=box, temperature=temperature)
@@ -222,8 +282,8 @@ def resolve_system(
         system = _load_user_system(spec, dim, kT)
     else:
         raise UnknownSystemError(
-            f"unknown system '{spec}': choose one of {', '.join([*SHIPPED_SYSTEMS, *MOLECULES])} "
-            "or give path/to/file.py:NAME"
+            f"unknown system '{spec}': choose one of {', '.join([*SHIPPED_SYSTEMS, *MOLECULES])}, "
+            "give path/to/file.py:NAME, a molecule (x.pdb, x.prmtop:x.inpcrd, system.xml:x.pdb) or peptide:SEQUENCE"
         )
     overrides = {k: v for k, v in dict(kT=kT, friction=friction, timestep=timestep,
                                         frame_interval=frame_interval, box=box).items() if v is not None}
@@ -239,12 +299,7 @@ def resolve_system(
     return system
 
 
-def _molecule(spec: str, key: str, dim: int | None, kT: float | None, friction: float | None,
-              timestep: float | None, frame_interval: float | None, box: Box | None,
-              temperature: float | None) -> System:
-    """A shipped molecule with its overrides (no energy probe: OpenMM's energy is known to work)."""
-    from itomd.systems.openmm import molecular_system
-
+def _check_molecule_overrides(spec: str, kT: float | None, box: Box | None, temperature: float | None) -> None:
     if kT is not None:
         raise InvalidInputError(f"'{spec}' is a molecule whose energy unit is kT: set its temperature in kelvin "
                                 "(--temperature), not kT")
@@ -253,17 +308,51 @@ def _molecule(spec: str, key: str, dim: int | None, kT: float | None, friction: 
     if temperature is not None and not (isinstance(temperature, (int, float)) and math.isfinite(temperature)
                                         and temperature > 0):
         raise InvalidInputError(f"temperature must be a positive number of kelvin, got {temperature!r}")
-    system = molecular_system(key, temperature=temperature)
-    if dim is not None and dim != system.dim:
-        raise InvalidInputError(f"system '{spec}' has {system.n_atoms} atoms, i.e. {system.dim} coordinates; "
-                                f"--dim {dim} is not possible")
+
+
+def _frame_overrides(system: System, friction: float | None, timestep: float | None,
+                     frame_interval: float | None) -> dict[str, float]:
     overrides = {k: v for k, v in dict(friction=friction, timestep=timestep,
                                         frame_interval=frame_interval).items() if v is not None}
     if "frame_interval" in overrides and "timestep" not in overrides:
         ratio = overrides["frame_interval"] / system.timestep
         if abs(ratio - round(ratio)) > 1e-6 * max(ratio, 1.0) or round(ratio) < 1:
             overrides["timestep"] = overrides["frame_interval"] / max(1, math.ceil(ratio))
-    return dataclasses.replace(system, spec=spec, **overrides)
+    return overrides
+
+
+def _user_molecule(spec: str, options: dict[str, Any], dim: int | None, kT: float | None, friction: float | None,
+                   timestep: float | None, frame_interval: float | None, box: Box | None,
+                   temperature: float | None) -> System:
+    """A user's molecule (files or a peptide sequence) with its overrides."""
+    from itomd.systems.molecules import MoleculeInput
+    from itomd.systems.openmm import user_molecular_system
+
+    _check_molecule_overrides(spec, kT, box, temperature)
+    if options.get("forcefield") is not None:
+        options["forcefield"] = tuple(options["forcefield"])
+    if options.get("termini") is not None and not spec.strip().lower().startswith("peptide:"):
+        raise InvalidInputError("--termini applies to peptide:SEQUENCE only")
+    source = MoleculeInput(spec.strip(), **options)
+    system = user_molecular_system(source, temperature=temperature)
+    if dim is not None and dim != system.dim:
+        raise InvalidInputError(f"system '{spec}' has {system.n_atoms} atoms, i.e. {system.dim} coordinates; "
+                                f"--dim {dim} is not possible")
+    return dataclasses.replace(system, **_frame_overrides(system, friction, timestep, frame_interval))
+
+
+def _molecule(spec: str, key: str, dim: int | None, kT: float | None, friction: float | None,
+              timestep: float | None, frame_interval: float | None, box: Box | None,
+              temperature: float | None) -> System:
+    """A shipped molecule with its overrides (no energy probe: OpenMM's energy is known to work)."""
+    from itomd.systems.openmm import molecular_system
+
+    _check_molecule_overrides(spec, kT, box, temperature)
+    system = molecular_system(key, temperature=temperature)
+    if dim is not None and dim != system.dim:
+        raise InvalidInputError(f"system '{spec}' has {system.n_atoms} atoms, i.e. {system.dim} coordinates; "
+                                f"--dim {dim} is not possible")
+    return dataclasses.replace(system, spec=spec, **_frame_overrides(system, friction, timestep, frame_interval))
 
 
 def _load_user_system(spec: str, dim: int | None, kT: float | None) -> System:
