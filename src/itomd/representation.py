@@ -163,11 +163,14 @@ class MolecularRepresentation(Representation):
         Transition targets x_{t+N} are superposed on x_t (ITO models of molecules).
     topology : mdtraj.Topology, optional
         The full topology, where known (training from a system): it gives the backbone torsions.
+    reference_structure : np.ndarray, shape [3·n_atoms], optional
+        A valid structure (the system's start structure): the reference of the chemical-validity checks.
     """
 
     graph: MoleculeGraph
     superpose_targets: bool = False
     topology: "mdtraj.Topology | None" = field(default=None, compare=False, repr=False)
+    reference_structure: "np.ndarray | None" = field(default=None, compare=False, repr=False)
 
     @property
     def n_atoms(self) -> int:  # type: ignore[override]
@@ -196,21 +199,24 @@ class MolecularRepresentation(Representation):
         return np.zeros(frames.shape[1])
 
     def slow_coordinates(self, trajectories: Sequence[np.ndarray]) -> list[np.ndarray]:
-        """(cos, sin) of the backbone dihedrals: the slowest process of a molecule in Cartesian
-        coordinates would be its rotation."""
+        """(cos, sin) of every backbone φ/ψ (:func:`~itomd.analysis.molecular.backbone_torsions`:
+        all cosines, then all sines; for alanine dipeptide (cos φ, cos ψ, sin φ, sin ψ)): the slowest
+        process of a molecule in Cartesian coordinates would be its rotation."""
         if self.topology is None:
             raise InvalidInputError("the backbone torsions of a molecule need its topology")
-        from itomd.analysis.molecular import backbone_dihedrals
+        from itomd.analysis.molecular import backbone_torsions
 
-        return [np.concatenate([np.cos(a), np.sin(a)], axis=1) for a in backbone_dihedrals(trajectories, self.topology)]
+        return [np.concatenate([np.cos(a), np.sin(a)], axis=1) for a in backbone_torsions(trajectories, self.topology)]
 
     def featurizer(self) -> "Featurizer":
-        """The backbone torsions (φ/ψ grid states, Ramachandran free energy, chemical validity)."""
-        from itomd.analysis.features import BackboneTorsionFeaturizer
+        """The torsions (:func:`~itomd.analysis.features.torsion_featurizer`): φ/ψ grid states and the
+        Ramachandran free energy for one φ/ψ pair (alanine dipeptide), else a TICA plane of all φ, ψ,
+        χ₁; chemical validity against :attr:`reference_structure`."""
+        from itomd.analysis.features import torsion_featurizer
 
         if self.topology is None:
             raise InvalidInputError("the backbone torsions of a molecule need its topology")
-        return BackboneTorsionFeaturizer(self.topology)
+        return torsion_featurizer(self.topology, reference_structure=self.reference_structure)
 
     def inner_network(self, size: NetworkSize, conditional: bool, max_log_lag: float,
                       condition_shift: Sequence[float], condition_scale: Sequence[float]) -> nn.Module:
@@ -222,7 +228,8 @@ class MolecularRepresentation(Representation):
         return {**self.graph.to_dict(), "superpose_targets": bool(self.superpose_targets)}
 
     def for_model(self, superpose_targets: bool) -> "MolecularRepresentation":
-        return MolecularRepresentation(self.graph, superpose_targets=superpose_targets, topology=self.topology)
+        return MolecularRepresentation(self.graph, superpose_targets=superpose_targets, topology=self.topology,
+                                       reference_structure=self.reference_structure)
 
 
 def representation_for(system: "System") -> Representation:
@@ -233,7 +240,8 @@ def representation_for(system: "System") -> Representation:
     topology = system.topology()
     if topology is None:
         return CoordinateRepresentation(system.dim)
-    representation = MolecularRepresentation(MoleculeGraph.from_topology(topology), topology=topology)
+    representation = MolecularRepresentation(MoleculeGraph.from_topology(topology), topology=topology,
+                                             reference_structure=system.default_start())
     representation.check_dimension(system.dim)
     return representation
 

@@ -170,10 +170,14 @@ TOP_LEVEL_KEYS = {"autocorrelation", "ck_test", "comparison", "dim", "discretiza
                   "n_frames", "n_trajectories", "notes", "time_unit"}
 COMPARISON_KEYS = {"frame_interval", "implied_timescales", "js_divergence", "js_divergence_details", "label",
                    "n_frames", "n_trajectories", "slowest_timescale_ratio"}
-MOLECULAR_KEYS = {"comparison_free_energy", "comparison_validity", "features", "units", "validity"}
+MOLECULAR_KEYS = {"comparison_free_energy", "comparison_validity", "features", "units", "validity",
+                  # added by issue 15 (analysis for any molecule)
+                  "msm_space", "torsions", "tica", "pcca_populations"}
 VALIDITY_KEYS = {"bond_tolerance", "chirality_reference", "clash_distance_nm", "fraction_bonds_ok",
-                 "fraction_chirality_kept", "fraction_no_clash", "fraction_valid", "n_frames", "worst_offenders"}
-WORST_OFFENDER_KEYS = {"bond", "chirality", "contact"}
+                 "fraction_chirality_kept", "fraction_no_clash", "fraction_valid", "n_frames", "worst_offenders",
+                 # added by issue 15: every stereocentre, no cis/trans flips of peptide bonds
+                 "stereocentres", "peptide_bonds", "fraction_peptide_bonds_kept"}
+WORST_OFFENDER_KEYS = {"bond", "chirality", "contact", "peptide_bonds"}
 
 
 @pytest.fixture(scope="module")
@@ -246,8 +250,8 @@ def test_molecular_report_shows_validity_table_and_ramachandran_figure(md_vs_md,
                         "Implied timescales: this data vs MD (same states)"]
     assert page.count('<img src="data:image/png;base64,') == 5
     headings = re.findall(r"<h2>([^<]*)</h2>", page)
-    assert headings == ["Key numbers", "Slowest implied timescale by lag", "Chemical validity", "Notes", "Plots",
-                        "Comparison with MD"]
+    assert headings == ["Key numbers", "Slowest implied timescale by lag", "Chemical validity", "Torsions vs MD",
+                        "Notes", "Plots", "Comparison with MD"]
     validity = page.split("<h2>Chemical validity</h2>")[1].split("</table>")[0]
     assert "<th>check</th><th>this data</th><th>MD</th>" in validity
     assert "<td>valid (all checks)</td><td>100.000%</td><td>100.000%</td>" in validity

@@ -10,9 +10,16 @@ decides what differs:
 * whether an exact reference applies, and
 * the sections it adds to the result (:meth:`Featurizer.sections`).
 
-Two implementations ship: :class:`CoordinateFeaturizer` (the raw coordinates: toy systems and any
-array data) and :class:`BackboneTorsionFeaturizer` (φ/ψ of a molecule, see
-:mod:`itomd.analysis.molecular`). :meth:`itomd.representation.Representation.featurizer` picks one for a system.
+Three implementations ship: :class:`CoordinateFeaturizer` (the raw coordinates: toy systems and any
+array data), :class:`BackboneTorsionFeaturizer` (φ/ψ of a molecule with one of each, alanine
+dipeptide) and :class:`TorsionTICAFeaturizer` (the TICA plane of every φ, ψ, χ₁ of any other
+molecule); see :mod:`itomd.analysis.molecular`. :func:`torsion_featurizer` picks one of the two for a
+topology, :meth:`itomd.representation.Representation.featurizer` one for a system.
+
+A featurizer may be fitted to data (:meth:`Featurizer.fit`; the TICA model):
+:func:`~itomd.analysis.pipeline.analyze` fits an unfitted one on the analysed data, and
+:func:`~itomd.analysis.pipeline.compare` refits it on the comparison data (the reference, e.g. MD)
+and redoes the analysis on that plane, so that both data sets are projected by the reference's model.
 """
 
 from __future__ import annotations
@@ -25,9 +32,10 @@ import numpy as np
 
 from itomd.validation import check_trajectories
 from itomd.analysis.correlation import Observable
-from itomd.analysis.discretize import Discretization, discretize
-from itomd.analysis.molecular import (MSM_GRID, RAMACHANDRAN_BINS, TORUS, MolecularSection, atom_count,
-                                      backbone_dihedrals, chemical_validity, dihedral_grid, sin_phi)
+from itomd.analysis.discretize import Discretization, check_n_states, discretize
+from itomd.analysis.molecular import (DEFAULT_TORSION_LAG, MSM_GRID, RAMACHANDRAN_BINS, TORUS, MolecularSection,
+                                      atom_count, backbone_dihedrals, chemical_validity, dihedral_grid, sin_phi,
+                                      torsion_set)
 from itomd.analysis.sections import Section
 from itomd.errors import InvalidInputError
 
@@ -96,6 +104,32 @@ class Featurizer(ABC):
             Its ``transform`` takes features of other data (e.g. MD to compare with).
         """
 
+    @property
+    def needs_fit(self) -> bool:
+        """Whether :meth:`fit` must run before :meth:`transform` (False: nothing to fit)."""
+        return False
+
+    @property
+    def refit_on_comparison(self) -> bool:
+        """Whether :func:`~itomd.analysis.pipeline.compare` refits this featurizer on the comparison
+        data (True for a model fitted by ``analyze`` on the analysed data)."""
+        return False
+
+    def fit(self, trajectories: Sequence[np.ndarray], label: str = "the analysed data",
+            provisional: bool = False) -> "Featurizer":
+        """This featurizer fitted on ``trajectories`` (a new object; stateless featurizers return themselves).
+
+        Parameters
+        ----------
+        trajectories : list of np.ndarray, each [n_frames_i, dim]
+        label : str
+            What the data are, for notes ("MD").
+        provisional : bool
+            Fitted for want of a reference (by ``analyze`` on the analysed data):
+            :func:`~itomd.analysis.pipeline.compare` refits it on its data.
+        """
+        return self
+
     def histogram_features(self, n_features: int) -> tuple[int, ...]:
         """Features of the free energy and the JS divergence: all if at most two, else the first two."""
         return tuple(range(min(n_features, 2)))
@@ -140,13 +174,15 @@ class CoordinateFeaturizer(Featurizer):
 
 @dataclass(frozen=True, eq=False)
 class BackboneTorsionFeaturizer(Featurizer):
-    """Backbone torsions φ, ψ of a molecule (alanine dipeptide) — see :mod:`itomd.analysis.molecular`.
+    """Backbone torsions φ, ψ of a molecule with one of each (alanine dipeptide) — see
+    :mod:`itomd.analysis.molecular`.
 
     Trajectories are flattened positions [n_frames, 3·n_atoms] in nm. Features: (φ, ψ) in radians
     from mdtraj. MSM states: the populated cells of a regular ``n_cells`` × ``n_cells`` grid on the
     torus (:func:`~itomd.analysis.molecular.dihedral_grid`). Free energy and JS divergence: 36 × 36
     bins on the torus (−π, π]². Autocorrelation: sin φ (the slow φ transition). Adds a
-    :class:`~itomd.analysis.molecular.MolecularSection` with the chemical validity of every frame.
+    :class:`~itomd.analysis.molecular.MolecularSection` with the chemical validity of every frame
+    and the torsions (per-torsion JS divergences and PCCA+ populations once compared).
 
     Parameters
     ----------
@@ -155,6 +191,8 @@ class BackboneTorsionFeaturizer(Featurizer):
         Grid cells per dihedral of the MSM states.
     validity_options : mapping, optional
         Keyword arguments of :func:`~itomd.analysis.molecular.chemical_validity`.
+    reference_structure : np.ndarray, shape [3·n_atoms], optional
+        The reference of the validity checks (default: the shipped structure of alanine dipeptide).
     """
 
     name: ClassVar[str] = "backbone torsions"
@@ -165,6 +203,7 @@ class BackboneTorsionFeaturizer(Featurizer):
     topology: "mdtraj.Topology"
     n_cells: int = MSM_GRID
     validity_options: Mapping[str, Any] | None = None
+    reference_structure: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         atom_count(self.topology)  # one-line error for anything but an mdtraj Topology
@@ -183,5 +222,171 @@ class BackboneTorsionFeaturizer(Featurizer):
                 f"the torus; free energy and JS divergence on {RAMACHANDRAN_BINS}×{RAMACHANDRAN_BINS} bins")
 
     def sections(self, trajectories: Sequence[np.ndarray], features: Sequence[np.ndarray]) -> list[Section]:
-        validity = chemical_validity(trajectories, self.topology, **dict(self.validity_options or {}))
-        return [MolecularSection(topology=self.topology, validity=validity)]
+        validity = chemical_validity(trajectories, self.topology, **_validity_options(self))
+        torsions = torsion_set(self.topology)
+        return [MolecularSection(topology=self.topology, validity=validity, plane="ramachandran", torsions=torsions,
+                                 torsion_angles=torsions.compute(trajectories, self.topology), features=list(features),
+                                 discretize=self.discretize)]
+
+
+def _validity_options(featurizer: "BackboneTorsionFeaturizer | TorsionTICAFeaturizer") -> dict[str, Any]:
+    options = dict(featurizer.validity_options or {})
+    if featurizer.reference_structure is not None:
+        options.setdefault("reference_structure", featurizer.reference_structure)
+    return options
+
+
+#: Bins per TICA component of the free energy and JS divergence on the TICA plane.
+TICA_BINS = 50
+#: Margin added on each side of the fitted data's extent on the TICA plane (fraction of the extent):
+#: the histogram range of the free energies and JS divergences; frames beyond it count as "outside".
+TICA_RANGE_MARGIN = 0.1
+
+
+@dataclass(frozen=True, eq=False)
+class TorsionTICAFeaturizer(Featurizer):
+    """The TICA plane of every torsion of a molecule: the MSM space of molecules with more than one
+    φ/ψ pair — see :mod:`itomd.analysis.molecular`.
+
+    Input features: (cos, sin) of every φ, ψ and χ₁ (:func:`~itomd.analysis.molecular.torsion_set`).
+    TICA (deeptime, kinetic-map scaling) at ``lag`` frames — :data:`~itomd.analysis.molecular.DEFAULT_TORSION_LAG`
+    by default, capped at a tenth of the longest fitted trajectory — projects them to the two
+    leading components, the *TICA plane*; its features are those two components. MSM states: deeptime
+    k-means on the plane (:data:`~itomd.analysis.discretize.DEFAULT_N_STATES` unless given). Free
+    energy and JS divergence: :data:`TICA_BINS` × :data:`TICA_BINS` bins on the fitted data's extent
+    (plus :data:`TICA_RANGE_MARGIN`). Autocorrelation: the first TICA component. Adds a
+    :class:`~itomd.analysis.molecular.MolecularSection` (validity, torsions, TICA model).
+
+    The TICA model is fitted by :meth:`fit`: :func:`~itomd.analysis.pipeline.analyze` fits it on the
+    analysed data, :func:`~itomd.analysis.pipeline.compare` refits it on the comparison (the
+    reference, MD) so that both are projected by the reference's model; fit it on the reference
+    first (``featurizer.fit(md)``) to analyse on that plane directly.
+
+    Parameters
+    ----------
+    topology : mdtraj.Topology
+    lag : int
+        TICA lag in frames (before the cap).
+    validity_options : mapping, optional
+        Keyword arguments of :func:`~itomd.analysis.molecular.chemical_validity`.
+    reference_structure : np.ndarray, shape [3·n_atoms], optional
+        The reference of the validity checks (the system's start structure).
+    model : deeptime TransformerModel, optional
+        The fitted TICA model (set by :meth:`fit`).
+    fitted_on : str, optional
+        What the model was fitted on.
+    fitted_lag : int, optional
+        The lag (frames) it was fitted at.
+    histogram_range : ((low, high), (low, high)), optional
+        The plane's histogram range (set by :meth:`fit`).
+    provisional : bool
+        Fitted by ``analyze`` on the analysed data for want of a reference (``compare`` refits it).
+    """
+
+    name: ClassVar[str] = "torsion TICA"
+    histogram_bins: ClassVar[int] = TICA_BINS
+
+    topology: "mdtraj.Topology"
+    lag: int = DEFAULT_TORSION_LAG
+    validity_options: Mapping[str, Any] | None = None
+    reference_structure: np.ndarray | None = None
+    model: Any = None
+    fitted_on: str | None = None
+    fitted_lag: int | None = None
+    histogram_range: "Range | None" = None
+    provisional: bool = False
+
+    def __post_init__(self) -> None:
+        atom_count(self.topology)
+        if isinstance(self.lag, bool) or not isinstance(self.lag, (int, np.integer)) or self.lag < 1:
+            raise InvalidInputError(f"the TICA lag must be an integer number of frames ≥ 1, got {self.lag!r}")
+        if len(torsion_set(self.topology)) < 2:
+            raise InvalidInputError("a TICA plane needs at least two torsions (φ, ψ, χ₁); the molecule has fewer")
+
+    @property
+    def needs_fit(self) -> bool:
+        return self.model is None
+
+    @property
+    def refit_on_comparison(self) -> bool:
+        return self.provisional
+
+    def torsion_features(self, trajectories: Sequence[np.ndarray]) -> list[np.ndarray]:
+        """(cos, sin) of every torsion: [n_frames_i, 2·n_torsions] per trajectory (all cosines, then all sines)."""
+        return [np.concatenate([np.cos(a), np.sin(a)], axis=1)
+                for a in torsion_set(self.topology).compute(trajectories, self.topology)]
+
+    def fit(self, trajectories: Sequence[np.ndarray], label: str = "the analysed data",
+            provisional: bool = False) -> "TorsionTICAFeaturizer":
+        from dataclasses import replace
+
+        from deeptime.decomposition import TICA
+
+        inputs = self.torsion_features(check_trajectories(trajectories))
+        lag = int(max(1, min(self.lag, max(len(t) for t in inputs) // 10)))
+        usable = [t for t in inputs if len(t) > lag]
+        if not usable:
+            raise InvalidInputError(f"TICA needs trajectories longer than its lag ({lag} frames)")
+        model = TICA(lagtime=lag, dim=2, scaling="kinetic_map").fit(usable).fetch_model()
+        projected = np.concatenate([model.transform(t) for t in inputs])
+        if projected.shape[1] < 2:
+            raise InvalidInputError("the torsions of the fitted data span fewer than two TICA components")
+        low, high = projected.min(axis=0), projected.max(axis=0)
+        margin = TICA_RANGE_MARGIN * np.maximum(high - low, 1e-12)
+        extent = tuple((float(a), float(b)) for a, b in zip(low - margin, high + margin))
+        return replace(self, model=model, fitted_on=str(label), fitted_lag=lag, histogram_range=extent,
+                       provisional=bool(provisional))
+
+    def transform(self, trajectories: Sequence[np.ndarray]) -> list[np.ndarray]:
+        if self.model is None:
+            raise InvalidInputError("the TICA featurizer is not fitted: call fit(reference trajectories) first")
+        return [np.asarray(self.model.transform(t), dtype=np.float64)
+                for t in self.torsion_features(check_trajectories(trajectories))]
+
+    def discretize(self, features: Sequence[np.ndarray], n_states: int | None = None, seed: int = 0) -> Discretization:
+        return discretize(features, method="kmeans", n_states=check_n_states(n_states), seed=seed)
+
+    def note(self, n_features: int) -> str | None:
+        n = len(torsion_set(self.topology))
+        return (f"molecular features: the TICA plane (2 leading components, kinetic map) of (cos, sin) of {n} "
+                f"torsions (φ/ψ/χ₁), lag {self.fitted_lag} frames, fitted on {self.fitted_on}; MSM states k-means "
+                f"on the plane; free energy and JS divergence on {TICA_BINS}×{TICA_BINS} bins")
+
+    def tica_description(self) -> dict[str, Any]:
+        """The TICA model for JSON: lag, input features, what it was fitted on, leading timescales (frames)."""
+        torsions = torsion_set(self.topology)
+        timescales = np.asarray(self.model.timescales(lagtime=self.fitted_lag), dtype=float)[:2]
+        return {"lag_frames": self.fitted_lag, "dim": 2, "scaling": "kinetic_map", "fitted_on": self.fitted_on,
+                "input_features": [f"cos {label}" for label in torsions.labels]
+                + [f"sin {label}" for label in torsions.labels],
+                "timescales_frames": [float(t) if np.isfinite(t) else None for t in timescales],
+                "histogram_range": [list(r) for r in self.histogram_range], "bins": [TICA_BINS, TICA_BINS]}
+
+    def sections(self, trajectories: Sequence[np.ndarray], features: Sequence[np.ndarray]) -> list[Section]:
+        validity = chemical_validity(trajectories, self.topology, **_validity_options(self))
+        torsions = torsion_set(self.topology)
+        return [MolecularSection(topology=self.topology, validity=validity, plane="tica", torsions=torsions,
+                                 torsion_angles=torsions.compute(trajectories, self.topology), features=list(features),
+                                 discretize=self.discretize, lag=self.fitted_lag, histogram_bins=TICA_BINS,
+                                 histogram_range=self.histogram_range, tica=self.tica_description())]
+
+
+def torsion_featurizer(topology: "mdtraj.Topology", reference_structure: np.ndarray | None = None,
+                       **options: Any) -> Featurizer:
+    """The analysis of a molecule: :class:`BackboneTorsionFeaturizer` (the φ/ψ grid, kept exactly as it
+    was for alanine dipeptide) for a molecule with exactly one φ and one ψ, else
+    :class:`TorsionTICAFeaturizer` (the TICA plane of every φ, ψ, χ₁).
+
+    Parameters
+    ----------
+    topology : mdtraj.Topology
+    reference_structure : np.ndarray, shape [3·n_atoms], optional
+        The reference of the chemical-validity checks.
+    **options
+        Further parameters of the chosen featurizer.
+    """
+    atom_count(topology)
+    torsions = torsion_set(topology, ("phi", "psi"))
+    if torsions.count("phi") == 1 and torsions.count("psi") == 1:
+        return BackboneTorsionFeaturizer(topology, reference_structure=reference_structure, **options)
+    return TorsionTICAFeaturizer(topology, reference_structure=reference_structure, **options)

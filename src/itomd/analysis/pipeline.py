@@ -8,7 +8,7 @@ result (coordinates by default; backbone torsions for molecules).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import TYPE_CHECKING, Sequence, TypeVar
 
 import numpy as np
@@ -70,6 +70,9 @@ class AnalysisResult:
         Bins and range of the free energy and JS divergence (None: the defaults).
     time_unit : str
         Unit of the frame interval and of every time (the system's ``time_unit``).
+    inputs : dict or None
+        The trajectories and arguments given to :func:`analyze` (for :func:`compare` to redo the
+        analysis on a featurizer refitted on the comparison data); not in :meth:`to_dict`.
     """
 
     implied_timescales: ImpliedTimescalesResult
@@ -91,6 +94,7 @@ class AnalysisResult:
     histogram_bins: int | Sequence[int] | None = None
     histogram_range: "Range | None" = None
     time_unit: str = DEFAULT_TIME_UNIT
+    inputs: dict | None = field(default=None, repr=False)
 
     def section(self, kind: type[SectionType]) -> SectionType | None:
         """The section of type ``kind`` (e.g. ``MolecularSection``), or None if the featurizer added none."""
@@ -188,6 +192,12 @@ def compare(result: AnalysisResult, trajectories: Sequence[np.ndarray], frame_in
     every section of ``result`` is completed with it (:meth:`Section.add_comparison`, e.g. the MD
     validity and Ramachandran free energy of a molecule).
 
+    The second data set is the reference: where ``analyze`` fitted the featurizer on the analysed
+    data itself (the TICA plane of a molecule with more than one φ/ψ pair,
+    :attr:`Featurizer.refit_on_comparison`), the featurizer is refitted on the second data set and
+    ``result`` is first recomputed on that plane (same arguments), so that both data sets are
+    projected by the reference's model.
+
     Parameters
     ----------
     result : AnalysisResult
@@ -209,6 +219,8 @@ def compare(result: AnalysisResult, trajectories: Sequence[np.ndarray], frame_in
     frame_interval = check_frame_interval(frame_interval)
     if not result.feature_trajectories:
         raise InvalidInputError("the result holds no analysed trajectories to compare with (make it with analyze())")
+    if result.featurizer.refit_on_comparison:
+        _redo_on_reference(result, trajectories, label)
     features = check_trajectories(result.featurizer.transform(trajectories))
     if features[0].shape[1] != result.discretization.dim:
         raise InvalidInputError(f"cannot compare {features[0].shape[1]}-dimensional data with "
@@ -238,6 +250,20 @@ def compare(result: AnalysisResult, trajectories: Sequence[np.ndarray], frame_in
         section.add_comparison(trajectories, features, result.kT)
     result.comparison = comparison
     return comparison
+
+
+def _redo_on_reference(result: AnalysisResult, trajectories: Sequence[np.ndarray], label: str) -> None:
+    """Recompute ``result`` with its featurizer refitted on ``trajectories`` (the reference)."""
+    inputs = result.inputs
+    if inputs is None or inputs.get("discretization") is not None:
+        raise InvalidInputError(f"cannot project on a {result.featurizer.name} model fitted on {label}: fit the "
+                                f"featurizer on {label} first (featurizer.fit(...)) and pass it to analyze()")
+    featurizer = result.featurizer.fit(trajectories, label=label)
+    redone = analyze(inputs["trajectories"], **{**inputs["arguments"], "featurizer": featurizer})
+    redone.notes.append(f"{result.featurizer.name} refitted on {label} (the comparison) and this analysis "
+                        f"redone on its plane, so that both data sets are projected by {label}'s model")
+    for f in fields(AnalysisResult):
+        setattr(result, f.name, getattr(redone, f.name))
 
 
 def useful_length(trajectory_lengths: Sequence[int]) -> int:
@@ -344,9 +370,15 @@ def analyze(
     -------
     AnalysisResult
     """
+    arguments = dict(frame_interval=frame_interval, kT=kT, reference=reference, lags=lags,
+                     n_timescales=n_timescales, n_states=n_states, seed=seed, progress=progress, n_samples=n_samples,
+                     ck_lag=ck_lag, n_metastable=n_metastable, observable=observable, discretization=discretization,
+                     histogram_bins=histogram_bins, histogram_range=histogram_range, time_unit=time_unit)
     featurizer = CoordinateFeaturizer() if featurizer is None else featurizer
     if reference is not None and not featurizer.supports_reference:
         raise InvalidInputError(f"an exact reference applies to coordinates, not to {featurizer.name}")
+    if featurizer.needs_fit:
+        featurizer = featurizer.fit(trajectories, label="the analysed data", provisional=True)
     raw_trajectories = trajectories
     trajectories = check_trajectories(featurizer.transform(trajectories))
     frame_interval = check_frame_interval(frame_interval)
@@ -429,4 +461,5 @@ def analyze(
                           discretization=discretization, n_trajectories=len(trajectories), n_frames=int(sum(lengths)),
                           frame_interval=frame_interval, kT=kT, features=features, notes=notes, sections=sections,
                           featurizer=featurizer, feature_trajectories=trajectories, histogram_bins=histogram_bins,
-                          histogram_range=histogram_range, time_unit=str(time_unit))
+                          histogram_range=histogram_range, time_unit=str(time_unit),
+                          inputs={"trajectories": raw_trajectories, "arguments": arguments})
