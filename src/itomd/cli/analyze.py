@@ -44,7 +44,7 @@ def _load_for_analysis(args: argparse.Namespace):
     store = TrajectoryStore(args.path)
     trajectories = store.trajectories()
     meta = store.metadata
-    system = system_spec(args)[1] if args.system is not None else SystemSpec.from_store(meta)
+    system = system_spec(args)[1] if args.system is not None else SystemSpec.from_store(meta, args.path)
     frame_interval = float(meta.get("frame_interval") or (system.frame_interval if system else 1.0))
     kT = float(meta.get("kT") or (system.kT if system else 1.0))
     reference = None

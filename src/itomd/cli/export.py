@@ -25,5 +25,7 @@ def run(args: argparse.Namespace) -> int:
     written = export_store(args.store, args.out, fmt=args.format, join=args.join)
     payload = {"store": str(args.store), "out": str(args.out), "format": args.format,
                "files": [str(path) for path in written]}
-    emit(payload, args.json, f"wrote {len(written) - 1} {args.format} file(s) and {written[-1].name} to {args.out}")
+    trajectories = [path for path in written if path.suffix == f".{args.format}"]
+    others = ", ".join(path.name for path in written if path not in trajectories)
+    emit(payload, args.json, f"wrote {len(trajectories)} {args.format} file(s) and {others} to {args.out}")
     return 0

@@ -58,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
     trajectories = store.trajectories()
     meta = store.metadata
     frame_interval = recorded_frame_interval(meta, args.data)
-    spec = SystemSpec.from_metadata(meta)
+    spec = SystemSpec.from_metadata(meta, args.data)  # a user's molecule: the store's prepared structure
     prior = None if config.prior is None or args.resume else _load_prior(config.prior, spec)
     t0 = time.perf_counter()
     with InterruptRequests() as interrupts:  # Ctrl-C / SIGTERM: checkpoint at the current step, then stop

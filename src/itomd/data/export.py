@@ -70,7 +70,7 @@ def export_store(store_dir: str | os.PathLike, out_dir: str | os.PathLike, fmt: 
         raise DataFileError(f"no trajectories in the store at {store.path} (no traj_*.h5 files)")
     store.check_complete()
     metadata = store.metadata
-    spec = SystemSpec.from_metadata(metadata)
+    spec = SystemSpec.from_metadata(metadata, store.path)
     topology = None if spec is None else spec.build().topology()
     if topology is None:
         name = metadata.get("system") or (spec.spec if spec else "unknown")

@@ -30,7 +30,7 @@ relative) but as a native force, which OpenMM's Reference platform evaluates abo
 the ``CustomGBForce`` of the XML file. ``gbn2`` uses ``implicit/gbn2.xml`` (a custom force: slower).
 
 Explicit solvent (``--solvent explicit``). Force-field inputs (PDB, peptide) are solvated with
-OpenMM's ``Modeller``: a TIP3P box with :data:`EXPLICIT_PADDING` nm padding, Na⁺/Cl⁻ to neutralise,
+OpenMM's ``Modeller``: a cubic TIP3P box (edge: the solute's extent + :data:`EXPLICIT_PADDING`), Na⁺/Cl⁻ to neutralise,
 PME with a 1 nm cutoff, then minimised, :data:`NPT_EQUILIBRATION` ps of NPT (Monte Carlo barostat,
 1 bar) and production at constant volume. Amber and XML inputs must arrive solvated (a box and
 water in the file): their force field is theirs. Stored frames hold the **solute only**
@@ -76,7 +76,8 @@ SOLVENTS = ("implicit", "explicit")
 DEFAULT_FORCEFIELD = "amber14-all.xml"
 #: The water model added with ``--solvent explicit`` (OpenMM's bundled TIP3P for amber14).
 WATER_FORCEFIELD = "amber14/tip3p.xml"
-#: Padding of the water box around the solute (nm).
+#: Padding of the water box (nm): the solute's largest extent plus this is the cube's edge, so the
+#: solute is at least this far from its periodic images.
 EXPLICIT_PADDING = 1.0
 #: Real-space cutoff of PME (nm).
 PME_CUTOFF = 1.0
@@ -325,12 +326,15 @@ def _vectors_in_nm(box) -> list[list[float]]:
 
 
 def _template_failure(exc: Exception, path: str, forcefield: tuple[str, ...]) -> InvalidInputError:
-    """The one line for a residue the force field has no template for."""
+    """The one line for a residue the force field has no template for (OpenMM's reason, without its
+    links, and what to do)."""
     reason = " ".join(str(exc).split())
-    hint = ("add its hydrogens (e.g. pdbfixer --add-atoms=hydrogen, or build it with peptide:SEQUENCE)"
-            if "missing" in reason and "hydrogen" in reason else
+    reason = reason.split(" For more information")[0].split(" You may be able")[0].rstrip(". ")
+    missing_h = "missing" in reason and (" H atom" in reason or "hydrogen" in reason)
+    hint = ("add its hydrogens (e.g. with PDBFixer or OpenMM's Modeller.addHydrogens), or build a peptide with "
+            "peptide:SEQUENCE" if missing_h else
             "give a force field that has it (--forcefield), or rename it to a standard residue")
-    return InvalidInputError(f"{path}: {reason.rstrip('.')} in {', '.join(forcefield)}; {hint}")
+    return InvalidInputError(f"{path}: {reason} (force field {', '.join(forcefield)}); {hint}")
 
 
 def _add_obc2(system: "openmm.System", topology: "app.Topology") -> None:
@@ -511,12 +515,19 @@ def _strip_solvent(topology: "app.Topology", positions: np.ndarray) -> "app.Topo
 
 
 def _solvate(topology, positions, forcefield: tuple[str, ...], label: str):
+    """A cubic TIP3P box with Na⁺/Cl⁻ to neutralise: edge = the solute's largest extent +
+    :data:`EXPLICIT_PADDING` (the solute is that far from its periodic images), at least 2.1 × the PME
+    cutoff."""
+    import openmm
     from openmm import app, unit
 
     ff = _forcefield(forcefield + (WATER_FORCEFIELD,))
-    modeller = app.Modeller(topology, positions * unit.nanometer)
+    xyz = np.asarray(positions, dtype=np.float64)
+    extent = float(np.max(np.linalg.norm(xyz[:, None] - xyz[None], axis=-1))) if len(xyz) > 1 else 0.0
+    edge = max(extent + EXPLICIT_PADDING, 2.1 * PME_CUTOFF)
+    modeller = app.Modeller(topology, xyz * unit.nanometer)
     try:
-        modeller.addSolvent(ff, model="tip3p", padding=EXPLICIT_PADDING * unit.nanometer, neutralize=True)
+        modeller.addSolvent(ff, model="tip3p", boxSize=openmm.Vec3(edge, edge, edge) * unit.nanometer, neutralize=True)
     except ValueError as exc:
         raise _template_failure(exc, label, forcefield) from None
     positions = np.asarray(modeller.getPositions().value_in_unit(unit.nanometer), dtype=np.float64)
@@ -629,8 +640,9 @@ def _relax(raw: _Raw, temperature: float, explicit: bool) -> tuple[np.ndarray, n
         system.addForce(barostat)
     integrator = openmm.LangevinMiddleIntegrator(temperature, friction, timestep)
     integrator.setRandomNumberSeed(PREPARATION_SEED)
-    platform = openmm.Platform.getPlatformByName("CPU" if explicit else "Reference")
-    properties = {"Threads": "2"} if explicit else {}
+    name = preparation_platform(system)
+    platform = openmm.Platform.getPlatformByName(name)
+    properties = {"Threads": "2"} if name == "CPU" else {}
     context = openmm.Context(system, integrator, platform, properties)
     if raw.box is not None:
         context.setPeriodicBoxVectors(*raw.box)
@@ -646,6 +658,16 @@ def _relax(raw: _Raw, temperature: float, explicit: bool) -> tuple[np.ndarray, n
     if not np.all(np.isfinite(positions)):
         raise InvalidInputError("the structure blew up during its equilibration: check it for overlapping atoms")
     return positions, box
+
+
+def preparation_platform(system: "openmm.System") -> str:
+    """The fastest OpenMM platform here for ``system``: ``CPU`` for periodic systems (PME) and custom
+    Generalized Born forces (GBn2: compiled on CPU, interpreted on Reference), ``Reference`` for
+    small molecules with native forces (least per-step overhead)."""
+    import openmm
+
+    custom = any(isinstance(f, openmm.CustomGBForce) for f in system.getForces())
+    return "CPU" if system.usesPeriodicBoundaryConditions() or custom else "Reference"
 
 
 def _check_peptide_geometry(topology: "app.Topology", positions: np.ndarray, label: str) -> None:

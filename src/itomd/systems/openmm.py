@@ -233,8 +233,13 @@ class MolecularSystem(System):
     @property
     def default_platform(self) -> str:
         """OpenMM platform campaigns use unless told: ``CPU`` in explicit solvent (PME on thousands of
-        atoms), ``Reference`` otherwise (fastest for small molecules, see :mod:`itomd.simulate.molecular`)."""
-        return "CPU" if self.explicit_solvent else "Reference"
+        atoms) and with GBn2 (a custom force), ``Reference`` otherwise (fastest for small molecules,
+        see :mod:`itomd.simulate.molecular`)."""
+        if self.source is None:
+            return "Reference"
+        from itomd.systems.molecules import preparation_platform
+
+        return preparation_platform(self.openmm_system())
 
     def topology(self) -> "mdtraj.Topology":
         """The molecule's topology (atoms, residues, bonds; the solute) as an mdtraj ``Topology``."""
