@@ -122,7 +122,8 @@ def tiny_model_run(ala2, md_frames, tmp_path_factory):
 
 
 def test_tiny_model_trains_and_keeps_chirality(ala2, md_frames, tiny_model_run):
-    """The loss falls (measured, rows at steps 50–200: 58.2, 43.0, 37.4, 36.1) and every one-jump sample
+    """The loss falls (measured, rows at steps 50–200: 57.9, 43.4, 37.7, 36.3; 58.2, 43.0, 37.4, 36.1 before
+    the element embedding of issue 15) and every one-jump sample
     from the 30 MD starts keeps L-chirality (measured: 30 of 30)."""
     model, run = tiny_model_run
     assert model.spec.representation.n_atoms == N_ATOMS
@@ -174,3 +175,134 @@ def test_tiny_model_samples_are_rotation_equivariant_in_distribution(md_frames, 
     broken_plain = _conditional_means(broken, starts, seed=1)
     broken_mismatch = _rms(_conditional_means(broken, rotated_starts, seed=3) - broken_plain @ rotation.T)
     assert broken_mismatch > 1.3 * noise, (broken_mismatch, noise)
+
+
+# -- atom typing of any molecule (issue 15) ----------------------------------------------------------------
+def _element_of(topology) -> list[str]:
+    return [atom.element.symbol for atom in topology.atoms()]
+
+
+def test_charged_termini_peptide_every_atom_typed_termini_marked_elements_shared():
+    """peptide GAH with NH₃⁺/COO⁻ ends (PDBFixer): every atom has a (residue, atom) type and an element;
+    the end residues are NGLY/CHIS (their N and C are other chemistry than inside a chain), the
+    middle ALA is plain; the carbons of all residues share one element row."""
+    from itomd.systems.molecules import build_peptide
+
+    topology, _ = build_peptide("GAH", termini="charged")
+    graph = MoleculeGraph.from_topology(topology)
+    atoms = list(topology.atoms())
+    assert graph.n_atoms == len(atoms) and len(graph.atom_types) == len(atoms)
+    names = [graph.type_names[t] for t in graph.atom_types]
+    residues = {name.split(":")[0] for name in names}
+    assert residues == {"NGLY", "ALA", "CHIS"}
+    assert names[[a.name for a in atoms].index("OXT")] == "CHIS:OXT"
+    assert {"NGLY:H2", "NGLY:H3"} <= set(names) and "ALA:H" in names
+    assert list(graph.elements) == _element_of(topology) and graph.element_names == ("C", "H", "N", "O")
+    carbons = {graph.element_types[i] for i, a in enumerate(atoms) if a.element.symbol == "C"}
+    assert carbons == {graph.element_names.index("C")}
+    assert len({atoms[i].residue.index for i, e in enumerate(graph.elements) if e == "C"}) == 3
+    assert MoleculeGraph.from_dict(graph.to_dict()) == graph
+
+
+def test_capped_peptide_repeats_share_types_and_match_alanine_dipeptide(graph):
+    """ACE-AA-NME: both alanines are ALA (no terminus marks next to caps), the same 22 types as ACE-A-NME
+    (alanine dipeptide from the Amber files), bonds give the graph distances."""
+    from itomd.systems.molecules import build_peptide
+
+    topology, _ = build_peptide("AA", termini="capped")
+    peptide = MoleculeGraph.from_topology(topology)
+    assert peptide.n_atoms == 32 and peptide.type_names == graph.type_names
+    ca = [i for i, a in enumerate(topology.atoms()) if a.name == "CA"]
+    assert len(ca) == 2 and peptide.atom_types[ca[0]] == peptide.atom_types[ca[1]]
+    distance = np.array(peptide.graph_distance)
+    assert (distance == 1).sum() == 2 * topology.getNumBonds() and distance[ca[0], ca[1]] == 3
+
+
+def _ligand_topology():
+    """A ligand-like residue LIG (no template anywhere; a chiral carbon with C, N, O, H; one atom
+    without a name, one without an element), an amino-acid-like residue of an unknown name XAA that
+    no bond joins to anything, and a sodium ion."""
+    import mdtraj
+
+    e = mdtraj.element
+    top = mdtraj.Topology()
+    chain = top.add_chain()
+    lig = top.add_residue("LIG", chain)
+    atoms = [top.add_atom(name, element, lig) for name, element in
+             [("C1", e.carbon), ("C2", e.carbon), ("N1", e.nitrogen), ("O1", e.oxygen), ("H1", e.hydrogen),
+              ("", e.carbon), ("V1", e.virtual)]]
+    for i, j in [(0, 1), (0, 2), (0, 3), (0, 4), (1, 5), (5, 6)]:
+        top.add_bond(atoms[i], atoms[j])
+    xaa = top.add_residue("XAA", chain)
+    n, ca, c = (top.add_atom(name, element, xaa) for name, element in [("N", e.nitrogen), ("CA", e.carbon),
+                                                                        ("C", e.carbon)])
+    top.add_bond(n, ca)
+    top.add_bond(ca, c)
+    top.add_atom("NA", e.sodium, top.add_residue("NA", top.add_chain()))
+    return top
+
+
+def test_unknown_residues_and_atoms_get_types():
+    graph = MoleculeGraph.from_topology(_ligand_topology())
+    names = [graph.type_names[t] for t in graph.atom_types]
+    assert names == ["LIG:C1", "LIG:C2", "LIG:N1", "LIG:O1", "LIG:H1", "LIG:C", "LIG:V1",
+                     "NCXAA:N", "NCXAA:CA", "NCXAA:C", "NA:NA"]
+    assert graph.elements == ("C", "C", "N", "O", "H", "C", "X", "N", "C", "C", "Na")
+    assert graph.graph_distance[0][6] == 3 and graph.graph_distance[0][10] == 4  # bonded / not bonded
+
+
+def test_bad_graph_is_one_line():
+    from itomd.errors import InvalidInputError
+
+    good = MoleculeGraph.from_topology(_ligand_topology()).to_dict()
+    for bad in ({**good, "elements": good["elements"][:-1]}, {**good, "atom_types": [99] * 11},
+                {**good, "graph_distance": good["graph_distance"][:-1]}):
+        with pytest.raises(InvalidInputError) as info:
+            MoleculeGraph.from_dict(bad)
+        assert "\n" not in str(info.value)
+
+
+def test_element_embedding_is_shared_and_absent_from_graphs_without_elements():
+    """With the (residue, atom) rows zeroed, atoms of one element start alike and other elements differ;
+    a graph as written before elements were recorded builds the network of then (same weight names,
+    same initial weights for one seed)."""
+    graph = MoleculeGraph.from_topology(_ligand_topology())
+    torch.manual_seed(0)
+    net = EquivariantTransitionNet(graph, hidden=8, n_layers=1)
+    with torch.no_grad():
+        net.type_embedding.weight.zero_()
+        features = net.atom_features()
+    assert torch.equal(features[0], features[1]) and torch.equal(features[0], features[8])  # C of LIG, XAA
+    assert not torch.allclose(features[0], features[2]) and not torch.allclose(features[3], features[10])
+    torch.manual_seed(0)
+    legacy = EquivariantTransitionNet(MoleculeGraph.from_dict({k: v for k, v in graph.to_dict().items()
+                                                               if k != "elements"}), hidden=8, n_layers=1)
+    assert legacy.element_embedding is None
+    assert set(net.state_dict()) - set(legacy.state_dict()) == {"element_embedding.weight"}
+    torch.manual_seed(0)
+    fresh = EquivariantTransitionNet(graph, hidden=8, n_layers=1)
+    assert all(torch.equal(fresh.state_dict()[k], v) for k, v in legacy.state_dict().items())
+
+
+def test_ligand_network_is_rotation_equivariant_and_chirality_sensitive():
+    """On the ligand-like molecule (elements, unknown names, an ion): rotating and translating every
+    input rotates the output; mirroring them does not mirror it (the chirality terms)."""
+    graph = MoleculeGraph.from_topology(_ligand_topology())
+    n = graph.n_atoms
+    torch.manual_seed(0)
+    net = EquivariantTransitionNet(graph, hidden=8, n_layers=2).double()
+    torch.nn.init.normal_(net.output.weight)
+    g = torch.Generator().manual_seed(3)
+    cond = 0.3 * torch.randn(3, 3 * n, generator=g, dtype=torch.float64)
+    noisy = cond + 0.05 * torch.randn(cond.shape, generator=g, dtype=torch.float64)
+    x_in = torch.randn(cond.shape, generator=g, dtype=torch.float64)
+    c_noise, lag = torch.randn(3, generator=g, dtype=torch.float64), torch.tensor([1.0, 4.0, 20.0])
+    out = net(x_in, c_noise, positions=noisy, cond=cond, lag=lag)
+    assert out.abs().max() > 1e-2
+    rotation, shift = _rotation(g), torch.randn(3, generator=g, dtype=torch.float64)
+    rotated = net(_apply(x_in, rotation), c_noise, positions=_apply(noisy, rotation, shift),
+                  cond=_apply(cond, rotation, shift), lag=lag)
+    assert torch.allclose(rotated, _apply(out, rotation), atol=1e-9, rtol=1e-7)
+    mirror = _rotation(g, proper=False)
+    mirrored = net(_apply(x_in, mirror), c_noise, positions=_apply(noisy, mirror), cond=_apply(cond, mirror), lag=lag)
+    assert (mirrored - _apply(out, mirror)).abs().max() > 1e-3 * out.abs().max()

@@ -81,7 +81,7 @@ def test_network_is_the_typed_view_of_the_size_options():
 
 # -- shipped recipes, addressed by name ------------------------------------------------------------
 def test_every_shipped_recipe_is_a_valid_config():
-    assert "ala2-ito" in recipe_names()
+    assert {"ala2-ito", "peptide-ito"} <= set(recipe_names())
     for name in recipe_names():
         assert isinstance(TrainingConfig.from_recipe(name), TrainingConfig)
 
@@ -91,6 +91,14 @@ def test_recipe_by_name_reads_the_shipped_file(name):
     assert config_source(name) == RECIPES / "ala2_ito.toml"
     config = TrainingConfig.from_recipe(name, minutes=3)
     assert (config.hidden, config.n_blocks, config.batch_size, config.max_steps, config.minutes) == (32, 3, 64, 12000, 3)
+
+
+def test_the_peptide_recipe_scales_ala2s_by_its_rules():
+    """peptide-ito (~52 atoms): batch × n² within 2× of ala2-ito's 64 × 22², the same depth, lags to 200 frames."""
+    ala2, peptide = TrainingConfig.from_recipe("ala2-ito"), TrainingConfig.from_recipe("peptide_ito")
+    assert config_source("peptide-ito") == RECIPES / "peptide_ito.toml"
+    assert 0.5 < peptide.batch_size * 52**2 / (ala2.batch_size * 22**2) < 2 and peptide.batch_size >= 16
+    assert peptide.n_blocks == ala2.n_blocks and peptide.max_lag == 2 * ala2.max_lag
 
 
 def test_an_existing_file_wins_over_a_recipe_of_the_same_name(tmp_path, monkeypatch):

@@ -20,15 +20,22 @@ Inputs (all per sample):
 * ``cond`` — the conditioning structure x_t (pair distances and directions; transition models);
 * ``c_noise`` and ``lag`` — sinusoidal embeddings that modulate the scalar features (FiLM).
 
-Atoms are typed from the topology (one learned embedding per (residue, atom name) type) and pairs
-by their bond-graph distance (1, 2, 3 or more bonds apart), so the network knows the covalent
-structure without inferring it from noisy geometry.
+Atoms are typed from the topology — the sum of a learned embedding of the element and one of the
+(residue, atom name) type, so rare types share what their element has in common (model files written
+before elements were recorded keep the (residue, atom) embedding alone) — and pairs by their
+bond-graph distance (1, 2, 3 or more bonds apart), so the network knows the covalent structure
+without inferring it from noisy geometry.
+
+Cost. Messages run over all n² atom pairs, so time and memory per training step grow as n² (measured
+in BENCHMARKS.md, "Molecules: cost per training step vs atom count").
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
+
 import numpy as np
 import torch
 from torch import nn
@@ -39,65 +46,191 @@ from itomd.nn.mlp import SinusoidalEmbedding
 
 #: Bond-graph distances are capped here (pairs further apart share one class).
 MAX_GRAPH_DISTANCE = 4
+_SQRT_HALF = math.sqrt(0.5)
+#: The element symbol of an atom whose element nobody knows (no element, a virtual site, a dummy).
+UNKNOWN_ELEMENT = "X"
+#: Prefixes of the residue part of a type for amino-acid residues at a free chain end (as Amber's
+#: NALA/CALA templates): the NH₃⁺ (or NH₂⁺ of proline) and COO⁻ ends are other chemistry than the
+#: amide of the same residue inside a chain or next to an ACE/NME cap.
+N_TERMINAL, C_TERMINAL = "N", "C"
+
+
+def _element_symbol(atom: Any) -> str:
+    """The element symbol of an mdtraj or OpenMM atom (``"C"``, ``"Na"``; :data:`UNKNOWN_ELEMENT` when
+    the topology does not know it, e.g. virtual sites or atoms of an unknown residue read without one)."""
+    element = getattr(atom, "element", None)
+    symbol = getattr(element, "symbol", None)
+    if not symbol or not isinstance(symbol, str) or getattr(element, "number", 1) <= 0:
+        return UNKNOWN_ELEMENT
+    return symbol.strip().capitalize()
+
+
+def _atoms_and_bonds(topology: Any) -> tuple[list, list[tuple[int, int]]]:
+    """Atoms and bonds (index pairs) of an mdtraj ``Topology`` (properties) or an OpenMM one (methods)."""
+    atoms = topology.atoms() if callable(getattr(topology, "atoms", None)) else topology.atoms
+    bonds = topology.bonds() if callable(getattr(topology, "bonds", None)) else topology.bonds
+    atoms = list(atoms)
+    pairs = []
+    for bond in bonds:
+        a, b = bond[0], bond[1]
+        pairs.append((int(a.index), int(b.index)))
+    return atoms, pairs
+
+
+def _residue_labels(atoms: list, bonds: list[tuple[int, int]]) -> list[str]:
+    """The residue part of each atom's type: the residue name, prefixed by :data:`N_TERMINAL` and/or
+    :data:`C_TERMINAL` for an amino-acid residue (atoms N, CA and C) whose N or C has no bond to
+    another residue (charged termini; a capped peptide's residues are bonded to ACE/NME and keep
+    their names). A topology without any bond marks no terminus (nothing is known)."""
+    residue_of = [atom.residue for atom in atoms]
+    linked = set()  # atoms bonded to an atom of another residue
+    for a, b in bonds:
+        if residue_of[a] is not residue_of[b]:
+            linked.update((a, b))
+    by_residue: dict[int, dict[str, int]] = {}
+    for i, atom in enumerate(atoms):
+        by_residue.setdefault(id(residue_of[i]), {}).setdefault(str(atom.name or "").strip(), i)
+    labels = []
+    for i, atom in enumerate(atoms):
+        name = str(atom.residue.name or "").strip() or "UNK"
+        names = by_residue[id(residue_of[i])]
+        if bonds and {"N", "CA", "C"} <= set(names):
+            prefix = (N_TERMINAL if names["N"] not in linked else "") + (C_TERMINAL if names["C"] not in linked else "")
+            name = prefix + name
+        labels.append(name)
+    return labels
+
+
+def _graph_distances(n: int, bonds: list[tuple[int, int]]) -> np.ndarray:
+    """Bonds between every two atoms [n, n] (breadth-first search), capped at :data:`MAX_GRAPH_DISTANCE`."""
+    neighbours: list[list[int]] = [[] for _ in range(n)]
+    for a, b in bonds:
+        neighbours[a].append(b)
+        neighbours[b].append(a)
+    distance = np.full((n, n), MAX_GRAPH_DISTANCE, dtype=int)
+    for source in range(n):
+        distance[source, source] = 0
+        frontier, depth = [source], 0
+        while frontier and depth < MAX_GRAPH_DISTANCE - 1:
+            depth += 1
+            nxt = []
+            for atom in frontier:
+                for other in neighbours[atom]:
+                    if distance[source, other] > depth:
+                        distance[source, other] = depth
+                        nxt.append(other)
+            frontier = nxt
+    return distance
 
 
 @dataclass(frozen=True)
 class MoleculeGraph:
     """Atom types and bond-graph distances of a molecule (what the network needs of a topology).
 
+    An atom's type has two parts, both embedded by the network and summed: its **element** (shared by
+    all carbons, all hydrogens, ... of the molecule) and its **(residue, atom name)** type
+    (``"ALA:CB"``; terminal amino-acid residues are ``"NALA"``/``"CALA"``, see
+    :func:`MoleculeGraph.from_topology`). So an atom whose (residue, atom) type occurs once — a
+    terminal hydrogen, an atom of a ligand or of a non-standard residue — still shares what all atoms
+    of its element have in common. Every atom of every topology gets both parts; nothing is looked
+    up in a fixed table, so no combination is unknown.
+
     Parameters
     ----------
     atom_types : tuple of int, length n_atoms
-        Type index per atom (0..n_types−1).
+        (Residue, atom name) type index per atom (0..n_types−1).
     graph_distance : tuple of tuple of int, shape [n_atoms, n_atoms]
         Bonds between atoms i and j, capped at :data:`MAX_GRAPH_DISTANCE` (0 on the diagonal).
     type_names : tuple of str
         The name of each type ("RES:ATOM").
+    elements : tuple of str, length n_atoms, optional
+        Element symbol per atom (:data:`UNKNOWN_ELEMENT` where unknown). None in model files written
+        before elements were recorded: their network has no element embedding, as then.
     """
 
     atom_types: tuple[int, ...]
     graph_distance: tuple[tuple[int, ...], ...]
     type_names: tuple[str, ...]
+    elements: tuple[str, ...] | None = None
+
+    def __post_init__(self) -> None:
+        n = len(self.atom_types)
+        if n == 0:
+            raise InvalidInputError("a molecule graph needs at least one atom")
+        if len(self.graph_distance) != n or any(len(row) != n for row in self.graph_distance):
+            raise InvalidInputError(f"graph_distance must be {n} × {n} (one row and column per atom)")
+        if min(self.atom_types) < 0 or max(self.atom_types) >= len(self.type_names):
+            raise InvalidInputError(f"atom types must be indices into the {len(self.type_names)} type names")
+        if self.elements is not None and len(self.elements) != n:
+            raise InvalidInputError(f"{len(self.elements)} elements given for {n} atoms")
 
     @property
     def n_atoms(self) -> int:
         return len(self.atom_types)
 
+    @property
+    def element_names(self) -> tuple[str, ...]:
+        """The molecule's distinct element symbols, sorted (the rows of the element embedding); () without elements."""
+        return tuple(sorted(set(self.elements))) if self.elements is not None else ()
+
+    @property
+    def element_types(self) -> tuple[int, ...] | None:
+        """Element index per atom into :attr:`element_names`, or None (a graph without elements)."""
+        if self.elements is None:
+            return None
+        index = {name: i for i, name in enumerate(self.element_names)}
+        return tuple(index[e] for e in self.elements)
+
     @classmethod
-    def from_topology(cls, topology) -> "MoleculeGraph":
-        """From an mdtraj ``Topology``: types by (residue name, atom name), distances by BFS on bonds."""
-        names = [f"{atom.residue.name}:{atom.name}" for atom in topology.atoms]
+    def from_topology(cls, topology: Any) -> "MoleculeGraph":
+        """Types and distances of a topology.
+
+        Parameters
+        ----------
+        topology : mdtraj.Topology or openmm.app.Topology
+            Atoms (element, residue, name) and bonds.
+
+        Returns
+        -------
+        MoleculeGraph
+            ``atom_types`` by "RESIDUE:ATOM" (the residue name prefixed ``N``/``C`` for an amino-acid
+            residue at a free chain end: ``NALA:H1``, ``CGLY:OXT``; ``UNK`` for a residue without a
+            name), sorted by name; ``elements`` by the atoms' elements; distances by breadth-first
+            search on the bonds. Any residue and atom name is accepted (ligands, ions, caps,
+            non-standard residues); an atom without an element is :data:`UNKNOWN_ELEMENT`.
+        """
+        atoms, bonds = _atoms_and_bonds(topology)
+        if not atoms:
+            raise InvalidInputError("the topology has no atoms")
+        elements = [_element_symbol(atom) for atom in atoms]
+        residues = _residue_labels(atoms, bonds)
+        names = [f"{residue}:{str(atom.name or '').strip() or element}"
+                 for residue, atom, element in zip(residues, atoms, elements)]
         type_names = tuple(sorted(set(names)))
         index = {name: i for i, name in enumerate(type_names)}
-        n = len(names)
-        neighbours: list[list[int]] = [[] for _ in range(n)]
-        for a, b in topology.bonds:
-            neighbours[a.index].append(b.index)
-            neighbours[b.index].append(a.index)
-        distance = np.full((n, n), MAX_GRAPH_DISTANCE, dtype=int)
-        for source in range(n):
-            distance[source, source] = 0
-            frontier, depth = [source], 0
-            while frontier and depth < MAX_GRAPH_DISTANCE - 1:
-                depth += 1
-                nxt = []
-                for atom in frontier:
-                    for other in neighbours[atom]:
-                        if distance[source, other] > depth:
-                            distance[source, other] = depth
-                            nxt.append(other)
-                frontier = nxt
+        distance = _graph_distances(len(atoms), bonds)
         return cls(tuple(index[name] for name in names), tuple(tuple(int(v) for v in row) for row in distance),
-                   type_names)
+                   type_names, tuple(elements))
+
+    def without_elements(self) -> "MoleculeGraph":
+        """This graph as model files before elements recorded it (types by residue and atom name only)."""
+        return MoleculeGraph(self.atom_types, self.graph_distance, self.type_names)
 
     def to_dict(self) -> dict:
-        return {"atom_types": list(self.atom_types), "graph_distance": [list(r) for r in self.graph_distance],
-                "type_names": list(self.type_names)}
+        """The ``molecule`` entry of a model file (``elements`` only when known, so older files round-trip)."""
+        d = {"atom_types": list(self.atom_types), "graph_distance": [list(r) for r in self.graph_distance],
+             "type_names": list(self.type_names)}
+        if self.elements is not None:
+            d["elements"] = list(self.elements)
+        return d
 
     @classmethod
     def from_dict(cls, d: dict) -> "MoleculeGraph":
+        """Read :meth:`to_dict`'s dict (or a model file's ``molecule`` entry, with or without ``elements``)."""
+        elements = d.get("elements")
         return cls(tuple(int(t) for t in d["atom_types"]), tuple(tuple(int(v) for v in r) for r in d["graph_distance"]),
-                   tuple(str(n) for n in d["type_names"]))
+                   tuple(str(n) for n in d["type_names"]),
+                   None if elements is None else tuple(str(e) for e in elements))
 
 
 class _RadialBasis(nn.Module):
@@ -217,6 +350,21 @@ class EquivariantTransitionNet(nn.Module):
         self.updates = nn.ModuleList([_Update(hidden, hidden) for _ in range(n_layers)])
         self.output = nn.Linear(hidden, 1, bias=False)
         nn.init.zeros_(self.output.weight)
+        if graph.elements is not None:  # created last: the other weights start as without it
+            self.register_buffer("element_types", torch.tensor(graph.element_types, dtype=torch.long),
+                                 persistent=False)
+            self.element_embedding = nn.Embedding(len(graph.element_names), hidden)
+        else:  # a model file from before elements were recorded: the network it was trained as
+            self.element_types = None
+            self.element_embedding = None
+
+    def atom_features(self) -> torch.Tensor:
+        """The atoms' initial scalar features [n_atoms, hidden]: (element embedding + (residue, atom)
+        embedding)/√2, or the (residue, atom) embedding alone for a graph without elements."""
+        s = self.type_embedding(self.atom_types)
+        if self.element_embedding is not None:  # the sum keeps the variance of one embedding at init
+            s = (s + self.element_embedding(self.element_types)) * _SQRT_HALF
+        return s
 
     def _geometry(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Radial features [B,n,n,R] and unit vectors [B,n,n,3] (pair i→j: x_j − x_i)."""
@@ -272,7 +420,7 @@ class EquivariantTransitionNet(nn.Module):
         edge = torch.cat(edge, dim=-1)
         emb = self.embed(torch.cat(features, dim=-1))
 
-        s = self.type_embedding(self.atom_types).expand(b, -1, -1)
+        s = self.atom_features().expand(b, -1, -1)
         displacement = remove_centroid(x_in, self.n_atoms).reshape(b, self.n_atoms, 3)
         v = self.displacement_in(displacement[..., None])  # [B,n,3,H]
         for interaction, update in zip(self.interactions, self.updates):
