@@ -17,6 +17,7 @@ import warnings
 from typing import NoReturn, Sequence
 
 from itomd import __version__
+from itomd._allocator import keep_freed_memory
 from itomd.cli import analyze, demo, export, fit_interpolation, reference, sample, simulate, train
 from itomd._files import describe_write_failure
 from itomd.cli._common import EXIT_INTERRUPTED, EXIT_TERMINATED, EXIT_USAGE, Parser, Terminated, raise_terminated
@@ -112,6 +113,7 @@ def run_command() -> NoReturn:
     down) is ignored, so it can neither print a traceback from an exit handler nor turn a completed
     run into a killed one.
     """
+    keep_freed_memory()  # the networks' pair tensors are not mapped afresh every step (2-2.6x on molecules)
     try:
         status = main()
     except KeyboardInterrupt:  # a signal between main()'s handlers and here: main() said nothing yet
