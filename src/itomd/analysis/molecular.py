@@ -1,8 +1,12 @@
-r"""Molecular analysis — the one home for molecular features: backbone dihedrals, chirality, chemical
-validity, the Ramachandran free energy and JS divergence, the φ/ψ grid states, and the molecular
+r"""Molecular analysis — the one home for molecular features of any molecule: torsions (every φ, ψ,
+χ₁, and ω of the peptide bonds), stereocentres, chemical validity, the Ramachandran free energy and JS
+divergence, per-torsion divergences, PCCA+ populations, the φ/ψ grid states, and the molecular
 section of an analysis (:class:`MolecularSection`). The analysis of a molecule is the one pipeline
-(:func:`~itomd.analysis.pipeline.analyze`) run with
-:class:`~itomd.analysis.features.BackboneTorsionFeaturizer`, which uses these pieces.
+(:func:`~itomd.analysis.pipeline.analyze`) run with a torsion featurizer
+(:func:`~itomd.analysis.features.torsion_featurizer`): the φ/ψ grid of
+:class:`~itomd.analysis.features.BackboneTorsionFeaturizer` for a molecule with exactly one φ and
+one ψ (alanine dipeptide, numbers unchanged), the TICA plane of
+:class:`~itomd.analysis.features.TorsionTICAFeaturizer` for any other.
 
 Trajectories of molecules are flattened Cartesian coordinates ``[n_frames, 3·n_atoms]`` in nm
 (atom-major, as :mod:`itomd.systems.openmm` stores them); a topology (``mdtraj.Topology``) names the
@@ -11,17 +15,23 @@ atoms and bonds.
 Choices (measured on 20 ns of alanine-dipeptide MD in vacuum at 300 K, AMBER ff96, 1 ps frames;
 see ``docs/architecture.md``):
 
-* Features: φ, ψ in radians on (−π, π] from mdtraj.
+* Features: φ, ψ (and χ₁) in radians on (−π, π] from mdtraj (:func:`torsion_set`, labels such as
+  "φ ALA2", "χ₁ SER3").
 * Ramachandran free energy and JS divergence: 36 × 36 bins (10°) on the full torus (−π, π]², so
-  the histogram needs no periodic treatment and no frame falls outside.
+  the histogram needs no periodic treatment and no frame falls outside. Per torsion: 36 bins (10°)
+  on (−π, π], as the JS divergence in nats and — labelled as the convention of the MDGen/Timewarp
+  papers — scipy's JS *distance* (its square root).
 * MSM states: the cells of a regular 20 × 20 grid on the torus (18°; :func:`dihedral_grid`) that
   hold at least :data:`MIN_STATE_POPULATION` of the frames the states are fitted on; a frame is
   assigned to the nearest such cell centre on the torus (through the embedding
   (cos φ, sin φ, cos ψ, sin ψ)), so rarely visited regions join their populated neighbours instead
   of making near-empty states whose few counts fake slow processes.
 * Chemical validity: every bond within :data:`DEFAULT_BOND_TOLERANCE` (relative) of its reference
-  length, no pair of atoms ≥ 3 bonds apart closer than :data:`DEFAULT_CLASH_DISTANCE`, every chiral
-  Cα with the sign of :data:`L_CHIRALITY_SIGN`.
+  length, no pair of atoms ≥ 3 bonds apart closer than :data:`DEFAULT_CLASH_DISTANCE`, every
+  stereocentre (:func:`stereocentres`: every Cα with a Cβ, L by :data:`L_CHIRALITY_SIGN`; every other
+  heavy atom with four neighbours of which at most one is H, as in the reference structure) with
+  its reference handedness, every peptide bond (:func:`peptide_bonds`) cis or trans as in the
+  reference structure.
 """
 
 from __future__ import annotations
@@ -32,12 +42,11 @@ from typing import TYPE_CHECKING, Any, ClassVar, Sequence
 
 import numpy as np
 from deeptime.clustering import ClusterModel
-from scipy.special import rel_entr
 
 from itomd.analysis._html import html_table
 from itomd.validation import check_trajectories
 from itomd.analysis.discretize import Discretization
-from itomd.analysis.divergence import JSDivergence, js_divergence
+from itomd.analysis.divergence import JSDivergence, js_divergence, js_divergence_of_distributions
 from itomd.analysis.fes import FreeEnergySurface, free_energy_surface
 from itomd.analysis.sections import FREE_ENERGY_FIGURE, AnalysisView, Section
 from itomd.errors import InvalidInputError
@@ -781,7 +790,14 @@ JS_DISTANCE_CONVENTION = ("convention of MDGen/Timewarp papers: scipy.spatial.di
                           "of the JS divergence in nats; not comparable with a divergence")
 PCCA_CONVENTION = ("convention of MDGen/Timewarp papers: populations of a {n}-set PCCA+ decomposition of an MSM "
                    "built on the reference (each frame in the set of its microstate's largest membership), "
-                   "the other data's frames assigned to the same states")
+                   "the other data's frames assigned to the same states; memberships {how}")
+#: Whether the PCCA+ populations run deeptime's full ``pcca`` (the inner-simplex memberships refined
+#: by its soft-membership optimisation, as PyEMMA/deeptime users of the papers did) or stop at the
+#: inner-simplex memberships. The optimisation is a Nelder–Mead search over 81 parameters for 10 sets
+#: that took 11–14 s per call here whatever the number of microstates (20–100), more than the rest of
+#: an analysis. The crisp sets (largest membership) of the two agreed for 79 of 86 microstates of a
+#: capped dipeptide's MSM; set this to True for the papers' procedure exactly.
+PCCA_OPTIMISE = False
 
 
 def torsion_divergences(p_angles: Sequence[np.ndarray], q_angles: Sequence[np.ndarray], labels: Sequence[str],
@@ -821,8 +837,25 @@ def torsion_divergences(p_angles: Sequence[np.ndarray], q_angles: Sequence[np.nd
     return out
 
 
+def _pcca_memberships(msm: Any, n_sets: int, optimise: bool) -> np.ndarray:
+    """PCCA+ memberships [n_states, n_sets] of a reversible deeptime MSM: deeptime's ``pcca`` (optimised),
+    or deeptime's inner-simplex memberships (the same algorithm without the final optimisation)."""
+    from deeptime.markov import pcca
+
+    if optimise:
+        return pcca(msm.transition_matrix, n_sets, msm.stationary_distribution).memberships
+    from deeptime.markov.tools.analysis import eigenvectors
+    from deeptime.markov.tools.analysis.dense._pcca import _pcca_connected_isa
+
+    pi = msm.stationary_distribution
+    vectors = np.real(eigenvectors(msm.transition_matrix, n_sets))
+    vectors /= np.sqrt(np.einsum("ik,i,ik->k", vectors, pi, vectors))
+    vectors[:, 0] = np.abs(vectors[:, 0])
+    return _pcca_connected_isa(vectors, n_sets)[0]
+
+
 def pcca_populations(reference_dtrajs: Sequence[np.ndarray], dtrajs: Sequence[np.ndarray], lag: int,
-                     n_sets: int = PCCA_SETS) -> dict[str, Any]:
+                     n_sets: int = PCCA_SETS, optimise: bool | None = None) -> dict[str, Any]:
     """Populations of the PCCA+ sets of an MSM on the reference, for the reference and other data.
 
     The MSM (deeptime, reversible maximum likelihood, largest connected set) is estimated on the
@@ -838,6 +871,8 @@ def pcca_populations(reference_dtrajs: Sequence[np.ndarray], dtrajs: Sequence[np
     lag : int
         MSM lag in frames (capped at a tenth of the longest reference trajectory).
     n_sets : int
+    optimise : bool, optional
+        Run deeptime's full ``pcca`` (with its soft-membership optimisation); default :data:`PCCA_OPTIMISE`.
 
     Returns
     -------
@@ -846,10 +881,9 @@ def pcca_populations(reference_dtrajs: Sequence[np.ndarray], dtrajs: Sequence[np
         fractions), ``reference_fraction_unassigned``, ``fraction_unassigned`` and ``js_divergence``
         (nats) between the two population vectors; or ``{"n_sets": n_sets, "skipped": reason}``.
     """
-    from deeptime.markov import pcca
-
     from itomd.analysis.msm import _estimate_msm
 
+    optimise = PCCA_OPTIMISE if optimise is None else bool(optimise)
     lag = int(max(1, min(lag, max(len(d) for d in reference_dtrajs) // 10)))
     msm = _estimate_msm([np.asarray(d) for d in reference_dtrajs], lag, 0, 0)
     if msm is None or msm.n_states <= n_sets:
@@ -857,7 +891,7 @@ def pcca_populations(reference_dtrajs: Sequence[np.ndarray], dtrajs: Sequence[np
                 "skipped": f"the reference MSM has {0 if msm is None else msm.n_states} connected states, "
                            f"need more than {n_sets}"}
     try:
-        memberships = pcca(msm.transition_matrix, n_sets, msm.stationary_distribution).memberships
+        memberships = _pcca_memberships(msm, n_sets, optimise)
     except (ValueError, np.linalg.LinAlgError, RuntimeError) as error:
         return {"n_sets": n_sets, "lag_frames": lag, "skipped": f"PCCA+ failed: {str(error).splitlines()[0]}"}
     symbols = msm.count_model.state_symbols
@@ -872,11 +906,9 @@ def pcca_populations(reference_dtrajs: Sequence[np.ndarray], dtrajs: Sequence[np
 
     reference_populations, reference_unassigned = populations(reference_dtrajs)
     data_populations, unassigned = populations(dtrajs)
-    p = np.append(data_populations, unassigned)
-    q = np.append(reference_populations, reference_unassigned)
-    m = 0.5 * (p + q)
-    js = 0.5 * float(np.sum(rel_entr(p, m)) + np.sum(rel_entr(q, m)))
-    return {"n_sets": n_sets, "lag_frames": lag, "reference_populations": reference_populations,
+    js = js_divergence_of_distributions(np.append(data_populations, unassigned),
+                                        np.append(reference_populations, reference_unassigned))
+    return {"n_sets": n_sets, "lag_frames": lag, "optimised": optimise, "reference_populations": reference_populations,
             "populations": data_populations, "reference_fraction_unassigned": reference_unassigned,
             "fraction_unassigned": unassigned, "js_divergence": js}
 
@@ -960,7 +992,9 @@ class MolecularSection(Section):
             js = self.tica_js_divergence
             tica = {**self.tica, "js_divergence": None if js is None else js.value,
                     "js_divergence_details": None if js is None else js.to_dict()}
-        pcca = None if self.pcca is None else {**self.pcca, "convention": PCCA_CONVENTION.format(n=self.pcca["n_sets"])}
+        pcca = None if self.pcca is None else {**self.pcca, "convention": PCCA_CONVENTION.format(
+            n=self.pcca["n_sets"], how="of deeptime's pcca (optimised)" if self.pcca.get("optimised")
+            else "of deeptime's PCCA+ inner-simplex algorithm (without pcca()'s soft optimisation)")}
         return {"features": ["phi", "psi"] if self.plane == "ramachandran" else ["tic1", "tic2"],
                 "units": "radians" if self.plane == "ramachandran" else "TICA components (kinetic map)",
                 "msm_space": "phi/psi grid" if self.plane == "ramachandran" else "TICA plane",
@@ -1052,8 +1086,10 @@ class MolecularSection(Section):
                         for k, (a, b) in enumerate(zip(pc["populations"], pc["reference_populations"]))]
                 rows.append(("outside the connected states", f"{pc['fraction_unassigned']:.3f}",
                              f"{pc['reference_fraction_unassigned']:.3f}"))
+                how = "deeptime pcca(), optimised" if pc.get("optimised") else \
+                    "inner-simplex memberships, without pcca()'s soft optimisation"
                 out += (f"<p>{pc['n_sets']}-state PCCA+ populations (convention of MDGen/Timewarp papers; MSM on "
-                        f"{label} at lag {pc['lag_frames']} frames; JS divergence of the populations "
+                        f"{label} at lag {pc['lag_frames']} frames, {how}; JS divergence of the populations "
                         f"{pc['js_divergence']:.4f} nats)</p>"
                         + html_table(["PCCA+ set", "this data", result.comparison.label], rows))
             elif self.pcca is not None:
