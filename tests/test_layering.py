@@ -11,7 +11,7 @@ SOURCE = Path(__file__).resolve().parents[1] / "src" / "itomd"
 #: Layers from the bottom; a module may import only from lower layers (and from its own package).
 LAYERS = [
     {"errors"},
-    {"validation", "_files", "geometry"},
+    {"validation", "_files", "_allocator", "geometry"},
     {"systems"},
     {"data"},
     {"simulate", "analysis", "nn", "checkpoint"},
