@@ -263,3 +263,25 @@ def test_multi_residue_molecules_are_analysed_on_the_tica_plane_fitted_on_md(pep
     assert "PCCA+" in page and "no cis/trans flip of 3 peptide bonds" in page
     assert "chirality kept (2 Cα L, 1 other stereocentres as in the reference)" in page
 
+
+
+def test_charged_termini_have_no_caps_no_missing_torsions_and_no_nh3_stereocentre():
+    """NH₃⁺/COO⁻ termini: the first residue has no φ, the last no ψ, the NH₃⁺ nitrogen (three H) is not a
+    stereocentre, only the one inter-residue C–N bond is a peptide bond; a lone residue has no φ/ψ at all."""
+    import mdtraj
+
+    from itomd.systems.molecules import build_peptide
+
+    topology = mdtraj.Topology.from_openmm(build_peptide("AT", "charged")[0])
+    torsions = M.torsion_set(topology)
+    assert torsions.labels == ("ψ ALA1", "φ THR2", "χ₁ THR2")
+    names = [f"{a.residue.name}{a.residue.resSeq}-{a.name}" for a in topology.atoms]
+    assert [names[c] for c in M.chiral_centres(topology)[:, 0]] == ["ALA1-CA", "THR2-CA", "THR2-CB"]
+    assert M.peptide_bonds(topology).labels == ("ω ALA1–THR2",)
+    assert isinstance(torsion_featurizer(topology), BackboneTorsionFeaturizer)  # one φ and one ψ: the grid
+    lone = mdtraj.Topology.from_openmm(build_peptide("A", "charged")[0])
+    with pytest.raises(InvalidInputError, match="at least two torsions") as error:
+        torsion_featurizer(lone)
+    assert "\n" not in str(error.value)
+    with pytest.raises(InvalidInputError, match="no backbone φ/ψ"):
+        M.backbone_torsions([np.zeros((1, 3 * lone.n_atoms))], lone)
