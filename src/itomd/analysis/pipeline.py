@@ -314,9 +314,12 @@ def analyze(
     """MSM implied timescales, CK test, free energy, JS divergence and autocorrelation in one call.
 
     Everything is computed on the features of ``featurizer`` (default: the raw coordinates), which
-    also chooses the states, the histogram, the observable and adds its sections (for a molecule,
-    :class:`~itomd.analysis.features.BackboneTorsionFeaturizer`: φ/ψ, a torus grid, 36 × 36
-    Ramachandran bins, sin φ, chemical validity).
+    also chooses the states, the histogram, the observable and adds its sections (for alanine
+    dipeptide, :class:`~itomd.analysis.features.BackboneTorsionFeaturizer`: φ/ψ, a torus grid, 36 × 36
+    Ramachandran bins, sin φ, chemical validity; for other molecules
+    :class:`~itomd.analysis.features.TorsionTICAFeaturizer`: the TICA plane of every φ/ψ/χ₁, k-means
+    states). A featurizer that needs fitting (TICA) and was not fitted is fitted here on
+    ``trajectories``, provisionally: :func:`compare` refits it on its (reference) data.
 
     Automatic choices (recorded in ``notes``): lags from :func:`default_lags`; the CK test at the
     middle of the lags that leave room for four multiples; free energy and JS divergence on the
