@@ -31,6 +31,7 @@ def test_a_peptide_from_its_sequence_through_every_command(tmp_path, capsys):
                  "--quiet"]) == 0
     model = TransitionModel.load(run)
     assert model.system.spec == "peptide:AS" and model.system.structure == str(md / "structure.pdb")
+    assert model.info["data"]["inputs"]["structure"]["sha256"]  # traced back to the prepared structure
     assert main(["sample", str(run), "--lag", "2", "--n-jumps", "4", "--n-walkers", "2", "--out", str(rollout),
                  "--from", str(md), "--n-steps", "3", "--tolerance", "100", "--quiet"]) == 0
     assert TrajectoryStore(rollout).read(0).shape == (5, 99) and (rollout / "topology.pdb").is_file()

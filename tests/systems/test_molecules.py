@@ -181,6 +181,17 @@ def test_a_pdb_without_hydrogens_names_the_residue_and_the_fix(tmp_path, capped_
         SystemSpec(str(tmp_path / "heavy.pdb")).build()
 
 
+def test_a_residue_the_force_field_lacks_is_named(tmp_path, capped_as):
+    molecules.write_structure(capped_as, tmp_path / "as.pdb")
+    lines = (tmp_path / "as.pdb").read_text().replace(" NME ", " LIG ").splitlines()
+    h1 = next(i for i, line in enumerate(lines) if line[12:16].strip() == "H1" and line[17:20] == "LIG")
+    lines[h1] = lines[h1][:12] + " CL " + lines[h1][16:76] + "CL"  # a chlorinated cap: no template has it
+    (tmp_path / "lig.pdb").write_text("\n".join(lines) + "\n")
+    with pytest.raises(InvalidInputError, match=r"lig\.pdb: No template found for residue 3 \(LIG\).*give a force "
+                                                r"field that has it \(--forcefield\)"):
+        SystemSpec(str(tmp_path / "lig.pdb")).build()
+
+
 def test_mismatched_amber_files_are_refused(tmp_path):
     prmtop = _openmmtools_data(*AMBER_DIR, "alanine-dipeptide.prmtop")
     lines = _openmmtools_data(*AMBER_DIR, "alanine-dipeptide.crd").read_text().splitlines()

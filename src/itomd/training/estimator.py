@@ -196,8 +196,9 @@ class _Session:
         frame_interval = check_frame_interval(frame_interval)
         if resume and run_dir is None:
             raise InvalidInputError("resume needs a run directory")
-        representation = (CoordinateRepresentation(trajectories[0].shape[1]) if system is None
-                          else representation_for(system.build()))
+        built = None if system is None else system.build()
+        representation = (CoordinateRepresentation(trajectories[0].shape[1]) if built is None
+                          else representation_for(built))
         representation.check_dimension(trajectories[0].shape[1])
         trajectories = representation.prepare_trajectories(trajectories)
 
@@ -213,6 +214,9 @@ class _Session:
         data_summary = {"n_trajectories": len(trajectories), "n_frames": int(len(frames)),
                         "mean": frames.mean(0).tolist(), "frame_interval": float(frame_interval),
                         "low": frames.min(0).tolist(), "high": frames.max(0).tolist()}
+        inputs = None if built is None else built.metadata().get("inputs")
+        if inputs is not None:  # a user's molecule: its spec, force field and input files (SHA-256) in the model
+            data_summary["inputs"] = inputs
         pairs = None if config.equilibrium else PairSampler(trajectories, make_lag_sampler(config.lag_distribution,
                                                                                             config.max_lag))
         frames_t = torch.as_tensor(frames, dtype=torch.float32) if pairs is None else pairs.frames.to(torch.float32)
