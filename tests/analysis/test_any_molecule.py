@@ -229,6 +229,7 @@ def test_multi_residue_molecules_are_analysed_on_the_tica_plane_fitted_on_md(pep
     md_plane = result.featurizer.transform(runs)
     assert np.array_equal(result.feature_trajectories[0], result.featurizer.transform(wrong)[0])
     assert result.discretization.method == "kmeans" and result.discretization.dim == 2
+    assert result.autocorrelation.observable == "tic1"
     section = result.section(MolecularSection)
     assert section.plane == "tica" and section.tica["fitted_on"] == "MD"
     js = {t["label"]: t["js_divergence"] for t in section.torsion_comparison}

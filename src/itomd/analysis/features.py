@@ -236,6 +236,11 @@ def _validity_options(featurizer: "BackboneTorsionFeaturizer | TorsionTICAFeatur
     return options
 
 
+def tic1(features: np.ndarray) -> np.ndarray:
+    """The first TICA component of TICA-plane features [n, 2] → [n]: the slowest linear process."""
+    return features[:, 0]
+
+
 #: Bins per TICA component of the free energy and JS divergence on the TICA plane.
 TICA_BINS = 50
 #: Margin added on each side of the fitted data's extent on the TICA plane (fraction of the extent):
@@ -285,6 +290,7 @@ class TorsionTICAFeaturizer(Featurizer):
 
     name: ClassVar[str] = "torsion TICA"
     histogram_bins: ClassVar[int] = TICA_BINS
+    observable: ClassVar[Observable] = staticmethod(tic1)
 
     topology: "mdtraj.Topology"
     lag: int = DEFAULT_TORSION_LAG
