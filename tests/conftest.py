@@ -24,6 +24,16 @@ def _deterministic():
     yield
 
 
+@pytest.fixture(autouse=True)
+def _fast_pcca(monkeypatch):
+    """PCCA+ populations without deeptime's 11-14 s membership optimisation (see
+    ``itomd.analysis.molecular.PCCA_OPTIMISE``; tests/analysis/test_any_molecule.py runs the full one)."""
+    import itomd.analysis.molecular as molecular
+
+    monkeypatch.setattr(molecular, "PCCA_OPTIMISE", False)
+    yield
+
+
 @pytest.fixture
 def generator() -> torch.Generator:
     return torch.Generator().manual_seed(20261124)

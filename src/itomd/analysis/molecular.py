@@ -796,8 +796,9 @@ PCCA_CONVENTION = ("convention of MDGen/Timewarp papers: populations of a {n}-se
 #: inner-simplex memberships. The optimisation is a Nelder–Mead search over 81 parameters for 10 sets
 #: that took 11–14 s per call here whatever the number of microstates (20–100), more than the rest of
 #: an analysis. The crisp sets (largest membership) of the two agreed for 79 of 86 microstates of a
-#: capped dipeptide's MSM; set this to True for the papers' procedure exactly.
-PCCA_OPTIMISE = False
+#: capped dipeptide's MSM. Default: the papers' procedure (True); the test suite sets it False for
+#: speed (tests/conftest.py), and so may anyone who analyses many molecules.
+PCCA_OPTIMISE = True
 
 
 def torsion_divergences(p_angles: Sequence[np.ndarray], q_angles: Sequence[np.ndarray], labels: Sequence[str],

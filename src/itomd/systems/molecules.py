@@ -46,13 +46,15 @@ this project is limited to.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import io
 import os
+import random
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Iterator
 
 import numpy as np
 
@@ -527,12 +529,24 @@ def _solvate(topology, positions, forcefield: tuple[str, ...], label: str):
     edge = max(extent + EXPLICIT_PADDING, 2.1 * PME_CUTOFF)
     modeller = app.Modeller(topology, xyz * unit.nanometer)
     try:
-        modeller.addSolvent(ff, model="tip3p", boxSize=openmm.Vec3(edge, edge, edge) * unit.nanometer, neutralize=True)
+        with _seeded_python_random():  # which waters become ions: Python's random module
+            modeller.addSolvent(ff, model="tip3p", boxSize=openmm.Vec3(edge, edge, edge) * unit.nanometer, neutralize=True)
     except ValueError as exc:
         raise _template_failure(exc, label, forcefield) from None
     positions = np.asarray(modeller.getPositions().value_in_unit(unit.nanometer), dtype=np.float64)
     box = np.asarray(_vectors_in_nm(modeller.topology.getPeriodicBoxVectors()))
     return modeller.topology, positions, box
+
+
+@contextlib.contextmanager
+def _seeded_python_random(seed: int = PREPARATION_SEED) -> Iterator[None]:
+    """Seed Python's ``random`` (which OpenMM's ``Modeller`` draws from) inside, restore its state after."""
+    state = random.getstate()
+    random.seed(seed)
+    try:
+        yield
+    finally:
+        random.setstate(state)
 
 
 # -- building a peptide --------------------------------------------------------------------------------
@@ -556,6 +570,7 @@ def build_peptide(sequence: str, termini: str = "capped") -> tuple["app.Topology
     positions : np.ndarray, shape [n_atoms, 3]
         nm.
     """
+    import openmm
     from openmm import unit
     from pdbfixer import PDBFixer
 
@@ -578,11 +593,13 @@ def build_peptide(sequence: str, termini: str = "capped") -> tuple["app.Topology
     lines = [f"ATOM  {i + 1:5d}  {atom:<3s} {name:>3s} A{number:4d}    {x:8.3f}{y:8.3f}{z:8.3f}  1.00  0.00"
              f"          {atom[0]:>2s}" for i, ((number, name, atom), (x, y, z)) in enumerate(zip(backbone, 10 * xyz))]
     lines += ["TER", "END"]
-    fixer = PDBFixer(pdbfile=io.StringIO("\n".join(lines) + "\n"))
-    fixer.missingResidues = {}
-    fixer.findMissingAtoms()
-    fixer.addMissingAtoms(seed=PREPARATION_SEED)
-    fixer.addMissingHydrogens(7.0)
+    with _seeded_python_random():  # OpenMM's Modeller places hydrogens with Python's random module
+        fixer = PDBFixer(pdbfile=io.StringIO("\n".join(lines) + "\n"),
+                         platform=openmm.Platform.getPlatformByName("Reference"))
+        fixer.missingResidues = {}
+        fixer.findMissingAtoms()
+        fixer.addMissingAtoms(seed=PREPARATION_SEED)
+        fixer.addMissingHydrogens(7.0)
     positions = np.asarray(fixer.positions.value_in_unit(unit.nanometer), dtype=np.float64)
     return fixer.topology, positions
 
