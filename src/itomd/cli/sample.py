@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 
 from itomd.cli._common import emit, positive_float, positive_int, seed_int, trajectories_kept
-from itomd.errors import InvalidInputError
+from itomd.errors import InvalidInputError, ItomdError
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -63,13 +63,22 @@ def run(args: argparse.Namespace) -> int:
                         tolerance=args.tolerance, progress=not args.quiet, model_source=str(args.run))
     elapsed = time.perf_counter() - t0
     covered = simulated_time(len(store), args.n_jumps, args.lag, model.frame_interval)
+    unit = _time_unit(model)
     summary = {"out": str(args.out), "n_walkers": len(store), "n_jumps": args.n_jumps, "lag": args.lag,
                "frame_interval": args.lag * model.frame_interval, "simulated_time": covered,
-               "wall_seconds": round(elapsed, 3)}
+               "time_unit": unit, "wall_seconds": round(elapsed, 3)}
     emit(summary, args.json, f"wrote {len(store)} surrogate trajectories of {args.n_jumps} jumps "
-                              f"(lag {args.lag} = {args.lag * model.frame_interval:g} time units) to {args.out}: "
-                              f"{covered:.4g} time units in {elapsed:.1f} s")
+                              f"(lag {args.lag} = {args.lag * model.frame_interval:g} {unit}) to {args.out}: "
+                              f"{covered:.4g} {unit} in {elapsed:.1f} s")
     return 0
+
+
+def _time_unit(model) -> str:
+    """The unit of the model's time ("ps" for molecules), "time units" where its system cannot be built."""
+    try:
+        return model.system.build().time_unit if model.system is not None else "time units"
+    except ItomdError:
+        return "time units"
 
 
 def work_kept(args: argparse.Namespace) -> str:
