@@ -127,6 +127,8 @@ def system_spec(args: argparse.Namespace):
                       forcefield=None if forcefield is None else tuple(forcefield),
                       implicit_solvent=getattr(args, "implicit_solvent", None), solvent=getattr(args, "solvent", None),
                       termini=getattr(args, "termini", None))
+    if spec.is_user_molecule():  # recorded in stores and models: later commands find its files from anywhere
+        spec = spec.with_absolute_paths()
     system = spec.build()  # validates everything once, here, with one-line errors
     box = box_ranges(args.box, system.dim)
     if box is not None:

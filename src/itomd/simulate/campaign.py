@@ -50,7 +50,6 @@ results. Scripts that start a ``LocalCluster`` need the usual ``if __name__ == "
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import json
 import logging
@@ -265,7 +264,7 @@ class Campaign:
 
     # -- running --------------------------------------------------------------------------------
     def _job(self) -> ChunkedJob["_ChunkTask"]:
-        spec = _absolute_spec(self.spec)
+        spec = self.spec.with_absolute_paths()  # workers in other directories find the files it names
         metadata = self.trajectory_metadata()
         engine_parameters = self.engine.parameters()
 
@@ -505,17 +504,3 @@ def check_scheduler_address(address: str, timeout: float = SCHEDULER_PROBE_TIMEO
         raise InvalidInputError(f"{prefix}: no answer within {timeout:g} s") from None
     except (OSError, UnicodeError) as exc:
         raise InvalidInputError(f"{prefix}: {getattr(exc, 'strerror', None) or exc}") from None
-
-
-# -- helpers --------------------------------------------------------------------------------------
-def _absolute_spec(spec: SystemSpec) -> SystemSpec:
-    """The spec with a user file's path made absolute, so workers in other directories find it."""
-    if spec.is_user_molecule():
-        if spec.spec.strip().lower().startswith("peptide:"):
-            return spec
-        return dataclasses.replace(spec, spec=":".join(os.path.abspath(p) for p in spec.spec.strip().split(":")))
-    if ":" in spec.spec:
-        path, name = spec.spec.rsplit(":", 1)
-        if path.endswith(".py"):
-            return dataclasses.replace(spec, spec=f"{os.path.abspath(path)}:{name}")
-    return spec

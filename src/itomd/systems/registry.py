@@ -132,6 +132,20 @@ class SystemSpec:
 
         return is_molecule_spec(self.spec)
 
+    def with_absolute_paths(self) -> "SystemSpec":
+        """The spec with the files it names made absolute (a user's ``file.py:NAME``, a molecule's input
+        files), so that workers and later commands in other directories find them."""
+        text = self.spec.strip()
+        if self.is_user_molecule():
+            if text.lower().startswith("peptide:"):
+                return self
+            return dataclasses.replace(self, spec=":".join(os.path.abspath(p) for p in text.split(":")))
+        if ":" in text:
+            path, name = text.rsplit(":", 1)
+            if path.endswith(".py"):
+                return dataclasses.replace(self, spec=f"{os.path.abspath(path)}:{name}")
+        return self
+
     def with_structure(self, directory: str | os.PathLike) -> "SystemSpec":
         """The spec simulating the prepared ``structure.pdb`` of a store ``directory``, where it has one
         (a user's molecule recorded without its structure); else the spec itself."""
