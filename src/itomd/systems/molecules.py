@@ -26,8 +26,8 @@ is built once.
 
 Implicit solvent. ``obc2`` (the default) is OpenMM's built-in ``GBSAOBCForce`` with mbondi2 radii
 and the ACE surface term — the same energies as OpenMM's ``implicit/obc2.xml`` (tested to 10⁻⁶
-relative) but as a native force, which OpenMM's Reference platform evaluates about 50× faster than
-the ``CustomGBForce`` of the XML file. ``gbn2`` uses ``implicit/gbn2.xml`` (a custom force: slower).
+relative) but as a native force, which OpenMM's Reference platform steps 57× faster than the
+``CustomGBForce`` of the XML file (capped alanine: 0.078 against 4.46 s per 1,000 steps). ``gbn2`` uses ``implicit/gbn2.xml`` (a custom force: slower).
 
 Explicit solvent (``--solvent explicit``). Force-field inputs (PDB, peptide) are solvated with
 OpenMM's ``Modeller``: a cubic TIP3P box (edge: the solute's extent + :data:`EXPLICIT_PADDING`), Na⁺/Cl⁻ to neutralise,
