@@ -52,7 +52,7 @@ import hashlib
 import io
 import os
 import random
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator
 
@@ -98,16 +98,33 @@ SOLVENT_RESIDUES = frozenset({"HOH", "WAT", "SOL", "TIP3", "T3P", "NA", "CL", "K
                               "Li+", "Rb+", "Cs+", "F-", "Br-", "I-"})
 
 
-def is_molecule_spec(spec: str) -> bool:
-    """Whether ``spec`` names a user's molecule (a peptide or molecular input files)."""
+def molecule_spec_kind(spec: str) -> str | None:
+    """What a user's molecule spec names — ``"peptide"``, ``"pdb"``, ``"amber"`` or ``"openmm-xml"`` —
+    or None for any other spec (a shipped system, a Python file): the one reader of the spec's form."""
     text = spec.strip()
     if text.lower().startswith(PEPTIDE_PREFIX):
-        return True
+        return "peptide"
     parts = text.split(":")
-    suffixes = [Path(p).suffix.lower() for p in parts]
-    if len(parts) == 1:
-        return suffixes[0] in (".pdb", ".cif", ".pdbx")
-    return len(parts) == 2 and (suffixes[0] in (".prmtop", ".parm7", ".top") or suffixes[0] == ".xml")
+    suffix = Path(parts[0]).suffix.lower()
+    if len(parts) == 1 and suffix in (".pdb", ".cif", ".pdbx"):
+        return "pdb"
+    if len(parts) == 2 and suffix in (".prmtop", ".parm7", ".top"):
+        return "amber"
+    if len(parts) == 2 and suffix == ".xml":
+        return "openmm-xml"
+    return None
+
+
+def is_molecule_spec(spec: str) -> bool:
+    """Whether ``spec`` names a user's molecule (a peptide or molecular input files)."""
+    return molecule_spec_kind(spec) is not None
+
+
+def molecule_input_files(spec: str) -> tuple[str, ...]:
+    """The input files a user's molecule spec names, as absolute paths (none for a peptide or another spec)."""
+    if molecule_spec_kind(spec) in (None, "peptide"):
+        return ()
+    return tuple(os.path.abspath(p) for p in spec.strip().split(":"))
 
 
 @dataclass(frozen=True)
@@ -154,19 +171,12 @@ class MoleculeInput:
 
     @property
     def kind(self) -> str:
-        """``"peptide"``, ``"pdb"``, ``"amber"`` or ``"openmm-xml"``."""
-        text = self.spec.strip()
-        if text.lower().startswith(PEPTIDE_PREFIX):
-            return "peptide"
-        parts = text.split(":")
-        if len(parts) == 1 and Path(parts[0]).suffix.lower() in (".pdb", ".cif", ".pdbx"):
-            return "pdb"
-        if len(parts) == 2 and Path(parts[0]).suffix.lower() in (".prmtop", ".parm7", ".top"):
-            return "amber"
-        if len(parts) == 2 and Path(parts[0]).suffix.lower() == ".xml":
-            return "openmm-xml"
-        raise UnknownSystemError(f"'{self.spec}' is not a molecule spec: give x.pdb, x.prmtop:x.inpcrd, "
-                                 "system.xml:x.pdb or peptide:SEQUENCE")
+        """``"peptide"``, ``"pdb"``, ``"amber"`` or ``"openmm-xml"`` (:func:`molecule_spec_kind`)."""
+        kind = molecule_spec_kind(self.spec)
+        if kind is None:
+            raise UnknownSystemError(f"'{self.spec}' is not a molecule spec: give x.pdb, x.prmtop:x.inpcrd, "
+                                     "system.xml:x.pdb or peptide:SEQUENCE")
+        return kind
 
     @property
     def sequence(self) -> str:
@@ -176,9 +186,7 @@ class MoleculeInput:
     @property
     def files(self) -> tuple[str, ...]:
         """The input files the spec names (absolute paths; none for a peptide)."""
-        if self.kind == "peptide":
-            return ()
-        return tuple(os.path.abspath(p) for p in self.spec.strip().split(":"))
+        return molecule_input_files(self.spec)
 
     @property
     def solvent_label(self) -> str:
@@ -186,15 +194,6 @@ class MoleculeInput:
         if self.solvent == "explicit":
             return "explicit"
         return "vacuum" if self.implicit_solvent == "none" else self.implicit_solvent
-
-    def with_absolute_paths(self) -> "MoleculeInput":
-        """The same input with its files' paths absolute (workers in other directories find them)."""
-        if self.kind == "peptide":
-            spec = f"{PEPTIDE_PREFIX}{self.sequence}"
-        else:
-            spec = ":".join(self.files)
-        structure = None if self.structure is None else os.path.abspath(self.structure)
-        return replace(self, spec=spec, structure=structure)
 
     def provenance(self) -> dict[str, Any]:
         """What the molecule came from: spec, force field, solvent, termini, and every input file
@@ -241,6 +240,7 @@ class PreparedMolecule:
     box_vectors: np.ndarray | None
     solute: np.ndarray
     input: MoleculeInput
+    _solute_topology: "app.Topology"
     _system_xml: str
     _solute_system_xml: str | None
 
@@ -251,14 +251,7 @@ class PreparedMolecule:
 
     def solute_topology(self) -> "app.Topology":
         """The solute's topology (the whole topology without explicit solvent)."""
-        if self.box_vectors is None:
-            return self.topology
-        from openmm import app
-
-        modeller = app.Modeller(self.topology, self.positions)
-        keep = set(int(i) for i in self.solute)
-        modeller.delete([atom for atom in self.topology.atoms() if atom.index not in keep])
-        return modeller.topology
+        return self._solute_topology
 
     def solute_positions(self) -> np.ndarray:
         """The solute's prepared positions, centred; shape [3·n_atoms] (nm)."""
@@ -391,6 +384,7 @@ class _Raw:
     box: np.ndarray | None
     system_xml: str  # the dynamics system (constraints on)
     solute_system_xml: str | None
+    solute_topology: "app.Topology"  # without water and ions
 
 
 def _serialize(system: "openmm.System") -> str:
@@ -420,12 +414,10 @@ def _read_input(source: MoleculeInput, structure: tuple | None) -> _Raw:
             topology, positions, box = _solvate(topology, positions, source.forcefield, label)
         periodic = source.solvent == "explicit"
         system = _forcefield_system(topology, source.forcefield, source.implicit_solvent, periodic, True, label)
-        if periodic:
-            solute_top = _strip_solvent(topology, positions)
-            solute = _forcefield_system(solute_top, source.forcefield, "none", False, False, label)
-        else:
-            solute = _forcefield_system(topology, source.forcefield, source.implicit_solvent, False, False, label)
-        return _Raw(topology, positions, box, _serialize(system), _serialize(solute))
+        solute_top = _strip_solvent(topology, positions) if periodic else topology
+        solute = _forcefield_system(solute_top, source.forcefield, "none" if periodic else source.implicit_solvent,
+                                    False, False, label)
+        return _Raw(topology, positions, box, _serialize(system), _serialize(solute), solute_top)
     if kind == "amber":
         return _read_amber(source, structure)
     return _read_openmm_xml(source, structure)
@@ -471,7 +463,8 @@ def _read_amber(source: MoleculeInput, structure: tuple | None) -> _Raw:
         raise InvalidInputError(f"{prmtop_path}: {' '.join(str(exc).split())}") from None
     if periodic:
         system.setDefaultPeriodicBoxVectors(*box)
-    return _Raw(topology, positions, box, _serialize(system), None if solute is None else _serialize(solute))
+    return _Raw(topology, positions, box, _serialize(system), None if solute is None else _serialize(solute),
+                _strip_solvent(topology, positions) if periodic else topology)
 
 
 def _read_openmm_xml(source: MoleculeInput, structure: tuple | None) -> _Raw:
@@ -505,7 +498,8 @@ def _read_openmm_xml(source: MoleculeInput, structure: tuple | None) -> _Raw:
             box = np.asarray(_vectors_in_nm(system.getDefaultPeriodicBoxVectors()))
         system.setDefaultPeriodicBoxVectors(*box)
     xml = _serialize(system)
-    return _Raw(topology, positions, box, xml, None if periodic else xml)
+    return _Raw(topology, positions, box, xml, None if periodic else xml,
+                _strip_solvent(topology, positions) if periodic else topology)
 
 
 def _strip_solvent(topology: "app.Topology", positions: np.ndarray) -> "app.Topology":
@@ -714,7 +708,8 @@ def _prepared(source: MoleculeInput, temperature: float, file_state: tuple) -> P
     solute = _solute_indices(raw.topology) if source.solvent == "explicit" else np.arange(raw.topology.getNumAtoms())
     if len(solute) == 0:
         raise InvalidInputError(f"{source.spec} holds only water and ions")
-    return PreparedMolecule(raw.topology, positions, box, solute, source, raw.system_xml, raw.solute_system_xml)
+    return PreparedMolecule(raw.topology, positions, box, solute, source, raw.solute_topology, raw.system_xml,
+                            raw.solute_system_xml)
 
 
 def prepare_molecule(source: MoleculeInput, temperature: float) -> PreparedMolecule:
@@ -753,5 +748,5 @@ def write_structure(prepared: PreparedMolecule, path: str | os.PathLike) -> Path
 
 
 __all__ = ["MoleculeInput", "PreparedMolecule", "prepare_molecule", "build_peptide", "write_structure",
-           "is_molecule_spec", "AMINO_ACIDS", "TERMINI", "IMPLICIT_SOLVENTS", "SOLVENTS", "DEFAULT_FORCEFIELD",
+           "is_molecule_spec", "molecule_spec_kind", "molecule_input_files", "AMINO_ACIDS", "TERMINI", "IMPLICIT_SOLVENTS", "SOLVENTS", "DEFAULT_FORCEFIELD",
            "STRUCTURE_FILE"]

@@ -34,7 +34,7 @@ import torch
 
 from itomd.errors import InvalidInputError, ItomdError, UnknownSystemError
 from itomd.systems.potential import CallablePotential, Potential
-from itomd.systems.molecules import is_molecule_spec
+from itomd.systems.molecules import is_molecule_spec, molecule_input_files, molecule_spec_kind
 from itomd.systems.openmm import MOLECULES
 from itomd.systems.system import Box, System
 from itomd.systems.toy import DoubleWellPotential, HarmonicPotential, MullerBrownPotential, PrinzPotential
@@ -128,8 +128,6 @@ class SystemSpec:
 
     def is_user_molecule(self) -> bool:
         """Whether the spec names a user's molecule (files or ``peptide:SEQUENCE``)."""
-        from itomd.systems.molecules import is_molecule_spec
-
         return is_molecule_spec(self.spec)
 
     def with_absolute_paths(self) -> "SystemSpec":
@@ -137,9 +135,8 @@ class SystemSpec:
         files), so that workers and later commands in other directories find them."""
         text = self.spec.strip()
         if self.is_user_molecule():
-            if text.lower().startswith("peptide:"):
-                return self
-            return dataclasses.replace(self, spec=":".join(os.path.abspath(p) for p in text.split(":")))
+            files = molecule_input_files(text)  # none for a peptide
+            return dataclasses.replace(self, spec=":".join(files)) if files else self
         if ":" in text:
             path, name = text.rsplit(":", 1)
             if path.endswith(".py"):
@@ -299,13 +296,8 @@ def resolve_system(
             f"unknown system '{spec}': choose one of {', '.join([*SHIPPED_SYSTEMS, *MOLECULES])}, "
             "give path/to/file.py:NAME, a molecule (x.pdb, x.prmtop:x.inpcrd, system.xml:x.pdb) or peptide:SEQUENCE"
         )
-    overrides = {k: v for k, v in dict(kT=kT, friction=friction, timestep=timestep,
-                                        frame_interval=frame_interval, box=box).items() if v is not None}
-    if "frame_interval" in overrides and "timestep" not in overrides:
-        # keep the integration step unless it does not divide the requested frame interval
-        ratio = overrides["frame_interval"] / system.timestep
-        if abs(ratio - round(ratio)) > 1e-6 * max(ratio, 1.0) or round(ratio) < 1:
-            overrides["timestep"] = overrides["frame_interval"] / max(1, math.ceil(ratio))
+    overrides = {k: v for k, v in dict(kT=kT, box=box).items() if v is not None}
+    overrides.update(_frame_overrides(system, friction, timestep, frame_interval))
     if dim is not None and system.dim != dim:
         raise InvalidInputError(f"system '{spec}' is {system.dim}-dimensional; --dim {dim} is not possible")
     system = dataclasses.replace(system, spec=spec, **overrides)
@@ -326,6 +318,8 @@ def _check_molecule_overrides(spec: str, kT: float | None, box: Box | None, temp
 
 def _frame_overrides(system: System, friction: float | None, timestep: float | None,
                      frame_interval: float | None) -> dict[str, float]:
+    """The set overrides of friction, timestep and frame interval; a frame interval alone keeps the
+    system's integration step unless it does not divide the interval (then the largest step that does)."""
     overrides = {k: v for k, v in dict(friction=friction, timestep=timestep,
                                         frame_interval=frame_interval).items() if v is not None}
     if "frame_interval" in overrides and "timestep" not in overrides:
@@ -345,7 +339,7 @@ def _user_molecule(spec: str, options: dict[str, Any], dim: int | None, kT: floa
     _check_molecule_overrides(spec, kT, box, temperature)
     if options.get("forcefield") is not None:
         options["forcefield"] = tuple(options["forcefield"])
-    if options.get("termini") is not None and not spec.strip().lower().startswith("peptide:"):
+    if options.get("termini") is not None and molecule_spec_kind(spec) != "peptide":
         raise InvalidInputError("--termini applies to peptide:SEQUENCE only")
     source = MoleculeInput(spec.strip(), **options)
     system = user_molecular_system(source, temperature=temperature)
