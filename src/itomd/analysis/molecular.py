@@ -115,17 +115,11 @@ def backbone_dihedrals(trajectories: Sequence[np.ndarray], topology: "mdtraj.Top
     list of np.ndarray, each [n_frames_i, 2]
         (φ, ψ) in radians on (−π, π].
     """
-    import mdtraj
-
-    positions = _positions(trajectories, topology)
-    phi_atoms, _ = mdtraj.compute_phi(mdtraj.Trajectory(positions[0][:1], topology))
-    psi_atoms, _ = mdtraj.compute_psi(mdtraj.Trajectory(positions[0][:1], topology))
-    if len(phi_atoms) != 1 or len(psi_atoms) != 1:
+    torsions = torsion_set(topology, ("phi", "psi"))  # for one residue: (φ, ψ)
+    if torsions.count("phi") != 1 or torsions.count("psi") != 1:
         raise InvalidInputError(f"φ/ψ features need exactly one φ and one ψ dihedral; the topology has "
-                                f"{len(phi_atoms)} and {len(psi_atoms)}")
-    quartets = np.concatenate([phi_atoms, psi_atoms])
-    return [mdtraj.compute_dihedrals(mdtraj.Trajectory(p, topology), quartets).astype(np.float64)
-            for p in positions]
+                                f"{torsions.count('phi')} and {torsions.count('psi')}")
+    return torsions.compute(trajectories, topology)
 
 
 #: Torsions of the analysis of any molecule, in their order within a residue.
@@ -1115,6 +1109,20 @@ class MolecularSection(Section):
         return [(f"Free energy on the TICA plane in kT ({label}{fitted})", fig)]
 
 
+def _contour_free_energy(fes: FreeEnergySurface, x: np.ndarray, y: np.ndarray, ax: "matplotlib.axes.Axes | None",
+                         max_free_energy: float) -> "matplotlib.axes.Axes":
+    """Filled contours of a 2-D free energy at bin centres ``x``, ``y`` (F in kT, capped at
+    ``max_free_energy``, 10 levels) with its colour bar; a new figure when ``ax`` is None."""
+    import matplotlib.pyplot as plt
+
+    if ax is None:
+        ax = plt.subplots(figsize=(5.0, 4.2))[1]
+    shown = np.where(np.isfinite(fes.free_energy), np.minimum(fes.free_energy, max_free_energy), np.nan)
+    filled = ax.contourf(x, y, shown.T, levels=np.linspace(0.0, max_free_energy, 11), cmap="viridis")
+    ax.figure.colorbar(filled, ax=ax, label="free energy (kT)")
+    return ax
+
+
 def plot_tica_free_energy(fes: FreeEnergySurface, ax: "matplotlib.axes.Axes | None" = None, title: str = "",
                           max_free_energy: float = 10.0) -> "matplotlib.axes.Axes":
     """Filled contours of a free energy on the TICA plane (F in kT up to ``max_free_energy``).
@@ -1131,14 +1139,7 @@ def plot_tica_free_energy(fes: FreeEnergySurface, ax: "matplotlib.axes.Axes | No
     -------
     matplotlib.axes.Axes
     """
-    import matplotlib.pyplot as plt
-
-    if ax is None:
-        ax = plt.subplots(figsize=(5.0, 4.2))[1]
-    x, y = fes.centers
-    shown = np.where(np.isfinite(fes.free_energy), np.minimum(fes.free_energy, max_free_energy), np.nan)
-    filled = ax.contourf(x, y, shown.T, levels=np.linspace(0.0, max_free_energy, 11), cmap="viridis")
-    ax.figure.colorbar(filled, ax=ax, label="free energy (kT)")
+    ax = _contour_free_energy(fes, *fes.centers, ax, max_free_energy)
     ax.set_xlabel("TIC 1")
     ax.set_ylabel("TIC 2")
     ax.set_title(title or f"Free energy on the TICA plane ({fes.n_samples} frames)", fontsize=10)
@@ -1162,15 +1163,7 @@ def plot_ramachandran(fes: FreeEnergySurface, ax: "matplotlib.axes.Axes | None" 
     -------
     matplotlib.axes.Axes
     """
-    import matplotlib.pyplot as plt
-
-    if ax is None:
-        ax = plt.subplots(figsize=(5.0, 4.2))[1]
-    phi, psi = (np.degrees(c) for c in fes.centers)
-    top = max_free_energy
-    shown = np.where(np.isfinite(fes.free_energy), np.minimum(fes.free_energy, top), np.nan)
-    filled = ax.contourf(phi, psi, shown.T, levels=np.linspace(0.0, top, 11), cmap="viridis")
-    ax.figure.colorbar(filled, ax=ax, label="free energy (kT)")
+    ax = _contour_free_energy(fes, *(np.degrees(c) for c in fes.centers), ax, max_free_energy)
     ax.set_xlim(-180, 180)
     ax.set_ylim(-180, 180)
     ax.set_xticks(range(-180, 181, 90))
