@@ -84,6 +84,8 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
+from _common import command_line, write_results
+
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
 RESULTS_FILE = "peptides.json"
@@ -219,10 +221,7 @@ def _read_json(path: Path) -> dict | None:
 
 
 def _write_json(path: Path, payload: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(payload, indent=1, default=float) + "\n")
-    os.replace(tmp, path)
+    write_results(path, payload, indent=1)  # atomic, parent created
 
 
 # -- stages ----------------------------------------------------------------------------------------
@@ -537,7 +536,7 @@ def record_result(path: Path, sequence: str, entry: dict) -> None:
     """Merge one molecule's entry into peptides.json (other molecules kept), with provenance."""
     results = load_results(path)
     results.setdefault("molecules", {})[sequence] = entry
-    results["command"] = shlex.join([str(Path(sys.argv[0])), *sys.argv[1:]])
+    results["command"] = command_line()
     results["updated"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     results["targets"] = {"js_torsions": f"≤ {JS_FLOOR_FACTOR:g}× MD floor or < {JS_ABSOLUTE:g} nats",
                           "slowest_its": f"within {ITS_TOLERANCE:.0%} at resolving lags",
