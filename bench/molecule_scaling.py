@@ -42,6 +42,8 @@ import sys
 import time
 from pathlib import Path
 
+from _common import write_results
+
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_SEQUENCES = "A,AA,AAAA,AAAAAAAA"
 
@@ -163,10 +165,8 @@ def main(argv: list[str] | None = None) -> None:
         for row in variants:
             print(f"| {row['hidden']} | {row['layers']} | {row['batch']} | {row['cpu_s']:.3f} | "
                   f"{row['activations_mb']:.0f} | {row['rss_growth_mb']:.0f} |")
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({"command": " ".join([Path(sys.executable).name, *sys.argv]), "rows": rows,
-                                    "variants": variants, "torch_threads": 1,
-                                    "malloc_tuned": args.malloc_tuned}, indent=1) + "\n")
+    write_results(args.out, {"command": " ".join([Path(sys.executable).name, *sys.argv]), "rows": rows,
+                             "variants": variants, "torch_threads": 1, "malloc_tuned": args.malloc_tuned}, indent=1)
 
 
 if __name__ == "__main__":
