@@ -16,7 +16,7 @@ from tests.cli.conftest import ALA2_TINY
 from tests.cli.helpers import assert_one_line_error, assert_one_line_exit, run_cli
 
 
-def test_a_peptide_from_its_sequence_through_every_command(tmp_path, capsys):
+def test_a_peptide_from_its_sequence_through_every_command(tmp_path, capsys, monkeypatch):
     """peptide:AS (capped Ala-Ser, 33 atoms, two φ/ψ pairs): simulate → train → sample → analyze → export."""
     config = tmp_path / "tiny.toml"
     config.write_text(ALA2_TINY)
@@ -45,6 +45,20 @@ def test_a_peptide_from_its_sequence_through_every_command(tmp_path, capsys):
     assert main(["export", str(md), "--format", "dcd", "--out", str(exported)]) == 0
     frames = mdtraj.load(str(exported / "traj_000000.dcd"), top=str(exported / "topology.pdb"))
     np.testing.assert_allclose(frames.xyz.reshape(40, -1), store.read(0), atol=1e-3)  # DCD: float32 Å
+
+    # The model travels without its data: the prepared structure inside the model file is restored
+    # into the cache, and the moved store finds its own structure.pdb again.
+    monkeypatch.setenv("ITOMD_CACHE", str(tmp_path / "cache"))
+    moved = tmp_path / "md-moved"
+    md.rename(moved)
+    model = TransitionModel.load(run)
+    assert model.system.structure.startswith(str(tmp_path / "cache"))
+    assert (moved / "structure.pdb").read_bytes() == open(model.system.structure, "rb").read()
+    assert main(["sample", str(run), "--lag", "2", "--n-jumps", "4", "--n-walkers", "2", "--out",
+                 str(tmp_path / "rollout2"), "--from", str(moved), "--n-steps", "3", "--tolerance", "100",
+                 "--quiet"]) == 0
+    np.testing.assert_array_equal(TrajectoryStore(tmp_path / "rollout2").read(0), TrajectoryStore(rollout).read(0))
+    assert main(["analyze", str(moved), "--json", "--lags", "1,2"]) == 0
 
 
 def test_a_sequence_letter_that_is_no_amino_acid_is_one_line_from_the_command_line(tmp_path):

@@ -213,3 +213,24 @@ def test_molecule_inputs_are_picklable_and_recorded():
     assert record["sequence"] == "GA" and record["termini"] == "charged" and record["forcefield"] == ["amber14-all.xml"]
     with pytest.raises(InvalidInputError, match="unknown termini"):
         dataclasses.replace(source, termini="open")
+
+
+def test_embedded_files_are_restored_only_where_missing_or_changed(tmp_path, monkeypatch):
+    """What a model file carries of a user's molecule (embed_files/restore_files)."""
+    from itomd.errors import DataFileError
+    from itomd.systems.molecules import embed_files, restore_files
+
+    monkeypatch.setenv("ITOMD_CACHE", str(tmp_path / "cache"))
+    original = tmp_path / "x.pdb"
+    original.write_text("ATOM original\n")
+    embedded = embed_files([str(original), str(tmp_path / "absent.xml")])
+    assert [e["path"] for e in embedded] == [str(original)]  # non-files are skipped
+    assert restore_files(embedded) == {}  # unchanged: read where it is
+    original.write_text("ATOM edited after training\n")
+    moved = restore_files(embedded)
+    assert open(moved[str(original)]).read() == "ATOM original\n"  # the trained-on copy, not the edit
+    original.unlink()
+    assert restore_files(embedded) == moved  # missing: the same cached copy
+    corrupt = [{**embedded[0], "content": b"tampered"}]
+    with pytest.raises(DataFileError, match="corrupt"):
+        restore_files(corrupt)

@@ -13,7 +13,11 @@ Model files
 ``save``/``load`` write and read one torch file of plain values and tensors (read with
 ``weights_only=True``): ``format = "itomd-model"``, ``format_version`` (:data:`MODEL_FORMAT_VERSION`),
 the description (:meth:`DenoiserSpec.to_dict`), the state dict, τ, the largest lag, the data range,
-the system's spec, free-form training facts and BoPITO's λ_int.
+the system's spec, free-form training facts and BoPITO's λ_int. A model of a user's molecule also
+carries the files it was trained on (``system_files``: prepared structure, Amber/XML inputs,
+force-field files given as paths, each with its SHA-256), so it samples on any machine it is copied
+to: where a recorded file is missing or changed, :meth:`load` restores the embedded copy into the
+user's cache directory (:func:`~itomd.systems.molecules.restore_files`).
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ from itomd.diffusion.samplers import DEFAULT_SAMPLER, SAMPLERS
 from itomd.diffusion.schedules import karras_sigmas
 from itomd.errors import DataFileError, InvalidInputError
 from itomd.models.spec import DenoiserSpec
+from itomd.systems.molecules import embed_files, restore_files
 from itomd.systems.registry import SystemSpec
 from itomd.validation import as_real_array
 
@@ -250,7 +255,9 @@ class TransitionModel:
                 "state_dict": {k: v.detach().cpu() for k, v in self.denoiser.state_dict().items()},
                 "frame_interval": self.frame_interval, "max_lag": self.max_lag,
                 "data_low": self.data_low.tolist(), "data_high": self.data_high.tolist(),
-                "system": None if self.system is None else self.system.to_dict(), "info": self.info, "lambda_interpolation": self.lambda_interpolation}
+                "system": None if self.system is None else self.system.to_dict(), "info": self.info,
+                "lambda_interpolation": self.lambda_interpolation,
+                "system_files": [] if self.system is None else embed_files(self.system.molecule_files())}
 
     @classmethod
     def from_payload(cls, payload: dict[str, Any], source: str = "model") -> "TransitionModel":
@@ -260,10 +267,11 @@ class TransitionModel:
             raise DataFileError(f"{source} has model format version {payload.get('format_version')}; "
                                 f"this itomd reads version {MODEL_FORMAT_VERSION}")
         try:
+            system = None if payload.get("system") is None else SystemSpec.from_dict(payload["system"])
+            if system is not None and payload.get("system_files"):  # a user's molecule: its files travel along
+                system = system.with_moved_files(restore_files(payload["system_files"]))
             model = cls(DenoiserSpec.from_dict(payload["spec"]), payload["state_dict"], payload["frame_interval"],
-                        payload["max_lag"], payload["data_low"], payload["data_high"],
-                        None if payload.get("system") is None else SystemSpec.from_dict(payload["system"]),
-                        payload.get("info"))
+                        payload["max_lag"], payload["data_low"], payload["data_high"], system, payload.get("info"))
         except KeyError as exc:
             raise DataFileError(f"{source} lacks the entry {exc}") from exc
         if payload.get("lambda_interpolation") is not None:

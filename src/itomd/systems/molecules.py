@@ -54,7 +54,7 @@ import os
 import random
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import TYPE_CHECKING, Any, Iterable, Iterator, Mapping
 
 import numpy as np
 
@@ -216,6 +216,78 @@ def _sha256(path: str) -> str:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+#: Environment variable naming where files embedded in model files are restored (default: the user's
+#: cache directory, ``$XDG_CACHE_HOME/itomd`` or ``~/.cache/itomd``).
+CACHE_ENVIRONMENT = "ITOMD_CACHE"
+
+
+def embed_files(paths: "Iterable[str]") -> list[dict[str, Any]]:
+    """The contents of a molecule's files, to travel inside a model file.
+
+    A model of a user's molecule needs the files it was trained on (the prepared structure, Amber or
+    OpenMM XML inputs, force-field files given as paths) wherever it is sampled; :func:`restore_files`
+    gives them back where the originals are missing or were changed since.
+
+    Parameters
+    ----------
+    paths : iterable of str
+        Files (paths that are not files are skipped).
+
+    Returns
+    -------
+    list of dict
+        Per file: ``path`` (absolute, as recorded), ``sha256`` and ``content`` (bytes).
+    """
+    embedded = []
+    for path in paths:
+        if os.path.isfile(path):
+            content = Path(path).read_bytes()
+            embedded.append({"path": os.path.abspath(path), "sha256": hashlib.sha256(content).hexdigest(),
+                             "content": content})
+    return embedded
+
+
+def restore_files(embedded: "Iterable[Mapping[str, Any]]") -> dict[str, str]:
+    """Where each embedded file (:func:`embed_files`) can be read now.
+
+    A file still at its recorded path with the recorded SHA-256 is used there; otherwise its embedded
+    content is written (atomically, once) to ``<cache>/molecule-files/<sha256>/<name>`` (see
+    :data:`CACHE_ENVIRONMENT`).
+
+    Returns
+    -------
+    dict
+        Recorded path → path to read (only entries that differ).
+    """
+    from itomd._files import write_bytes_atomically
+
+    moved = {}
+    for entry in embedded:
+        path, digest = str(entry["path"]), str(entry["sha256"])
+        if os.path.isfile(path) and _sha256(path) == digest:
+            continue
+        content = bytes(entry["content"])
+        if hashlib.sha256(content).hexdigest() != digest:
+            raise DataFileError(f"the embedded copy of {os.path.basename(path)} is corrupt (SHA-256 mismatch)")
+        target = _cache_directory() / "molecule-files" / digest / os.path.basename(path)
+        if not (target.is_file() and _sha256(str(target)) == digest):
+            try:
+                target.parent.mkdir(parents=True, exist_ok=True)
+                write_bytes_atomically(target, content)
+            except OSError as exc:
+                raise DataFileError(f"cannot restore {os.path.basename(path)} into {target.parent} "
+                                    f"({exc.strerror or exc}): set {CACHE_ENVIRONMENT} to a writable directory") from exc
+        moved[path] = str(target)
+    return moved
+
+
+def _cache_directory() -> Path:
+    configured = os.environ.get(CACHE_ENVIRONMENT)
+    if configured:
+        return Path(configured)
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "itomd"
 
 
 @dataclass(frozen=True)

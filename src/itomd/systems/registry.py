@@ -145,13 +145,41 @@ class SystemSpec:
 
     def with_structure(self, directory: str | os.PathLike) -> "SystemSpec":
         """The spec simulating the prepared ``structure.pdb`` of a store ``directory``, where it has one
-        (a user's molecule recorded without its structure); else the spec itself."""
+        and the spec records none or one that is no longer there (a store that was moved); else the
+        spec itself."""
         from itomd.systems.molecules import STRUCTURE_FILE
 
         path = os.path.join(os.fspath(directory), STRUCTURE_FILE)
-        if self.is_user_molecule() and self.structure is None and os.path.isfile(path):
+        recorded = self.structure is not None and os.path.isfile(self.structure)
+        if self.is_user_molecule() and not recorded and os.path.isfile(path):
             return dataclasses.replace(self, structure=os.path.abspath(path))
         return self
+
+    def molecule_files(self) -> tuple[str, ...]:
+        """Every file a user's molecule is read from — its input files, force-field files given as
+        paths, the prepared structure — as absolute paths (none for other specs): what a model file
+        embeds so that it samples wherever it is copied (:meth:`with_moved_files`)."""
+        if not self.is_user_molecule():
+            return ()
+        forcefield = tuple(os.path.abspath(f) for f in self.forcefield or () if os.path.isfile(f))
+        structure = (os.path.abspath(self.structure),) if self.structure else ()
+        return molecule_input_files(self.spec) + forcefield + structure
+
+    def with_moved_files(self, moved: Mapping[str, str]) -> "SystemSpec":
+        """The spec reading its files (:meth:`molecule_files`) from the new paths in ``moved``
+        (recorded absolute path → path now), e.g. copies restored from a model file."""
+        if not moved:
+            return self
+
+        def new(path: str) -> str:
+            return moved.get(os.path.abspath(path), path)
+
+        files = molecule_input_files(self.spec)
+        return dataclasses.replace(
+            self, spec=":".join(new(f) for f in files) if files else self.spec,
+            forcefield=None if self.forcefield is None else tuple(
+                new(f) if os.path.abspath(f) in moved else f for f in self.forcefield),
+            structure=None if self.structure is None else new(self.structure))
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
