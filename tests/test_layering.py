@@ -19,7 +19,7 @@ LAYERS = [
     {"representation"},
     {"models"},
     {"training", "rollout", "interpolation"},
-    {"demo"},
+    {"demo", "speed"},
     {"cli"},
     {"__main__"},
 ]

@@ -31,14 +31,15 @@ from hypothesis import strategies as st
 from itomd.cli import build_parser, main
 
 #: The commands exercised (``demo`` runs a whole training; it has no input worth fuzzing).
-COMMANDS = ("simulate", "train", "sample", "analyze", "report", "export", "reference", "fit-interpolation")
+COMMANDS = ("simulate", "train", "sample", "speed", "analyze", "report", "export", "reference", "fit-interpolation")
 
 #: Values no option should accept silently, or should accept and then handle.
 NASTY = ("-1", "0", "-0", "nan", "NaN", "inf", "-inf", "1e308", "-1e308", "1e-320", "1e400", "99999999999999999999",
          "", " ", "ü", "∂x²", "1,2", ",", "1,,2", "1e", "0x10", "--", "-", "true", "None", "[1]", "1 2", "\t")
 #: Options whose value sets the amount of work: small values (or unparsable ones) only.
 WORK_OPTIONS = {"--n-traj", "--n-frames", "--max-steps", "--n-walkers", "--n-jumps", "--grid", "--n-states",
-                "--batch-size", "--n-steps", "--chunk-size", "--max-lag", "--n-timescales", "--dim", "--workers"}
+                "--batch-size", "--n-steps", "--chunk-size", "--max-lag", "--n-timescales", "--dim", "--workers",
+                "--seconds", "--processes"}
 #: Path placeholders, made into files of each kind by the ``files`` fixture.
 PATH_TOKENS = ("<missing>", "<empty-dir>", "<text-file>", "<unicode-dir>", "<store>", "<molecule-store>",
                "<model-run>", "<model-file>", "<equilibrium-run>", "<config>", "<observable>", "<x0-file>",
@@ -76,6 +77,8 @@ def _cheap_vectors() -> dict[str, list[str]]:
         "train": ["--data", "<store>", "--out", "<fresh>", "--config", "<config>", "--max-steps", "2", "--quiet"],
         "sample": ["<model-run>", "--lag", "1", "--n-jumps", "2", "--n-walkers", "3", "--out", "<fresh>",
                    "--n-steps", "2", "--quiet"],
+        "speed": ["<model-run>", "--seconds", "0.01", "--n-walkers", "3", "--n-steps", "2", "--processes", "1",
+                  "--quiet"],
         "analyze": ["<store>", "--lags", "1,2", "--n-states", "5", "--n-timescales", "1", "--quiet"],
         "report": ["<store>", "--out", "<fresh>", "--lags", "1", "--n-states", "4", "--n-timescales", "1", "--quiet"],
         "export": ["<molecule-store>", "--format", "pdb", "--out", "<fresh>"],
@@ -112,7 +115,8 @@ def _values(option: Option) -> st.SearchStrategy[str]:
     plausible = PLAUSIBLE.get(option.flag, ()) + option.choices
     if option.flag in WORK_OPTIONS:
         # a LocalCluster takes seconds to start: --workers gets 0 (in this process) or unparsable values
-        small = ("0",) if option.flag == "--workers" else ("1", "2", "3", "5")
+        small = {"--workers": ("0",), "--seconds": ("0.01", "0.03"), "--processes": ("1",)}.get(option.flag,
+                                                                                              ("1", "2", "3", "5"))
         nasty = tuple(v for v in NASTY if not _parses_as_large_int(v))
         return st.sampled_from(small + nasty)
     # one of three families, each equally likely: the option's own values, nasty strings, paths

@@ -167,3 +167,11 @@ SAMPLERS = {"euler": sample_euler, "heun": sample_heun, "heun-churn": sample_heu
 #: The sampler a model uses unless told otherwise: EDM's stochastic Heun (see
 #: :data:`itomd.models.DEFAULT_N_STEPS` for the number of noise levels and why).
 DEFAULT_SAMPLER = "heun-churn"
+
+
+def network_evaluations(sampler: str, n_steps: int) -> int:
+    """Network evaluations of one call of ``sampler`` with ``n_steps`` noise levels: 2n − 1 for Heun
+    (with or without churn, whose last step is an Euler step), n for the others."""
+    if sampler not in SAMPLERS:
+        raise InvalidInputError(f"unknown sampler '{sampler}': choose one of {', '.join(SAMPLERS)}")
+    return 2 * n_steps - 1 if sampler in ("heun", "heun-churn") else n_steps

@@ -1,0 +1,70 @@
+"""``itomd speed``: surrogate and MD rates side by side (issue 12, item 5)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from itomd.cli import main
+from tests.cli.helpers import assert_one_line_error, assert_one_line_exit, run_cli
+
+
+@pytest.fixture(scope="module")
+def prinz_run(prinz_data, tiny_toml, tmp_path_factory):
+    run = tmp_path_factory.mktemp("speed") / "run"
+    assert main(["train", "--data", str(prinz_data), "--out", str(run), "--config", str(tiny_toml),
+                 "--max-steps", "5", "--quiet"]) == 0
+    return run
+
+
+def _speed(capsys, run, *options: str) -> dict:
+    capsys.readouterr()
+    assert main(["speed", str(run), "--seconds", "0.4", "--processes", "1", "--tolerance", "1000", "--json", *options]) == 0
+    return json.loads(capsys.readouterr().out)
+
+
+def test_speed_reports_both_rates_and_what_they_count(prinz_run, capsys):
+    result = _speed(capsys, prinz_run, "--lag", "2", "--n-walkers", "32", "--n-steps", "3")
+    surrogate, md = result["surrogate"], result["md"]
+    assert result["network_evaluations"] == 5  # stochastic Heun: 2n - 1
+    assert result["sampler"] == "heun-churn" and result["lag"] == 2 and result["n_walkers"] == 32
+    assert surrogate["jumps"] >= 2 and surrogate["wall_seconds"] >= 0.4
+    # simulated time per wall-second, summed over walkers: 32 walkers x jumps x 2 frames x tau
+    expected = 32 * surrogate["jumps"] * 2 * result["frame_interval"] / surrogate["wall_seconds"]
+    assert result["surrogate_rate"] == pytest.approx(expected, rel=1e-12)
+    assert result["ratio"] == pytest.approx(result["surrogate_rate"] / result["md_rate"], rel=1e-12)
+    assert md["engine"] == "overdamped" and md["walkers"] == 32 and md["wall_seconds"] >= 0.4
+    assert result["md_rate"] > 0
+    default = _speed(capsys, prinz_run, "--n-walkers", "8", "--n-steps", "2")
+    assert default["lag"] == 10  # the model's largest training lag
+
+
+def test_surrogate_rate_follows_lag_and_network_evaluations(prinz_run, capsys):
+    """Cost per jump is the network evaluations; simulated time per jump is the lag."""
+    options = ("--n-walkers", "512", "--seconds", "1")
+    cheap = _speed(capsys, prinz_run, "--lag", "4", "--n-steps", "2", *options)   # 3 evaluations per jump
+    costly = _speed(capsys, prinz_run, "--lag", "4", "--n-steps", "16", *options)  # 31 evaluations
+    short = _speed(capsys, prinz_run, "--lag", "1", "--n-steps", "2", *options)   # same cost, 1/4 of the time
+    assert cheap["surrogate_rate"] > 3 * costly["surrogate_rate"]  # ~10x in evaluations
+    assert 2 < cheap["surrogate_rate"] / short["surrogate_rate"] < 8  # 4x in lag
+    assert 1 / 3 < cheap["md_rate"] / costly["md_rate"] < 3  # MD does not depend on the sampler
+
+
+def test_speed_of_a_molecule_times_every_openmm_platform(ala2_runs, capsys):
+    result = _speed(capsys, ala2_runs["run"], "--lag", "2", "--n-walkers", "4", "--n-steps", "3")
+    md = result["md"]
+    assert result["time_unit"] == "ps" and md["engine"] == "openmm"
+    assert {"Reference", "CPU"} <= set(md["platforms"])
+    assert md["platform"] == max(md["platforms"], key=lambda p: md["platforms"][p])  # the fastest counts
+    assert result["md_rate"] == md["platforms"][md["platform"]]
+
+
+def test_speed_refuses_an_equilibrium_model_and_a_bad_sampler(bopito_runs, prinz_run, capsys):
+    assert_one_line_exit(capsys, main(["speed", str(bopito_runs["eq"]), "--seconds", "0.1"]),
+                         "not an equilibrium model")
+    assert_one_line_exit(capsys, main(["speed", str(prinz_run), "--sampler", "nope"]), "unknown sampler 'nope'")
+
+
+def test_speed_of_a_missing_run_is_one_line(tmp_path):
+    assert_one_line_error(run_cli("speed", str(tmp_path / "nothing")), "no model file at")
