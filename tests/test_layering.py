@@ -19,7 +19,7 @@ LAYERS = [
     {"representation"},
     {"models"},
     {"training", "rollout", "interpolation"},
-    {"demo", "speed"},
+    {"demo", "speed", "check"},
     {"cli"},
     {"__main__"},
 ]

@@ -154,6 +154,8 @@ def run_rollout(model: TransitionModel, out_dir: str | os.PathLike, lag: int, n_
     })
     system = _recorded_system(model)
     metadata = _trajectory_metadata(model, system, frame_interval, lag)
+    if model_source is not None:  # where later commands (itomd report) find the model and its check result
+        metadata["model"] = os.path.abspath(model_source)
 
     def make_task(chunk: int, store_dir: Path) -> tuple[int, range, Path]:
         return chunk, chunk_items(chunk, chunk_size, n_walkers), store_dir

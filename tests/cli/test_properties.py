@@ -31,7 +31,7 @@ from hypothesis import strategies as st
 from itomd.cli import build_parser, main
 
 #: The commands exercised (``demo`` runs a whole training; it has no input worth fuzzing).
-COMMANDS = ("simulate", "train", "sample", "speed", "analyze", "report", "export", "reference", "fit-interpolation")
+COMMANDS = ("simulate", "train", "sample", "speed", "check", "analyze", "report", "export", "reference", "fit-interpolation")
 
 #: Values no option should accept silently, or should accept and then handle.
 NASTY = ("-1", "0", "-0", "nan", "NaN", "inf", "-inf", "1e308", "-1e308", "1e-320", "1e400", "99999999999999999999",
@@ -39,7 +39,7 @@ NASTY = ("-1", "0", "-0", "nan", "NaN", "inf", "-inf", "1e308", "-1e308", "1e-32
 #: Options whose value sets the amount of work: small values (or unparsable ones) only.
 WORK_OPTIONS = {"--n-traj", "--n-frames", "--max-steps", "--n-walkers", "--n-jumps", "--grid", "--n-states",
                 "--batch-size", "--n-steps", "--chunk-size", "--max-lag", "--n-timescales", "--dim", "--workers",
-                "--seconds", "--processes"}
+                "--seconds", "--processes", "--n-starts", "--n-samples"}
 #: Path placeholders, made into files of each kind by the ``files`` fixture.
 PATH_TOKENS = ("<missing>", "<empty-dir>", "<text-file>", "<unicode-dir>", "<store>", "<molecule-store>",
                "<model-run>", "<model-file>", "<equilibrium-run>", "<config>", "<observable>", "<x0-file>",
@@ -56,6 +56,7 @@ PLAUSIBLE = {
     "--x0": ("0", "0.5", "1e308", "-1e308", "0,0", "<x0-file>", "<nan-x0-file>", "<text-file>"),
     "--seed": ("0", "1", "4294967296", "18446744073709551616", "99999999999999999999"),
     "--lags": ("1", "1,2", "2,1", "0", "1,399", "1,400", "1,99999999999999999999", "a,b"),
+    "--splits": ("2", "2,4", "1", "0", "3,5", "99999999999999999999"),
     "--lag": ("1", "10", "11", "400", "99999999999999999999"),
     "--minutes": ("1e-320", "1e-9", "1e308"),
     "--lambda-hat": ("0.5", "0.99", "1", "2", "1e-300"), "--lambda-int": ("0.5", "1", "2", "1e-300"),
@@ -79,6 +80,7 @@ def _cheap_vectors() -> dict[str, list[str]]:
                    "--n-steps", "2", "--quiet"],
         "speed": ["<model-run>", "--seconds", "0.01", "--n-walkers", "3", "--n-steps", "2", "--processes", "1",
                   "--quiet"],
+        "check": ["<model-run>", "--lags", "2", "--n-starts", "1", "--n-samples", "4", "--n-steps", "2", "--quiet"],
         "analyze": ["<store>", "--lags", "1,2", "--n-states", "5", "--n-timescales", "1", "--quiet"],
         "report": ["<store>", "--out", "<fresh>", "--lags", "1", "--n-states", "4", "--n-timescales", "1", "--quiet"],
         "export": ["<molecule-store>", "--format", "pdb", "--out", "<fresh>"],

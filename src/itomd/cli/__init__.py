@@ -18,13 +18,13 @@ from typing import NoReturn, Sequence
 
 from itomd import __version__
 from itomd._allocator import keep_freed_memory
-from itomd.cli import analyze, demo, export, fit_interpolation, reference, sample, simulate, speed, train
+from itomd.cli import analyze, check, demo, export, fit_interpolation, reference, sample, simulate, speed, train
 from itomd._files import describe_write_failure
 from itomd.cli._common import EXIT_INTERRUPTED, EXIT_TERMINATED, EXIT_USAGE, Parser, Terminated, raise_terminated
 from itomd.errors import ItomdError
 
 #: The commands in the order ``itomd --help`` lists them.
-COMMANDS = (simulate, export, reference, train, sample, speed, analyze, fit_interpolation, demo)
+COMMANDS = (simulate, export, reference, train, sample, speed, check, analyze, fit_interpolation, demo)
 
 
 def build_parser() -> argparse.ArgumentParser:

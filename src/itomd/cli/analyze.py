@@ -117,6 +117,25 @@ def run_report(args: argparse.Namespace) -> int:
 
     result, system = _run_analysis(args)
     title = args.title or f"itomd report: {system.name if system else Path(args.path).name}"
-    path = write_report(result, args.out, title=title)
+    path = write_report(result, args.out, title=title, extra_sections=_model_check_sections(args.path))
     emit({"report": str(path)}, args.json, f"wrote {path}")
     return 0
+
+
+def _model_check_sections(store_path: Path) -> list:
+    """The self-consistency section of the model a rollout came from, where ``itomd check`` ran on it."""
+    import json
+
+    from itomd.check import check_file, report_sections
+    from itomd.data.store import TrajectoryStore
+
+    model = TrajectoryStore(store_path).metadata.get("model")
+    if not model:
+        return []
+    path = check_file(model)
+    if not path.is_file():
+        return []
+    try:
+        return report_sections(json.loads(path.read_text()))
+    except (OSError, ValueError, KeyError, TypeError):
+        return []  # an unreadable check result does not stop the report

@@ -1,0 +1,54 @@
+"""``itomd check``: self-consistency of a model across time scales, from the command line (issue 14, item 1)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from itomd.cli import main
+from tests.cli.helpers import assert_one_line_error, assert_one_line_exit, run_cli
+
+
+@pytest.fixture(scope="module")
+def prinz_run(prinz_data, tiny_toml, tmp_path_factory):
+    run = tmp_path_factory.mktemp("check") / "run"
+    assert main(["train", "--data", str(prinz_data), "--out", str(run), "--config", str(tiny_toml),
+                 "--max-steps", "20", "--quiet"]) == 0
+    return run
+
+
+def test_check_reports_records_against_the_exact_dynamics_and_the_report_shows_them(prinz_run, prinz_data, tmp_path,
+                                                                                     capsys):
+    capsys.readouterr()
+    assert main(["check", str(prinz_run), "--lags", "4", "--splits", "2,4,3", "--n-starts", "2", "--n-samples", "300",
+                 "--n-steps", "3", "--tolerance", "1000", "--from", str(prinz_data), "--json",
+                 "--out", str(tmp_path / "check.json")]) == 0
+    result = json.loads(capsys.readouterr().out)
+    records = result["self_consistency"]
+    assert [(r["lag"], r["k"]) for r in records] == [(4, 2), (4, 4)]  # k = 3 does not divide 4
+    for r in records:
+        assert 0 <= r["js_divergence"] <= 0.7 and r["js_floor"] > 0 and r["n_samples"] == 300
+        assert r["flagged"] == (r["js_divergence"] > result["flag_factor"] * r["js_floor"])
+        # Prinz is a toy system: its own Langevin integrator samples the exact transfer operator
+        assert r["js_exact_floor"] > 0 and r["js_direct_vs_exact"] >= 0 and r["delta_expectation_direct_vs_exact"] >= 0
+    assert result["observables"][:1] == ["eigenfunction 1"] and len(result["starts"]) == 2
+    assert json.loads((prinz_run / "check.json").read_text())["self_consistency"] == records
+    assert json.loads((tmp_path / "check.json").read_text())["self_consistency"] == records
+    rollout = tmp_path / "rollout"
+    assert main(["sample", str(prinz_run), "--lag", "2", "--n-jumps", "20", "--n-walkers", "4", "--out", str(rollout),
+                 "--from", str(prinz_data), "--n-steps", "3", "--tolerance", "1000", "--quiet"]) == 0
+    assert main(["report", str(rollout), "--out", str(tmp_path / "report.html"), "--lags", "1,2", "--quiet"]) == 0
+    page = (tmp_path / "report.html").read_text()
+    assert "Self-consistency: one jump of N vs k jumps of N/k" in page and "exact vs exact" in page
+
+
+def test_check_refuses_bad_requests_in_one_line(prinz_run, bopito_runs, capsys):
+    assert_one_line_exit(capsys, main(["check", str(bopito_runs["eq"])]), "equilibrium model")
+    assert_one_line_exit(capsys, main(["check", str(prinz_run), "--lags", "11"]), "beyond the model's largest")
+    assert_one_line_exit(capsys, main(["check", str(prinz_run), "--lags", "5", "--splits", "2"]), "no split k")
+    assert_one_line_exit(capsys, main(["check", str(prinz_run), "--n-samples", "1"]), "at least 2")
+
+
+def test_check_of_a_missing_run_is_one_line(tmp_path):
+    assert_one_line_error(run_cli("check", str(tmp_path / "nothing")), "no model file at")
