@@ -251,13 +251,16 @@ class TransitionModel:
     # -- persistence ---------------------------------------------------------------------------
     def to_payload(self) -> dict[str, Any]:
         """The model as a dict of tensors and plain values (what :meth:`save` writes)."""
-        return {"format": MODEL_FORMAT, "format_version": MODEL_FORMAT_VERSION, "spec": self.spec.to_dict(),
-                "state_dict": {k: v.detach().cpu() for k, v in self.denoiser.state_dict().items()},
-                "frame_interval": self.frame_interval, "max_lag": self.max_lag,
-                "data_low": self.data_low.tolist(), "data_high": self.data_high.tolist(),
-                "system": None if self.system is None else self.system.to_dict(), "info": self.info,
-                "lambda_interpolation": self.lambda_interpolation,
-                "system_files": [] if self.system is None else embed_files(self.system.molecule_files())}
+        payload = {"format": MODEL_FORMAT, "format_version": MODEL_FORMAT_VERSION, "spec": self.spec.to_dict(),
+                   "state_dict": {k: v.detach().cpu() for k, v in self.denoiser.state_dict().items()},
+                   "frame_interval": self.frame_interval, "max_lag": self.max_lag,
+                   "data_low": self.data_low.tolist(), "data_high": self.data_high.tolist(),
+                   "system": None if self.system is None else self.system.to_dict(), "info": self.info,
+                   "lambda_interpolation": self.lambda_interpolation}
+        files = [] if self.system is None else embed_files(self.system.molecule_files())
+        if files:  # only a user's molecule has any (other payloads are unchanged)
+            payload["system_files"] = files
+        return payload
 
     @classmethod
     def from_payload(cls, payload: dict[str, Any], source: str = "model") -> "TransitionModel":
