@@ -231,6 +231,18 @@ class _TorsionSpace(_Space):
         return np.stack([f(angles[:, i]) for i in range(angles.shape[1]) for f in (np.cos, np.sin)], axis=1)
 
 
+def check_request(model: TransitionModel, lags: Sequence[int] | None, n_samples: int) -> None:
+    """One line, before any work, for a request the check cannot answer: an equilibrium model, a lag
+    beyond the model's largest training lag, fewer than two end points per set."""
+    if not model.conditional:
+        raise InvalidInputError("the self-consistency check needs a transition model, not an equilibrium model")
+    if lags is not None and len(lags) and max(lags) > model.max_lag:
+        raise InvalidInputError(f"lag {max(lags)} is beyond the model's largest training lag {model.max_lag}")
+    require_int("n_samples", n_samples)
+    if n_samples < 2:
+        raise InvalidInputError(f"n_samples must be at least 2 (two end points per set), got {n_samples}")
+
+
 def self_consistency(model: TransitionModel, starts: np.ndarray, lags: Sequence[int] | None = None,
                      splits: Sequence[int] = DEFAULT_SPLITS, n_samples: int = DEFAULT_SAMPLES,
                      sampler: str = DEFAULT_SAMPLER, n_steps: int = DEFAULT_N_STEPS, seed: int = 0,
@@ -262,9 +274,7 @@ def self_consistency(model: TransitionModel, starts: np.ndarray, lags: Sequence[
     -------
     SelfConsistencyResult
     """
-    if not model.conditional:
-        raise InvalidInputError("the self-consistency check needs a transition model, not an equilibrium model")
-    require_int("n_samples", n_samples, 2)
+    check_request(model, lags, n_samples)
     starts = np.asarray(starts, dtype=np.float64)
     if starts.ndim != 2 or starts.shape[1] != model.dim or not len(starts):
         raise InvalidInputError(f"start states must have shape [n_starts, {model.dim}], got {starts.shape}")

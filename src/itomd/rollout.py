@@ -33,7 +33,7 @@ from tqdm.auto import tqdm
 
 from itomd.data.jobs import ChunkedJob, chunk_items, chunk_seed, write_chunk
 from itomd.data.store import TrajectoryStore
-from itomd.diffusion.samplers import SAMPLERS
+from itomd.diffusion.samplers import sampler_named
 from itomd._files import json_normalised
 from itomd.errors import DataFileError, InvalidInputError, ItomdError
 from itomd.models import DEFAULT_N_STEPS, DEFAULT_SAMPLER, TransitionModel
@@ -143,8 +143,7 @@ def run_rollout(model: TransitionModel, out_dir: str | os.PathLike, lag: int, n_
     if x0.ndim != 2 or x0.shape[1] != model.dim:
         raise InvalidInputError(f"start points must have shape [W, {model.dim}], got {x0.shape}")
     require_int("chunk_size", chunk_size)
-    if sampler not in SAMPLERS:  # checked before the job starts (and its progress bar)
-        raise InvalidInputError(f"unknown sampler '{sampler}': choose one of {', '.join(SAMPLERS)}")
+    sampler_named(sampler)  # checked before the job starts (and its progress bar)
     n_walkers = len(x0)
     frame_interval = lag * model.frame_interval
     parameters = json_normalised({

@@ -6,13 +6,13 @@ import argparse
 from pathlib import Path
 
 from itomd.cli._common import emit, lag_list, positive_float, positive_int, seed_int, write_json
-from itomd.errors import InvalidInputError
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     from itomd.check import DEFAULT_SAMPLES, DEFAULT_SPLITS, DEFAULT_STARTS, FLAG_FACTOR
     from itomd.diffusion.samplers import DEFAULT_SAMPLER
     from itomd.models import DEFAULT_N_STEPS
+    from itomd.rollout import DEFAULT_TOLERANCE
 
     p = sub.add_parser("check", help="self-consistency: one jump of lag N vs k nested jumps of N/k")
     p.add_argument("run", type=Path, help="run directory (or model.pt) from itomd train")
@@ -30,7 +30,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--sampler", default=DEFAULT_SAMPLER, help="as for itomd sample")
     p.add_argument("--n-steps", dest="n_steps", type=positive_int, default=DEFAULT_N_STEPS,
                    help="noise levels per jump, as for itomd sample")
-    p.add_argument("--tolerance", type=positive_float, default=0.5, help="blow-up threshold, as for itomd sample")
+    p.add_argument("--tolerance", type=positive_float, default=DEFAULT_TOLERANCE,
+                   help="blow-up threshold, as for itomd sample")
     p.add_argument("--seed", type=seed_int, default=0)
     p.add_argument("--out", type=Path, help="also write the JSON here (it is always kept as RUN/check.json, "
                                             "which itomd report shows for rollouts of this model)")
@@ -42,20 +43,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from itomd.check import check_file, self_consistency
+    from itomd.check import check_file, check_request, self_consistency
     from itomd.data.starts import sample_start_points
-    from itomd.diffusion.samplers import SAMPLERS
+    from itomd.diffusion.samplers import sampler_named
     from itomd.models import TransitionModel
 
-    if args.sampler not in SAMPLERS:
-        raise InvalidInputError(f"unknown sampler '{args.sampler}': choose one of {', '.join(SAMPLERS)}")
-    if args.n_samples < 2:
-        raise InvalidInputError("--n-samples must be at least 2")
+    sampler_named(args.sampler)
     model = TransitionModel.load(args.run)
-    if not model.conditional:
-        raise InvalidInputError(f"{args.run} is an equilibrium model; the check needs a transition model")
-    if args.lags is not None and max(args.lags) > model.max_lag:
-        raise InvalidInputError(f"lag {max(args.lags)} is beyond the model's largest training lag {model.max_lag}")
+    check_request(model, args.lags, args.n_samples)  # before the start points are drawn
     starts = sample_start_points(model, args.n_starts, args.seed, from_store=args.from_store)
     result = self_consistency(model, starts, lags=args.lags, splits=args.splits, n_samples=args.n_samples,
                               sampler=args.sampler, n_steps=args.n_steps, seed=args.seed, tolerance=args.tolerance,

@@ -15,6 +15,7 @@ MAX_SECONDS = 3600.0
 def add_parser(sub: argparse._SubParsersAction) -> None:
     from itomd.diffusion.samplers import DEFAULT_SAMPLER, SAMPLERS
     from itomd.models import DEFAULT_N_STEPS
+    from itomd.rollout import DEFAULT_TOLERANCE
     from itomd.speed import DEFAULT_SECONDS, DEFAULT_WALKERS
 
     p = sub.add_parser("speed", help="time surrogate rollouts against the system's own MD, side by side")
@@ -31,7 +32,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seconds", type=positive_float, default=DEFAULT_SECONDS,
                    help=f"time each rate for at least this long (default {DEFAULT_SECONDS:g})")
     p.add_argument("--processes", type=positive_int, help="MD worker processes (default: one per core)")
-    p.add_argument("--tolerance", type=positive_float, default=0.5,
+    p.add_argument("--tolerance", type=positive_float, default=DEFAULT_TOLERANCE,
                    help="blow-up threshold beyond the training range, in units of its extent (as for itomd sample)")
     p.add_argument("--seed", type=seed_int, default=0)
     p.add_argument("--quiet", action="store_true")
@@ -40,14 +41,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from itomd.diffusion.samplers import SAMPLERS
+    from itomd.diffusion.samplers import sampler_named
     from itomd.models import TransitionModel
     from itomd.speed import measure_speed
 
     if args.seconds > MAX_SECONDS:
         raise InvalidInputError(f"--seconds {args.seconds:g} is more than an hour: at most {MAX_SECONDS:g} per rate")
-    if args.sampler not in SAMPLERS:
-        raise InvalidInputError(f"unknown sampler '{args.sampler}': choose one of {', '.join(SAMPLERS)}")
+    sampler_named(args.sampler)
     model = TransitionModel.load(args.run)
     x0 = None
     if args.from_store is not None:
@@ -55,7 +55,8 @@ def run(args: argparse.Namespace) -> int:
 
         x0 = start_points_from_store(args.from_store, args.n_walkers, args.seed, model.dim)
     result = measure_speed(model, x0=x0, lag=args.lag, n_walkers=args.n_walkers, sampler=args.sampler,
-                           n_steps=args.n_steps, seconds=args.seconds, processes=args.processes, seed=args.seed, tolerance=args.tolerance,
+                           n_steps=args.n_steps, seconds=args.seconds, processes=args.processes, seed=args.seed,
+                           tolerance=args.tolerance,
                            progress=not (args.quiet or args.json))
     emit(result.to_dict(), args.json, result.summary())
     return 0

@@ -169,9 +169,16 @@ SAMPLERS = {"euler": sample_euler, "heun": sample_heun, "heun-churn": sample_heu
 DEFAULT_SAMPLER = "heun-churn"
 
 
+def sampler_named(name: str) -> Callable:
+    """The sampler function called ``name`` (a key of :data:`SAMPLERS`); one line naming the choices
+    for any other name — the one check of a sampler's name."""
+    if name not in SAMPLERS:
+        raise InvalidInputError(f"unknown sampler '{name}': choose one of {', '.join(SAMPLERS)}")
+    return SAMPLERS[name]
+
+
 def network_evaluations(sampler: str, n_steps: int) -> int:
     """Network evaluations of one call of ``sampler`` with ``n_steps`` noise levels: 2n − 1 for Heun
     (with or without churn, whose last step is an Euler step), n for the others."""
-    if sampler not in SAMPLERS:
-        raise InvalidInputError(f"unknown sampler '{sampler}': choose one of {', '.join(SAMPLERS)}")
+    sampler_named(sampler)
     return 2 * n_steps - 1 if sampler in ("heun", "heun-churn") else n_steps

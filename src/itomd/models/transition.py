@@ -30,7 +30,7 @@ import numpy as np
 import torch
 
 from itomd.checkpoint import load_file, save_atomically
-from itomd.diffusion.samplers import DEFAULT_SAMPLER, SAMPLERS
+from itomd.diffusion.samplers import DEFAULT_SAMPLER, sampler_named
 from itomd.diffusion.schedules import karras_sigmas
 from itomd.errors import DataFileError, InvalidInputError
 from itomd.models.spec import DenoiserSpec
@@ -295,8 +295,4 @@ class TransitionModel:
 
 
 def _resolve_sampler(sampler: str | Callable) -> Callable:
-    if callable(sampler):
-        return sampler
-    if sampler not in SAMPLERS:
-        raise InvalidInputError(f"unknown sampler '{sampler}': choose one of {', '.join(SAMPLERS)}")
-    return SAMPLERS[sampler]
+    return sampler if callable(sampler) else sampler_named(sampler)
