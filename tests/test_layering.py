@@ -18,6 +18,7 @@ LAYERS = [
     {"diffusion"},
     {"representation"},
     {"models"},
+    {"metropolis"},
     {"training", "rollout", "interpolation"},
     {"demo", "speed", "check"},
     {"cli"},

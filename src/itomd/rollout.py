@@ -36,6 +36,7 @@ from itomd.data.store import TrajectoryStore
 from itomd.diffusion.samplers import sampler_named
 from itomd._files import json_normalised
 from itomd.errors import DataFileError, InvalidInputError, ItomdError
+from itomd.metropolis import PROPOSAL_SAMPLER, MetropolisHastings
 from itomd.models import DEFAULT_N_STEPS, DEFAULT_SAMPLER, TransitionModel
 from itomd.validation import as_real_array, require_int
 
@@ -82,13 +83,7 @@ def rollout(model: TransitionModel, x0: np.ndarray | torch.Tensor, lag: int, n_j
     RolloutBlowUpError
     """
     _check_rollout_arguments(model, lag, n_jumps)
-    if not isinstance(x0, torch.Tensor) or x0.is_complex():
-        x0 = as_real_array(x0 if not isinstance(x0, torch.Tensor) else x0.cpu().numpy(), "start points")
-    x = torch.as_tensor(x0, dtype=torch.float32, device=model.device)
-    if x.ndim != 2 or x.shape[1] != model.dim:
-        raise InvalidInputError(f"start points must have shape [W, {model.dim}], got {tuple(x.shape)}")
-    if not torch.isfinite(x).all():
-        raise InvalidInputError("start points contain NaN or inf")
+    x = _start_tensor(model, x0)
     frames = torch.empty((x.shape[0], n_jumps + 1, model.dim), dtype=torch.float32)
     frames[:, 0] = x.cpu()
     for k in tqdm(range(n_jumps), disable=not progress, unit="jump", desc=f"rollout lag {lag}", leave=False):
@@ -103,6 +98,48 @@ def rollout(model: TransitionModel, x0: np.ndarray | torch.Tensor, lag: int, n_j
     return frames.numpy()
 
 
+@torch.no_grad()
+def rollout_metropolis(model: TransitionModel, x0: np.ndarray | torch.Tensor, lag: int, n_jumps: int,
+                       metropolis: MetropolisHastings, generator: torch.Generator | None = None,
+                       tolerance: float = DEFAULT_TOLERANCE, progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """Chain ``n_jumps`` Metropolis–Hastings jumps of lag N from each start point
+    (:mod:`itomd.metropolis`): a rejected jump repeats the frame. Proposals beyond the training range
+    (``tolerance``) or with non-finite coordinates are rejected, so such a rollout never blows up.
+
+    Returns
+    -------
+    frames : np.ndarray, shape [W, n_jumps + 1, dim], float32
+        Frame 0 is the start point (as the model sees it: centred for molecules).
+    accepted : np.ndarray, shape [W], int
+        Accepted jumps per walker.
+    """
+    _check_rollout_arguments(model, lag, n_jumps)
+    x = model.spec.representation.prepare_states(_start_tensor(model, x0))
+    log_mu = metropolis.log_mu(x)
+    frames = torch.empty((x.shape[0], n_jumps + 1, model.dim), dtype=torch.float32)
+    frames[:, 0] = x.cpu()
+    accepted = torch.zeros(x.shape[0], dtype=torch.long)
+    bar = tqdm(range(n_jumps), disable=not progress, unit="jump", desc=f"MH rollout lag {lag}", leave=False)
+    for k in bar:
+        x, log_mu, accepted_now = metropolis.jump(model, x, lag, log_mu, generator=generator, tolerance=tolerance)
+        accepted += accepted_now.cpu().long()
+        frames[:, k + 1] = x.cpu()
+        bar.set_postfix(acceptance=f"{float(accepted.sum()) / (len(accepted) * (k + 1)):.2f}")
+    return frames.numpy(), accepted.numpy()
+
+
+def _start_tensor(model: TransitionModel, x0: np.ndarray | torch.Tensor) -> torch.Tensor:
+    """Start points [W, dim] as a float32 tensor on the model's device (one-line errors for bad input)."""
+    if not isinstance(x0, torch.Tensor) or x0.is_complex():
+        x0 = as_real_array(x0 if not isinstance(x0, torch.Tensor) else x0.cpu().numpy(), "start points")
+    x = torch.as_tensor(x0, dtype=torch.float32, device=model.device)
+    if x.ndim != 2 or x.shape[1] != model.dim:
+        raise InvalidInputError(f"start points must have shape [W, {model.dim}], got {tuple(x.shape)}")
+    if not torch.isfinite(x).all():
+        raise InvalidInputError("start points contain NaN or inf")
+    return x
+
+
 def _check_rollout_arguments(model: TransitionModel, lag: int, n_jumps: int) -> None:
     if not isinstance(model, TransitionModel) or not model.conditional:
         raise InvalidInputError("rollouts need a transition (conditional) model, not an equilibrium model")
@@ -113,7 +150,7 @@ def _check_rollout_arguments(model: TransitionModel, lag: int, n_jumps: int) -> 
 def run_rollout(model: TransitionModel, out_dir: str | os.PathLike, lag: int, n_jumps: int, x0: np.ndarray,
                 seed: int = 0, chunk_size: int = DEFAULT_WALKER_CHUNK, sampler: str = DEFAULT_SAMPLER,
                 n_steps: int = DEFAULT_N_STEPS, tolerance: float = DEFAULT_TOLERANCE, progress: bool = True,
-                model_source: str | None = None) -> TrajectoryStore:
+                model_source: str | None = None, metropolis: MetropolisHastings | None = None) -> TrajectoryStore:
     """Roll out one trajectory per start point into ``out_dir``; resumable chunk by chunk.
 
     Parameters
@@ -132,6 +169,11 @@ def run_rollout(model: TransitionModel, out_dir: str | os.PathLike, lag: int, n_
     progress : bool
     model_source : str, optional
         Where the model came from (recorded in the manifest).
+    metropolis : MetropolisHastings, optional
+        Accept or reject every jump (:func:`rollout_metropolis`; ``sampler`` must then be
+        :data:`~itomd.metropolis.PROPOSAL_SAMPLER`). Each trajectory's metadata records
+        ``metropolis``, ``metropolis_probes`` and the ``acceptance_rate`` of its chunk;
+        :func:`acceptance_rate` pools them.
 
     Returns
     -------
@@ -144,12 +186,16 @@ def run_rollout(model: TransitionModel, out_dir: str | os.PathLike, lag: int, n_
         raise InvalidInputError(f"start points must have shape [W, {model.dim}], got {x0.shape}")
     require_int("chunk_size", chunk_size)
     sampler_named(sampler)  # checked before the job starts (and its progress bar)
+    if metropolis is not None and sampler != PROPOSAL_SAMPLER:
+        raise InvalidInputError(f"Metropolis-Hastings proposes with the probability-flow sampler "
+                                f"('{PROPOSAL_SAMPLER}'), whose density it evaluates, not '{sampler}'")
     n_walkers = len(x0)
     frame_interval = lag * model.frame_interval
     parameters = json_normalised({
         "lag": int(lag), "n_jumps": int(n_jumps), "n_walkers": n_walkers, "seed": int(seed), "chunk_size": chunk_size,
         "sampler": sampler, "n_steps": int(n_steps), "model": model_source, "model_steps": model.info.get("steps"),
         "x0_checksum": float(np.round(x0.sum(), 10)), "lambda_interpolation": model.lambda_interpolation,
+        **({} if metropolis is None else {"metropolis": True, "metropolis_probes": metropolis.n_probes}),
     })
     system = _recorded_system(model)
     metadata = _trajectory_metadata(model, system, frame_interval, lag)
@@ -162,9 +208,17 @@ def run_rollout(model: TransitionModel, out_dir: str | os.PathLike, lag: int, n_
     def run_task(task: tuple[int, range, Path]) -> int:
         chunk, walkers, store_dir = task
         generator = torch.Generator(device=model.device).manual_seed(chunk_seed(seed, chunk) % (2**63))
-        frames = rollout(model, x0[walkers.start:walkers.stop], lag, n_jumps, generator=generator,
-                         sampler=sampler, n_steps=n_steps, tolerance=tolerance, progress=progress)
-        return write_chunk(store_dir, walkers.start, frames, {**metadata, "chunk": chunk})
+        starts = x0[walkers.start:walkers.stop]
+        if metropolis is None:
+            frames = rollout(model, starts, lag, n_jumps, generator=generator,
+                             sampler=sampler, n_steps=n_steps, tolerance=tolerance, progress=progress)
+            return write_chunk(store_dir, walkers.start, frames, {**metadata, "chunk": chunk})
+        frames, accepted = rollout_metropolis(model, starts, lag, n_jumps, metropolis, generator=generator,
+                                              tolerance=tolerance, progress=progress)
+        rate = float(accepted.sum()) / (len(accepted) * n_jumps)
+        return write_chunk(store_dir, walkers.start, frames,
+                           {**metadata, "chunk": chunk, "metropolis": True, "acceptance_rate": rate,
+                            "metropolis_probes": metropolis.n_probes})
 
     def chunk_complete(store: TrajectoryStore, chunk: int) -> bool:
         for index in chunk_items(chunk, chunk_size, n_walkers):
@@ -205,9 +259,22 @@ def _trajectory_metadata(model: TransitionModel, system: Any, frame_interval: fl
     return metadata
 
 
+def acceptance_rate(store: TrajectoryStore) -> float | None:
+    """The fraction of accepted jumps of a Metropolis–Hastings rollout (pooled over its
+    trajectories, which all have the same number of jumps); None for any other store."""
+    rates = []
+    for index in store.indices:
+        metadata = store.read_metadata(index)
+        if not metadata.get("metropolis"):
+            return None
+        rates.append(float(metadata["acceptance_rate"]))
+    return float(np.mean(rates)) if rates else None
+
+
 def simulated_time(n_walkers: int, n_jumps: int, lag: int, frame_interval: float) -> float:
     """Physical time covered by a rollout, summed over walkers."""
     return float(n_walkers) * n_jumps * lag * frame_interval
 
 
-__all__: Sequence[str] = ["RolloutBlowUpError", "rollout", "run_rollout", "simulated_time"]
+__all__: Sequence[str] = ["RolloutBlowUpError", "acceptance_rate", "rollout", "rollout_metropolis", "run_rollout",
+                          "simulated_time"]

@@ -39,7 +39,7 @@ NASTY = ("-1", "0", "-0", "nan", "NaN", "inf", "-inf", "1e308", "-1e308", "1e-32
 #: Options whose value sets the amount of work: small values (or unparsable ones) only.
 WORK_OPTIONS = {"--n-traj", "--n-frames", "--max-steps", "--n-walkers", "--n-jumps", "--grid", "--n-states",
                 "--batch-size", "--n-steps", "--chunk-size", "--max-lag", "--n-timescales", "--dim", "--workers",
-                "--seconds", "--processes", "--n-starts", "--n-samples"}
+                "--seconds", "--processes", "--n-starts", "--n-samples", "--probes"}
 #: Path placeholders, made into files of each kind by the ``files`` fixture.
 PATH_TOKENS = ("<missing>", "<empty-dir>", "<text-file>", "<unicode-dir>", "<store>", "<molecule-store>",
                "<model-run>", "<model-file>", "<equilibrium-run>", "<config>", "<observable>", "<x0-file>",
@@ -63,7 +63,7 @@ PLAUSIBLE = {
     "--tolerance": ("1e-300", "100", "1e308"),
     "--coordinate": ("0", "1", "7"), "--device": ("cpu", "auto", "cuda", "cuda:7", "tpu", "meta"),
     "--prior": ("exact", "<equilibrium-run>", "<model-run>", "<store>"),
-    "--sampler": ("heun-churn", "dpmpp-2m", "heun", "euler", "euler-maruyama", "ancestral", "rk4"),
+    "--sampler": ("heun-churn", "dpmpp-2m", "heun", "euler", "euler-maruyama", "ancestral", "flow", "rk4"),
     "--scheduler": ("nonsense", "tcp://127.0.0.1:1", "tcp://", "tcp://127.0.0.1:99999", "inproc://x"),
     "--title": ("<script>alert(1)</script>", "&amp;", "ü"),
     "--compare-label": ("MD", "<b>", ""),

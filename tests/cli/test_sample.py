@@ -10,7 +10,7 @@ import pytest
 
 from itomd.cli import main
 from itomd.data.store import TrajectoryStore
-from tests.cli.helpers import assert_one_line_error, run_cli
+from tests.cli.helpers import assert_one_line_error, assert_one_line_exit, run_cli
 
 
 def test_train_sample_analyze_end_to_end(prinz_data, tiny_toml, tmp_path, capsys):
@@ -96,3 +96,54 @@ def test_sample_and_analyze_compare_for_a_molecule(ala2_runs, tmp_path, capsys):
     assert main(["analyze", str(out), "--compare", str(ala2_runs["data"]), "--json", "--lags", "1,2"]) == 0
     result = json.loads(capsys.readouterr().out)
     assert "validity" in result["molecular"] and result["comparison"]["js_divergence"] is not None
+
+
+def test_metropolis_rollouts_record_their_acceptance_and_are_reported(bopito_runs, tmp_path, capsys):
+    """``itomd sample --metropolis`` (issue 14, item 2): a BoPITO Prinz model; the acceptance rate in the
+    sample summary, every trajectory's metadata, ``analyze --json`` and the report; a resumed run agrees."""
+    out = tmp_path / "mh"
+    common = ["sample", str(bopito_runs["exact"]), "--lag", "2", "--n-jumps", "6", "--n-walkers", "8",
+              "--from", str(bopito_runs["data"]), "--n-steps", "6", "--chunk-size", "4", "--metropolis",
+              "--out", str(out), "--quiet"]
+    assert main(common + ["--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    rate = summary["acceptance_rate"]
+    assert 0.0 <= rate <= 1.0
+    store = TrajectoryStore(out)
+    frames = np.stack(store.trajectories())
+    moved = np.any(frames[:, 1:] != frames[:, :-1], axis=-1).mean()  # a rejected jump repeats its frame
+    assert moved == pytest.approx(rate)
+    assert all(store.read_metadata(i)["metropolis"] for i in store.indices)
+    assert main(["analyze", str(out), "--lags", "1", "--json", "--quiet"]) == 0
+    assert json.loads(capsys.readouterr().out)["acceptance_rate"] == pytest.approx(rate)
+    report = tmp_path / "mh.html"
+    assert main(["report", str(out), "--lags", "1", "--out", str(report), "--quiet"]) == 0
+    assert "Metropolis" in report.read_text() and f"{rate:.3f}" in report.read_text()
+    store.file_path(store.indices[-1]).unlink()  # a crash lost the last chunk's file: the resumed run redoes it
+    assert main(common) == 0
+    capsys.readouterr()
+    assert np.array_equal(np.stack(TrajectoryStore(out).trajectories()), frames)
+    assert main(["analyze", str(bopito_runs["data"]), "--lags", "1", "--json", "--quiet"]) == 0
+    assert json.loads(capsys.readouterr().out)["acceptance_rate"] is None  # not a Metropolis rollout
+
+
+def test_metropolis_on_a_molecule_uses_the_force_field_energy(ala2_runs, tmp_path, capsys):
+    """An ITO model of alanine dipeptide (superposed targets, Hutchinson divergence, OpenMM energies)."""
+    out = tmp_path / "mh"
+    assert main(["sample", str(ala2_runs["run"]), "--lag", "1", "--n-jumps", "2", "--n-walkers", "2", "--from",
+                 str(ala2_runs["data"]), "--n-steps", "3", "--probes", "2", "--metropolis", "--tolerance", "100",
+                 "--out", str(out), "--quiet", "--json"]) == 0
+    rate = json.loads(capsys.readouterr().out)["acceptance_rate"]
+    assert 0.0 <= rate <= 1.0
+    assert TrajectoryStore(out).metadata["metropolis_probes"] == 2
+
+
+def test_metropolis_refusals_are_one_line_errors(bopito_runs, tmp_path, capsys):
+    base = ["sample", str(bopito_runs["exact"]), "--lag", "2", "--n-jumps", "2", "--n-walkers", "2", "--out",
+            str(tmp_path / "x"), "--quiet"]
+    assert_one_line_exit(capsys, main(base + ["--metropolis", "--sampler", "heun"]), "probability-flow sampler")
+    assert_one_line_exit(capsys, main(base + ["--probes", "3"]), "--probes is an option of --metropolis")
+    assert_one_line_exit(capsys, main(base + ["--metropolis", "--n-steps", "1"]), "at least 2 noise levels")
+    assert_one_line_exit(capsys, main(["sample", str(bopito_runs["eq"]), "--lag", "2", "--n-jumps", "2",
+                                       "--n-walkers", "2", "--out", str(tmp_path / "y"), "--metropolis", "--quiet"]),
+                         "equilibrium model")

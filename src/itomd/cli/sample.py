@@ -21,9 +21,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--from", dest="from_store", type=Path, metavar="DIR", help="start from frames of this store")
     p.add_argument("--x0", type=Path, metavar="FILE", help="start points (.npy or text, [W, dim] or [dim])")
     p.add_argument("--seed", type=seed_int, default=0)
-    p.add_argument("--sampler", default="heun-churn",
-                   help="heun-churn (default, stochastic), dpmpp-2m, heun, euler, euler-maruyama or ancestral "
-                        "(the 1000-step baseline)")
+    p.add_argument("--sampler", default=None,
+                   help="heun-churn (default, stochastic), dpmpp-2m, heun, euler, euler-maruyama, ancestral "
+                        "(the 1000-step baseline) or flow (the probability-flow sampler; the only one with --metropolis)")
     p.add_argument("--n-steps", dest="n_steps", type=positive_int, default=25,
                    help="noise levels per jump (network evaluations: 2n-1 for heun/heun-churn, n for the others)")
     p.add_argument("--chunk-size", dest="chunk_size", type=positive_int, default=1024, help="walkers per batch")
@@ -32,6 +32,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                         "as set by fit-interpolation, else λ̂)")
     p.add_argument("--tolerance", type=positive_float, default=0.5,
                    help="blow-up threshold beyond the training range, in units of its extent")
+    p.add_argument("--metropolis", action="store_true",
+                   help="accept or reject every jump against the system's Boltzmann distribution (Metropolis-Hastings "
+                        "with the model as proposal): samples it exactly in the long run; rejections slow the kinetics")
+    p.add_argument("--probes", type=positive_int, default=None,
+                   help="--metropolis: Hutchinson probes per likelihood (default: exact divergence for toy systems, "
+                        "4 for molecules)")
     p.add_argument("--quiet", action="store_true")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=run)
@@ -39,14 +45,24 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from itomd.data.starts import sample_start_points
-    from itomd.models import TransitionModel
-    from itomd.rollout import run_rollout, simulated_time
+    from itomd.metropolis import PROPOSAL_SAMPLER, MetropolisHastings
+    from itomd.models import DEFAULT_SAMPLER, TransitionModel
+    from itomd.rollout import acceptance_rate, run_rollout, simulated_time
 
     model = TransitionModel.load(args.run)
     if not model.conditional:
         raise InvalidInputError(f"{args.run} is an equilibrium model; rollouts need a transition model")
     if args.lambda_int is not None:
         model.set_interpolation(args.lambda_int)
+    metropolis = None
+    if args.metropolis:
+        if args.sampler not in (None, PROPOSAL_SAMPLER):
+            raise InvalidInputError(f"--metropolis proposes with the probability-flow sampler, whose density it "
+                                    f"evaluates: leave out --sampler or give --sampler {PROPOSAL_SAMPLER}")
+        metropolis = MetropolisHastings.for_model(model, n_steps=args.n_steps, n_probes=args.probes)
+    elif args.probes is not None:
+        raise InvalidInputError("--probes is an option of --metropolis")
+    sampler = args.sampler or (PROPOSAL_SAMPLER if args.metropolis else DEFAULT_SAMPLER)
     x0 = sample_start_points(model, args.n_walkers, args.seed, from_store=args.from_store, x0_file=args.x0)
     outside = model.untrained_starts(x0)
     if outside:  # a BoPITO model samples μ wherever its prior has mass; its dynamic part learned less
@@ -59,17 +75,22 @@ def run(args: argparse.Namespace) -> int:
               file=sys.stderr)
     t0 = time.perf_counter()
     store = run_rollout(model, args.out, lag=args.lag, n_jumps=args.n_jumps, x0=x0, seed=args.seed,
-                        chunk_size=args.chunk_size, sampler=args.sampler, n_steps=args.n_steps,
-                        tolerance=args.tolerance, progress=not args.quiet, model_source=str(args.run))
+                        chunk_size=args.chunk_size, sampler=sampler, n_steps=args.n_steps,
+                        tolerance=args.tolerance, progress=not args.quiet, model_source=str(args.run),
+                        metropolis=metropolis)
     elapsed = time.perf_counter() - t0
     covered = simulated_time(len(store), args.n_jumps, args.lag, model.frame_interval)
     unit = _time_unit(model)
     summary = {"out": str(args.out), "n_walkers": len(store), "n_jumps": args.n_jumps, "lag": args.lag,
                "frame_interval": args.lag * model.frame_interval, "simulated_time": covered,
                "time_unit": unit, "wall_seconds": round(elapsed, 3)}
+    accepted = ""
+    if metropolis is not None:
+        summary["acceptance_rate"] = acceptance_rate(store)
+        accepted = f"; Metropolis-Hastings acceptance rate {summary['acceptance_rate']:.3f}"
     emit(summary, args.json, f"wrote {len(store)} surrogate trajectories of {args.n_jumps} jumps "
                               f"(lag {args.lag} = {args.lag * model.frame_interval:g} {unit}) to {args.out}: "
-                              f"{covered:.4g} {unit} in {elapsed:.1f} s")
+                              f"{covered:.4g} {unit} in {elapsed:.1f} s{accepted}")
     return 0
 
 

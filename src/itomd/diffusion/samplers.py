@@ -9,7 +9,8 @@ decreasing and ends with 0 (e.g. :func:`~itomd.diffusion.schedules.karras_sigmas
 probability-flow ODE is :math:`dx/d\sigma = (x - D(x;\sigma))/\sigma`; the score is
 :math:`(D - x)/\sigma^2`. ``callback(dict(i=, x=, sigma=, denoised=))`` is called after each step.
 Network evaluations per call: Euler n, Heun and Heun with churn 2n − 1, DPM-Solver++(2M) n, Euler–Maruyama n, ancestral n
-(n = len(sigmas) − 1).
+(n = len(sigmas) − 1); the probability-flow sampler ``flow``
+(:func:`~itomd.diffusion.likelihood.sample_flow`, the proposal of Metropolis–Hastings rollouts) 2(n − 1).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from typing import Callable
 
 import torch
 
+from itomd.diffusion.likelihood import sample_flow
 from itomd.errors import InvalidInputError
 
 Model = Callable[..., torch.Tensor]
@@ -163,7 +165,7 @@ def sample_dpmpp_2m(model: Model, x: torch.Tensor, sigmas: torch.Tensor, extra_a
 
 
 SAMPLERS = {"euler": sample_euler, "heun": sample_heun, "heun-churn": sample_heun_churn, "dpmpp-2m": sample_dpmpp_2m,
-            "euler-maruyama": sample_euler_maruyama, "ancestral": sample_ancestral}
+            "euler-maruyama": sample_euler_maruyama, "ancestral": sample_ancestral, "flow": sample_flow}
 #: The sampler a model uses unless told otherwise: EDM's stochastic Heun (see
 #: :data:`itomd.models.DEFAULT_N_STEPS` for the number of noise levels and why).
 DEFAULT_SAMPLER = "heun-churn"
@@ -179,6 +181,9 @@ def sampler_named(name: str) -> Callable:
 
 def network_evaluations(sampler: str, n_steps: int) -> int:
     """Network evaluations of one call of ``sampler`` with ``n_steps`` noise levels: 2n − 1 for Heun
-    (with or without churn, whose last step is an Euler step), n for the others."""
+    (with or without churn, whose last step is an Euler step), 2(n − 1) for the probability-flow
+    sampler (which stops at σ_min), n for the others."""
     sampler_named(sampler)
+    if sampler == "flow":
+        return 2 * (n_steps - 1)
     return 2 * n_steps - 1 if sampler in ("heun", "heun-churn") else n_steps
