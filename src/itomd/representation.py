@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import numpy as np
 import torch
@@ -105,8 +105,10 @@ class Representation(ABC):
 
     # -- analysis --------------------------------------------------------------------------------
     @abstractmethod
-    def featurizer(self) -> "Featurizer":
-        """How analyses see these states (:mod:`itomd.analysis.features`)."""
+    def featurizer(self, energy: "Callable[[np.ndarray], np.ndarray | None] | None" = None) -> "Featurizer":
+        """How analyses see these states (:mod:`itomd.analysis.features`); ``energy`` (the system's
+        :meth:`~itomd.systems.System.analysis_energies`) adds the potential-energy check where the
+        representation has one (molecules)."""
 
     # -- model files -----------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any] | None:
@@ -138,8 +140,9 @@ class CoordinateRepresentation(Representation):
         if dim != self.dim:
             raise InvalidInputError(f"states have {dim} coordinates, the system {self.dim}")
 
-    def featurizer(self) -> "Featurizer":
-        """The raw coordinates (k-means or 1-D grid states, free energy on the first two)."""
+    def featurizer(self, energy: "Callable[[np.ndarray], np.ndarray | None] | None" = None) -> "Featurizer":
+        """The raw coordinates (k-means or 1-D grid states, free energy on the first two); no energy
+        check (a toy system's stationary density is compared exactly)."""
         from itomd.analysis.features import CoordinateFeaturizer
 
         return CoordinateFeaturizer()
@@ -208,15 +211,16 @@ class MolecularRepresentation(Representation):
 
         return [np.concatenate([np.cos(a), np.sin(a)], axis=1) for a in backbone_torsions(trajectories, self.topology)]
 
-    def featurizer(self) -> "Featurizer":
+    def featurizer(self, energy: "Callable[[np.ndarray], np.ndarray | None] | None" = None) -> "Featurizer":
         """The torsions (:func:`~itomd.analysis.features.torsion_featurizer`): φ/ψ grid states and the
         Ramachandran free energy for one φ/ψ pair (alanine dipeptide), else a TICA plane of all φ, ψ,
-        χ₁; chemical validity against :attr:`reference_structure`."""
+        χ₁; chemical validity against :attr:`reference_structure`; the potential-energy
+        distribution where ``energy`` is given."""
         from itomd.analysis.features import torsion_featurizer
 
         if self.topology is None:
             raise InvalidInputError("the backbone torsions of a molecule need its topology")
-        return torsion_featurizer(self.topology, reference_structure=self.reference_structure)
+        return torsion_featurizer(self.topology, reference_structure=self.reference_structure, energy=energy)
 
     def inner_network(self, size: NetworkSize, conditional: bool, max_log_lag: float,
                       condition_shift: Sequence[float], condition_scale: Sequence[float]) -> nn.Module:

@@ -96,6 +96,9 @@ def test_sample_and_analyze_compare_for_a_molecule(ala2_runs, tmp_path, capsys):
     assert main(["analyze", str(out), "--compare", str(ala2_runs["data"]), "--json", "--lags", "1,2"]) == 0
     result = json.loads(capsys.readouterr().out)
     assert "validity" in result["molecular"] and result["comparison"]["js_divergence"] is not None
+    energy = result["energy"]  # issue 14, item 3: force-field energies of both data sets, after constraints
+    assert energy["unit"] == "kT" and energy["n_frames"] == 21 and energy["comparison"]["n_frames"] == 80
+    assert energy["mean_difference"] is not None and energy["wasserstein"] >= abs(energy["mean_difference"]) - 1e-9
 
 
 def test_metropolis_rollouts_record_their_acceptance_and_are_reported(bopito_runs, tmp_path, capsys):

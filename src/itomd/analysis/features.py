@@ -33,6 +33,7 @@ import numpy as np
 from itomd.validation import check_trajectories
 from itomd.analysis.correlation import Observable
 from itomd.analysis.discretize import Discretization, check_n_states, discretize
+from itomd.analysis.energy import EnergyFunction, EnergySection, energy_sections
 from itomd.analysis.molecular import (DEFAULT_TORSION_LAG, MSM_GRID, RAMACHANDRAN_BINS, TORUS, MolecularSection,
                                       atom_count, backbone_dihedrals, chemical_validity, dihedral_grid, sin_phi,
                                       torsion_set)
@@ -46,7 +47,7 @@ if TYPE_CHECKING:
 
 #: JSON keys of the sections the shipped featurizers add. Every result's dictionary has each of
 #: them (null where its featurizer added no such section), so readers see one layout for every system.
-SECTION_KEYS: tuple[str, ...] = (MolecularSection.key,)
+SECTION_KEYS: tuple[str, ...] = (MolecularSection.key, EnergySection.key)
 
 
 class Featurizer(ABC):
@@ -193,6 +194,9 @@ class BackboneTorsionFeaturizer(Featurizer):
         Keyword arguments of :func:`~itomd.analysis.molecular.chemical_validity`.
     reference_structure : np.ndarray, shape [3·n_atoms], optional
         The reference of the validity checks (default: the shipped structure of alanine dipeptide).
+    energy : callable, optional
+        The system's :meth:`~itomd.systems.System.analysis_energies`: adds an
+        :class:`~itomd.analysis.energy.EnergySection` (potential-energy distribution).
     """
 
     name: ClassVar[str] = "backbone torsions"
@@ -204,6 +208,7 @@ class BackboneTorsionFeaturizer(Featurizer):
     n_cells: int = MSM_GRID
     validity_options: Mapping[str, Any] | None = None
     reference_structure: np.ndarray | None = None
+    energy: EnergyFunction | None = None
 
     def __post_init__(self) -> None:
         atom_count(self.topology)  # one-line error for anything but an mdtraj Topology
@@ -226,7 +231,7 @@ class BackboneTorsionFeaturizer(Featurizer):
         torsions = torsion_set(self.topology)
         return [MolecularSection(topology=self.topology, validity=validity, plane="ramachandran", torsions=torsions,
                                  torsion_angles=torsions.compute(trajectories, self.topology), features=list(features),
-                                 discretize=self.discretize)]
+                                 discretize=self.discretize), *energy_sections(self.energy, trajectories)]
 
 
 def _validity_options(featurizer: "BackboneTorsionFeaturizer | TorsionTICAFeaturizer") -> dict[str, Any]:
@@ -276,6 +281,9 @@ class TorsionTICAFeaturizer(Featurizer):
         Keyword arguments of :func:`~itomd.analysis.molecular.chemical_validity`.
     reference_structure : np.ndarray, shape [3·n_atoms], optional
         The reference of the validity checks (the system's start structure).
+    energy : callable, optional
+        The system's :meth:`~itomd.systems.System.analysis_energies`: adds an
+        :class:`~itomd.analysis.energy.EnergySection` (potential-energy distribution).
     model : deeptime TransformerModel, optional
         The fitted TICA model (set by :meth:`fit`).
     fitted_on : str, optional
@@ -299,6 +307,7 @@ class TorsionTICAFeaturizer(Featurizer):
     model: Any = None
     fitted_on: str | None = None
     fitted_lag: int | None = None
+    energy: EnergyFunction | None = None
     histogram_range: "Range | None" = None
     provisional: bool = False
 
@@ -374,7 +383,8 @@ class TorsionTICAFeaturizer(Featurizer):
         return [MolecularSection(topology=self.topology, validity=validity, plane="tica", torsions=torsions,
                                  torsion_angles=torsions.compute(trajectories, self.topology), features=list(features),
                                  discretize=self.discretize, lag=self.fitted_lag, histogram_bins=TICA_BINS,
-                                 histogram_range=self.histogram_range, tica=self.tica_description())]
+                                 histogram_range=self.histogram_range, tica=self.tica_description()),
+                *energy_sections(self.energy, trajectories)]
 
 
 def torsion_featurizer(topology: "mdtraj.Topology", reference_structure: np.ndarray | None = None,

@@ -66,7 +66,8 @@ def _run_analysis(args: argparse.Namespace):
                       else representation_for(system))
     result = analyze(trajectories, frame_interval, kT, reference=reference, lags=args.lags,
                      n_timescales=args.n_timescales, n_states=args.n_states, seed=args.seed,
-                     progress=not args.quiet, featurizer=representation.featurizer(),
+                     progress=not args.quiet,
+                     featurizer=representation.featurizer(None if system is None else system.analysis_energies),
                      **({} if system is None else {"time_unit": system.time_unit}))
     if args.compare is not None:
         from itomd.data.store import TrajectoryStore

@@ -345,6 +345,39 @@ class MolecularSystem(System):
         solute = positions[self.prepared().solute]
         return (solute - solute.mean(axis=0)).reshape(-1)
 
+    def analysis_energies(self, frames: np.ndarray) -> np.ndarray:
+        """Potential energies (kT) of stored frames after the dynamics' constraints: each frame's bonds
+        to hydrogen are set to their constrained lengths (OpenMM ``applyConstraints``, tolerance 1e-5)
+        and its energy is evaluated with the force field MD runs (explicit solvent: the solute in
+        vacuum), by a double-precision Reference context. MD frames and surrogate frames go through the
+        same steps, so their energy distributions compare like with like.
+
+        Parameters
+        ----------
+        frames : np.ndarray, shape [n, 3·n_atoms]
+            Positions in nm (centred or not).
+
+        Returns
+        -------
+        np.ndarray, shape [n], float64
+        """
+        import openmm
+
+        frames = np.asarray(frames, dtype=np.float64).reshape(len(frames), -1, 3)
+        system = self.prepared().energy_system() if self.explicit_solvent else self.openmm_system()
+        context = openmm.Context(system, openmm.VerletIntegrator(0.001), openmm.Platform.getPlatformByName("Reference"))
+        kT = kT_in_kj_per_mol(self.temperature)
+        out = np.empty(len(frames))
+        for i, positions in enumerate(frames):
+            if not np.all(np.isfinite(positions)):
+                out[i] = np.nan
+                continue
+            context.setPositions(positions)
+            if system.getNumConstraints():
+                context.applyConstraints(1e-5)
+            out[i] = context.getState(getEnergy=True).getPotentialEnergy()._value / kT
+        return out
+
     def masses(self) -> np.ndarray:
         """Atomic masses of the solute in dalton; shape [n_atoms]."""
         system = self.openmm_system()

@@ -164,6 +164,20 @@ class System:
         """
         return []
 
+    def analysis_energies(self, frames: "np.ndarray") -> "np.ndarray | None":
+        """Potential energies (kT) of frames as analyses compare them between data sets, or None where
+        the system has no such check (toy systems: their stationary density is compared exactly).
+
+        Parameters
+        ----------
+        frames : np.ndarray, shape [n, dim]
+
+        Returns
+        -------
+        np.ndarray, shape [n], float64, or None
+        """
+        return None
+
     def metadata(self) -> dict:
         """JSON-serialisable description of the system, stored with trajectories."""
         return {
