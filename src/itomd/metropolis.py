@@ -51,6 +51,7 @@ from typing import Callable
 
 import torch
 
+from itomd.diffusion.likelihood import DEFAULT_N_PROBES, EXACT_DIVERGENCE_MAX_DIM
 from itomd.errors import InvalidInputError, ItomdError
 from itomd.models import DEFAULT_N_STEPS, TransitionModel
 
@@ -69,7 +70,9 @@ class MetropolisHastings:
     n_steps : int
         Noise levels of the proposal and of both density evaluations.
     n_probes : int, optional
-        Hutchinson probes (None: exact divergence for toy systems, the default number for molecules).
+        Hutchinson probes (None: the exact divergence; :meth:`for_model` sets the default number of
+        probes for states of more than :data:`~itomd.diffusion.likelihood.EXACT_DIVERGENCE_MAX_DIM`
+        coordinates).
     """
 
     log_boltzmann: Callable[[torch.Tensor], torch.Tensor]
@@ -101,6 +104,8 @@ class MetropolisHastings:
         except ItomdError as exc:
             raise InvalidInputError(f"Metropolis-Hastings needs the model's system, which cannot be built: {exc}") from None
         potential, kT = system.potential, float(system.kT)
+        if n_probes is None and model.dim > EXACT_DIVERGENCE_MAX_DIM:
+            n_probes = DEFAULT_N_PROBES  # recorded as used (None stays: the exact divergence)
 
         def log_boltzmann(x: torch.Tensor) -> torch.Tensor:
             return -potential.energy(x.to(torch.float64)).to(torch.float64) / kT

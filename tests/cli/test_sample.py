@@ -139,6 +139,10 @@ def test_metropolis_on_a_molecule_uses_the_force_field_energy(ala2_runs, tmp_pat
     rate = json.loads(capsys.readouterr().out)["acceptance_rate"]
     assert 0.0 <= rate <= 1.0
     assert TrajectoryStore(out).metadata["metropolis_probes"] == 2
+    from itomd.metropolis import MetropolisHastings
+    from itomd.models import TransitionModel
+
+    assert MetropolisHastings.for_model(TransitionModel.load(ala2_runs["run"])).n_probes == 4  # recorded as used
 
 
 def test_metropolis_refusals_are_one_line_errors(bopito_runs, tmp_path, capsys):
