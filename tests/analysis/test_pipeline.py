@@ -11,9 +11,10 @@ from itomd.errors import InvalidInputError
 
 #: Keys of today's (before the sections refactor) JSON of an analysis; tests, bench scripts and users
 #: read them. "molecular" is null for systems without atoms.
-TOP_LEVEL_KEYS = {"autocorrelation", "ck_test", "comparison", "dim", "discretization", "features", "frame_interval",
-                  "free_energy", "implied_timescales", "js_divergence", "js_divergence_details", "kT", "molecular",
-                  "n_frames", "n_trajectories", "notes", "time_unit"}
+#: (``energy`` added by issue 14: the potential-energy check, None where the analysis had no energies)
+TOP_LEVEL_KEYS = {"autocorrelation", "ck_test", "comparison", "dim", "discretization", "energy", "features",
+                  "frame_interval", "free_energy", "implied_timescales", "js_divergence", "js_divergence_details", "kT",
+                  "molecular", "n_frames", "n_trajectories", "notes", "time_unit"}
 COMPARISON_KEYS = {"frame_interval", "implied_timescales", "js_divergence", "js_divergence_details", "label",
                    "n_frames", "n_trajectories", "slowest_timescale_ratio"}
 
@@ -95,6 +96,7 @@ def test_toy_json_keys_are_unchanged_and_compare_sees_coordinates(prinz_system, 
     result = analyze(analysed, tau, prinz_system.kT, reference=prinz_reference, lags=[1, 5, 10], n_samples=0)
     out = result.to_dict()
     assert set(out) == TOP_LEVEL_KEYS and out["molecular"] is None and out["comparison"] is None
+    assert out["energy"] is None  # toy systems: their stationary density is compared exactly
     assert result.sections == [] and isinstance(result.featurizer, CoordinateFeaturizer)
 
     same = compare(result, analysed, tau, n_samples=0)  # the same frames on the same states
