@@ -51,7 +51,7 @@ from typing import Callable
 
 import torch
 
-from itomd.diffusion.likelihood import DEFAULT_N_PROBES, EXACT_DIVERGENCE_MAX_DIM
+from itomd.diffusion.likelihood import divergence_probes
 from itomd.errors import InvalidInputError, ItomdError
 from itomd.models import DEFAULT_N_STEPS, TransitionModel
 
@@ -82,8 +82,8 @@ class MetropolisHastings:
     def __post_init__(self) -> None:
         if int(self.n_steps) != self.n_steps or self.n_steps < 2:
             raise InvalidInputError(f"Metropolis-Hastings needs at least 2 noise levels per jump, got {self.n_steps}")
-        if self.n_probes is not None and (int(self.n_probes) != self.n_probes or self.n_probes < 1):
-            raise InvalidInputError(f"the number of probes must be a positive integer, got {self.n_probes!r}")
+        if self.n_probes is not None:
+            divergence_probes(1, self.n_probes)  # the one check of a number of probes
 
     @classmethod
     def for_model(cls, model: TransitionModel, n_steps: int = DEFAULT_N_STEPS,
@@ -104,8 +104,7 @@ class MetropolisHastings:
         except ItomdError as exc:
             raise InvalidInputError(f"Metropolis-Hastings needs the model's system, which cannot be built: {exc}") from None
         potential, kT = system.potential, float(system.kT)
-        if n_probes is None and model.dim > EXACT_DIVERGENCE_MAX_DIM:
-            n_probes = DEFAULT_N_PROBES  # recorded as used (None stays: the exact divergence)
+        n_probes = divergence_probes(model.dim, n_probes)  # recorded as used (None: the exact divergence)
 
         def log_boltzmann(x: torch.Tensor) -> torch.Tensor:
             return -potential.energy(x.to(torch.float64)).to(torch.float64) / kT

@@ -38,7 +38,7 @@ from itomd._files import json_normalised
 from itomd.errors import DataFileError, InvalidInputError, ItomdError
 from itomd.metropolis import PROPOSAL_SAMPLER, MetropolisHastings
 from itomd.models import DEFAULT_N_STEPS, DEFAULT_SAMPLER, TransitionModel
-from itomd.validation import as_real_array, require_int
+from itomd.validation import require_int
 
 #: Walkers per chunk (one batch through the network, one resumable unit on disk).
 DEFAULT_WALKER_CHUNK = 1024
@@ -83,7 +83,7 @@ def rollout(model: TransitionModel, x0: np.ndarray | torch.Tensor, lag: int, n_j
     RolloutBlowUpError
     """
     _check_rollout_arguments(model, lag, n_jumps)
-    x = _start_tensor(model, x0)
+    x = model.states(x0, "start points")
     frames = torch.empty((x.shape[0], n_jumps + 1, model.dim), dtype=torch.float32)
     frames[:, 0] = x.cpu()
     for k in tqdm(range(n_jumps), disable=not progress, unit="jump", desc=f"rollout lag {lag}", leave=False):
@@ -114,7 +114,7 @@ def rollout_metropolis(model: TransitionModel, x0: np.ndarray | torch.Tensor, la
         Accepted jumps per walker.
     """
     _check_rollout_arguments(model, lag, n_jumps)
-    x = model.spec.representation.prepare_states(_start_tensor(model, x0))
+    x = model.spec.representation.prepare_states(model.states(x0, "start points"))
     log_mu = metropolis.log_mu(x)
     frames = torch.empty((x.shape[0], n_jumps + 1, model.dim), dtype=torch.float32)
     frames[:, 0] = x.cpu()
@@ -126,18 +126,6 @@ def rollout_metropolis(model: TransitionModel, x0: np.ndarray | torch.Tensor, la
         frames[:, k + 1] = x.cpu()
         bar.set_postfix(acceptance=f"{float(accepted.sum()) / (len(accepted) * (k + 1)):.2f}")
     return frames.numpy(), accepted.numpy()
-
-
-def _start_tensor(model: TransitionModel, x0: np.ndarray | torch.Tensor) -> torch.Tensor:
-    """Start points [W, dim] as a float32 tensor on the model's device (one-line errors for bad input)."""
-    if not isinstance(x0, torch.Tensor) or x0.is_complex():
-        x0 = as_real_array(x0 if not isinstance(x0, torch.Tensor) else x0.cpu().numpy(), "start points")
-    x = torch.as_tensor(x0, dtype=torch.float32, device=model.device)
-    if x.ndim != 2 or x.shape[1] != model.dim:
-        raise InvalidInputError(f"start points must have shape [W, {model.dim}], got {tuple(x.shape)}")
-    if not torch.isfinite(x).all():
-        raise InvalidInputError("start points contain NaN or inf")
-    return x
 
 
 def _check_rollout_arguments(model: TransitionModel, lag: int, n_jumps: int) -> None:

@@ -213,14 +213,22 @@ def _points(y: torch.Tensor) -> torch.Tensor:
     return y.detach() if y.is_floating_point() else y.detach().to(torch.float32)
 
 
+def divergence_probes(dim: int, n_probes: int | None = None) -> int | None:
+    """The Hutchinson probes a likelihood of ``dim`` coordinates uses: ``n_probes`` where given (one-line
+    error unless a positive integer), else None — the exact divergence — up to
+    :data:`EXACT_DIVERGENCE_MAX_DIM` coordinates and :data:`DEFAULT_N_PROBES` above."""
+    if n_probes is None:
+        return None if dim <= EXACT_DIVERGENCE_MAX_DIM else DEFAULT_N_PROBES
+    if int(n_probes) != n_probes or n_probes < 1:
+        raise InvalidInputError(f"the number of probes must be a positive integer, got {n_probes!r}")
+    return int(n_probes)
+
+
 def _probes(batch: int, dim: int, n_probes: int | None, project: Callable, like: torch.Tensor,
             generator: torch.Generator | None) -> list[torch.Tensor] | None:
     """Rademacher probes projected onto the state space, or None for the exact divergence."""
+    n_probes = divergence_probes(dim, n_probes)
     if n_probes is None:
-        if dim <= EXACT_DIVERGENCE_MAX_DIM:
-            return None
-        n_probes = DEFAULT_N_PROBES
-    if int(n_probes) != n_probes or n_probes < 1:
-        raise InvalidInputError(f"the number of probes must be a positive integer, got {n_probes!r}")
-    signs = torch.randint(0, 2, (int(n_probes), batch, dim), generator=generator, device=like.device)
+        return None
+    signs = torch.randint(0, 2, (n_probes, batch, dim), generator=generator, device=like.device)
     return [project(2.0 * s.to(like.dtype) - 1.0) for s in signs]

@@ -147,6 +147,19 @@ class TransitionModel:
         return karras_sigmas(n_steps, SIGMA_MIN_FACTOR * low if sigma_min is None else sigma_min,
                              SIGMA_MAX_FACTOR * high if sigma_max is None else sigma_max, rho)
 
+    def states(self, x: torch.Tensor | np.ndarray, name: str) -> torch.Tensor:
+        """``x`` as states of this model: a float32 tensor [W, dim] on its device; one-line errors
+        naming ``name`` for strings or complex numbers, a wrong shape, NaN or inf — the one check of
+        start states (sampling and rollouts)."""
+        if not isinstance(x, torch.Tensor) or x.is_complex():
+            x = as_real_array(x if not isinstance(x, torch.Tensor) else x.cpu().numpy(), name)
+        x = torch.as_tensor(x, dtype=torch.float32, device=self.device)
+        if x.ndim != 2 or x.shape[1] != self.dim:
+            raise InvalidInputError(f"{name} must have shape [W, {self.dim}], got {tuple(x.shape)}")
+        if not torch.isfinite(x).all():
+            raise InvalidInputError(f"{name} contain NaN or inf")
+        return x
+
     # -- sampling ------------------------------------------------------------------------------
     @torch.no_grad()
     def sample(self, x_t: torch.Tensor | np.ndarray | None, lag: int | torch.Tensor | None = None,
@@ -180,14 +193,7 @@ class TransitionModel:
         if self.conditional:
             if x_t is None or lag is None:
                 raise InvalidInputError("a transition model needs start states x_t and a lag")
-            if not isinstance(x_t, torch.Tensor) or x_t.is_complex():
-                x_t = as_real_array(x_t if not isinstance(x_t, torch.Tensor) else x_t.cpu().numpy(), "start states x_t")
-            x_t = torch.as_tensor(x_t, dtype=torch.float32, device=self.device)
-            if x_t.ndim != 2 or x_t.shape[1] != self.dim:
-                raise InvalidInputError(f"start states must have shape [W, {self.dim}], got {tuple(x_t.shape)}")
-            if not torch.isfinite(x_t).all():
-                raise InvalidInputError("start states x_t contain NaN or inf")
-            x_t = self.spec.representation.prepare_states(x_t)  # e.g. molecules: centred structures
+            x_t = self.spec.representation.prepare_states(self.states(x_t, "start states x_t"))  # molecules: centred
             lag_t = torch.as_tensor(lag, dtype=torch.float32, device=self.device).expand(x_t.shape[0])
             if not torch.isfinite(lag_t).all() or torch.any(lag_t < 1):
                 raise InvalidInputError(f"the lag must be a positive number of frames, got {lag}")
@@ -232,11 +238,9 @@ class TransitionModel:
         """
         if not self.conditional:
             raise InvalidInputError("an equilibrium model has no transition density")
-        y = torch.as_tensor(y, dtype=torch.float32, device=self.device)
-        x_t = torch.as_tensor(x_t, dtype=torch.float32, device=self.device)
-        if y.shape != x_t.shape or y.ndim != 2 or y.shape[1] != self.dim:
-            raise InvalidInputError(f"end and start states must both have shape [W, {self.dim}], got "
-                                    f"{tuple(y.shape)} and {tuple(x_t.shape)}")
+        y, x_t = self.states(y, "end states"), self.states(x_t, "start states")
+        if len(y) != len(x_t):
+            raise InvalidInputError(f"{len(y)} end states for {len(x_t)} start states")
         lag_t = torch.full((len(x_t),), float(lag), device=self.device)
         schedule = self.sigmas(n_steps, lag=[lag]).to(self.device, torch.float32)
         return log_density(self.denoiser, y, schedule[schedule > 0], {"cond": x_t, "lag": lag_t},
