@@ -119,11 +119,14 @@ def _slowest(its: dict) -> str:
 
 def run_report(args: argparse.Namespace) -> int:
     from itomd.analysis.report import write_report
+    from itomd.data.store import TrajectoryStore
 
     result, system = _run_analysis(args)
     title = args.title or f"itomd report: {system.name if system else Path(args.path).name}"
+    store = TrajectoryStore(args.path)
+    shared = store.metadata  # read once for both sections
     path = write_report(result, args.out, title=title,
-                        extra_sections=_metropolis_sections(args.path) + _model_check_sections(args.path))
+                        extra_sections=_metropolis_sections(store, shared) + _model_check_sections(shared))
     emit({"report": str(path)}, args.json, f"wrote {path}")
     return 0
 
@@ -136,14 +139,14 @@ def _acceptance_rate(store_path: Path) -> float | None:
     return acceptance_rate(TrajectoryStore(store_path))
 
 
-def _metropolis_sections(store_path: Path) -> list:
-    """The report's Metropolis–Hastings section, for a rollout made with ``itomd sample --metropolis``."""
-    from itomd.data.store import TrajectoryStore
+def _metropolis_sections(store, meta: dict) -> list:
+    """The report's Metropolis–Hastings section, for a rollout made with ``itomd sample --metropolis``
+    (``meta``: the store's shared metadata)."""
+    from itomd.rollout import acceptance_rate
 
-    rate = _acceptance_rate(store_path)
+    rate = acceptance_rate(store)
     if rate is None:
         return []
-    meta = TrajectoryStore(store_path).metadata
     probes = meta.get("metropolis_probes")
     divergence = "exact divergence" if probes is None else f"Hutchinson divergence estimate, {probes} probes"
     text = (f"<p>Every jump was accepted or rejected against the Boltzmann distribution (Metropolis–Hastings with "
@@ -156,14 +159,14 @@ def _metropolis_sections(store_path: Path) -> list:
     return [("Metropolis–Hastings", text)]
 
 
-def _model_check_sections(store_path: Path) -> list:
-    """The self-consistency section of the model a rollout came from, where ``itomd check`` ran on it."""
+def _model_check_sections(meta: dict) -> list:
+    """The self-consistency section of the model a rollout came from (``meta``: the store's shared
+    metadata, whose ``model`` names it), where ``itomd check`` ran on it."""
     import json
 
     from itomd.check import check_file, report_sections
-    from itomd.data.store import TrajectoryStore
 
-    model = TrajectoryStore(store_path).metadata.get("model")
+    model = meta.get("model")
     if not model:
         return []
     path = check_file(model)
