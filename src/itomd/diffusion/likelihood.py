@@ -92,17 +92,7 @@ def log_density(denoiser: Callable[..., torch.Tensor], y: torch.Tensor, sigmas: 
     y = _points(y)
     path = _Path(denoiser, y, extra_args, n_atoms)
     probes = _probes(y.shape[0], y.shape[1], n_probes, path.project, y, generator)
-    r = path.to_r(y, levels[0])
-    integral = torch.zeros(y.shape[0], dtype=torch.float64, device=y.device)
-    velocity, divergence = path.velocity(r, levels[0], probes)
-    for i in range(len(levels) - 1):
-        h = path.time(levels[i + 1]) - path.time(levels[i])  # [B]
-        predicted = r + h[:, None] * velocity
-        velocity_2, divergence_2 = path.velocity(predicted, levels[i + 1], probes)
-        r = r + 0.5 * h[:, None] * (velocity + velocity_2)
-        integral = integral + 0.5 * h.to(torch.float64) * (divergence + divergence_2)
-        if i + 2 < len(levels):
-            velocity, divergence = path.velocity(r, levels[i + 1], probes)
+    r, integral = path.integrate(path.to_r(y, levels[0]), levels, probes, divergence=True)
     d = path.effective_dim
     r = path.project(r).to(torch.float64)
     terminal = -0.5 * (r**2).sum(-1) - 0.5 * d * math.log(2 * math.pi)
@@ -126,15 +116,12 @@ def sample_flow(model: Callable[..., torch.Tensor], x: torch.Tensor, sigmas: tor
     sigmas = torch.as_tensor(sigmas, dtype=torch.float64)
     levels = torch.flip(_levels(sigmas[sigmas > 0]), [0])
     path = _Path(model, _points(x), extra_args, getattr(model, "n_atoms", None))
-    r = path.to_r(x, levels[0])
-    for i in range(len(levels) - 1):
-        h = path.time(levels[i + 1]) - path.time(levels[i])
-        velocity, _ = path.velocity(r, levels[i], None, divergence=False)
-        predicted = r + h[:, None] * velocity
-        velocity_2, _ = path.velocity(predicted, levels[i + 1], None, divergence=False)
-        r = r + 0.5 * h[:, None] * (velocity + velocity_2)
+
+    def report(i: int, r: torch.Tensor) -> None:
         if callback:
             callback({"i": i, "x": path.to_x(r, levels[i + 1]), "sigma": levels[i]})
+
+    r, _ = path.integrate(path.to_r(x, levels[0]), levels, None, divergence=False, step_callback=report)
     return path.to_x(r, levels[-1])
 
 
@@ -166,6 +153,28 @@ class _Path:
 
     def to_x(self, r: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
         return self.centre + self._root(sigma) * r
+
+    def integrate(self, r: torch.Tensor, levels: torch.Tensor, probes: list[torch.Tensor] | None,
+                  divergence: bool, step_callback: Callable[[int, torch.Tensor], None] | None = None
+                  ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Heun steps of dr/dt = −F_eff through ``levels`` (either direction) from ``r`` [B, dim] — the
+        one integrator of both the sampler and the likelihood, so that they share their
+        discretisation; with ``divergence`` also the trapezoid-rule integral of −∇_r·F_eff dt [B]
+        (float64), else None. ``step_callback(i, r)`` after each step."""
+        integral = torch.zeros(r.shape[0], dtype=torch.float64, device=r.device) if divergence else None
+        velocity, div = self.velocity(r, levels[0], probes, divergence)
+        for i in range(len(levels) - 1):
+            h = self.time(levels[i + 1]) - self.time(levels[i])  # [B]
+            predicted = r + h[:, None] * velocity
+            velocity_2, div_2 = self.velocity(predicted, levels[i + 1], probes, divergence)
+            r = r + 0.5 * h[:, None] * (velocity + velocity_2)
+            if integral is not None:
+                integral = integral + 0.5 * h.to(torch.float64) * (div + div_2)
+            if step_callback:
+                step_callback(i, r)
+            if i + 2 < len(levels):
+                velocity, div = self.velocity(r, levels[i + 1], probes, divergence)
+        return r, integral
 
     def velocity(self, r: torch.Tensor, sigma: torch.Tensor, probes: list[torch.Tensor] | None,
                  divergence: bool = True) -> tuple[torch.Tensor, torch.Tensor | None]:
