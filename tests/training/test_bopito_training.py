@@ -25,7 +25,6 @@ def _learned_prior(path) -> LearnedPrior:
 
 def test_tiny_bopito_model_with_the_exact_prior_learns_ou_transitions(ou_trajectories, ou_decay, tiny_config,
                                                                       assert_learns_ou_transitions):
-    torch.set_num_threads(2)
     data = ou_trajectories(200, 300, seed=1)
     config = tiny_config(prior="exact", hidden=64, n_blocks=2, n_frequencies=8, batch_size=256, max_steps=1500,
                          warmup_steps=100, learning_rate=3e-3, ema_decay=0.995)

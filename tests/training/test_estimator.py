@@ -147,7 +147,6 @@ def test_tiny_model_learns_a_bimodal_two_state_transition_density_at_two_lags(ti
     Gaussian of width ~0.45 (N = 1) to ~0.94 (N = 10): the network has to learn the two modes, and the
     same model with its network's output zeroed fails the check (negative control).
     """
-    torch.set_num_threads(2)
     config = tiny_config(hidden=64, n_blocks=2, n_frequencies=8, batch_size=256, max_steps=2000, warmup_steps=100,
                          learning_rate=3e-3, ema_decay=0.995)
     model = ITOEstimator(config).fit(_two_state_trajectories(), frame_interval=1.0, progress=False).fetch_model()
