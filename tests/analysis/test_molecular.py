@@ -233,6 +233,7 @@ def test_molecular_json_keys_are_unchanged(md_vs_md):
     assert out["molecular"]["comparison_free_energy"]["bins"] == [36, 36]
     assert out["comparison"]["js_divergence_details"]["bins"] == [36, 36]
     assert out["comparison"]["slowest_timescale_ratio"] == pytest.approx([1.0] * 4)
+    assert out["mfpt"]["basins"] == ["αR", "β/PII", "αL"] and out["mfpt"]["lag"] == 1
     assert out["features"] == [0, 1] and out["dim"] == 2 and out["js_divergence"] is None
 
 
@@ -243,10 +244,12 @@ def test_molecular_report_shows_validity_table_and_ramachandran_figure(md_vs_md,
     assert captions == ["Implied timescales vs lag time (exact: dashed; hollow grey: unresolved)",
                         "Ramachandran free energy in kT (this data vs MD; φ/ψ, 10° bins)",
                         "Chapman–Kolmogorov test", "Autocorrelation (exact: dashed)",
+                        "Mean first passage times between basins (bars: intervals)",
                         "Implied timescales: this data vs MD (same states)"]
-    assert page.count('<img src="data:image/png;base64,') == 5
+    assert page.count('<img src="data:image/png;base64,') == 6
     headings = re.findall(r"<h2>([^<]*)</h2>", page)
-    assert headings == ["Key numbers", "Slowest implied timescale by lag", "Chemical validity", "Torsions vs MD",
+    assert headings == ["Key numbers", "Slowest implied timescale by lag", "Mean first passage times between basins",
+                        "Chemical validity", "Torsions vs MD",
                         "Notes", "Plots", "Comparison with MD"]
     validity = page.split("<h2>Chemical validity</h2>")[1].split("</table>")[0]
     assert "<th>check</th><th>this data</th><th>MD</th>" in validity

@@ -14,9 +14,11 @@ from itomd.errors import InvalidInputError
 #: (``energy`` added by issue 14: the potential-energy check, None where the analysis had no energies)
 TOP_LEVEL_KEYS = {"autocorrelation", "ck_test", "comparison", "dim", "discretization", "energy", "features",
                   "frame_interval", "free_energy", "implied_timescales", "js_divergence", "js_divergence_details", "kT",
-                  "molecular", "n_frames", "n_trajectories", "notes", "time_unit"}
+                  "molecular", "n_frames", "n_trajectories", "notes", "time_unit",
+                  "mfpt"}  # added by issue 14 (first passage times)
 COMPARISON_KEYS = {"frame_interval", "implied_timescales", "js_divergence", "js_divergence_details", "label",
-                   "n_frames", "n_trajectories", "slowest_timescale_ratio"}
+                   "n_frames", "n_trajectories", "slowest_timescale_ratio",
+                   "mfpt", "mfpt_ratio"}  # added by issue 14
 
 
 def test_default_lags():
@@ -102,6 +104,7 @@ def test_toy_json_keys_are_unchanged_and_compare_sees_coordinates(prinz_system, 
     same = compare(result, analysed, tau, n_samples=0)  # the same frames on the same states
     assert same.js_divergence.value == pytest.approx(0.0, abs=1e-12)
     assert np.allclose(same.slowest_timescale_ratio(), 1.0)
+    assert np.allclose(same.mfpt_ratio()[[0, 1], [1, 0]], 1.0)  # the same first passage times
 
     # the same process seen every second frame: only lag times that are whole multiples of 2τ remain,
     # and there the implied timescale is the same (independent 40-trajectory sets differ by ~20 %)
@@ -114,6 +117,8 @@ def test_toy_json_keys_are_unchanged_and_compare_sees_coordinates(prinz_system, 
     out = json.loads(json.dumps(result.to_dict(), allow_nan=False))
     assert set(out) == TOP_LEVEL_KEYS and set(out["comparison"]) == COMPARISON_KEYS
     assert out["comparison"]["label"] == "half" and out["molecular"] is None
+    # the MFPT lag (1 frame) is no whole number of the half-rate data's frames: skipped, with a note
+    assert out["comparison"]["mfpt"] is None and any(n.startswith("half MFPTs skipped") for n in out["notes"])
     with pytest.raises(InvalidInputError, match="cannot compare 2-dimensional data with 1-dimensional"):
         compare(result, [np.zeros((50, 2))], tau)
 

@@ -12,7 +12,7 @@ def test_write_report(prinz_result, tmp_path):
                         extra_sections={"Training": "<p>loss 0.1</p>", "Extra figure": extra})
     text = path.read_text(encoding="utf-8")
     assert text.startswith("<!DOCTYPE html>")
-    assert text.count('<img src="data:image/png;base64,') == 5  # ITS, FES, CK, ACF + the extra one
+    assert text.count('<img src="data:image/png;base64,') == 6  # ITS, FES, CK, ACF, MFPT + the extra one
     assert f"{prinz_result.js_divergence.value:.4g}" in text and "nats" in text
     assert "100 bins" in text and "Prinz &lt;test&gt;" in text and "<p>loss 0.1</p>" in text
     assert "<figcaption>Free energy (exact: dashed)</figcaption>" in text and "Chemical validity" not in text

@@ -22,6 +22,10 @@ def test_simulate_analyze_report_roundtrip(prinz_store, tmp_path, capsys):
     assert np.allclose(its["lag_times"], [0.025, 0.05])
     assert its["reference"][0] == pytest.approx(0.834, rel=1e-2)
     assert out["js_divergence"] is not None and out["js_divergence"] >= 0
+    assert out["mfpt"]["lag"] == 5 and out["mfpt"]["basins"] == ["S1", "S2"] and out["mfpt"]["reference"] is not None
+    assert main(["analyze", str(prinz_store), "--reference", "--lags", "5,10", "--mfpt-lag", "10", "--quiet"]) == 0
+    text = capsys.readouterr().out
+    assert "mean first passage times (time units, MSM at 0.05): S1→S2 " in text and "(exact " in text
     report = tmp_path / "report.html"
     assert main(["report", str(prinz_store), "--reference", "--out", str(report), "--quiet"]) == 0
     assert "data:image/png;base64," in report.read_text()
@@ -111,9 +115,14 @@ def test_itomd_analyze_on_a_molecular_store(md_trajectories, ala2, tmp_path, cap
     assert len(comparison["implied_timescales"]["timescales"]) == 3 == len(comparison["slowest_timescale_ratio"])
     assert len(out["implied_timescales"]["timescales"]) == 3
 
+    # first passage times between the Ramachandran cores, for the data and for MD at the same lag time
+    assert out["mfpt"]["basins"] == ["αR", "β/PII", "αL"] and comparison["mfpt"]["lag_time"] == out["mfpt"]["lag_time"]
+    assert len(comparison["mfpt_ratio"]) == 3
+
     report = tmp_path / "report.html"
     assert main(["report", str(model), "--compare", str(md), "--lags", "1,2,5", "--out", str(report), "--quiet"]) == 0
-    assert "Ramachandran" in report.read_text()
+    page = report.read_text()
+    assert "Ramachandran" in page and "αR → β/PII" in page
 
 
 def test_itomd_analyze_molecular_errors_are_one_line(md_trajectories, ala2, tmp_path, capsys):

@@ -1,4 +1,5 @@
-"""Analysis of trajectories: MSMs with deeptime (implied timescales with Bayesian intervals, CK tests),
+"""Analysis of trajectories: MSMs with deeptime (implied timescales with Bayesian intervals, CK tests,
+mean first passage times between basins),
 free-energy surfaces, JS divergence (nats), autocorrelation, and a self-contained HTML report.
 
 Inputs are plain arrays: a list of trajectories [n_frames_i, dim] and the physical time per frame.
@@ -15,6 +16,7 @@ from itomd.analysis.divergence import JSDivergence, js_divergence, js_divergence
 from itomd.analysis.features import (BackboneTorsionFeaturizer, CoordinateFeaturizer, Featurizer,
                                      TorsionTICAFeaturizer, torsion_featurizer)
 from itomd.analysis.fes import FreeEnergySurface, free_energy_surface
+from itomd.analysis.mfpt import Basins, MFPTResult, mean_first_passage_times
 from itomd.analysis.molecular import (MolecularSection, TorsionSet, ValidityResult, backbone_dihedrals,
                                       backbone_torsions, chemical_validity, torsion_set)
 from itomd.analysis.msm import CKTestResult, ImpliedTimescalesResult, ck_test, implied_timescales
@@ -28,6 +30,7 @@ __all__ = [
     "torsion_featurizer", "Section",
     "discretize", "Discretization",
     "implied_timescales", "ImpliedTimescalesResult", "ck_test", "CKTestResult",
+    "mean_first_passage_times", "MFPTResult", "Basins",
     "free_energy_surface", "FreeEnergySurface",
     "js_divergence", "js_divergence_of_distributions", "JSDivergence",
     "autocorrelation", "AutocorrelationResult", "first_coordinate",

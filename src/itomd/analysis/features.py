@@ -34,6 +34,7 @@ from itomd.validation import check_trajectories
 from itomd.analysis.correlation import Observable
 from itomd.analysis.discretize import Discretization, check_n_states, discretize
 from itomd.analysis.energy import EnergyFunction, EnergySection, energy_sections
+from itomd.analysis.mfpt import Basins, ramachandran_basins
 from itomd.analysis.molecular import (DEFAULT_TORSION_LAG, MSM_GRID, RAMACHANDRAN_BINS, TORUS, MolecularSection,
                                       atom_count, backbone_dihedrals, chemical_validity, dihedral_grid, sin_phi,
                                       torsion_set)
@@ -139,6 +140,11 @@ class Featurizer(ABC):
         """What this featurizer chose, for the result's notes (None: nothing to say)."""
         return None
 
+    def basins(self, discretization: Discretization) -> "Basins | None":
+        """Named basins of the MSM states for first passage times (None: the MSM's PCCA+ sets,
+        :func:`~itomd.analysis.mfpt.pcca_basins`)."""
+        return None
+
     def sections(self, trajectories: Sequence[np.ndarray], features: Sequence[np.ndarray]) -> list[Section]:
         """Sections this featurizer adds to the result (none by default).
 
@@ -221,6 +227,10 @@ class BackboneTorsionFeaturizer(Featurizer):
             raise InvalidInputError(f"a number of states (--n-states) does not apply to molecules: their MSM states "
                                     f"are a {self.n_cells}×{self.n_cells} φ/ψ grid")
         return dihedral_grid(features, self.n_cells)
+
+    def basins(self, discretization: Discretization) -> Basins:
+        """αR, β/PII and αL by the (φ, ψ) of each grid state (:func:`~itomd.analysis.mfpt.ramachandran_basins`)."""
+        return ramachandran_basins(discretization.centers)
 
     def note(self, n_features: int) -> str | None:
         return (f"molecular features: backbone φ/ψ (radians); MSM states a {self.n_cells}×{self.n_cells} grid on "

@@ -79,6 +79,7 @@ def write_report(
     body = (
         f"<h2>Key numbers</h2>{_key_numbers(result)}\n"
         f"<h2>Slowest implied timescale by lag</h2>{_timescale_table(result)}\n"
+        + _mfpt_html(result)
         + "".join(section.report_html(result) for section in result.sections)
         + (f"<h2>Notes</h2><ul class='note'>{notes}</ul>\n" if notes else "")
         + f"<h2>Plots</h2><div class='figs'>{figures}</div>\n{_comparison_html(result)}{extra}\n"
@@ -120,6 +121,7 @@ def _figures(result: AnalysisResult) -> list[tuple[str, Figure]]:
         (FREE_ENERGY_FIGURE, lambda: _plotted("Free energy (exact: dashed)", result.free_energy.plot)),
         (CK_TEST_FIGURE, lambda: None if result.ck_test is None else _ck_figure(result)),
         (AUTOCORRELATION_FIGURE, lambda: _plotted("Autocorrelation (exact: dashed)", result.autocorrelation.plot)),
+        ("mfpt", lambda: None if result.mfpt is None else _mfpt_figure(result)),
     ]
     in_place: dict[str, list[tuple[str, Figure]]] = {}
     replaced: set[str] = set()
@@ -148,6 +150,50 @@ def _plotted(caption: str, plot: Callable, height: float = 4.0) -> tuple[str, Fi
     fig = Figure(figsize=(5.5, height))
     plot(ax=fig.subplots())
     return caption, fig
+
+
+def _mfpt_figure(result: AnalysisResult) -> tuple[str, Figure]:
+    comparison = result.comparison
+    others = [] if comparison is None or comparison.mfpt is None else [(comparison.label, comparison.mfpt)]
+    exact = "" if result.mfpt.reference is None else "; black: exact"
+    return (f"Mean first passage times between basins (bars: intervals{exact})",
+            _plotted("", lambda ax: result.mfpt.plot(ax=ax, others=others))[1])
+
+
+def _mfpt_html(result: AnalysisResult) -> str:
+    """A table of the mean first passage times between basins, against the comparison and exact values."""
+    mfpt = result.mfpt
+    if mfpt is None:
+        return ""
+    unit = result.time_unit
+    comparison = result.comparison
+    theirs = None if comparison is None else comparison.mfpt
+    ratio = None if comparison is None else comparison.mfpt_ratio()
+    error = mfpt.relative_error_vs_reference()
+    header = ["from → to", f"MFPT ({unit})", f"{mfpt.confidence:.0%} interval", "observed switches"]
+    if theirs is not None:
+        header += [f"{comparison.label} ({unit})", f"{comparison.label} interval", f"{comparison.label} switches",
+                   f"ratio this data / {comparison.label}"]
+    if mfpt.reference is not None:
+        header += [f"exact ({unit})", "relative error"]
+    rows = []
+    for i, j in mfpt.pairs():
+        row = [f"{mfpt.names[i]} → {mfpt.names[j]}", format_number(mfpt.times[i, j]),
+               f"[{format_number(mfpt.lower[i, j])}, {format_number(mfpt.upper[i, j])}]", f"{mfpt.transitions[i, j]}"]
+        if theirs is not None:
+            row += [format_number(theirs.times[i, j]),
+                    f"[{format_number(theirs.lower[i, j])}, {format_number(theirs.upper[i, j])}]",
+                    f"{theirs.transitions[i, j]}", format_number(ratio[i, j])]
+        if mfpt.reference is not None:
+            row += [format_number(mfpt.reference[i, j]),
+                    "–" if not np.isfinite(error[i, j]) else f"{error[i, j]:+.1%}"]
+        rows.append(tuple(row))
+    populations = ", ".join(f"{name} {p:.3f}" for name, p in zip(mfpt.names, mfpt.populations))
+    return (f"<h2>Mean first passage times between basins</h2>"
+            f"<p class='note'>Basins: {html.escape(mfpt.basins.definition)}; populations {html.escape(populations)}. "
+            f"From the MSM at lag {mfpt.lag} frames ({mfpt.lag_time:g} {html.escape(unit)}); starts distributed as "
+            "equilibrium within the basin. Observed switches: consecutive assigned frames in different basins — "
+            "the events an estimate rests on.</p>" + html_table(header, rows))
 
 
 def _ck_figure(result: AnalysisResult) -> tuple[str, Figure]:

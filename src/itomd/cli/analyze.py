@@ -20,6 +20,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         p.add_argument("--lags", type=lag_list, help="MSM lags in frames, comma-separated (default: automatic)")
         p.add_argument("--n-timescales", dest="n_timescales", type=positive_int, default=3)
         p.add_argument("--n-states", dest="n_states", type=positive_int, help="number of discrete states")
+        p.add_argument("--mfpt-lag", dest="mfpt_lag", type=positive_int,
+                       help="MSM lag (frames) of the mean first passage times between basins (default: the shortest lag)")
         p.add_argument("--seed", type=seed_int, default=0)
         p.add_argument("--compare", type=Path, metavar="DIR",
                        help="a second trajectory store (e.g. MD) analysed on the same states and lag times")
@@ -66,7 +68,7 @@ def _run_analysis(args: argparse.Namespace):
                       else representation_for(system))
     result = analyze(trajectories, frame_interval, kT, reference=reference, lags=args.lags,
                      n_timescales=args.n_timescales, n_states=args.n_states, seed=args.seed,
-                     progress=not args.quiet,
+                     progress=not args.quiet, mfpt_lag=args.mfpt_lag,
                      featurizer=representation.featurizer(None if system is None else system.analysis_energies),
                      **({} if system is None else {"time_unit": system.time_unit}))
     if args.compare is not None:
@@ -95,6 +97,8 @@ def run_analyze(args: argparse.Namespace) -> int:
                      f"{max(abs(e) for e in error if e is not None):.1%}")
     if out.get("js_divergence") is not None:
         lines.append(f"stationary JS divergence vs exact: {out['js_divergence']:.4g} nats")
+    if out.get("mfpt") is not None:
+        lines.append(_mfpt_line("mean first passage times", out["mfpt"]))
     lines.extend(line for section in result.sections if (line := section.summary()) is not None)
     if out["acceptance_rate"] is not None:
         lines.append(f"Metropolis-Hastings rollout: acceptance rate {out['acceptance_rate']:.3f} (a rejected jump "
@@ -104,11 +108,31 @@ def run_analyze(args: argparse.Namespace) -> int:
         lines.append(f"{c['label']}: slowest implied timescale ({unit}) " + _slowest(c["implied_timescales"])
                      + f" at lag times {', '.join(f'{v:g}' for v in c['implied_timescales']['lag_times'])}; "
                      f"JS divergence vs {c['label']}: {c['js_divergence']:.4g} nats")
+        if c.get("mfpt") is not None:
+            lines.append(_mfpt_line(f"{c['label']}: mean first passage times", c["mfpt"]))
     if any(not row[0] for row in its["resolved"]):
         lines.append("(…): unresolved — the process decays within the lag or too few transitions were seen; "
                      "left out of errors and ratios")
     emit(out, args.json, "\n".join(lines))
     return 0
+
+
+def _mfpt_line(what: str, mfpt: dict) -> str:
+    """One line of the passage times of an ``mfpt`` JSON entry: each pair with its interval (and exact value)."""
+    names, times = mfpt["basins"], mfpt["times"]
+    parts = []
+    for i, a in enumerate(names):
+        for j, b in enumerate(names):
+            if i == j or times[i][j] is None:
+                continue
+            text = f"{a}→{b} {times[i][j]:.4g}"
+            low, high = mfpt["lower"][i][j], mfpt["upper"][i][j]
+            if low is not None and high is not None:
+                text += f" [{low:.3g}, {high:.3g}]"
+            if mfpt.get("reference") is not None and mfpt["reference"][i][j] is not None:
+                text += f" (exact {mfpt['reference'][i][j]:.4g})"
+            parts.append(text)
+    return (f"{what} ({mfpt['time_unit']}, MSM at {mfpt['lag_time']:g}): " + ("; ".join(parts) or "none connected"))
 
 
 def _slowest(its: dict) -> str:
