@@ -105,3 +105,12 @@ def test_report_shows_first_passage_times(prinz_result, tmp_path):
     page = write_report(prinz_result, tmp_path / "r.html").read_text()
     assert "Mean first passage times between basins" in page and "S1 → S2" in page
     assert "relative error" in page
+
+
+def test_basins_without_estimates_are_named_and_left_out_of_the_pairs():
+    times = np.full((3, 3), np.nan)
+    times[0, 1], times[1, 0] = 1.0, 2.0
+    result = mean_first_passage_times([np.array([0, 0, 1, 1, 0, 1, 0, 0, 1, 1] * 20)], 1.0, 1,
+                                      Basins(("a", "b", "c"), np.array([0, 1, 2]), "three"), n_samples=0)
+    assert np.isfinite(result.times[[0, 1], [1, 0]]).all() and result.missing_basins() == ["c"]
+    assert result.pairs(result) == [(0, 1), (1, 0)] and len(result.pairs()) == 6

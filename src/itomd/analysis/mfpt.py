@@ -203,10 +203,19 @@ class MFPTResult:
     def names(self) -> tuple[str, ...]:
         return self.basins.names
 
-    def pairs(self) -> list[tuple[int, int]]:
-        """(from, to) basin pairs off the diagonal, row by row."""
+    def pairs(self, *others: "MFPTResult") -> list[tuple[int, int]]:
+        """(from, to) basin pairs off the diagonal, row by row; given ``others`` (on the same basins), only
+        those with an estimate in this result or one of them."""
         m = self.basins.n_basins
-        return [(i, j) for i in range(m) for j in range(m) if i != j]
+        every = [(i, j) for i in range(m) for j in range(m) if i != j]
+        if not others:
+            return every
+        return [(i, j) for i, j in every if any(np.isfinite(r.times[i, j]) for r in (self, *others))]
+
+    def missing_basins(self) -> list[str]:
+        """Basins none of whose states is in the MSM's connected set (no passage time to or from them)."""
+        return [name for i, name in enumerate(self.names)
+                if np.all(np.isnan(np.delete(self.times[i], i))) and np.all(np.isnan(np.delete(self.times[:, i], i)))]
 
     def relative_error_vs_reference(self) -> np.ndarray | None:
         """(estimate − exact)/exact per pair [m, m]; None without a reference."""
@@ -224,13 +233,13 @@ class MFPTResult:
 
     def plot(self, ax: "matplotlib.axes.Axes | None" = None, others: Sequence[tuple[str, "MFPTResult"]] = ()
              ) -> "matplotlib.axes.Axes":
-        """MFPT per (from → to) pair on a log axis with its interval, beside ``others`` (label, result)
-        on the same basins (e.g. MD) and the exact values (black bars) where known."""
+        """MFPT per (from → to) pair with an estimate on a log axis with its interval, beside ``others``
+        (label, result) on the same basins (e.g. MD) and the exact values (black bars) where known."""
         import matplotlib.pyplot as plt
 
         if ax is None:
             ax = plt.subplots(figsize=(5.5, 4.0))[1]
-        pairs = self.pairs()
+        pairs = self.pairs(self, *(result for _, result in others))
         x = np.arange(len(pairs))
         series = [("this data", self), *others]
         width = 0.8 / len(series)

@@ -177,7 +177,7 @@ def _mfpt_html(result: AnalysisResult) -> str:
     if mfpt.reference is not None:
         header += [f"exact ({unit})", "relative error"]
     rows = []
-    for i, j in mfpt.pairs():
+    for i, j in mfpt.pairs(*([] if theirs is None else [theirs]), mfpt):
         row = [f"{mfpt.names[i]} → {mfpt.names[j]}", format_number(mfpt.times[i, j]),
                f"[{format_number(mfpt.lower[i, j])}, {format_number(mfpt.upper[i, j])}]", f"{mfpt.transitions[i, j]}"]
         if theirs is not None:
@@ -189,6 +189,10 @@ def _mfpt_html(result: AnalysisResult) -> str:
                     "–" if not np.isfinite(error[i, j]) else f"{error[i, j]:+.1%}"]
         rows.append(tuple(row))
     populations = ", ".join(f"{name} {p:.3f}" for name, p in zip(mfpt.names, mfpt.populations))
+    missing = [name for name in mfpt.missing_basins() if theirs is None or name in theirs.missing_basins()]
+    if missing:
+        populations += (f"; not in the MSM (never visited, or too rarely to be connected): {', '.join(missing)}, "
+                        "left out of the table")
     return (f"<h2>Mean first passage times between basins</h2>"
             f"<p class='note'>Basins: {html.escape(mfpt.basins.definition)}; populations {html.escape(populations)}. "
             f"From the MSM at lag {mfpt.lag} frames ({mfpt.lag_time:g} {html.escape(unit)}); starts distributed as "
