@@ -67,6 +67,8 @@ def main() -> None:
     parser.add_argument("--jumps", type=int, default=1000, help="jumps per walker of the evaluation")
     parser.add_argument("--lag", type=int, default=10, help="jump lag of the evaluation (frames of 1 ps)")
     parser.add_argument("--n-steps", type=int, default=10, help="noise levels per jump (stochastic Heun)")
+    parser.add_argument("--posterior-samples", type=int, default=20,
+                        help="Bayesian MSM samples of the intervals (implied timescales, passage times)")
     parser.add_argument("--bopito-minutes", type=float, default=20.0, help="budget of each BoPITO-stage model")
     parser.add_argument("--bopito-steps", type=int, default=8000, help="steps of each BoPITO-stage model")
     parser.add_argument("--workers", type=int, default=2, help="OpenMM processes of the BG-seeded campaign")
@@ -116,8 +118,9 @@ def stage_evaluate(args, run: str = "ito", label: str = "ito") -> None:
     tau = model.frame_interval * args.lag
     featurizer = representation_for(SystemSpec(SYSTEM).build()).featurizer()
     lags = [1, 2, 3, 5]  # in jumps of `lag` frames: lag times 10..50 ps at lag 10
-    result = analyze(surrogate, tau, 1.0, lags=lags, n_samples=0, featurizer=featurizer, time_unit="ps")
-    comparison = compare(result, reference, model.frame_interval, n_samples=0)
+    result = analyze(surrogate, tau, 1.0, lags=lags, n_samples=args.posterior_samples, featurizer=featurizer,
+                     time_unit="ps")
+    comparison = compare(result, reference, model.frame_interval, n_samples=args.posterior_samples)
     molecular = result.section(MolecularSection)
     ratio = comparison.slowest_timescale_ratio()
     validity = molecular.validity
@@ -140,6 +143,7 @@ def stage_evaluate(args, run: str = "ito", label: str = "ito") -> None:
         "validity": _fractions(validity),
         "md_validity": _fractions(molecular.comparison_validity),
         "md_ns": float(sum(len(t) - 1 for t in reference)) * model.frame_interval / 1000.0,
+        **_mfpt_summary(result, comparison, "model", "md"),
     }
     _record(args, f"evaluate_{label}", summary)
 
@@ -149,15 +153,35 @@ def stage_md_floor(args) -> None:
     train, reference = _trajectories(args.work / "md_train"), _trajectories(args.work / "md_reference")
     featurizer = representation_for(SystemSpec(SYSTEM).build()).featurizer()
     lags = [args.lag * k for k in (1, 2, 3, 5)]
-    result = analyze(train, 1.0, 1.0, lags=lags, n_samples=0, featurizer=featurizer, time_unit="ps")
-    comparison = compare(result, reference, 1.0, n_samples=0)
+    result = analyze(train, 1.0, 1.0, lags=lags, n_samples=args.posterior_samples, featurizer=featurizer,
+                     time_unit="ps")
+    comparison = compare(result, reference, 1.0, n_samples=args.posterior_samples)
     ratio = comparison.slowest_timescale_ratio()
     _record(args, "md_floor", {
         "js_phi_psi_train_vs_reference": comparison.js_divergence.value,
         "lag_times_ps": [float(v) for v in np.asarray(result.implied_timescales.lag_times)],
         "slowest_its_train_ps": [float(v) for v in np.asarray(result.implied_timescales.timescales)[:, 0]],
         "slowest_its_reference_ps": [float(v) for v in np.asarray(comparison.implied_timescales.timescales)[:, 0]],
-        "slowest_its_ratio": _resolved_ratios(ratio)})
+        "slowest_its_ratio": _resolved_ratios(ratio), **_mfpt_summary(result, comparison, "train", "reference")})
+
+
+def _mfpt_summary(result, comparison, mine: str, theirs: str) -> dict:
+    """Mean first passage times between the Ramachandran cores of both data sets (with intervals and
+    observed switches) and their ratio, per "from→to" pair."""
+    if result.mfpt is None or comparison.mfpt is None:
+        return {"mfpt_skipped": [n for n in result.notes if "MFPT" in n]}
+    names, ratio = result.mfpt.names, comparison.mfpt_ratio()
+    out: dict = {"mfpt_lag_time_ps": result.mfpt.lag_time, "mfpt_basins": list(names)}
+    for label, mfpt in ((mine, result.mfpt), (theirs, comparison.mfpt)):
+        out[f"mfpt_{label}_ps"] = {f"{names[i]}→{names[j]}": [_finite(mfpt.times[i, j]), _finite(mfpt.lower[i, j]),
+                                                              _finite(mfpt.upper[i, j]), int(mfpt.transitions[i, j])]
+                                   for i, j in mfpt.pairs()}
+    out["mfpt_ratio"] = {f"{names[i]}→{names[j]}": _finite(ratio[i, j]) for i, j in result.mfpt.pairs()}
+    return out
+
+
+def _finite(value: float) -> float | None:
+    return float(value) if np.isfinite(value) else None
 
 
 def stage_throughput(args, run: str = "ito") -> None:
