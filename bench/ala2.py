@@ -9,8 +9,12 @@ each cached under ``--work`` (default bench/work/ala2) so a re-run continues whe
 3. ``ito``        — ITO model, the recipe ``ala2-ito`` (equivariant net, lags 1..100 ps);
 4. ``evaluate``   — W walkers × J jumps of lag N from reference frames; φ/ψ free energy (JS vs the
                     reference MD), implied timescales of a 20 × 20 φ/ψ-grid MSM at the same lag
-                    times (ratio to MD), chemical validity of every surrogate frame;
-   ``md_floor``   — the same comparison for the training MD against the reference (the floor);
+                    times (ratio to MD), mean first passage times between the αR, β/PII and αL cores
+                    at one jump (ratio to MD, Bayesian intervals, observed switches), chemical
+                    validity of every surrogate frame; ``--lag 1`` / ``--lag 5`` judge the ~10 ps
+                    process at lags that resolve it;
+   ``md_floor``   — the same comparison for the training MD against the reference (the floor, at
+                    lag times of 1, 2, 3 and 5 × ``--lag``);
 5. ``throughput`` — OpenMM ns per wall-second (Reference and CPU platforms, one walker per core on
                     both cores) vs surrogate ns per wall-second (W walkers, lags 10 and 100), same run;
    ``long_jumps`` — 256 walkers × 20 jumps of N_max = 100 ps for several sampler settings: ns/s
