@@ -52,7 +52,8 @@ def test_msm_first_passage_times_of_a_known_chain_match_the_exact_ones():
     off = ~np.eye(3, dtype=bool)
     error = np.abs(result.times[off] / exact[off] - 1)
     assert error.max() < 0.06, error
-    assert np.all((result.lower[off] <= exact[off]) & (exact[off] <= result.upper[off])), (result.lower, exact, result.upper)
+    inside = (result.lower[off] <= exact[off]) & (exact[off] <= result.upper[off])
+    assert inside.all(), (result.lower, exact, result.upper)
     assert np.isnan(np.diag(result.times)).all() and result.transitions[off].min() > 300
     assert result.populations == pytest.approx([0.5, 0.3, 0.2], abs=0.03)
     faster = 0.5 * _exact_chain_mfpt(_reversible_chain(2.0))

@@ -427,8 +427,9 @@ def analyze(
     """
     arguments = dict(frame_interval=frame_interval, kT=kT, reference=reference, lags=lags,
                      n_timescales=n_timescales, n_states=n_states, seed=seed, progress=progress, n_samples=n_samples,
-                     ck_lag=ck_lag, n_metastable=n_metastable, mfpt_lag=mfpt_lag, observable=observable, discretization=discretization,
-                     histogram_bins=histogram_bins, histogram_range=histogram_range, time_unit=time_unit)
+                     ck_lag=ck_lag, n_metastable=n_metastable, mfpt_lag=mfpt_lag, observable=observable,
+                     discretization=discretization, histogram_bins=histogram_bins, histogram_range=histogram_range,
+                     time_unit=time_unit)
     featurizer = CoordinateFeaturizer() if featurizer is None else featurizer
     if reference is not None and not featurizer.supports_reference:
         raise InvalidInputError(f"an exact reference applies to coordinates, not to {featurizer.name}")
@@ -523,7 +524,8 @@ def analyze(
                           time_unit=time_unit)
     steps.update()
     steps.close()
-    return AnalysisResult(implied_timescales=its, ck_test=ck, mfpt=mfpt, free_energy=fes, js_divergence=js, autocorrelation=acf,
+    return AnalysisResult(implied_timescales=its, ck_test=ck, mfpt=mfpt, free_energy=fes, js_divergence=js,
+                          autocorrelation=acf,
                           discretization=discretization, n_trajectories=len(trajectories), n_frames=int(sum(lengths)),
                           frame_interval=frame_interval, kT=kT, features=features, notes=notes, sections=sections,
                           featurizer=featurizer, feature_trajectories=trajectories, histogram_bins=histogram_bins,

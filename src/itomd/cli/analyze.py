@@ -21,7 +21,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         p.add_argument("--n-timescales", dest="n_timescales", type=positive_int, default=3)
         p.add_argument("--n-states", dest="n_states", type=positive_int, help="number of discrete states")
         p.add_argument("--mfpt-lag", dest="mfpt_lag", type=positive_int,
-                       help="MSM lag (frames) of the mean first passage times between basins (default: the shortest lag)")
+                       help="MSM lag (frames) of the mean first passage times between basins "
+                            "(default: the shortest lag)")
         p.add_argument("--seed", type=seed_int, default=0)
         p.add_argument("--compare", type=Path, metavar="DIR",
                        help="a second trajectory store (e.g. MD) analysed on the same states and lag times")
