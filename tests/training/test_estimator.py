@@ -108,6 +108,19 @@ def test_minutes_budget_stops_early(ou_data, tiny_config):
     assert estimator.stopped_by_budget and 0 < estimator.step < 10**9
 
 
+def test_a_budgeted_run_anneals_its_learning_rate_within_the_budget(ou_data, tiny_config, tmp_path):
+    """6 s and at most 10⁹ steps: the decay is planned for the steps the budget buys, so the last logged
+    rate is near the floor (a decay planned for 10⁹ steps would still be at the peak), and the plan is
+    checkpointed."""
+    config = tiny_config(max_steps=10**9, minutes=0.1, learning_rate=1e-3, final_lr_fraction=0.05, log_every=5)
+    estimator = ITOEstimator(config).fit(ou_data, 0.1, run_dir=tmp_path / "run", progress=False)
+    assert estimator.stopped_by_budget
+    rates = [json.loads(line)["learning_rate"] for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert rates[-1] < 0.25e-3 and max(rates) > 0.9e-3, rates[-5:]
+    schedule = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=False)["schedule_steps"]
+    assert 0.5 * estimator.step < schedule < 1.5 * estimator.step
+
+
 def test_training_rejects_bad_data(tiny_config):
     bad = [np.array([[0.0], [np.nan], [1.0]] * 10)]
     with pytest.raises(InvalidInputError, match="NaN"):

@@ -15,7 +15,7 @@ from itomd.geometry import remove_centroid
 from itomd.nn.equivariant import MoleculeGraph
 from itomd.representation import CoordinateRepresentation, MolecularRepresentation
 from itomd.training import ExponentialMovingAverage, TrainingConfig
-from itomd.training.loop import BatchSource, Distributed, learning_rate
+from itomd.training.loop import BatchSource, Distributed, budgeted_schedule_steps, learning_rate
 
 
 class Zero(torch.nn.Module):
@@ -41,6 +41,17 @@ def test_learning_rate_warms_up_linearly_then_decays_by_a_cosine_to_its_floor():
     assert learning_rate(0, no_warmup) == pytest.approx(1e-2) and learning_rate(100, no_warmup) == pytest.approx(0.0)
     cosine = [learning_rate(s, no_warmup) for s in (25, 50, 75)]
     np.testing.assert_allclose(cosine, [1e-2 * 0.5 * (1 + math.cos(math.pi * p)) for p in (0.25, 0.5, 0.75)])
+
+
+def test_a_budgeted_schedule_ends_the_decay_where_the_budget_ends():
+    config = TrainingConfig(learning_rate=1e-2, warmup_steps=10, max_steps=16_000, final_lr_fraction=0.1)
+    # 30 steps/s with 200 s left at step 500: the decay ends at 500 + 0.95 · 6000 = 6200, not at 16,000
+    end = budgeted_schedule_steps(500, 30.0, 200.0, config)
+    assert end == 6200
+    assert learning_rate(6200, config, end) == pytest.approx(1e-3) and learning_rate(6200, config) > 5e-3
+    assert learning_rate(5, config, end) == learning_rate(5, config)  # the warm-up is untouched
+    assert budgeted_schedule_steps(500, 1e9, 1e9, config) == 16_000  # never beyond max_steps
+    assert budgeted_schedule_steps(5, 0.0, 10.0, config) == 11  # past the warm-up
 
 
 # -- EMA ----------------------------------------------------------------------------------------------

@@ -31,8 +31,8 @@ from itomd.errors import InvalidInputError
 from itomd.models import DenoiserSpec, Prior, TransitionModel, fit_denoiser_spec
 from itomd.representation import CoordinateRepresentation, Representation, representation_for
 from itomd.training.config import TrainingConfig
-from itomd.training.loop import (BatchSource, Distributed, TrainingState, cpu_state, learning_rate, select_device,
-                                 train_step)
+from itomd.training.loop import (SCHEDULE_CALIBRATION_FRACTION, BatchSource, Distributed, TrainingState,
+                                 budgeted_schedule_steps, cpu_state, learning_rate, select_device, train_step)
 from itomd.training.run import MetricsLog, RunDirectory
 from itomd.validation import check_frame_interval, check_trajectories, require_int
 
@@ -132,7 +132,7 @@ class ITOEstimator:
         if session.run_dir is not None and dist.is_main:
             metrics = session.run_dir.start(config, state.step)
         deadline = None if config.minutes is None else time.monotonic() + 60.0 * config.minutes
-        start, elapsed_before = time.monotonic(), state.elapsed_seconds
+        start, elapsed_before, first_step = time.monotonic(), state.elapsed_seconds, state.step
         kind = "equilibrium" if config.equilibrium else "BoPITO" if session.spec.is_bopito else "ITO"
         bar = tqdm(total=max(until_step, config.max_steps), initial=state.step, unit="step", dynamic_ncols=True,
                    disable=not (progress and dist.is_main), desc=f"train {kind}")
@@ -145,6 +145,14 @@ class ITOEstimator:
                 if dist.agree_to_stop(requested or (deadline is not None and time.monotonic() > deadline)):
                     self.stopped_by_request, self.stopped_by_budget = requested, not requested
                     break
+            if deadline is not None and state.schedule_steps is None and state.step > config.warmup_steps:
+                # the budget's speed is measured, then the learning-rate decay is fixed to end with it
+                # (rank 0 decides when, every rank the same step; checkpointed, so resumes keep it)
+                now = time.monotonic()
+                if dist.agree_to_stop(now - start >= SCHEDULE_CALIBRATION_FRACTION * 60.0 * config.minutes):
+                    rate = (state.step - first_step) / max(now - start, 1e-9)
+                    planned = budgeted_schedule_steps(state.step, rate, deadline - now, config)
+                    state.schedule_steps = int(round(dist.mean(float(planned))))
             loss_sum += train_step(state, session.batches, config, session.device, dist, session.trained)
             loss_count += 1
             bar.update(1)
@@ -155,7 +163,8 @@ class ITOEstimator:
                 rate = (step - window_step) / max(now - window_start, 1e-9)
                 bar.set_postfix(loss=f"{mean_loss:.4f}", steps_per_s=f"{rate:.1f}")
                 if metrics is not None:
-                    metrics.append({"step": step, "loss": mean_loss, "learning_rate": learning_rate(step - 1, config),
+                    metrics.append({"step": step, "loss": mean_loss,
+                                    "learning_rate": learning_rate(step - 1, config, state.schedule_steps),
                                     "steps_per_second": rate, "elapsed_seconds": elapsed_before + now - start})
                 loss_sum, loss_count, window_start, window_step = 0.0, 0, now, step
                 if not math.isfinite(mean_loss):
