@@ -114,4 +114,4 @@ def test_basins_without_estimates_are_named_and_left_out_of_the_pairs():
     result = mean_first_passage_times([np.array([0, 0, 1, 1, 0, 1, 0, 0, 1, 1] * 20)], 1.0, 1,
                                       Basins(("a", "b", "c"), np.array([0, 1, 2]), "three"), n_samples=0)
     assert np.isfinite(result.times[[0, 1], [1, 0]]).all() and result.missing_basins() == ["c"]
-    assert result.pairs(result) == [(0, 1), (1, 0)] and len(result.pairs()) == 6
+    assert result.estimated_pairs() == [(0, 1), (1, 0)] and len(result.pairs()) == 6

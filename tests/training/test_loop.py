@@ -142,7 +142,7 @@ def test_batches_align_the_targets_through_the_representation():
 def test_each_rank_takes_its_share_of_the_global_batch():
     single = Distributed()
     assert not single.enabled and single.is_main and single.batch_slice(10) == slice(0, 10)
-    assert single.agree_to_stop(True) is True and single.mean(2.5) == 2.5  # no process group needed
+    assert single.rank0_decides(True) is True and single.mean(2.5) == 2.5  # no process group needed
     shares = [Distributed(rank=r, world_size=4).batch_slice(12) for r in range(4)]
     assert shares == [slice(0, 3), slice(3, 6), slice(6, 9), slice(9, 12)]
     assert Distributed(rank=2, world_size=4).enabled and not Distributed(rank=2, world_size=4).is_main

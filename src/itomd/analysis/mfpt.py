@@ -203,14 +203,14 @@ class MFPTResult:
     def names(self) -> tuple[str, ...]:
         return self.basins.names
 
-    def pairs(self, *others: "MFPTResult") -> list[tuple[int, int]]:
-        """(from, to) basin pairs off the diagonal, row by row; given ``others`` (on the same basins), only
-        those with an estimate in this result or one of them."""
+    def pairs(self) -> list[tuple[int, int]]:
+        """(from, to) basin pairs off the diagonal, row by row."""
         m = self.basins.n_basins
-        every = [(i, j) for i in range(m) for j in range(m) if i != j]
-        if not others:
-            return every
-        return [(i, j) for i, j in every if any(np.isfinite(r.times[i, j]) for r in (self, *others))]
+        return [(i, j) for i in range(m) for j in range(m) if i != j]
+
+    def estimated_pairs(self, *others: "MFPTResult") -> list[tuple[int, int]]:
+        """The pairs with an estimate in this result or one of ``others`` (on the same basins)."""
+        return [(i, j) for i, j in self.pairs() if any(np.isfinite(r.times[i, j]) for r in (self, *others))]
 
     def missing_basins(self) -> list[str]:
         """Basins none of whose states is in the MSM's connected set (no passage time to or from them)."""
@@ -239,7 +239,7 @@ class MFPTResult:
 
         if ax is None:
             ax = plt.subplots(figsize=(5.5, 4.0))[1]
-        pairs = self.pairs(self, *(result for _, result in others))
+        pairs = self.estimated_pairs(*(result for _, result in others))
         x = np.arange(len(pairs))
         series = [("this data", self), *others]
         width = 0.8 / len(series)
@@ -305,9 +305,7 @@ def mean_first_passage_times(
         raise InvalidInputError(f"the MSM at lag {lag} frames has fewer than two connected states")
     prior = model.prior if isinstance(model, BayesianMSMPosterior) else model
     active = np.asarray(prior.count_model.state_symbols, dtype=int)
-    known = active < len(basins.labels)
-    members = [np.flatnonzero(known & (basins.labels[np.minimum(active, len(basins.labels) - 1)] == b))
-               for b in range(basins.n_basins)]
+    members = [np.flatnonzero(np.isin(active, basins.states(b))) for b in range(basins.n_basins)]  # MSM indices
     m = basins.n_basins
 
     def matrix(msm: MarkovStateModel) -> np.ndarray:

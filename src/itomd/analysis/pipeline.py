@@ -253,8 +253,8 @@ def compare(result: AnalysisResult, trajectories: Sequence[np.ndarray], frame_in
     longest = max(len(t) for t in features)
     lags = []
     for lag_time in result.implied_timescales.lag_times:
-        lag = int(round(lag_time / frame_interval))
-        if lag >= 1 and abs(lag * frame_interval - lag_time) <= 1e-6 * lag_time and lag < longest:
+        lag = _whole_frames(lag_time, frame_interval)
+        if lag is not None and lag < longest:
             lags.append(lag)
     lags = sorted(set(lags))
     if not lags:
@@ -272,8 +272,8 @@ def compare(result: AnalysisResult, trajectories: Sequence[np.ndarray], frame_in
                             n_trajectories=len(features), n_frames=int(len(frames)),
                             main_slowest=mine.timescales[matching, 0], main_slowest_resolved=mine.resolved[matching, 0])
     if result.mfpt is not None:
-        mfpt_lag = int(round(result.mfpt.lag_time / frame_interval))
-        if mfpt_lag >= 1 and abs(mfpt_lag * frame_interval - result.mfpt.lag_time) <= 1e-6 * result.mfpt.lag_time:
+        mfpt_lag = _whole_frames(result.mfpt.lag_time, frame_interval)
+        if mfpt_lag is not None:
             try:
                 comparison.mfpt = mean_first_passage_times(
                     result.discretization.transform(features), frame_interval, mfpt_lag, result.mfpt.basins,
@@ -288,6 +288,12 @@ def compare(result: AnalysisResult, trajectories: Sequence[np.ndarray], frame_in
         section.add_comparison(trajectories, features, result.kT)
     result.comparison = comparison
     return comparison
+
+
+def _whole_frames(lag_time: float, frame_interval: float) -> int | None:
+    """``lag_time`` as a whole number (≥ 1) of frames of ``frame_interval``; None where it is not one."""
+    lag = int(round(lag_time / frame_interval))
+    return lag if lag >= 1 and abs(lag * frame_interval - lag_time) <= 1e-6 * lag_time else None
 
 
 def _first_line(error: BaseException) -> str:

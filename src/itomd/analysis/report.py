@@ -177,7 +177,7 @@ def _mfpt_html(result: AnalysisResult) -> str:
     if mfpt.reference is not None:
         header += [f"exact ({unit})", "relative error"]
     rows = []
-    for i, j in mfpt.pairs(*([] if theirs is None else [theirs]), mfpt):
+    for i, j in mfpt.estimated_pairs(*([] if theirs is None else [theirs])):
         row = [f"{mfpt.names[i]} → {mfpt.names[j]}", format_number(mfpt.times[i, j]),
                f"[{format_number(mfpt.lower[i, j])}, {format_number(mfpt.upper[i, j])}]", f"{mfpt.transitions[i, j]}"]
         if theirs is not None:

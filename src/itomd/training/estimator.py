@@ -142,14 +142,14 @@ class ITOEstimator:
         while state.step < until_step:
             if deadline is not None or stop is not None:  # rank 0 decides for every rank
                 requested = stop is not None and stop()
-                if dist.agree_to_stop(requested or (deadline is not None and time.monotonic() > deadline)):
+                if dist.rank0_decides(requested or (deadline is not None and time.monotonic() > deadline)):
                     self.stopped_by_request, self.stopped_by_budget = requested, not requested
                     break
             if deadline is not None and state.schedule_steps is None and state.step > config.warmup_steps:
                 # the budget's speed is measured, then the learning-rate decay is fixed to end with it
                 # (rank 0 decides when, every rank the same step; checkpointed, so resumes keep it)
                 now = time.monotonic()
-                if dist.agree_to_stop(now - start >= SCHEDULE_CALIBRATION_FRACTION * 60.0 * config.minutes):
+                if dist.rank0_decides(now - start >= SCHEDULE_CALIBRATION_FRACTION * 60.0 * config.minutes):
                     rate = (state.step - first_step) / max(now - start, 1e-9)
                     planned = budgeted_schedule_steps(state.step, rate, deadline - now, config)
                     state.schedule_steps = int(round(dist.mean(float(planned))))

@@ -126,8 +126,8 @@ class Distributed:
         return cls(rank=dist.get_rank(), world_size=dist.get_world_size(),
                    local_rank=int(os.environ.get("LOCAL_RANK", "0")))
 
-    def agree_to_stop(self, local: bool) -> bool:
-        """Rank 0's decision, broadcast to every rank."""
+    def rank0_decides(self, local: bool) -> bool:
+        """Rank 0's decision (to stop, to fix the schedule...), broadcast to every rank."""
         if not self.enabled:
             return local
         import torch.distributed as dist
