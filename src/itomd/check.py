@@ -44,8 +44,7 @@ from tqdm.auto import tqdm
 
 from itomd.analysis.divergence import js_divergence
 from itomd.errors import InvalidInputError
-from itomd.models import DEFAULT_N_STEPS, TransitionModel
-from itomd.diffusion.samplers import DEFAULT_SAMPLER
+from itomd.models import TransitionModel
 from itomd.rollout import DEFAULT_TOLERANCE, rollout
 from itomd.validation import require_int
 
@@ -245,7 +244,7 @@ def check_request(model: TransitionModel, lags: Sequence[int] | None, n_samples:
 
 def self_consistency(model: TransitionModel, starts: np.ndarray, lags: Sequence[int] | None = None,
                      splits: Sequence[int] = DEFAULT_SPLITS, n_samples: int = DEFAULT_SAMPLES,
-                     sampler: str = DEFAULT_SAMPLER, n_steps: int = DEFAULT_N_STEPS, seed: int = 0,
+                     sampler: str | None = None, n_steps: int | None = None, seed: int = 0,
                      tolerance: float = DEFAULT_TOLERANCE, exact: bool = True,
                      progress: bool = False) -> SelfConsistencyResult:
     """One jump of lag N against k nested jumps of N/k, from the same start states.
@@ -262,7 +261,7 @@ def self_consistency(model: TransitionModel, starts: np.ndarray, lags: Sequence[
         k values; a (lag, k) pair is checked when k divides N (k ≥ 2).
     n_samples : int
     sampler, n_steps :
-        As for ``itomd sample``.
+        As for ``itomd sample`` (default: the model's own).
     seed : int
     tolerance : float
         Blow-up threshold of the jumps (as for rollouts).
@@ -275,6 +274,8 @@ def self_consistency(model: TransitionModel, starts: np.ndarray, lags: Sequence[
     SelfConsistencyResult
     """
     check_request(model, lags, n_samples)
+    sampler = model.default_sampler if sampler is None else sampler
+    n_steps = model.default_n_steps if n_steps is None else n_steps
     starts = np.asarray(starts, dtype=np.float64)
     if starts.ndim != 2 or starts.shape[1] != model.dim or not len(starts):
         raise InvalidInputError(f"start states must have shape [n_starts, {model.dim}], got {starts.shape}")

@@ -28,14 +28,14 @@ import torch
 from tqdm.auto import tqdm
 
 from itomd.errors import DataFileError, InvalidInputError
-from itomd.models import DEFAULT_N_STEPS, DEFAULT_SAMPLER, TransitionModel
+from itomd.models import TransitionModel
 
 #: Search range of the interpolation timescale t_int = −1/ln λ_int, in frames.
 TIMESCALE_RANGE = (1.0, 1e7)
 
 
 def jump_samples(model: TransitionModel, x0: np.ndarray | torch.Tensor, lags: Sequence[int], seed: int = 0,
-                 sampler: str = DEFAULT_SAMPLER, n_steps: int = DEFAULT_N_STEPS) -> list[np.ndarray]:
+                 sampler: str | None = None, n_steps: int | None = None) -> list[np.ndarray]:
     """One direct jump of each lag from every start state.
 
     Parameters
@@ -76,7 +76,7 @@ def correlation_of_jumps(x0: np.ndarray, samples: Sequence[np.ndarray], coordina
 
 
 def jump_correlation(model: TransitionModel, x0: np.ndarray | torch.Tensor, lags: Sequence[int], coordinate: int = 0,
-                     seed: int = 0, sampler: str = DEFAULT_SAMPLER, n_steps: int = DEFAULT_N_STEPS) -> np.ndarray:
+                     seed: int = 0, sampler: str | None = None, n_steps: int | None = None) -> np.ndarray:
     """The model's normalised correlation function C(N) of one coordinate from start states ``x0``
     ([W, dim]), each lag one direct jump (:func:`jump_samples`); shape [len(lags)]."""
     if not 0 <= coordinate < model.dim:
@@ -122,7 +122,7 @@ class InterpolationFit:
 
 def fit_interpolation(model: TransitionModel, lags: Sequence[int], target: Sequence[float],
                       x0: np.ndarray | None = None, n_walkers: int = 2000, coordinate: int = 0, seed: int = 0,
-                      sampler: str = DEFAULT_SAMPLER, n_steps: int = DEFAULT_N_STEPS, tolerance: float = 0.01,
+                      sampler: str | None = None, n_steps: int | None = None, tolerance: float = 0.01,
                       progress: bool = False) -> InterpolationFit:
     """Choose λ_int so the model's C(N) matches ``target`` at ``lags`` beyond the training lags.
 

@@ -37,7 +37,7 @@ from itomd.diffusion.samplers import sampler_named
 from itomd._files import json_normalised
 from itomd.errors import DataFileError, InvalidInputError, ItomdError
 from itomd.metropolis import PROPOSAL_SAMPLER, MetropolisHastings
-from itomd.models import DEFAULT_N_STEPS, DEFAULT_SAMPLER, TransitionModel
+from itomd.models import TransitionModel
 from itomd.validation import require_int
 
 #: Walkers per chunk (one batch through the network, one resumable unit on disk).
@@ -52,7 +52,7 @@ class RolloutBlowUpError(ItomdError):
 
 @torch.no_grad()
 def rollout(model: TransitionModel, x0: np.ndarray | torch.Tensor, lag: int, n_jumps: int,
-            generator: torch.Generator | None = None, sampler: str = DEFAULT_SAMPLER, n_steps: int = DEFAULT_N_STEPS,
+            generator: torch.Generator | None = None, sampler: str | None = None, n_steps: int | None = None,
             tolerance: float = DEFAULT_TOLERANCE, progress: bool = False) -> np.ndarray:
     """Chain ``n_jumps`` jumps of lag N from each start point.
 
@@ -68,7 +68,8 @@ def rollout(model: TransitionModel, x0: np.ndarray | torch.Tensor, lag: int, n_j
         Jumps per walker.
     generator : torch.Generator, optional
     sampler, n_steps :
-        Sampler name and noise levels per jump (see :meth:`TransitionModel.sample`).
+        Sampler name and noise levels per jump (see :meth:`TransitionModel.sample`; default: the
+        model's own, :attr:`TransitionModel.default_sampler`).
     tolerance : float
         Blow-up threshold (see module docs).
     progress : bool
@@ -136,8 +137,8 @@ def _check_rollout_arguments(model: TransitionModel, lag: int, n_jumps: int) -> 
 
 
 def run_rollout(model: TransitionModel, out_dir: str | os.PathLike, lag: int, n_jumps: int, x0: np.ndarray,
-                seed: int = 0, chunk_size: int = DEFAULT_WALKER_CHUNK, sampler: str = DEFAULT_SAMPLER,
-                n_steps: int = DEFAULT_N_STEPS, tolerance: float = DEFAULT_TOLERANCE, progress: bool = True,
+                seed: int = 0, chunk_size: int = DEFAULT_WALKER_CHUNK, sampler: str | None = None,
+                n_steps: int | None = None, tolerance: float = DEFAULT_TOLERANCE, progress: bool = True,
                 model_source: str | None = None, metropolis: MetropolisHastings | None = None) -> TrajectoryStore:
     """Roll out one trajectory per start point into ``out_dir``; resumable chunk by chunk.
 
@@ -173,6 +174,8 @@ def run_rollout(model: TransitionModel, out_dir: str | os.PathLike, lag: int, n_
     if x0.ndim != 2 or x0.shape[1] != model.dim:
         raise InvalidInputError(f"start points must have shape [W, {model.dim}], got {x0.shape}")
     require_int("chunk_size", chunk_size)
+    sampler = model.default_sampler if sampler is None else sampler
+    n_steps = model.default_n_steps if n_steps is None else n_steps
     sampler_named(sampler)  # checked before the job starts (and its progress bar)
     if metropolis is not None and sampler != PROPOSAL_SAMPLER:
         raise InvalidInputError(f"Metropolis-Hastings proposes with the probability-flow sampler "

@@ -31,9 +31,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from itomd.diffusion.samplers import DEFAULT_SAMPLER, network_evaluations
+from itomd.diffusion.samplers import network_evaluations
 from itomd.errors import InvalidInputError, ItomdError
-from itomd.models import DEFAULT_N_STEPS, TransitionModel
+from itomd.models import TransitionModel
 from itomd.rollout import DEFAULT_TOLERANCE, rollout
 from itomd.systems.registry import SystemSpec
 from itomd.validation import require_int
@@ -107,7 +107,7 @@ class SpeedComparison:
 
 
 def measure_speed(model: TransitionModel, x0: np.ndarray | None = None, lag: int | None = None,
-                  n_walkers: int = DEFAULT_WALKERS, sampler: str = DEFAULT_SAMPLER, n_steps: int = DEFAULT_N_STEPS,
+                  n_walkers: int = DEFAULT_WALKERS, sampler: str | None = None, n_steps: int | None = None,
                   seconds: float = DEFAULT_SECONDS, processes: int | None = None, seed: int = 0,
                   tolerance: float = DEFAULT_TOLERANCE, progress: bool = False) -> SpeedComparison:
     """Time surrogate rollouts of ``model`` and its system's MD engine side by side.
@@ -123,7 +123,7 @@ def measure_speed(model: TransitionModel, x0: np.ndarray | None = None, lag: int
         Jump lag in frames (default: the model's largest training lag).
     n_walkers : int
     sampler, n_steps :
-        As for ``itomd sample``.
+        As for ``itomd sample`` (default: the model's own).
     seconds : float
         Minimum timed duration of each rate (after warm-ups).
     processes : int, optional
@@ -156,6 +156,8 @@ def measure_speed(model: TransitionModel, x0: np.ndarray | None = None, lag: int
     if progress:
         print(f"timing the surrogate ({n_walkers} walkers, lag {lag}) for {seconds:g} s ...", flush=True)
     generator = torch.Generator(device=model.device).manual_seed(seed)
+    sampler = model.default_sampler if sampler is None else sampler
+    n_steps = model.default_n_steps if n_steps is None else n_steps
     jumps, wall = _time_surrogate(model, start, lag, sampler, n_steps, seconds, generator, tolerance)
     surrogate_rate = n_walkers * jumps * lag * model.frame_interval / wall
     surrogate = {"jumps": jumps, "wall_seconds": wall, "device": str(model.device), "threads": torch.get_num_threads()}

@@ -1,5 +1,5 @@
 """The ``itomd`` command line: one module per command (``simulate``, ``export``, ``reference``, ``train``,
-``sample``, ``analyze``/``report``, ``fit-interpolation``, ``demo``), each with ``add_parser`` and ``run``.
+``distill``, ``sample``, ``analyze``/``report``, ``fit-interpolation``, ``demo``), each with ``add_parser`` and ``run``.
 
 Strings become objects here and nowhere below: options are parsed and validated, systems and priors
 are resolved from their specification, and library functions receive objects. Errors caused by the
@@ -18,13 +18,14 @@ from typing import NoReturn, Sequence
 
 from itomd import __version__
 from itomd._allocator import keep_freed_memory
-from itomd.cli import analyze, check, demo, export, fit_interpolation, reference, sample, simulate, speed, train
+from itomd.cli import (analyze, check, demo, distill, export, fit_interpolation, reference, sample, simulate, speed,
+                       train)
 from itomd._files import describe_write_failure
 from itomd.cli._common import EXIT_INTERRUPTED, EXIT_TERMINATED, EXIT_USAGE, Parser, Terminated, raise_terminated
 from itomd.errors import ItomdError
 
 #: The commands in the order ``itomd --help`` lists them.
-COMMANDS = (simulate, export, reference, train, sample, speed, check, analyze, fit_interpolation, demo)
+COMMANDS = (simulate, export, reference, train, distill, sample, speed, check, analyze, fit_interpolation, demo)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -116,6 +116,17 @@ def add_system_options(p: argparse.ArgumentParser, required: bool = True) -> Non
                    help="peptide:SEQUENCE ends: ACE/NME caps (default) or charged NH3+/COO-")
 
 
+def add_sampler_options(p: argparse.ArgumentParser, sampler_help: str | None = None) -> None:
+    """``--sampler`` and ``--n-steps``, both defaulting to the model's own (the one home of the two
+    options: ``sample``, ``speed``, ``check``); ``sampler_named`` checks the name."""
+    p.add_argument("--sampler", default=None, help=sampler_help or (
+        "heun-churn (stochastic; the default of a trained model), consistency (the default of a distilled model), "
+        "dpmpp-2m, heun, euler, euler-maruyama, ancestral (the 1000-step baseline) or flow"))
+    p.add_argument("--n-steps", dest="n_steps", type=positive_int, default=None,
+                   help="noise levels per jump (default: the model's own, 25, or a distilled model's 1-4; network "
+                        "evaluations: 2n-1 for heun/heun-churn, 2(n-1) for flow, n for the others)")
+
+
 def system_spec(args: argparse.Namespace):
     """The SystemSpec and System the ``--system`` options describe (validated here, one-line errors)."""
     from itomd.systems import SystemSpec

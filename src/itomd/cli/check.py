@@ -5,13 +5,11 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from itomd.cli._common import emit, lag_list, positive_float, positive_int, seed_int, write_json
+from itomd.cli._common import add_sampler_options, emit, lag_list, positive_float, positive_int, seed_int, write_json
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     from itomd.check import DEFAULT_SAMPLES, DEFAULT_SPLITS, DEFAULT_STARTS, FLAG_FACTOR
-    from itomd.diffusion.samplers import DEFAULT_SAMPLER
-    from itomd.models import DEFAULT_N_STEPS
     from itomd.rollout import DEFAULT_TOLERANCE
 
     p = sub.add_parser("check", help="self-consistency: one jump of lag N vs k nested jumps of N/k")
@@ -27,9 +25,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help=f"start states (default {DEFAULT_STARTS})")
     p.add_argument("--n-samples", dest="n_samples", type=positive_int, default=DEFAULT_SAMPLES,
                    help=f"end points per start and set (default {DEFAULT_SAMPLES})")
-    p.add_argument("--sampler", default=DEFAULT_SAMPLER, help="as for itomd sample")
-    p.add_argument("--n-steps", dest="n_steps", type=positive_int, default=DEFAULT_N_STEPS,
-                   help="noise levels per jump, as for itomd sample")
+    add_sampler_options(p)
     p.add_argument("--tolerance", type=positive_float, default=DEFAULT_TOLERANCE,
                    help="blow-up threshold, as for itomd sample")
     p.add_argument("--seed", type=seed_int, default=0)
@@ -48,7 +44,8 @@ def run(args: argparse.Namespace) -> int:
     from itomd.diffusion.samplers import sampler_named
     from itomd.models import TransitionModel
 
-    sampler_named(args.sampler)
+    if args.sampler is not None:
+        sampler_named(args.sampler)
     model = TransitionModel.load(args.run)
     check_request(model, args.lags, args.n_samples)  # before the start points are drawn
     starts = sample_start_points(model, args.n_starts, args.seed, from_store=args.from_store)

@@ -7,7 +7,7 @@ import sys
 import time
 from pathlib import Path
 
-from itomd.cli._common import emit, positive_float, positive_int, seed_int, trajectories_kept
+from itomd.cli._common import add_sampler_options, emit, positive_float, positive_int, seed_int, trajectories_kept
 from itomd.errors import InvalidInputError, ItomdError
 
 
@@ -21,11 +21,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--from", dest="from_store", type=Path, metavar="DIR", help="start from frames of this store")
     p.add_argument("--x0", type=Path, metavar="FILE", help="start points (.npy or text, [W, dim] or [dim])")
     p.add_argument("--seed", type=seed_int, default=0)
-    p.add_argument("--sampler", default=None,
-                   help="heun-churn (default, stochastic), dpmpp-2m, heun, euler, euler-maruyama, ancestral "
-                        "(the 1000-step baseline) or flow (the probability-flow sampler; the only one with --metropolis)")
-    p.add_argument("--n-steps", dest="n_steps", type=positive_int, default=25,
-                   help="noise levels per jump (network evaluations: 2n-1 for heun/heun-churn, n for the others)")
+    add_sampler_options(p, sampler_help="heun-churn (stochastic; the default of a trained model), consistency (the default "
+                        "of a distilled model: itomd distill), dpmpp-2m, heun, euler, euler-maruyama, ancestral (the "
+                        "1000-step baseline) or flow (the probability-flow sampler; the only one with --metropolis)")
     p.add_argument("--chunk-size", dest="chunk_size", type=positive_int, default=1024, help="walkers per batch")
     p.add_argument("--lambda-int", dest="lambda_int", type=positive_float,
                    help="BoPITO: per-frame decay of the dynamic part beyond the training lags (default: the model's, "
@@ -46,7 +44,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from itomd.data.starts import sample_start_points
     from itomd.metropolis import PROPOSAL_SAMPLER, MetropolisHastings
-    from itomd.models import DEFAULT_SAMPLER, TransitionModel
+    from itomd.models import TransitionModel
     from itomd.rollout import acceptance_rate, run_rollout, simulated_time
 
     model = TransitionModel.load(args.run)
@@ -55,14 +53,18 @@ def run(args: argparse.Namespace) -> int:
     if args.lambda_int is not None:
         model.set_interpolation(args.lambda_int)
     metropolis = None
+    if args.metropolis and model.is_distilled:
+        raise InvalidInputError(f"{args.run} is a distilled model, whose few-step sampler has no density to accept "
+                                "or reject with; use --metropolis with the model it was distilled from")
     if args.metropolis:
         if args.sampler not in (None, PROPOSAL_SAMPLER):
             raise InvalidInputError(f"--metropolis proposes with the probability-flow sampler, whose density it "
                                     f"evaluates: leave out --sampler or give --sampler {PROPOSAL_SAMPLER}")
-        metropolis = MetropolisHastings.for_model(model, n_steps=args.n_steps, n_probes=args.probes)
+        metropolis = MetropolisHastings.for_model(model, n_steps=args.n_steps or model.default_n_steps,
+                                                  n_probes=args.probes)
     elif args.probes is not None:
         raise InvalidInputError("--probes is an option of --metropolis")
-    sampler = args.sampler or (PROPOSAL_SAMPLER if args.metropolis else DEFAULT_SAMPLER)
+    sampler = args.sampler or (PROPOSAL_SAMPLER if args.metropolis else model.default_sampler)
     x0 = sample_start_points(model, args.n_walkers, args.seed, from_store=args.from_store, x0_file=args.x0)
     outside = model.untrained_starts(x0)
     if outside:  # a BoPITO model samples μ wherever its prior has mass; its dynamic part learned less

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from itomd.cli._common import emit, positive_float, positive_int, seed_int
+from itomd.cli._common import add_sampler_options, emit, positive_float, positive_int, seed_int
 from itomd.errors import InvalidInputError
 
 #: Longest timing asked for (s): beyond it a typo (``--seconds 1e9``) would run for ever.
@@ -13,8 +13,6 @@ MAX_SECONDS = 3600.0
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    from itomd.diffusion.samplers import DEFAULT_SAMPLER, SAMPLERS
-    from itomd.models import DEFAULT_N_STEPS
     from itomd.rollout import DEFAULT_TOLERANCE
     from itomd.speed import DEFAULT_SECONDS, DEFAULT_WALKERS
 
@@ -24,9 +22,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                                                    "(default: the model's largest training lag)")
     p.add_argument("--n-walkers", dest="n_walkers", type=positive_int, default=DEFAULT_WALKERS,
                    help=f"surrogate walkers, one batch (default {DEFAULT_WALKERS})")
-    p.add_argument("--sampler", default=DEFAULT_SAMPLER, help=f"one of {', '.join(SAMPLERS)} (as for itomd sample)")
-    p.add_argument("--n-steps", dest="n_steps", type=positive_int, default=DEFAULT_N_STEPS,
-                   help=f"noise levels per jump (default {DEFAULT_N_STEPS}, as for itomd sample)")
+    add_sampler_options(p)
     p.add_argument("--from", dest="from_store", type=Path, metavar="DIR",
                    help="surrogate start points from frames of this store (default: the system's start)")
     p.add_argument("--seconds", type=positive_float, default=DEFAULT_SECONDS,
@@ -47,7 +43,8 @@ def run(args: argparse.Namespace) -> int:
 
     if args.seconds > MAX_SECONDS:
         raise InvalidInputError(f"--seconds {args.seconds:g} is more than an hour: at most {MAX_SECONDS:g} per rate")
-    sampler_named(args.sampler)
+    if args.sampler is not None:
+        sampler_named(args.sampler)
     model = TransitionModel.load(args.run)
     x0 = None
     if args.from_store is not None:

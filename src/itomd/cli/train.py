@@ -64,7 +64,8 @@ def run(args: argparse.Namespace) -> int:
     with InterruptRequests() as interrupts:  # Ctrl-C / SIGTERM: checkpoint at the current step, then stop
         estimator = ITOEstimator(config).fit(trajectories, frame_interval, run_dir=args.out, resume=args.resume,
                                              progress=not args.quiet, system=spec, prior=prior,
-                                             stop=lambda: interrupts.requested)
+                                             stop=lambda: interrupts.requested,
+                                             data_source=str(args.data.resolve()))
     elapsed = time.perf_counter() - t0
     if estimator.stopped_by_request:
         how = "terminated" if interrupts.exit_status == EXIT_TERMINATED else "interrupted"

@@ -8,8 +8,8 @@ exact denoiser, or a BoPITO composition — conditioning such as ``cond=x_t, lag
 decreasing and ends with 0 (e.g. :func:`~itomd.diffusion.schedules.karras_sigmas`). The
 probability-flow ODE is :math:`dx/d\sigma = (x - D(x;\sigma))/\sigma`; the score is
 :math:`(D - x)/\sigma^2`. ``callback(dict(i=, x=, sigma=, denoised=))`` is called after each step.
-Network evaluations per call: Euler n, Heun and Heun with churn 2n − 1, DPM-Solver++(2M) n, Euler–Maruyama n, ancestral n
-(n = len(sigmas) − 1); the probability-flow sampler ``flow``
+Network evaluations per call: Euler n, Heun and Heun with churn 2n − 1, DPM-Solver++(2M) n, Euler–Maruyama n, ancestral n,
+multistep consistency sampling n (n = len(sigmas) − 1); the probability-flow sampler ``flow``
 (:func:`~itomd.diffusion.likelihood.sample_flow`, the proposal of Metropolis–Hastings rollouts) 2(n − 1).
 """
 
@@ -164,8 +164,33 @@ def sample_dpmpp_2m(model: Model, x: torch.Tensor, sigmas: torch.Tensor, extra_a
     return x
 
 
+@torch.no_grad()
+def sample_consistency(model: Model, x: torch.Tensor, sigmas: torch.Tensor, extra_args: dict | None = None,
+                       callback: Callable | None = None, generator: torch.Generator | None = None) -> torch.Tensor:
+    r"""Multistep consistency sampling (Song et al. 2023, Alg. 1) for a *consistency model*
+    f(x; σ) ≈ the end point of the probability-flow ODE through x at σ (:mod:`itomd.distillation`):
+    :math:`\hat x_0 = f(x; \sigma_0)`, then for each further level
+    :math:`\hat x_0 \leftarrow f(\hat x_0 + \sigma_i z;\ \sigma_i)` with fresh noise z. One network
+    evaluation per positive level; the re-noising makes every step after the first stochastic, so
+    a k-step sample corrects part of the one-step map's error (like a restart sampler). Used with a
+    denoiser that was not distilled it returns its posterior mean after the last step (not a sample).
+    """
+    sigmas, extra_args = _check(x, sigmas), extra_args or {}
+    denoised = x
+    for i in range(len(sigmas) - 1):
+        if sigmas[i] <= 0:
+            break
+        if i > 0:
+            x = denoised + sigmas[i] * _noise(x, generator)
+        denoised = model(x, _sigma_batch(x, sigmas[i]), **extra_args)
+        if callback:
+            callback({"i": i, "x": denoised, "sigma": sigmas[i], "denoised": denoised})
+    return denoised
+
+
 SAMPLERS = {"euler": sample_euler, "heun": sample_heun, "heun-churn": sample_heun_churn, "dpmpp-2m": sample_dpmpp_2m,
-            "euler-maruyama": sample_euler_maruyama, "ancestral": sample_ancestral, "flow": sample_flow}
+            "euler-maruyama": sample_euler_maruyama, "ancestral": sample_ancestral, "flow": sample_flow,
+            "consistency": sample_consistency}
 #: The sampler a model uses unless told otherwise: EDM's stochastic Heun (see
 #: :data:`itomd.models.DEFAULT_N_STEPS` for the number of noise levels and why).
 DEFAULT_SAMPLER = "heun-churn"
@@ -182,8 +207,11 @@ def sampler_named(name: str) -> Callable:
 def network_evaluations(sampler: str, n_steps: int) -> int:
     """Network evaluations of one call of ``sampler`` with ``n_steps`` noise levels: 2n − 1 for Heun
     (with or without churn, whose last step is an Euler step), 2(n − 1) for the probability-flow
-    sampler (which stops at σ_min), n for the others."""
+    sampler (which stops at σ_min), n for the others (the consistency sampler's n levels are
+    :func:`~itomd.diffusion.schedules.consistency_sigmas`)."""
     sampler_named(sampler)
     if sampler == "flow":
         return 2 * (n_steps - 1)
+    if sampler == "consistency":
+        return n_steps
     return 2 * n_steps - 1 if sampler in ("heun", "heun-churn") else n_steps

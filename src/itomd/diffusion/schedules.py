@@ -28,3 +28,30 @@ def karras_sigmas(n_steps: int, sigma_min: float, sigma_max: float, rho: float =
     inv_min, inv_max = sigma_min ** (1 / rho), sigma_max ** (1 / rho)
     sigmas = (inv_max + ramp * (inv_min - inv_max)) ** rho
     return torch.cat([sigmas, sigmas.new_zeros(1)])
+
+
+#: Noise levels of the grid a consistency model is distilled on (:mod:`itomd.distillation`): the
+#: levels of the teacher's default Karras schedule, so the student learns the map of the teacher's
+#: own probability-flow discretisation.
+CONSISTENCY_GRID_LEVELS = 25
+
+
+def consistency_sigmas(n_steps: int, sigma_min: float, sigma_max: float, rho: float = 7.0,
+                       grid_levels: int = CONSISTENCY_GRID_LEVELS, dtype: torch.dtype = torch.float64) -> torch.Tensor:
+    r"""The ``n_steps`` levels of multistep consistency sampling, then 0.
+
+    Levels of the distillation grid (:func:`karras_sigmas` with ``grid_levels`` levels from
+    ``sigma_max`` to ``sigma_min``) at evenly spaced grid indices, starting at σ_max and leaving out
+    the grid's last levels (a re-noising to σ_min would change nothing): for 25 levels, one step
+    uses σ_max; two, σ_max and grid level 12 (0.87 σ_d for the default range); four, grid levels
+    0, 6, 12 and 18.
+
+    Returns
+    -------
+    torch.Tensor, shape [n_steps + 1]
+    """
+    if int(n_steps) != n_steps or not 1 <= n_steps < grid_levels:
+        raise InvalidInputError(f"consistency sampling takes 1 to {grid_levels - 1} steps, got {n_steps!r}")
+    grid = karras_sigmas(grid_levels, sigma_min, sigma_max, rho, dtype)[:-1]
+    index = [(k * (grid_levels - 1)) // int(n_steps) for k in range(int(n_steps))]
+    return torch.cat([grid[index], grid.new_zeros(1)])

@@ -32,7 +32,7 @@ import torch
 from itomd.checkpoint import load_file, save_atomically
 from itomd.diffusion.likelihood import log_density
 from itomd.diffusion.samplers import DEFAULT_SAMPLER, sampler_named
-from itomd.diffusion.schedules import karras_sigmas
+from itomd.diffusion.schedules import consistency_sigmas, karras_sigmas
 from itomd.errors import DataFileError, InvalidInputError
 from itomd.models.spec import DenoiserSpec
 from itomd.systems.molecules import embed_files, restore_files
@@ -135,17 +135,43 @@ class TransitionModel:
         self.denoiser.to(self.device)
         return self
 
-    def sigmas(self, n_steps: int = DEFAULT_N_STEPS, lag: int | Sequence[float] | None = None,
-               sigma_min: float | None = None, sigma_max: float | None = None, rho: float = DEFAULT_RHO) -> torch.Tensor:
-        """The Karras noise schedule of ``n_steps`` levels (plus the final 0) for jumps of ``lag``.
+    @property
+    def default_sampler(self) -> str:
+        """The sampler this model uses unless told otherwise: :data:`DEFAULT_SAMPLER`, or for a
+        distilled model (:mod:`itomd.distillation`) the one it was distilled for."""
+        return str((self.info.get("sampling") or {}).get("sampler", DEFAULT_SAMPLER))
 
-        From ``SIGMA_MAX_FACTOR`` × the largest to ``SIGMA_MIN_FACTOR`` × the smallest data scale
-        σ_d(N) among the lags (all lags of the table if None; σ_data for an equilibrium model).
+    @property
+    def default_n_steps(self) -> int:
+        """Noise levels per jump unless told otherwise (:data:`DEFAULT_N_STEPS`; a distilled model's
+        own number of network evaluations)."""
+        return int((self.info.get("sampling") or {}).get("n_steps", DEFAULT_N_STEPS))
+
+    @property
+    def is_distilled(self) -> bool:
+        """A few-step student distilled from a teacher model (:mod:`itomd.distillation`)."""
+        return "distillation" in self.info
+
+    def sigmas(self, n_steps: int | None = None, lag: int | Sequence[float] | None = None,
+               sigma_min: float | None = None, sigma_max: float | None = None, rho: float = DEFAULT_RHO,
+               sampler: str | None = None) -> torch.Tensor:
+        """The noise schedule of ``n_steps`` levels (plus the final 0) for jumps of ``lag``.
+
+        A Karras schedule from ``SIGMA_MAX_FACTOR`` × the largest to ``SIGMA_MIN_FACTOR`` × the
+        smallest data scale σ_d(N) among the lags (all lags of the table if None; σ_data for an
+        equilibrium model); for the ``consistency`` sampler, the levels of that range's distillation
+        grid it samples at (:func:`~itomd.diffusion.schedules.consistency_sigmas`). Defaults: the
+        model's own sampler and number of steps.
         """
+        sampler = self.default_sampler if sampler is None else sampler
+        n_steps = self.default_n_steps if n_steps is None else n_steps
         lags = None if lag is None else np.atleast_1d(np.asarray(lag, dtype=float))
         low, high = self.spec.noise_range(lags)
-        return karras_sigmas(n_steps, SIGMA_MIN_FACTOR * low if sigma_min is None else sigma_min,
-                             SIGMA_MAX_FACTOR * high if sigma_max is None else sigma_max, rho)
+        low = SIGMA_MIN_FACTOR * low if sigma_min is None else sigma_min
+        high = SIGMA_MAX_FACTOR * high if sigma_max is None else sigma_max
+        if sampler == "consistency":
+            return consistency_sigmas(n_steps, low, high, rho)
+        return karras_sigmas(n_steps, low, high, rho)
 
     def states(self, x: torch.Tensor | np.ndarray, name: str) -> torch.Tensor:
         """``x`` as states of this model: a float32 tensor [W, dim] on its device; one-line errors
@@ -163,7 +189,7 @@ class TransitionModel:
     # -- sampling ------------------------------------------------------------------------------
     @torch.no_grad()
     def sample(self, x_t: torch.Tensor | np.ndarray | None, lag: int | torch.Tensor | None = None,
-               n_samples: int | None = None, sampler: str | Callable = DEFAULT_SAMPLER, n_steps: int = DEFAULT_N_STEPS,
+               n_samples: int | None = None, sampler: str | Callable | None = None, n_steps: int | None = None,
                sigmas: torch.Tensor | None = None, generator: torch.Generator | None = None) -> torch.Tensor:
         """Draw x_{t+Nτ} ~ p(· | x_t) for every row of ``x_t`` (or μ for an equilibrium model).
 
@@ -175,10 +201,12 @@ class TransitionModel:
             Lag N in frames (≥ 1); conditional models only.
         n_samples : int, optional
             Number of samples of an equilibrium model (default: ``len(x_t)``).
-        sampler : str or callable
-            A name in :data:`~itomd.diffusion.samplers.SAMPLERS` or a sampler function.
-        n_steps : int
-            Noise levels of the default schedule (ignored when ``sigmas`` is given).
+        sampler : str or callable, optional
+            A name in :data:`~itomd.diffusion.samplers.SAMPLERS` or a sampler function (default:
+            :attr:`default_sampler`).
+        n_steps : int, optional
+            Noise levels of the default schedule (ignored when ``sigmas`` is given; default:
+            :attr:`default_n_steps`).
         sigmas : torch.Tensor, optional
             A full schedule ending in 0.
         generator : torch.Generator, optional
@@ -188,6 +216,7 @@ class TransitionModel:
         -------
         torch.Tensor, shape [W, dim], float32 on the model's device
         """
+        sampler = self.default_sampler if sampler is None else sampler
         sample_fn = _resolve_sampler(sampler)
         extra: dict[str, torch.Tensor] = {}
         if self.conditional:
@@ -204,7 +233,8 @@ class TransitionModel:
             if n is None or n < 1:
                 raise InvalidInputError("an equilibrium model needs a positive number of samples")
         lags = extra["lag"].unique().cpu().numpy() if self.conditional else None
-        schedule = (self.sigmas(n_steps, lag=lags) if sigmas is None else torch.as_tensor(sigmas))
+        schedule = (self.sigmas(n_steps, lag=lags, sampler=sampler if isinstance(sampler, str) else None)
+                    if sigmas is None else torch.as_tensor(sigmas))
         schedule = schedule.to(self.device, torch.float32)
         noise = torch.randn((n, self.dim), generator=generator, device=self.device)
         # start from the noised linear-Gaussian approximation N(c, σ_max² + σ_d²): exact for OU dynamics
@@ -242,7 +272,7 @@ class TransitionModel:
         if len(y) != len(x_t):
             raise InvalidInputError(f"{len(y)} end states for {len(x_t)} start states")
         lag_t = torch.full((len(x_t),), float(lag), device=self.device)
-        schedule = self.sigmas(n_steps, lag=[lag]).to(self.device, torch.float32)
+        schedule = self.sigmas(n_steps, lag=[lag], sampler="flow").to(self.device, torch.float32)
         return log_density(self.denoiser, y, schedule[schedule > 0], {"cond": x_t, "lag": lag_t},
                            n_atoms=self.spec.representation.n_atoms, n_probes=n_probes, generator=generator)
 

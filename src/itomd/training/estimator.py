@@ -77,7 +77,8 @@ class ITOEstimator:
     # -- public API ------------------------------------------------------------------------------
     def fit(self, trajectories: Sequence[np.ndarray], frame_interval: float, run_dir: "str | Path | None" = None,
             resume: bool = False, progress: bool = True, system: "SystemSpec | None" = None,
-            prior: Prior | None = None, stop: Callable[[], bool] | None = None) -> "ITOEstimator":
+            prior: Prior | None = None, stop: Callable[[], bool] | None = None,
+            data_source: str | None = None) -> "ITOEstimator":
         """Train from scratch (or resume ``run_dir``) until ``config.max_steps``; returns self.
 
         Parameters
@@ -101,9 +102,14 @@ class ITOEstimator:
             Asked between steps (e.g. "was Ctrl-C pressed?"); when it returns True the run stops at
             that step, writes its checkpoint and model, and sets :attr:`stopped_by_request`.
             Resuming from that checkpoint continues bit for bit as if the run had not stopped.
+        data_source : str, optional
+            Where the trajectories came from (a store's path), recorded with the model
+            (``info["data"]["source"]``; ``itomd distill`` finds the pairs there).
         """
         self._session = _Session.open(self.config, trajectories, frame_interval, system, prior,
                                       None if run_dir is None else RunDirectory(run_dir), resume)
+        if data_source is not None:
+            self._session.data_summary["source"] = str(data_source)
         return self._run(self.config.max_steps, progress, stop)
 
     def partial_fit(self, trajectories: Sequence[np.ndarray], frame_interval: float, n_steps: int,
@@ -133,9 +139,8 @@ class ITOEstimator:
             metrics = session.run_dir.start(config, state.step)
         deadline = None if config.minutes is None else time.monotonic() + 60.0 * config.minutes
         start, elapsed_before, first_step = time.monotonic(), state.elapsed_seconds, state.step
-        kind = "equilibrium" if config.equilibrium else "BoPITO" if session.spec.is_bopito else "ITO"
         bar = tqdm(total=max(until_step, config.max_steps), initial=state.step, unit="step", dynamic_ncols=True,
-                   disable=not (progress and dist.is_main), desc=f"train {kind}")
+                   disable=not (progress and dist.is_main), desc=session.label)
         loss_sum, loss_count, window_start, window_step = 0.0, 0, time.monotonic(), state.step
         self.stopped_by_budget = self.stopped_by_request = False
         state.denoiser.train()
@@ -153,7 +158,7 @@ class ITOEstimator:
                     rate = (state.step - first_step) / max(now - start, 1e-9)
                     planned = budgeted_schedule_steps(state.step, rate, deadline - now, config)
                     state.schedule_steps = int(round(dist.mean(float(planned))))
-            loss_sum += train_step(state, session.batches, config, session.device, dist, session.trained)
+            loss_sum += session.step()
             loss_count += 1
             bar.update(1)
             step = state.step
@@ -257,6 +262,16 @@ class _Session:
                            data_high=high.tolist(), system=system)
         return cls(config, spec, state, BatchSource(frames_t, pairs, spec.representation), device, dist, run_dir,
                    data_summary, model_facts)
+
+    @property
+    def label(self) -> str:
+        """What the progress bar calls this run."""
+        kind = "equilibrium" if self.config.equilibrium else "BoPITO" if self.spec.is_bopito else "ITO"
+        return f"train {kind}"
+
+    def step(self) -> float:
+        """One optimiser step (:func:`~itomd.training.loop.train_step`); the local loss."""
+        return train_step(self.state, self.batches, self.config, self.device, self.dist, self.trained)
 
     def check_same_data(self, trajectories: Sequence[np.ndarray]) -> None:
         n_frames = sum(len(t) for t in trajectories)
