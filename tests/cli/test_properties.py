@@ -31,7 +31,7 @@ from hypothesis import strategies as st
 from itomd.cli import build_parser, main
 
 #: The commands exercised (``demo`` runs a whole training; it has no input worth fuzzing).
-COMMANDS = ("simulate", "train", "sample", "speed", "check", "analyze", "report", "export", "reference", "fit-interpolation")
+COMMANDS = ("simulate", "train", "distill", "sample", "speed", "check", "analyze", "report", "export", "reference", "fit-interpolation")
 
 #: Values no option should accept silently, or should accept and then handle.
 NASTY = ("-1", "0", "-0", "nan", "NaN", "inf", "-inf", "1e308", "-1e308", "1e-320", "1e400", "99999999999999999999",
@@ -58,13 +58,14 @@ PLAUSIBLE = {
     "--lags": ("1", "1,2", "2,1", "0", "1,399", "1,400", "1,99999999999999999999", "a,b"),
     "--splits": ("2", "2,4", "1", "0", "3,5", "99999999999999999999"),
     "--lag": ("1", "10", "11", "400", "99999999999999999999"),
+    "--steps": ("1", "2", "4", "5", "24"),
     "--mfpt-lag": ("1", "2", "400", "99999999999999999999"),
     "--minutes": ("1e-320", "1e-9", "1e308"),
     "--lambda-hat": ("0.5", "0.99", "1", "2", "1e-300"), "--lambda-int": ("0.5", "1", "2", "1e-300"),
     "--tolerance": ("1e-300", "100", "1e308"),
     "--coordinate": ("0", "1", "7"), "--device": ("cpu", "auto", "cuda", "cuda:7", "tpu", "meta"),
     "--prior": ("exact", "<equilibrium-run>", "<model-run>", "<store>"),
-    "--sampler": ("heun-churn", "dpmpp-2m", "heun", "euler", "euler-maruyama", "ancestral", "flow", "rk4"),
+    "--sampler": ("heun-churn", "dpmpp-2m", "heun", "euler", "euler-maruyama", "ancestral", "flow", "consistency", "rk4"),
     "--scheduler": ("nonsense", "tcp://127.0.0.1:1", "tcp://", "tcp://127.0.0.1:99999", "inproc://x"),
     "--title": ("<script>alert(1)</script>", "&amp;", "ü"),
     "--compare-label": ("MD", "<b>", ""),
@@ -77,6 +78,7 @@ def _cheap_vectors() -> dict[str, list[str]]:
         "simulate": ["--system", "prinz", "--out", "<fresh>", "--n-traj", "2", "--n-frames", "5", "--workers", "0",
                      "--quiet"],
         "train": ["--data", "<store>", "--out", "<fresh>", "--config", "<config>", "--max-steps", "2", "--quiet"],
+        "distill": ["<model-run>", "--out", "<fresh>", "--max-steps", "2", "--quiet"],
         "sample": ["<model-run>", "--lag", "1", "--n-jumps", "2", "--n-walkers", "3", "--out", "<fresh>",
                    "--n-steps", "2", "--quiet"],
         "speed": ["<model-run>", "--seconds", "0.01", "--n-walkers", "3", "--n-steps", "2", "--processes", "1",

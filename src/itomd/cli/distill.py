@@ -61,7 +61,8 @@ def run(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     with InterruptRequests() as interrupts:  # Ctrl-C / SIGTERM: checkpoint at the current step, then stop
         distiller.distill(teacher, store.trajectories(), run_dir=args.out, resume=args.resume,
-                          progress=not args.quiet, stop=lambda: interrupts.requested, teacher_source=str(args.run))
+                          progress=not args.quiet, stop=lambda: interrupts.requested, teacher_source=str(args.run),
+                          data_source=str(data.resolve()))
     elapsed = time.perf_counter() - t0
     if distiller.stopped_by_request:
         how = "terminated" if interrupts.exit_status == EXIT_TERMINATED else "interrupted"

@@ -127,7 +127,7 @@ class ConsistencyDistiller(ITOEstimator):
 
     def distill(self, teacher: TransitionModel, trajectories: Sequence[np.ndarray], run_dir: "str | Path | None" = None,
                 resume: bool = False, progress: bool = True, stop: Callable[[], bool] | None = None,
-                teacher_source: str | None = None) -> "ConsistencyDistiller":
+                teacher_source: str | None = None, data_source: str | None = None) -> "ConsistencyDistiller":
         """Distil ``teacher`` on the pairs of ``trajectories`` (its training data or more of the same
         system, frame interval τ of the teacher); returns self (:meth:`fetch_model` gives the student).
 
@@ -138,12 +138,14 @@ class ConsistencyDistiller(ITOEstimator):
         trajectories : sequence of np.ndarray, each [n_frames_i, dim]
         run_dir, resume, progress, stop
             As for :meth:`ITOEstimator.fit`.
-        teacher_source : str, optional
-            Where the teacher came from (recorded in the student's file).
+        teacher_source, data_source : str, optional
+            Where the teacher and the trajectories came from (recorded in the student's file).
         """
         self._session = _DistillationSession.open(self.config, teacher, trajectories, self.sampling_steps,
                                                   None if run_dir is None else RunDirectory(run_dir), resume,
                                                   teacher_source)
+        if data_source is not None:
+            self._session.data_summary["source"] = str(data_source)
         return self._run(self.config.max_steps, progress, stop)
 
     def fit(self, *args: Any, **kwargs: Any) -> "ConsistencyDistiller":
