@@ -2,7 +2,7 @@
 
 The teacher is the ITO model of ``bench/ito_accuracy.py`` (same MD data and run directory under
 ``--work``; trained there if missing). It is distilled (:mod:`itomd.training.distillation`) for
-``--distill-minutes`` into ``<work>/<system>/distilled`` (cached; an unfinished run resumes). Then, per
+``--distill-steps`` (8,000) into ``<work>/<system>/distilled`` (cached; an unfinished run resumes). Then, per
 rollout lag, W walkers start from exact equilibrium samples and jump with
 
 * the teacher's default sampler (stochastic Heun, 49 network evaluations per jump),
@@ -13,8 +13,8 @@ timed side by side in this process. Reported per row: the slowest implied timesc
 one jump (the discretisation fitted on the MD data) against the exact SqRA value, the stationary JS
 divergence against the exact density, wall time and the speed-up over the teacher's default sampler.
 
-    .venv/bin/python bench/distill.py --system prinz --distill-minutes 8
-    .venv/bin/python bench/distill.py --system muller-brown --distill-minutes 8 \
+    .venv/bin/python bench/distill.py --system prinz --work /tmp/prinzbench
+    .venv/bin/python bench/distill.py --system muller-brown \
         --teacher /tmp/demo/run --data /tmp/demo/trajectories      # e.g. the make-demo model
 
 Writes bench/results/distill_<system>.json. ``--quick``: a smoke run of seconds (results under the
@@ -23,7 +23,6 @@ work directory).
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import numpy as np
@@ -46,7 +45,7 @@ DEFAULTS = {
     "muller-brown": dict(n_traj=16000, n_frames=501, max_lag=100, lags=[10, 50, 100], rollout_time=5e4),
 }
 QUICK = dict(n_traj=32, n_frames=101, max_lag=10, lags=[5], rollout_time=1.0)
-QUICK_ARGS = dict(max_steps=300, walkers=32, minutes=0.5, distill_minutes=0.2)
+QUICK_ARGS = dict(max_steps=300, walkers=32, minutes=0.5, distill_steps=200)
 QUICK_CONFIG = dict(batch_size=128, hidden=32)
 #: (label, sampler, noise levels) of the rows; the student's rows use its own sampler.
 SAMPLERS = [("teacher, stochastic Heun", "heun-churn", 25), ("teacher, probability-flow ODE (Heun)", "heun", 25)]
@@ -57,7 +56,8 @@ def main() -> None:
     parser = make_parser(__doc__, system="prinz", systems=DEFAULTS, minutes=15.0, seed=0, threads=2,
                          work=Path("bench/work"), quick=True)
     parser.add_argument("--max-steps", type=int, default=200_000, help="teacher's steps (as bench/ito_accuracy.py)")
-    parser.add_argument("--distill-minutes", type=float, default=8.0)
+    parser.add_argument("--distill-steps", type=int, default=8000, help="distillation steps (cached run)")
+    parser.add_argument("--distill-minutes", type=float, default=None, help="also stop distilling after this long")
     parser.add_argument("--walkers", type=int, default=1000)
     parser.add_argument("--lags", type=lag_list, default=None)
     parser.add_argument("--rollout-time", type=float, default=None)
@@ -85,7 +85,7 @@ def main() -> None:
                                 **(QUICK_CONFIG if args.quick else {}))
         teacher = train_or_load(work / "run", config, md, tau, system=spec)
         distilled = work / "distilled"
-    student = _distilled(teacher, md, distilled, args.distill_minutes, args.seed)
+    student = _distilled(teacher, md, distilled, args.distill_steps, args.distill_minutes, args.seed)
     print(f"teacher: {teacher.info.get('steps')} steps ({teacher.info.get('train_seconds')} s); student: "
           f"{student.info.get('steps')} distillation steps ({student.info.get('train_seconds')} s)", flush=True)
 
@@ -127,11 +127,12 @@ def main() -> None:
     print(f"wrote {out}")
 
 
-def _distilled(teacher: TransitionModel, md: list[np.ndarray], run: Path, minutes: float, seed: int) -> TransitionModel:
+def _distilled(teacher: TransitionModel, md: list[np.ndarray], run: Path, steps: int, minutes: float | None,
+               seed: int) -> TransitionModel:
     """The cached student in ``run`` (finished when its ``finished`` marker exists), else distil (resuming)."""
     if (run / "finished").exists():
         return TransitionModel.load(run)
-    config = distillation_config(teacher, minutes=minutes, max_steps=10**7, seed=seed)
+    config = distillation_config(teacher, minutes=minutes, max_steps=steps, seed=seed)
     resume = (run / "checkpoint.pt").exists()
     if resume:
         config = TrainingConfig.from_toml(run / "config.toml", minutes=minutes)

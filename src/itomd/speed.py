@@ -158,7 +158,7 @@ def measure_speed(model: TransitionModel, x0: np.ndarray | None = None, lag: int
     generator = torch.Generator(device=model.device).manual_seed(seed)
     sampler = model.default_sampler if sampler is None else sampler
     n_steps = model.default_n_steps if n_steps is None else n_steps
-    jumps, wall = _time_surrogate(model, start, lag, sampler, n_steps, seconds, generator, tolerance)
+    jumps, wall = time_surrogate(model, start, lag, sampler, n_steps, seconds, generator, tolerance)
     surrogate_rate = n_walkers * jumps * lag * model.frame_interval / wall
     surrogate = {"jumps": jumps, "wall_seconds": wall, "device": str(model.device), "threads": torch.get_num_threads()}
 
@@ -187,9 +187,10 @@ def _start_points(system: Any, x0: np.ndarray | None, n_walkers: int, dim: int) 
     return np.array(x0)
 
 
-def _time_surrogate(model: TransitionModel, x0: np.ndarray, lag: int, sampler: str, n_steps: int, seconds: float,
+def time_surrogate(model: TransitionModel, x0: np.ndarray, lag: int, sampler: str, n_steps: int, seconds: float,
                     generator: torch.Generator, tolerance: float) -> tuple[int, float]:
-    """Jumps made and wall seconds, after one warm-up jump, until at least ``seconds`` and two jumps."""
+    """Jumps made and wall seconds of ``len(x0)`` walkers in one batch, after one warm-up jump, until at
+    least ``seconds`` and two jumps (the surrogate half of :func:`measure_speed`)."""
     x = rollout(model, x0, lag, 1, generator=generator, sampler=sampler, n_steps=n_steps, tolerance=tolerance)[:, -1]
     jumps, start = 0, time.perf_counter()
     while jumps < 2 or time.perf_counter() - start < seconds:

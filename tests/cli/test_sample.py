@@ -154,3 +154,19 @@ def test_metropolis_refusals_are_one_line_errors(bopito_runs, tmp_path, capsys):
     assert_one_line_exit(capsys, main(["sample", str(bopito_runs["eq"]), "--lag", "2", "--n-jumps", "2",
                                        "--n-walkers", "2", "--out", str(tmp_path / "y"), "--metropolis", "--quiet"]),
                          "equilibrium model")
+
+
+@pytest.mark.parametrize("device, fragment", [("meta", "not supported"), ("tpu", "unknown device"),
+                                              ("cuda:7", "cuda")])
+def test_sample_refuses_devices_it_cannot_run_on(bopito_runs, tmp_path, capsys, device, fragment):
+    """``--device`` (sample, speed, check): auto, cpu or cuda[:k]; anything else, or CUDA on a machine
+    without it, is one line (CUDA machines: the test asks for a GPU index that is not there)."""
+    import torch
+
+    if device.startswith("cuda") and torch.cuda.device_count() > 7:
+        pytest.skip("this machine has a GPU 7")
+    code = main(["sample", str(bopito_runs["exact"]), "--lag", "2", "--n-jumps", "1", "--n-walkers", "2",
+                 "--device", device, "--out", str(tmp_path / "o")])
+    assert_one_line_exit(capsys, code, fragment)
+    assert main(["sample", str(bopito_runs["exact"]), "--lag", "2", "--n-jumps", "1", "--n-walkers", "2",
+                 "--device", "cpu", "--out", str(tmp_path / "cpu"), "--quiet"]) == 0

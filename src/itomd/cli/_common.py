@@ -117,14 +117,25 @@ def add_system_options(p: argparse.ArgumentParser, required: bool = True) -> Non
 
 
 def add_sampler_options(p: argparse.ArgumentParser, sampler_help: str | None = None) -> None:
-    """``--sampler`` and ``--n-steps``, both defaulting to the model's own (the one home of the two
-    options: ``sample``, ``speed``, ``check``); ``sampler_named`` checks the name."""
+    """``--sampler`` and ``--n-steps``, both defaulting to the model's own, and ``--device`` (the one
+    home of the options that sample: ``sample``, ``speed``, ``check``); ``sampler_named`` checks the
+    name, :func:`model_on_device` the device."""
     p.add_argument("--sampler", default=None, help=sampler_help or (
         "heun-churn (stochastic; the default of a trained model), consistency (the default of a distilled model), "
         "dpmpp-2m, heun, euler, euler-maruyama, ancestral (the 1000-step baseline) or flow"))
     p.add_argument("--n-steps", dest="n_steps", type=positive_int, default=None,
                    help="noise levels per jump (default: the model's own, 25, or a distilled model's 1-4; network "
                         "evaluations: 2n-1 for heun/heun-churn, 2(n-1) for flow, n for the others)")
+    p.add_argument("--device", default="auto", help="auto (a CUDA GPU when present, else the CPU), cpu or cuda[:k]")
+
+
+def model_on_device(path: Path, device: str):
+    """The model in ``path`` (run directory or model file), moved to ``device`` (one-line errors)."""
+    from itomd.models import TransitionModel
+    from itomd.training.loop import select_device
+
+    target = select_device(device)
+    return TransitionModel.load(path).to(target)
 
 
 def system_spec(args: argparse.Namespace):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from itomd.cli._common import add_sampler_options, emit, lag_list, positive_float, positive_int, seed_int, write_json
+from itomd.cli._common import add_sampler_options, model_on_device, emit, lag_list, positive_float, positive_int, seed_int, write_json
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -42,11 +42,10 @@ def run(args: argparse.Namespace) -> int:
     from itomd.check import check_file, check_request, self_consistency
     from itomd.data.starts import sample_start_points
     from itomd.diffusion.samplers import sampler_named
-    from itomd.models import TransitionModel
 
     if args.sampler is not None:
         sampler_named(args.sampler)
-    model = TransitionModel.load(args.run)
+    model = model_on_device(args.run, args.device)
     check_request(model, args.lags, args.n_samples)  # before the start points are drawn
     starts = sample_start_points(model, args.n_starts, args.seed, from_store=args.from_store)
     result = self_consistency(model, starts, lags=args.lags, splits=args.splits, n_samples=args.n_samples,

@@ -7,7 +7,7 @@ import sys
 import time
 from pathlib import Path
 
-from itomd.cli._common import add_sampler_options, emit, positive_float, positive_int, seed_int, trajectories_kept
+from itomd.cli._common import add_sampler_options, model_on_device, emit, positive_float, positive_int, seed_int, trajectories_kept
 from itomd.errors import InvalidInputError, ItomdError
 
 
@@ -44,10 +44,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from itomd.data.starts import sample_start_points
     from itomd.metropolis import PROPOSAL_SAMPLER, MetropolisHastings
-    from itomd.models import TransitionModel
     from itomd.rollout import acceptance_rate, run_rollout, simulated_time
 
-    model = TransitionModel.load(args.run)
+    model = model_on_device(args.run, args.device)
     if not model.conditional:
         raise InvalidInputError(f"{args.run} is an equilibrium model; rollouts need a transition model")
     if args.lambda_int is not None:

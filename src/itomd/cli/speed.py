@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from itomd.cli._common import add_sampler_options, emit, positive_float, positive_int, seed_int
+from itomd.cli._common import add_sampler_options, model_on_device, emit, positive_float, positive_int, seed_int
 from itomd.errors import InvalidInputError
 
 #: Longest timing asked for (s): beyond it a typo (``--seconds 1e9``) would run for ever.
@@ -38,14 +38,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from itomd.diffusion.samplers import sampler_named
-    from itomd.models import TransitionModel
     from itomd.speed import measure_speed
 
     if args.seconds > MAX_SECONDS:
         raise InvalidInputError(f"--seconds {args.seconds:g} is more than an hour: at most {MAX_SECONDS:g} per rate")
     if args.sampler is not None:
         sampler_named(args.sampler)
-    model = TransitionModel.load(args.run)
+    model = model_on_device(args.run, args.device)
     x0 = None
     if args.from_store is not None:
         from itomd.data.starts import start_points_from_store

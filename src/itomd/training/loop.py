@@ -160,6 +160,8 @@ def select_device(name: str) -> torch.device:
         device = torch.device(name)
     except RuntimeError:
         raise InvalidInputError(f"unknown device '{name}'") from None
+    if device.type not in ("cpu", "cuda"):
+        raise InvalidInputError(f"device '{name}' is not supported: choose auto, cpu or cuda[:k]")
     if device.type == "cuda" and not torch.cuda.is_available():
         raise InvalidInputError("device 'cuda' was asked for but no CUDA GPU is available")
     return device

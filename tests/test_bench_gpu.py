@@ -1,0 +1,30 @@
+"""``bench/gpu.py --device cpu --smoke``: the GPU benchmark's whole path (MD data, training, distillation,
+OpenMM replicas against surrogate walkers) runs on any machine and writes every number it promises."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_the_gpu_benchmark_runs_its_cpu_smoke_mode(tmp_path):
+    proc = subprocess.run([sys.executable, str(ROOT / "bench" / "gpu.py"), "--device", "cpu", "--smoke", "--work",
+                           str(tmp_path / "work"), "--out", str(tmp_path / "results"), "--threads", "1"],
+                          capture_output=True, text=True, timeout=600, cwd=ROOT,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads((tmp_path / "results" / "gpu_smoke.json").read_text())
+    assert result["device"].startswith("cpu") and result["still_to_take_on_a_gpu"]
+    assert result["training"]["steps"] > 0 and result["training"]["steps_per_second"] > 0
+    assert result["distillation"]["steps"] > 0 and result["distillation"]["steps_per_second"] > 0
+    assert result["openmm"]["rate_ps_per_second"] > 0 and result["openmm"]["platform"]
+    rows = result["surrogate"]
+    assert {(r["model"], r["walkers"]) for r in rows} == {(m, w) for m in ("teacher", "student") for w in (8, 16)}
+    assert all(r["rate_ps_per_second"] > 0 and r["ratio_to_openmm"] > 0 for r in rows)
+    assert {r["network_evaluations"] for r in rows if r["model"] == "student"} == {2}
+    assert {r["network_evaluations"] for r in rows if r["model"] == "teacher"} == {49}
