@@ -118,7 +118,8 @@ def test_distillation_refuses_what_it_cannot_distil(ou_trajectories, ou_data, ti
 def test_consistency_levels_are_levels_of_the_teachers_schedule():
     grid = karras_sigmas(25, 0.02, 10.0)[:-1]
     assert torch.equal(consistency_sigmas(1, 0.02, 10.0), torch.cat([grid[:1], grid.new_zeros(1)]))
-    assert torch.equal(consistency_sigmas(2, 0.02, 10.0)[:-1], grid[[0, 12]])
-    assert torch.equal(consistency_sigmas(4, 0.02, 10.0)[:-1], grid[[0, 6, 12, 18]])
-    with pytest.raises(InvalidInputError, match="1 to 24"):
-        consistency_sigmas(25, 0.02, 10.0)
+    assert torch.equal(consistency_sigmas(2, 0.02, 10.0)[:-1], grid[[0, 6]])
+    assert torch.equal(consistency_sigmas(3, 0.02, 10.0)[:-1], grid[[0, 4, 8]])
+    assert torch.equal(consistency_sigmas(4, 0.02, 10.0)[:-1], grid[[0, 3, 6, 9]])
+    with pytest.raises(InvalidInputError, match="1 to 12"):
+        consistency_sigmas(13, 0.02, 10.0)
