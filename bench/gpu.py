@@ -8,7 +8,7 @@ One prepared script for a machine with a CUDA GPU (under 10 minutes, no download
 4. ``itomd speed``'s comparison (:func:`itomd.speed.measure_speed`): OpenMM on every platform present
    (CUDA among them), one replica per process with ``--processes`` processes at once, its best aggregate
    rate, against the surrogate — the teacher's default sampler (49 evaluations per jump) and the
-   distilled student (2) — with 10⁴ and 10⁵ walkers in one batch, jumps of ``--lag`` ps;
+   distilled student (its default, 4) — with 10⁴ and 10⁵ walkers in one batch, jumps of ``--lag`` ps;
 5. peak device memory per walker during a jump (CUDA only).
 
 The models are trained for seconds, so their *accuracy* is not the point here (the CPU benchmarks

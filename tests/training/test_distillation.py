@@ -49,8 +49,8 @@ def test_the_distilled_student_samples_exact_ou_transitions_in_one_and_two_evalu
                                                                                        ou_decay):
     """The consistency function of a Gaussian transition, f(x; σ) = c + σ_d (x − c)/√(σ² + σ_d²), differs
     from the teacher's denoiser (c_skip = σ_d²/(σ² + σ_d²)): the student has to learn it. Measured after
-    600 steps (three seeds): worst sd error 3.4 % with two evaluations and 6.2 % with one, worst mean
-    error 0.084 (two evaluations) and 0.050 (one). Negative control: the undistilled teacher under the
+    600 steps (three seeds): worst sd error 3.3 % with two evaluations and 6.2 % with one, worst mean
+    error 0.076 (two evaluations) and 0.050 (one). Negative control: the undistilled teacher under the
     same one-step sampler returns its posterior mean at σ_max, a point (sd far below the exact one in
     every case)."""
     teacher, data = _exact_ou_teacher(ou_trajectories, tiny_config)

@@ -65,8 +65,10 @@ from itomd.training.loop import BatchSource, Distributed, TrainingState, learnin
 from itomd.training.run import RunDirectory
 from itomd.validation import check_trajectories, require_int
 
-#: Network evaluations per jump a distilled model samples with unless told otherwise.
-DEFAULT_SAMPLING_STEPS = 2
+#: Network evaluations per jump a distilled model samples with unless told otherwise: four, because
+#: the restarts correct the one-step map's barrier leak (Müller–Brown, lag 10: −67 / −50 / −8 % in the
+#: slowest timescale at 1 / 2 / 4 evaluations; BENCHMARKS.md).
+DEFAULT_SAMPLING_STEPS = 4
 #: Largest number of evaluations per jump a distilled model is meant for (it accepts up to the grid's).
 MAX_SAMPLING_STEPS = 4
 #: Distillation's own defaults where they differ from the teacher's training: fine-tuning from the
