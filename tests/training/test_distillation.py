@@ -60,7 +60,7 @@ def test_the_distilled_student_samples_exact_ou_transitions_in_one_and_two_evalu
     assert _ou_errors(student, ou_decay, 2) == []
     assert _ou_errors(student, ou_decay, 1, sd_tolerance=0.12) == []
     undistilled = copy.deepcopy(teacher)
-    undistilled.info["sampling"] = {"sampler": "consistency", "n_steps": 1}
+    undistilled.info.update(sampling={"sampler": "consistency", "n_steps": 1}, distillation={})  # let it through
     errors = _ou_errors(undistilled, ou_decay, 1)
     assert {(lag, x_t) for lag, x_t, what, *_ in errors if what == "sd"} == {(l, x) for l in (1, 10)
                                                                             for x in (-1.5, 0.0, 1.5)}
@@ -123,3 +123,15 @@ def test_consistency_levels_are_levels_of_the_teachers_schedule():
     assert torch.equal(consistency_sigmas(4, 0.02, 10.0)[:-1], grid[[0, 3, 6, 9]])
     with pytest.raises(InvalidInputError, match="1 to 12"):
         consistency_sigmas(13, 0.02, 10.0)
+
+
+def test_a_distilled_model_and_its_teacher_each_refuse_the_others_sampler(ou_trajectories, tiny_config):
+    """The student is a consistency function, not a denoiser (a denoiser's sampler would integrate it as a
+    score), and the consistency sampler on a denoiser returns a posterior mean: both are one-line errors."""
+    teacher, data = _exact_ou_teacher(ou_trajectories, tiny_config)
+    student = ConsistencyDistiller(distillation_config(teacher, max_steps=2)).distill(teacher, data,
+                                                                                       progress=False).fetch_model()
+    with pytest.raises(InvalidInputError, match="consistency sampler only"):
+        student.sample(np.zeros((2, 1)), lag=1, sampler="heun-churn")
+    with pytest.raises(InvalidInputError, match="needs a distilled model"):
+        teacher.sample(np.zeros((2, 1)), lag=1, sampler="consistency")

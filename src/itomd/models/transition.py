@@ -138,7 +138,7 @@ class TransitionModel:
     @property
     def default_sampler(self) -> str:
         """The sampler this model uses unless told otherwise: :data:`DEFAULT_SAMPLER`, or for a
-        distilled model (:mod:`itomd.distillation`) the one it was distilled for."""
+        distilled model (:mod:`itomd.training.distillation`) the one it was distilled for."""
         return str((self.info.get("sampling") or {}).get("sampler", DEFAULT_SAMPLER))
 
     @property
@@ -149,7 +149,7 @@ class TransitionModel:
 
     @property
     def is_distilled(self) -> bool:
-        """A few-step student distilled from a teacher model (:mod:`itomd.distillation`)."""
+        """A few-step student distilled from a teacher model (:mod:`itomd.training.distillation`)."""
         return "distillation" in self.info
 
     def sigmas(self, n_steps: int | None = None, lag: int | Sequence[float] | None = None,
@@ -217,6 +217,9 @@ class TransitionModel:
         torch.Tensor, shape [W, dim], float32 on the model's device
         """
         sampler = self.default_sampler if sampler is None else sampler
+        if isinstance(sampler, str) and (sampler == "consistency") != self.is_distilled:
+            raise InvalidInputError("a distilled model samples with the consistency sampler only" if self.is_distilled
+                                    else "the consistency sampler needs a distilled model (itomd distill)")
         sample_fn = _resolve_sampler(sampler)
         extra: dict[str, torch.Tensor] = {}
         if self.conditional:
