@@ -135,3 +135,40 @@ def test_a_distilled_model_and_its_teacher_each_refuse_the_others_sampler(ou_tra
         student.sample(np.zeros((2, 1)), lag=1, sampler="heun-churn")
     with pytest.raises(InvalidInputError, match="needs a distilled model"):
         teacher.sample(np.zeros((2, 1)), lag=1, sampler="consistency")
+
+
+@pytest.mark.slow
+def test_the_distilled_student_keeps_the_two_state_flip_fractions(tiny_config):
+    """The bimodal two-state transition density (tests/training/test_estimator.py: mass q(N) at −s_t, 0.05 at
+    N = 1 and 0.326 at N = 10, modes of width 0.15 at ±1): a teacher trained as there (2,000 steps),
+    distilled for 1,500 steps, sampled with 4 evaluations per jump.
+
+    Measured (one run, 4,000 samples per case): flipped 0.0575 / 0.041 at N = 1 and 0.3255 / 0.296 at
+    N = 10 (binomial noise 0.0034 and 0.0074), stay means within 0.01 of ±1, widths 0.153–0.173
+    (+2 … +15 %). Tolerances: 0.05, 0.03 and 25 %. Negative control: the undistilled teacher under the
+    same sampler returns posterior means, not the two modes (measured: the widths at N = 10 fail)."""
+    from tests.training.test_estimator import _two_state_jumps, _two_state_trajectories, FLIP, WIDTH
+
+    def errors(jumps):
+        out = []
+        for (lag, start), (flipped, stay_mean, stay_std) in jumps.items():
+            if abs(flipped - (1 - (1 - 2 * FLIP) ** lag) / 2) > 0.05:
+                out.append(((lag, start), "fraction flipped"))
+            if abs(stay_mean - start) > 0.03:
+                out.append(((lag, start), "mean of the mode"))
+            if abs(stay_std / WIDTH - 1) > 0.25:
+                out.append(((lag, start), "width of the mode"))
+        return out
+
+    data = _two_state_trajectories()
+    config = tiny_config(hidden=64, n_blocks=2, n_frequencies=8, batch_size=256, max_steps=2000, warmup_steps=100,
+                         learning_rate=3e-3, ema_decay=0.995)
+    teacher = ITOEstimator(config).fit(data, frame_interval=1.0, progress=False).fetch_model()
+    student = ConsistencyDistiller(distillation_config(teacher, max_steps=1500, seed=1)).distill(
+        teacher, data, progress=False).fetch_model()
+    jumps = _two_state_jumps(student, torch.Generator().manual_seed(0))
+    assert errors(jumps) == [], jumps
+    undistilled = copy.deepcopy(teacher)
+    undistilled.info.update(sampling={"sampler": "consistency", "n_steps": 4}, distillation={})  # let it through
+    failed = {(case, what) for case, what in errors(_two_state_jumps(undistilled, torch.Generator().manual_seed(0)))}
+    assert {case for case, what in failed if what == "width of the mode"} >= {(10, -1.0), (10, 1.0)}
