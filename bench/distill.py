@@ -32,6 +32,7 @@ from _common import TrainingConfig, lag_list, make_parser, parse_args, rollout_t
 from itomd.analysis.discretize import discretize
 from itomd.analysis.divergence import js_divergence
 from itomd.data.store import TrajectoryStore
+from itomd.diffusion.samplers import network_evaluations
 from itomd.models import TransitionModel
 from itomd.rollout import RolloutBlowUpError
 from itomd.simulate.campaign import run_campaign
@@ -103,7 +104,7 @@ def main() -> None:
         for label, model, sampler, n_steps in runs:
             generator = torch.Generator().manual_seed(args.seed + lag)
             row = {"lag": lag, "lag_time": lag * tau, "sampler": label, "n_jumps": n_jumps, "walkers": args.walkers,
-                   "network_evaluations": _evaluations(sampler, n_steps), "its_exact": exact}
+                   "network_evaluations": network_evaluations(sampler, n_steps), "its_exact": exact}
             try:
                 rolled = rollout_timescale(model, x0, lag, n_jumps, tau, discretization, generator=generator,
                                            float64=True, sampler=sampler, n_steps=n_steps)
@@ -139,12 +140,6 @@ def _distilled(teacher: TransitionModel, md: list[np.ndarray], run: Path, steps:
     student = ConsistencyDistiller(config).distill(teacher, md, run_dir=run, resume=resume).fetch_model()
     (run / "finished").write_text(str(student.info.get("steps")))
     return student
-
-
-def _evaluations(sampler: str, n_steps: int) -> int:
-    from itomd.diffusion.samplers import network_evaluations
-
-    return network_evaluations(sampler, n_steps)
 
 
 if __name__ == "__main__":

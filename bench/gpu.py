@@ -27,8 +27,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from _common import make_parser, parse_args, write_results
+from _common import _remove, make_parser, parse_args, write_results
 
+from itomd.diffusion.samplers import network_evaluations
 from itomd.models import TransitionModel
 from itomd.simulate.campaign import run_campaign
 from itomd.speed import measure_speed, time_surrogate
@@ -114,7 +115,7 @@ def _surrogate_row(label: str, model: TransitionModel, device: torch.device, x0:
                    seconds: float, md_rate: float, seed: int) -> dict:
     """Rate and peak memory of ``len(x0)`` walkers jumping together (an out-of-memory is a result)."""
     row = {"model": label, "walkers": len(x0), "sampler": model.default_sampler,
-           "network_evaluations": _evaluations(model)}
+           "network_evaluations": network_evaluations(model.default_sampler, model.default_n_steps)}
     if device.type == "cuda":
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats(device)
@@ -132,12 +133,6 @@ def _surrogate_row(label: str, model: TransitionModel, device: torch.device, x0:
     return row
 
 
-def _evaluations(model: TransitionModel) -> int:
-    from itomd.diffusion.samplers import network_evaluations
-
-    return network_evaluations(model.default_sampler, model.default_n_steps)
-
-
 def _steady_rate(metrics: Path) -> float:
     """Median steps/s of a run's metric rows after the first (which holds the warm-up)."""
     rows = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()]
@@ -149,13 +144,6 @@ def _describe(device: torch.device) -> str:
     if device.type == "cuda":
         return f"{torch.cuda.get_device_name(device)} (CUDA {torch.version.cuda})"
     return f"cpu ({torch.get_num_threads()} threads, {os.cpu_count()} cores)"
-
-
-def _remove(path: Path) -> None:
-    import shutil
-
-    if path.exists():
-        shutil.rmtree(path)
 
 
 if __name__ == "__main__":

@@ -4,11 +4,6 @@ kill -9 and exact resume, and one-line errors."""
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -18,7 +13,7 @@ from itomd.checkpoint import load_file
 from itomd.cli import main
 from itomd.data.store import TrajectoryStore
 from itomd.models import TransitionModel
-from tests.cli.helpers import assert_one_line_error, assert_one_line_exit, run_cli
+from tests.cli.helpers import assert_one_line_error, assert_one_line_exit, kill_9_after_checkpoint, run_cli
 
 
 @pytest.fixture(scope="module")
@@ -59,16 +54,7 @@ def test_kill_9_during_distillation_then_resume_matches_uninterrupted(teacher, t
     straight, killed = tmp_path / "straight", tmp_path / "killed"
     args = [str(teacher), "--max-steps", "80", "--quiet"]
     assert run_cli("distill", *args, "--out", str(straight)).returncode == 0
-    proc = subprocess.Popen([sys.executable, "-m", "itomd", "distill", *args, "--out", str(killed)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ, "OMP_NUM_THREADS": "1"})
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        if (killed / "checkpoint.pt").exists() and load_file(killed / "checkpoint.pt")["step"] >= 20:
-            break
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    step_at_kill = load_file(killed / "checkpoint.pt")["step"]
+    step_at_kill = kill_9_after_checkpoint(["distill", *args, "--out", str(killed)], killed, 20)
     assert 20 <= step_at_kill < 80, "the run finished before it could be killed; make it longer"
     assert run_cli("distill", *args, "--out", str(killed), "--resume").returncode == 0
     for part in ("denoiser", "ema"):

@@ -6,10 +6,8 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +18,7 @@ from itomd.checkpoint import load_file
 from itomd.cli import main
 from itomd.data.store import TrajectoryStore
 from itomd.models import ExactPrior, LearnedPrior, TransitionModel
-from tests.cli.helpers import assert_one_line_exit, run_cli
+from tests.cli.helpers import assert_one_line_exit, kill_9_after_checkpoint, run_cli
 
 
 def _weights(run: Path, part: str = "denoiser") -> dict[str, torch.Tensor]:
@@ -32,16 +30,7 @@ def test_kill_9_during_training_then_resume_matches_uninterrupted(prinz_data, ti
     straight, killed = tmp_path / "straight", tmp_path / "killed"
     args = ["--data", str(prinz_data), "--config", str(tiny_toml), "--max-steps", "400", "--quiet"]
     assert run_cli("train", "--out", str(straight), *args).returncode == 0
-    proc = subprocess.Popen([sys.executable, "-m", "itomd", "train", "--out", str(killed), *args],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ, "OMP_NUM_THREADS": "1"})
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        if (killed / "checkpoint.pt").exists() and load_file(killed / "checkpoint.pt")["step"] >= 50:
-            break
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    step_at_kill = load_file(killed / "checkpoint.pt")["step"]
+    step_at_kill = kill_9_after_checkpoint(["train", "--out", str(killed), *args], killed, 50)
     assert 50 <= step_at_kill < 400, "the run finished before it could be killed; make it longer"
     assert run_cli("train", "--out", str(killed), *args, "--resume").returncode == 0
     for part in ("denoiser", "ema"):

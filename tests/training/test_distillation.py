@@ -147,18 +147,10 @@ def test_the_distilled_student_keeps_the_two_state_flip_fractions(tiny_config):
     N = 10 (binomial noise 0.0034 and 0.0074), stay means within 0.01 of ±1, widths 0.153–0.173
     (+2 … +15 %). Tolerances: 0.05, 0.03 and 25 %. Negative control: the undistilled teacher under the
     same sampler returns posterior means, not the two modes (measured: the widths at N = 10 fail)."""
-    from tests.training.test_estimator import _two_state_jumps, _two_state_trajectories, FLIP, WIDTH
+    from tests.training.test_estimator import _two_state_errors, _two_state_jumps, _two_state_trajectories
 
     def errors(jumps):
-        out = []
-        for (lag, start), (flipped, stay_mean, stay_std) in jumps.items():
-            if abs(flipped - (1 - (1 - 2 * FLIP) ** lag) / 2) > 0.05:
-                out.append(((lag, start), "fraction flipped"))
-            if abs(stay_mean - start) > 0.03:
-                out.append(((lag, start), "mean of the mode"))
-            if abs(stay_std / WIDTH - 1) > 0.25:
-                out.append(((lag, start), "width of the mode"))
-        return out
+        return _two_state_errors(jumps, flipped_within=0.05, mean_within=0.03, width_within=0.25)
 
     data = _two_state_trajectories()
     config = tiny_config(hidden=64, n_blocks=2, n_frequencies=8, batch_size=256, max_steps=2000, warmup_steps=100,

@@ -6,6 +6,7 @@ import argparse
 import json
 import math
 import signal
+import sys
 import threading
 from pathlib import Path
 
@@ -250,6 +251,24 @@ def resume_command(args: argparse.Namespace, flag: str | None = None) -> str:
     if flag is not None and flag not in words:
         words.append(flag)
     return shlex.join(["itomd", *words])
+
+
+def report_stop(args: argparse.Namespace, interrupts: InterruptRequests, step: int, max_steps: int) -> int:
+    """A run of ``train``/``distill`` stopped by Ctrl-C or SIGTERM at a checkpoint: say where and how to
+    continue (stderr); returns the exit status."""
+    how = "terminated" if interrupts.exit_status == EXIT_TERMINATED else "interrupted"
+    print(f"itomd {args.command}: {how} at step {step} of {max_steps}; checkpoint written to "
+          f"{args.out / 'checkpoint.pt'}; continue with: {resume_command(args, '--resume')}", file=sys.stderr)
+    return interrupts.exit_status
+
+
+def checkpoint_kept(args: argparse.Namespace) -> str:
+    """What a run of ``train``/``distill`` stopped by a failed write or a second Ctrl-C keeps: its last
+    checkpoint in ``args.out``."""
+    checkpoint = args.out / "checkpoint.pt"
+    if not checkpoint.is_file():
+        return "no checkpoint was written yet; re-run the same command to start again"
+    return f"the last checkpoint {checkpoint} is kept; continue with: {resume_command(args, '--resume')}"
 
 
 def trajectories_kept(out: Path, total: int) -> str:

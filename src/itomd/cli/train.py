@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from pathlib import Path
 
-from itomd.cli._common import (EXIT_TERMINATED, InterruptRequests, emit, positive_float, positive_int,
-                               recorded_frame_interval, resume_command, seed_int)
+from itomd.cli._common import (InterruptRequests, checkpoint_kept, emit, positive_float, positive_int,
+                               recorded_frame_interval, report_stop, seed_int)
 from itomd.errors import InvalidInputError
 
 
@@ -68,10 +67,7 @@ def run(args: argparse.Namespace) -> int:
                                              data_source=str(args.data.resolve()))
     elapsed = time.perf_counter() - t0
     if estimator.stopped_by_request:
-        how = "terminated" if interrupts.exit_status == EXIT_TERMINATED else "interrupted"
-        print(f"itomd train: {how} at step {estimator.step} of {config.max_steps}; checkpoint written to "
-              f"{args.out / 'checkpoint.pt'}; continue with: {resume_command(args, '--resume')}", file=sys.stderr)
-        return interrupts.exit_status
+        return report_stop(args, interrupts, estimator.step, config.max_steps)
     summary = {"run": str(args.out), "steps": estimator.step, "max_steps": config.max_steps,
                "stopped_by_budget": estimator.stopped_by_budget, "wall_seconds": round(elapsed, 2),
                "model": str(args.out / "model.pt"),
@@ -97,10 +93,6 @@ def _load_prior(text: str, spec):
     return LearnedPrior.of_model(TransitionModel.load(text))
 
 
-def work_kept(args: argparse.Namespace) -> str:
-    """What a training run stopped by a failed write or a second Ctrl-C keeps: its last checkpoint."""
-    checkpoint = args.out / "checkpoint.pt"
-    if not checkpoint.is_file():
-        return "no checkpoint was written yet; re-run the same command to start again"
-    return f"the last checkpoint {checkpoint} is kept; continue with: {resume_command(args, '--resume')}"
+#: What a training run stopped by a failed write or a second Ctrl-C keeps (``main`` asks the module).
+work_kept = checkpoint_kept
 

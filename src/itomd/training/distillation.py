@@ -61,7 +61,8 @@ from itomd.models import TransitionModel
 from itomd.models.transition import DEFAULT_RHO, SIGMA_MAX_FACTOR, SIGMA_MIN_FACTOR
 from itomd.training.config import TrainingConfig
 from itomd.training.estimator import ITOEstimator, _Session
-from itomd.training.loop import BatchSource, Distributed, TrainingState, learning_rate, select_device
+from itomd.training.loop import (BatchSource, Distributed, TrainingState, optimizer_step, select_device,
+                                 set_learning_rate)
 from itomd.training.run import RunDirectory
 from itomd.validation import check_trajectories, require_int
 
@@ -270,19 +271,10 @@ def distillation_step(state: TrainingState, teacher: torch.nn.Module, batches: B
         if boundary.any():  # f(x; σ_min) = the teacher sampler's last step, D_teacher(x; σ_min)
             rows = boundary.nonzero().squeeze(1)
             target[rows] = teacher(x_low[rows], low[rows], **{k: v[rows] for k, v in cond.items()})
-    for group in state.optimizer.param_groups:
-        group["lr"] = learning_rate(state.step, config, state.schedule_steps)
+    set_learning_rate(state, config)
     output = state.denoiser(x_high, high, **cond)
     weight = 1.0 / (grid[index] - grid[index + 1])
-    loss = (weight * pseudo_huber((output - target) / append_dims(scale, y.ndim))).mean()
-    state.optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    if config.grad_clip > 0:
-        torch.nn.utils.clip_grad_norm_(state.denoiser.parameters(), config.grad_clip)
-    state.optimizer.step()
-    state.ema.update(state.denoiser)
-    state.step += 1
-    return float(loss.detach())
+    return optimizer_step(state, (weight * pseudo_huber((output - target) / append_dims(scale, y.ndim))).mean(), config)
 
 
 def _heun_step(denoiser: torch.nn.Module, x: torch.Tensor, high: torch.Tensor, low: torch.Tensor,

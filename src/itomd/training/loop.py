@@ -249,9 +249,19 @@ def train_step(state: TrainingState, batches: BatchSource, config: TrainingConfi
     part = dist.batch_slice(config.batch_size)
     x0, sigma, noise = x0[part].to(device), sigma[part].to(device), noise[part].to(device)
     cond = {k: v[part].to(device) for k, v in cond.items()}
+    set_learning_rate(state, config)
+    return optimizer_step(state, state.denoiser.loss_at(x0, sigma, noise, through=trained, **cond), config)
+
+
+def set_learning_rate(state: TrainingState, config: TrainingConfig) -> None:
+    """The schedule's learning rate (:func:`learning_rate`) for the coming step, in every parameter group."""
     for group in state.optimizer.param_groups:
         group["lr"] = learning_rate(state.step, config, state.schedule_steps)
-    loss = state.denoiser.loss_at(x0, sigma, noise, through=trained, **cond)
+
+
+def optimizer_step(state: TrainingState, loss: torch.Tensor, config: TrainingConfig) -> float:
+    """Back-propagate ``loss``, clip the gradient norm, step the optimiser, update the EMA and count the
+    step (the end of every step that trains ``state.denoiser``); returns the loss."""
     state.optimizer.zero_grad(set_to_none=True)
     loss.backward()
     if config.grad_clip > 0:
