@@ -271,6 +271,14 @@ class _Interaction(nn.Module):
         return s + ds, v + dv
 
 
+def _cross(u: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    """Cross product along dim 2 of [B, n, 3, H] tensors (``torch.cross(u, w, dim=2)``, written out: the
+    library kernel is 4× slower on this non-last dimension and was a tenth of a forward pass)."""
+    u0, u1, u2 = u.unbind(2)
+    w0, w1, w2 = w.unbind(2)
+    return torch.stack([u1 * w2 - u2 * w1, u2 * w0 - u0 * w2, u0 * w1 - u1 * w0], dim=2)
+
+
 class _Update(nn.Module):
     """PaiNN update block with a chirality-sensitive cross product (ChiroPaiNN)."""
 
@@ -284,7 +292,7 @@ class _Update(nn.Module):
 
     def forward(self, s, v, emb):
         u, w, z = self.mix(v).split(self.hidden, dim=-1)  # each [B,n,3,H]
-        cross = torch.cross(u, w, dim=2)  # pseudovector: flips relative to vectors under reflection
+        cross = _cross(u, w)  # pseudovector: flips relative to vectors under reflection
         triple = (cross * z).sum(2)  # pseudoscalar [B,n,H]
         norm_w = torch.sqrt((w * w).sum(2) + 1e-8)
         scale, shift = self.modulation(emb)[:, None, :].chunk(2, dim=-1)
