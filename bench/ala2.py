@@ -7,6 +7,9 @@ each cached under ``--work`` (default bench/work/ala2) so a re-run continues whe
 1. ``data``       — training MD: 8 × 5 ns from the shipped structure (``itomd simulate``, seed 1);
 2. ``reference``  — independent MD reference: 8 × 5 ns (seed 2);
 3. ``ito``        — ITO model, the recipe ``ala2-ito`` (equivariant net, lags 1..100 ps);
+   ``ito_long``   — the same recipe with lags 1..1000 ps (``--long-max-lag``; the ITO paper's range) on
+                    the same 8 × 5 ns, under ``--long-minutes``: the long-jump model (evaluate it with
+                    ``--label ito_long --lag 1000``, time it with ``--stage long_jumps --label ito_long``);
 4. ``evaluate``   — W walkers × J jumps of lag N from reference frames; φ/ψ free energy (JS vs the
                     reference MD), implied timescales of a 20 × 20 φ/ψ-grid MSM at the same lag
                     times (ratio to MD), mean first passage times between the αR, β/PII and αL cores
@@ -67,6 +70,8 @@ def main() -> None:
     parser.add_argument("--stage", default="all", choices=(*STAGES, "all"))
     parser.add_argument("--label", default="ito", help="evaluate: which run directory under --work")
     parser.add_argument("--ito-minutes", type=float, default=None, help="wall-clock budget of ITO training")
+    parser.add_argument("--long-max-lag", type=int, default=1000, help="ito_long: largest training lag (frames of 1 ps)")
+    parser.add_argument("--long-minutes", type=float, default=45.0, help="ito_long: wall-clock budget of training")
     parser.add_argument("--walkers", type=int, default=32, help="rollout walkers of the evaluation")
     parser.add_argument("--jumps", type=int, default=1000, help="jumps per walker of the evaluation")
     parser.add_argument("--lag", type=int, default=10, help="jump lag of the evaluation (frames of 1 ps)")
@@ -100,6 +105,11 @@ def stage_ito(args) -> None:
     _train(config, args.work / "md_train", args.work / "ito")
 
 
+def stage_ito_long(args) -> None:
+    config = TrainingConfig.from_recipe("ala2-ito", minutes=args.long_minutes, max_lag=args.long_max_lag)
+    _train(config, args.work / "md_train", args.work / "ito_long")
+
+
 def stage_evaluate(args, run: str = "ito", label: str = "ito") -> None:
     model = TransitionModel.load(args.work / run)
     reference = _trajectories(args.work / "md_reference")
@@ -128,6 +138,8 @@ def stage_evaluate(args, run: str = "ito", label: str = "ito") -> None:
     molecular = result.section(MolecularSection)
     ratio = comparison.slowest_timescale_ratio()
     validity = molecular.validity
+    if args.lag != 10:  # results at another jump lag sit beside those at the default
+        label = f"{label}_lag{args.lag}"
     write_report(result, args.out / f"ala2_{label}.html",
                  title=f"alanine dipeptide: {label} rollouts ({args.walkers} × {args.jumps} jumps of {tau:g} ps) vs MD")
     md_its = comparison.implied_timescales
@@ -360,10 +372,11 @@ STAGES: dict[str, Callable[[argparse.Namespace], None]] = {
     "data": stage_data,
     "reference": stage_reference,
     "ito": stage_ito,
+    "ito_long": stage_ito_long,
     "evaluate": lambda args: stage_evaluate(args, run=args.label, label=args.label),
     "md_floor": stage_md_floor,
     "throughput": stage_throughput,
-    "long_jumps": stage_long_jumps,
+    "long_jumps": lambda args: stage_long_jumps(args, run=args.label),
     "equilibrium": stage_equilibrium,
     "bg_data": stage_bg_data,
     "bopito": stage_bopito,

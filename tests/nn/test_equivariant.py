@@ -81,6 +81,44 @@ def test_rotation_translation_equivariance_and_mirror_sensitivity(graph, md_fram
     assert (mirrored - _apply(out, mirror)).abs().max() > 1e-3 * out.abs().max()
 
 
+def test_batch_in_pieces_gives_the_same_outputs(graph, md_frames, monkeypatch):
+    """Without gradients a batch whose pair tensors exceed ``max_pair_elements`` runs in pieces: same
+    numbers (per-row lags, a scalar lag, an unconditional net); with gradients it runs whole."""
+    torch.manual_seed(0)
+    net = EquivariantTransitionNet(graph, hidden=8, n_layers=2).double()
+    torch.nn.init.normal_(net.output.weight)
+    g = torch.Generator().manual_seed(4)
+    cond = torch.as_tensor(md_frames.reshape(-1, 3 * N_ATOMS)[:7])
+    noisy = cond + 0.03 * torch.randn(cond.shape, generator=g, dtype=torch.float64)
+    x_in = torch.randn(cond.shape, generator=g, dtype=torch.float64)
+    c_noise = torch.randn(7, generator=g, dtype=torch.float64)
+    lag = torch.arange(1.0, 8.0, dtype=torch.float64)
+    with torch.no_grad():
+        whole = net(x_in, c_noise, positions=noisy, cond=cond, lag=lag)
+        whole_scalar_lag = net(x_in, c_noise, positions=noisy, cond=cond, lag=torch.tensor(3.0))
+    calls = []
+    original = net._forward
+    monkeypatch.setattr(net, "_forward", lambda *a: calls.append(a[0].shape[0]) or original(*a))
+    net.max_pair_elements = 3 * N_ATOMS**2 * 4 * 8  # pieces of three structures
+    with torch.no_grad():
+        pieces = net(x_in, c_noise, positions=noisy, cond=cond, lag=lag)
+        pieces_scalar_lag = net(x_in, c_noise, positions=noisy, cond=cond, lag=torch.tensor(3.0))
+    assert calls == [3, 3, 1, 3, 3, 1]
+    assert torch.allclose(pieces, whole, rtol=0, atol=1e-12)
+    assert torch.allclose(pieces_scalar_lag, whole_scalar_lag, rtol=0, atol=1e-12)
+    assert not torch.allclose(pieces_scalar_lag, pieces)  # the lags matter: the pieces kept theirs
+    calls.clear()
+    net(x_in, c_noise, positions=noisy, cond=cond, lag=lag).sum().backward()  # training: one piece
+    assert calls == [7]
+
+    equilibrium = EquivariantTransitionNet(graph, hidden=8, n_layers=1, conditional=False).double()
+    torch.nn.init.normal_(equilibrium.output.weight)
+    with torch.no_grad():
+        whole = equilibrium(x_in, c_noise, positions=noisy)
+        equilibrium.max_pair_elements = 2 * N_ATOMS**2 * 4 * 8
+        assert torch.allclose(equilibrium(x_in, c_noise, positions=noisy), whole, rtol=0, atol=1e-12)
+
+
 def test_denoiser_is_equivariant_and_centred(graph, md_frames):
     from itomd.data.pairs import PairSampler, UniformLag
     from itomd.models import fit_denoiser_spec

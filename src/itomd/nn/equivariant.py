@@ -27,7 +27,12 @@ bond-graph distance (1, 2, 3 or more bonds apart), so the network knows the cova
 without inferring it from noisy geometry.
 
 Cost. Messages run over all n² atom pairs, so time and memory per training step grow as n² (measured
-in BENCHMARKS.md, "Molecules: cost per training step vs atom count").
+in BENCHMARKS.md, "Molecules: cost per training step vs atom count"). Without gradients (sampling,
+rollouts) a large batch is evaluated in pieces whose pair tensors hold at most
+:attr:`EquivariantTransitionNet.max_pair_elements` numbers each: the same outputs, with memory that no
+longer grows with the number of walkers beyond the walkers' own states, and faster at large batches
+(one huge pair tensor per layer costs more in memory traffic and page faults than its arithmetic;
+BENCHMARKS.md, "The molecular network: cost of one evaluation").
 """
 
 from __future__ import annotations
@@ -381,9 +386,14 @@ class EquivariantTransitionNet(nn.Module):
         d = torch.sqrt((r * r).sum(-1) + 1e-10)
         return self.radial(d), r / d[..., None]
 
+    #: Without gradients, batches are evaluated in pieces whose pair tensors ([piece, n, n, 4·hidden])
+    #: hold at most this many numbers (2²⁶: 256 MB in float32; 1,057 alanine-dipeptide structures at
+    #: 32 channels). A class attribute, so a user may set it for a device with more or less memory.
+    max_pair_elements: int = 2**26
+
     def forward(self, x_in: torch.Tensor, c_noise: torch.Tensor, positions: torch.Tensor | None = None,
                 cond: torch.Tensor | None = None, lag: torch.Tensor | None = None) -> torch.Tensor:
-        """Network output.
+        """Network output (in pieces of the batch when gradients are off; see :attr:`max_pair_elements`).
 
         Parameters
         ----------
@@ -401,6 +411,20 @@ class EquivariantTransitionNet(nn.Module):
         -------
         torch.Tensor, shape [B, 3·n_atoms], zero centroid
         """
+        b = x_in.shape[0] if x_in.ndim == 2 else 0
+        piece = max(1, self.max_pair_elements // (self.n_atoms**2 * 4 * self.hidden))
+        if b <= piece or torch.is_grad_enabled():
+            return self._forward(x_in, c_noise, positions, cond, lag)
+
+        def part(t: torch.Tensor | None, i: int) -> torch.Tensor | None:
+            return t[i:i + piece] if isinstance(t, torch.Tensor) and t.ndim > 0 and t.shape[0] == b else t
+
+        return torch.cat([self._forward(part(x_in, i), part(c_noise, i), part(positions, i), part(cond, i), part(lag, i))
+                          for i in range(0, b, piece)])
+
+    def _forward(self, x_in: torch.Tensor, c_noise: torch.Tensor, positions: torch.Tensor | None,
+                 cond: torch.Tensor | None, lag: torch.Tensor | None) -> torch.Tensor:
+        """:meth:`forward` on one piece of the batch."""
         dim = 3 * self.n_atoms
         if x_in.ndim != 2 or x_in.shape[1] != dim:
             raise InvalidInputError(f"expected structures of shape [B, {dim}], got {tuple(x_in.shape)}")

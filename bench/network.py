@@ -1,0 +1,142 @@
+"""Cost of one evaluation of the molecular network, and where its time goes (issue 12, item 3).
+
+One forward pass of :class:`~itomd.nn.equivariant.EquivariantTransitionNet` — the unit of every
+sampler's cost (a jump costs its number of network evaluations) — is timed on alanine dipeptide
+(22 atoms) at several batch sizes, with the ``ala2-ito`` recipe's network (32 channels, 3 layers)
+unless ``--model`` names a trained model file. Inputs are the molecule's prepared structure plus
+0.02 nm noise as ``x_t`` and a further 0.05 nm as the noisy state (the cost does not depend on the
+values). For each batch:
+
+* ``evaluations_per_s`` — structures per wall-second (``--seconds`` of repeated evaluations after a
+  warm-up, under ``torch.no_grad`` as the samplers run it), as the library runs it: in pieces whose
+  pair tensors hold at most ``EquivariantTransitionNet.max_pair_elements`` numbers;
+* ``whole_batch_evaluations_per_s`` — the same with the whole batch in one piece (the network before
+  pieces), timed alternately with the first in ``--rounds`` rounds so both see the same machine;
+* ``by_operator`` — self CPU time per evaluation of the PyTorch operators (``torch.profiler``, after
+  two evaluations of warm-up under the profiler), the largest first, each with the tensor shapes it
+  ran on: where the time goes. ``profiled_ms`` is their total; where it exceeds
+  ``ms_per_evaluation``, the profiled evaluations paid page faults that the timed loop did not.
+
+    .venv/bin/python bench/network.py                       # batches 256, 1024, 4096
+    .venv/bin/python bench/network.py --batches 64 --seconds 1 --rounds 1   # seconds
+
+Writes bench/results/network.json (``--out`` elsewhere) and prints one Markdown table per batch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+from _common import command_line, write_results
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _network(model_path: str | None):
+    """The network to time and the prepared structure [3·n_atoms] of its molecule."""
+    import torch
+
+    from itomd.models.transition import TransitionModel
+    from itomd.nn.equivariant import EquivariantTransitionNet, MoleculeGraph
+    from itomd.systems.registry import resolve_system
+    from itomd.training.config import TrainingConfig
+
+    system = resolve_system("ala2-implicit")
+    start = torch.as_tensor(system.default_start(), dtype=torch.float32)
+    if model_path is not None:
+        return TransitionModel.load(model_path).denoiser.inner, start
+    config = TrainingConfig.from_recipe("ala2-ito")
+    graph = MoleculeGraph.from_topology(system.topology())
+    net = EquivariantTransitionNet(graph, hidden=config.hidden, n_layers=config.n_blocks,
+                                   n_frequencies=config.n_frequencies)
+    return net.eval(), start
+
+
+def _rate(net, inputs: dict, seconds: float, max_pair_elements: int) -> float:
+    """Structures per second of repeated evaluations (at least two) with pieces of that size."""
+    import torch
+
+    net.max_pair_elements = max_pair_elements
+    with torch.no_grad():
+        net(**inputs)
+        begin, calls = time.perf_counter(), 0
+        while time.perf_counter() - begin < seconds or calls < 2:
+            net(**inputs)
+            calls += 1
+    return inputs["x_in"].shape[0] * calls / (time.perf_counter() - begin)
+
+
+def measure(net, start, batch: int, seconds: float, rounds: int, profile_calls: int = 2, top: int = 12) -> dict:
+    """Evaluations per second (in pieces and whole, alternately) and the operator breakdown of one batch size."""
+    import torch
+
+    from itomd.nn.equivariant import EquivariantTransitionNet
+
+    generator = torch.Generator().manual_seed(0)
+    x_t = start + 0.02 * torch.randn(batch, start.numel(), generator=generator)
+    noisy = x_t + 0.05 * torch.randn(batch, start.numel(), generator=generator)
+    inputs = dict(x_in=(noisy - x_t) / 0.05, c_noise=torch.full((batch,), -1.0), positions=noisy, cond=x_t,
+                  lag=torch.full((batch,), 10.0))
+    default, whole = EquivariantTransitionNet.max_pair_elements, 2**62
+    pieces_rates, whole_rates = [], []
+    for _ in range(rounds):
+        pieces_rates.append(_rate(net, inputs, seconds / rounds, default))
+        whole_rates.append(_rate(net, inputs, seconds / rounds, whole))
+    net.max_pair_elements = default
+    with torch.no_grad():
+        # the profiler's first evaluations page-fault fresh memory that the timed loop reuses: skip them
+        schedule = torch.profiler.schedule(wait=0, warmup=2, active=profile_calls)
+        with torch.profiler.profile(record_shapes=True, schedule=schedule, acc_events=True) as profile:
+            for _ in range(2 + profile_calls):
+                net(**inputs)
+                profile.step()
+    rows = []
+    for event in profile.key_averages(group_by_input_shape=True):
+        rows.append({"operator": event.key, "shapes": str(event.input_shapes),
+                     "ms": event.self_cpu_time_total / 1e3 / profile_calls, "calls": event.count // profile_calls})
+    rows.sort(key=lambda r: -r["ms"])
+    total = sum(r["ms"] for r in rows)
+    for row in rows:
+        row["share"] = row["ms"] / total
+    rate = max(pieces_rates)
+    return {"batch": batch, "ms_per_evaluation": batch / rate * 1e3, "evaluations_per_s": rate,
+            "whole_batch_evaluations_per_s": max(whole_rates), "rates_by_round": pieces_rates,
+            "whole_batch_rates_by_round": whole_rates, "max_pair_elements": default,
+            "profiled_ms": total, "by_operator": rows[:top]}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--batches", default="256,1024,4096", help="comma-separated batch sizes")
+    parser.add_argument("--seconds", type=float, default=8.0, help="timed seconds per batch size and variant")
+    parser.add_argument("--rounds", type=int, default=4, help="alternations of pieces and whole batch (best of each)")
+    parser.add_argument("--model", default=None, help="a trained model file (default: an untrained ala2-ito network)")
+    parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "network.json"))
+    args = parser.parse_args()
+
+    import torch
+
+    from itomd._allocator import keep_freed_memory
+
+    keep_freed_memory()
+    net, start = _network(args.model)
+    results = []
+    for batch in (int(b) for b in args.batches.split(",")):
+        result = measure(net, start, batch, args.seconds, args.rounds)
+        results.append(result)
+        print(f"\nbatch {batch}: {result['ms_per_evaluation']:.1f} ms per evaluation, "
+              f"{result['evaluations_per_s']:.0f} structures/s (whole batch in one piece: "
+              f"{result['whole_batch_evaluations_per_s']:.0f}/s); profile of one evaluation in pieces:")
+        print("| operator | shapes | ms | share |\n|---|---|---:|---:|")
+        for row in result["by_operator"]:
+            print(f"| {row['operator']} | {row['shapes'][:60]} | {row['ms']:.1f} | {row['share']:.0%} |")
+    path = write_results(args.out, {"command": command_line(), "threads": torch.get_num_threads(),
+                                    "hidden": net.hidden, "layers": net.n_layers, "n_atoms": net.n_atoms,
+                                    "results": results})
+    print(f"\nwrote {path}")
+
+
+if __name__ == "__main__":
+    main()
