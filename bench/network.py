@@ -15,7 +15,11 @@ values). For each batch:
 * ``by_operator`` — self CPU time per evaluation of the PyTorch operators (``torch.profiler``, after
   two evaluations of warm-up under the profiler), the largest first, each with the tensor shapes it
   ran on: where the time goes. ``profiled_ms`` is their total; where it exceeds
-  ``ms_per_evaluation``, the profiled evaluations paid page faults that the timed loop did not.
+  ``ms_per_evaluation``, the profiled evaluations paid page faults that the timed loop did not;
+* ``memory`` — for ``--memory-walkers`` batch sizes (default 10³, 10⁴, 10⁵ walkers), the growth of
+  the peak resident memory over one evaluation in a fresh process (``resource.getrusage``), in pieces
+  and, up to 4096 walkers, whole: memory per walker of a rollout (the CUDA figure is
+  ``bench/gpu.py``'s; the tensors are the same).
 
     .venv/bin/python bench/network.py                       # batches 256, 1024, 4096
     .venv/bin/python bench/network.py --batches 64 --seconds 1 --rounds 1   # seconds
@@ -107,13 +111,53 @@ def measure(net, start, batch: int, seconds: float, rounds: int, profile_calls: 
             "profiled_ms": total, "by_operator": rows[:top]}
 
 
+def _peak_memory(walkers: int, whole: bool, model: str | None) -> dict:
+    """Peak resident memory growth of one evaluation of ``walkers`` structures, in this process."""
+    import resource
+
+    import torch
+
+    from itomd.nn.equivariant import EquivariantTransitionNet
+
+    net, start = _network(model)
+    if whole:
+        net.max_pair_elements = 2**62
+    x_t = start + 0.02 * torch.randn(walkers, start.numel())
+    inputs = dict(x_in=torch.randn(walkers, start.numel()), c_noise=torch.full((walkers,), -1.0),
+                  positions=x_t + 0.05 * torch.randn(walkers, start.numel()), cond=x_t,
+                  lag=torch.full((walkers,), 10.0))
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+    began = time.perf_counter()
+    with torch.no_grad():
+        net(**inputs)
+    growth = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0 - before
+    return {"walkers": walkers, "whole_batch": whole, "peak_growth_mb": growth,
+            "kb_per_walker": growth * 1024.0 / walkers, "seconds": time.perf_counter() - began,
+            "max_pair_elements": None if whole else EquivariantTransitionNet.max_pair_elements}
+
+
+def _memory_in_fresh_process(walkers: int, whole: bool, model: str | None) -> dict:
+    import json
+    import subprocess
+    import sys
+
+    command = [sys.executable, __file__, "--memory-child", str(walkers)] + (["--whole"] if whole else [])
+    command += ["--model", model] if model else []
+    output = subprocess.run(command, check=True, capture_output=True, text=True).stdout
+    return json.loads(output.strip().splitlines()[-1])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--batches", default="256,1024,4096", help="comma-separated batch sizes")
     parser.add_argument("--seconds", type=float, default=8.0, help="timed seconds per batch size and variant")
     parser.add_argument("--rounds", type=int, default=4, help="alternations of pieces and whole batch (best of each)")
     parser.add_argument("--model", default=None, help="a trained model file (default: an untrained ala2-ito network)")
+    parser.add_argument("--memory-walkers", default="1000,10000,100000",
+                        help="batch sizes of the peak-memory measurement ('' for none)")
     parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "network.json"))
+    parser.add_argument("--memory-child", type=int, default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--whole", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
 
     import torch
@@ -121,6 +165,11 @@ def main() -> None:
     from itomd._allocator import keep_freed_memory
 
     keep_freed_memory()
+    if args.memory_child is not None:
+        import json
+
+        print(json.dumps(_peak_memory(args.memory_child, args.whole, args.model)))
+        return
     net, start = _network(args.model)
     results = []
     for batch in (int(b) for b in args.batches.split(",")):
@@ -132,9 +181,16 @@ def main() -> None:
         print("| operator | shapes | ms | share |\n|---|---|---:|---:|")
         for row in result["by_operator"]:
             print(f"| {row['operator']} | {row['shapes'][:60]} | {row['ms']:.1f} | {row['share']:.0%} |")
+    memory = []
+    for walkers in (int(w) for w in args.memory_walkers.split(",") if w.strip()):
+        for whole in (False, True) if walkers <= 4096 else (False,):
+            row = _memory_in_fresh_process(walkers, whole, args.model)
+            memory.append(row)
+            print(f"{walkers} walkers{' (whole batch)' if whole else ''}: peak +{row['peak_growth_mb']:.0f} MB, "
+                  f"{row['kb_per_walker']:.1f} kB per walker, {row['seconds']:.1f} s", flush=True)
     path = write_results(args.out, {"command": command_line(), "threads": torch.get_num_threads(),
                                     "hidden": net.hidden, "layers": net.n_layers, "n_atoms": net.n_atoms,
-                                    "results": results})
+                                    "results": results, "memory": memory})
     print(f"\nwrote {path}")
 
 
