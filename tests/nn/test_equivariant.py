@@ -81,6 +81,23 @@ def test_rotation_translation_equivariance_and_mirror_sensitivity(graph, md_fram
     assert (mirrored - _apply(out, mirror)).abs().max() > 1e-3 * out.abs().max()
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_cross_product_has_torch_cross_bits_and_gradients(dtype):
+    """The network's cross product is ``torch.cross`` to the bit, values and gradients (so training is
+    unchanged: tests/models/test_legacy_files.py trains the legacy molecule model bit for bit)."""
+    from itomd.nn.equivariant import _Cross
+
+    g = torch.Generator().manual_seed(5)
+    u, w, grad = (torch.randn(16, 5, 3, 8, generator=g, dtype=dtype) for _ in range(3))
+    u.requires_grad_(True)
+    w.requires_grad_(True)
+    expected = torch.cross(u, w, dim=2)
+    got = _Cross.apply(u, w)
+    assert torch.equal(got, expected)
+    for mine, theirs in zip(torch.autograd.grad(got, (u, w), grad), torch.autograd.grad(expected, (u, w), grad)):
+        assert torch.equal(mine, theirs)
+
+
 def test_batch_in_pieces_gives_the_same_outputs(graph, md_frames, monkeypatch):
     """Without gradients a batch whose pair tensors exceed ``max_pair_elements`` runs in pieces: same
     numbers (per-row lags, a scalar lag, an unconditional net); with gradients it runs whole."""

@@ -8,6 +8,7 @@ from typing import Sequence
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
 from itomd.data.pairs import PairSampler
 from itomd.models.spec import DenoiserSpec, Prior
@@ -18,7 +19,8 @@ LAG_STATISTICS_PAIRS = 200_000
 
 
 def lag_statistics(pairs: PairSampler, representation: Representation, max_lag: int,
-                   max_pairs: int = LAG_STATISTICS_PAIRS, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+                   max_pairs: int = LAG_STATISTICS_PAIRS, seed: int = 0,
+                   progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
     r"""Per-lag linear (AR) prediction of x_{t+N} from x_t, for N = 1..max_lag.
 
     With m the representation's data centre (:meth:`~itomd.representation.Representation.data_mean`):
@@ -40,6 +42,8 @@ def lag_statistics(pairs: PairSampler, representation: Representation, max_lag: 
     max_lag : int
     max_pairs : int
     seed : int
+    progress : bool
+        A progress bar over the lags (minutes for molecules at lags to 1000: every pair is superposed).
 
     Returns
     -------
@@ -52,7 +56,7 @@ def lag_statistics(pairs: PairSampler, representation: Representation, max_lag: 
     dim = frames.shape[1]
     coefficients = np.ones((max_lag, dim))
     scales = np.zeros(max_lag)
-    for lag in range(1, max_lag + 1):
+    for lag in tqdm(range(1, max_lag + 1), desc="lag statistics", unit="lag", leave=False, disable=not progress):
         total = pairs.n_valid_starts(lag)
         if total == 0:
             coefficients[lag - 1], scales[lag - 1] = coefficients[lag - 2], scales[lag - 2]
@@ -75,7 +79,8 @@ def lag_statistics(pairs: PairSampler, representation: Representation, max_lag: 
 
 def fit_denoiser_spec(trajectories: Sequence[np.ndarray], representation: Representation, network: NetworkSize,
                       max_lag: int, pairs: PairSampler | None = None, p_mean: float | None = None,
-                      p_std: float = 1.2, prior: Prior | None = None, lambda_hat: float | None = None) -> DenoiserSpec:
+                      p_std: float = 1.2, prior: Prior | None = None, lambda_hat: float | None = None,
+                      progress: bool = False) -> DenoiserSpec:
     """A :class:`DenoiserSpec` with the data scales estimated from prepared ``trajectories``.
 
     Parameters
@@ -94,6 +99,8 @@ def fit_denoiser_spec(trajectories: Sequence[np.ndarray], representation: Repres
     p_std : float
     prior, lambda_hat : optional
         BoPITO's frozen equilibrium part and λ̂.
+    progress : bool
+        Show the lag statistics' progress.
 
     σ_data is the pooled standard deviation of the centred frames; transition models also get the
     RMS displacement per lag (:func:`lag_statistics`).
@@ -106,7 +113,7 @@ def fit_denoiser_spec(trajectories: Sequence[np.ndarray], representation: Repres
     sigma_data = float(np.sqrt(np.mean((frames - mean) ** 2))) or 1.0
     lag_scales = lag_coefficients = None
     if pairs is not None:
-        coefficients, scales = lag_statistics(pairs, representation, max_lag)
+        coefficients, scales = lag_statistics(pairs, representation, max_lag, progress=progress)
         lag_coefficients = tuple(tuple(float(v) for v in row) for row in coefficients)
         lag_scales = tuple(float(v) for v in scales)
         if p_mean is None:

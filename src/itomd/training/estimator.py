@@ -107,7 +107,7 @@ class ITOEstimator:
             (``info["data"]["source"]``; ``itomd distill`` finds the pairs there).
         """
         self._session = _Session.open(self.config, trajectories, frame_interval, system, prior,
-                                      None if run_dir is None else RunDirectory(run_dir), resume)
+                                      None if run_dir is None else RunDirectory(run_dir), resume, progress=progress)
         if data_source is not None:
             self._session.data_summary["source"] = str(data_source)
         return self._run(self.config.max_steps, progress, stop)
@@ -205,7 +205,7 @@ class _Session:
     @classmethod
     def open(cls, config: TrainingConfig, trajectories: Sequence[np.ndarray], frame_interval: float,
              system: "SystemSpec | None", prior: Prior | None, run_dir: RunDirectory | None,
-             resume: bool) -> "_Session":
+             resume: bool, progress: bool = False) -> "_Session":
         trajectories = check_trajectories(trajectories)
         frame_interval = check_frame_interval(frame_interval)
         if resume and run_dir is None:
@@ -243,7 +243,7 @@ class _Session:
             if run_dir is not None and run_dir.has_checkpoint():
                 raise InvalidInputError(f"{run_dir.path} already holds a training run; pass --resume to continue it "
                                         "or choose a new --out")
-            spec = _new_spec(config, trajectories, representation, pairs, prior)
+            spec = _new_spec(config, trajectories, representation, pairs, prior, progress and dist.is_main)
 
         torch.manual_seed(config.seed)
         denoiser = spec.build()
@@ -295,8 +295,9 @@ class _Session:
 
 
 def _new_spec(config: TrainingConfig, trajectories: list[np.ndarray], representation: Representation,
-              pairs: PairSampler | None, prior: Prior | None) -> DenoiserSpec:
-    """The description of a new run's denoiser, with the data scales (and BoPITO's λ̂) estimated."""
+              pairs: PairSampler | None, prior: Prior | None, progress: bool = False) -> DenoiserSpec:
+    """The description of a new run's denoiser, with the data scales (and BoPITO's λ̂) estimated
+    (``progress``: a progress bar over the lags of the lag statistics)."""
     if config.prior is not None and prior is None:
         raise InvalidInputError(f"the config names the prior '{config.prior}': pass it as prior= "
                                 "(itomd.models.ExactPrior.of_system or LearnedPrior.of_model)")
@@ -315,7 +316,7 @@ def _new_spec(config: TrainingConfig, trajectories: list[np.ndarray], representa
                                               config.seed)
     return fit_denoiser_spec(trajectories, representation.for_model(superpose_targets=prior is None and pairs is not None),
                              config.network, config.max_lag, pairs=pairs, p_mean=config.p_mean, p_std=config.p_std,
-                             prior=prior, lambda_hat=lambda_hat)
+                             prior=prior, lambda_hat=lambda_hat, progress=progress)
 
 
 def estimated_lambda_hat(trajectories: Sequence[np.ndarray], max_lag: int, seed: int = 0) -> float:
