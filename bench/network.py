@@ -17,7 +17,7 @@ values). For each batch:
   ran on: where the time goes. ``profiled_ms`` is their total; where it exceeds
   ``ms_per_evaluation``, the profiled evaluations paid page faults that the timed loop did not;
 * ``memory`` — for ``--memory-walkers`` batch sizes (default 10³, 10⁴, 10⁵ walkers), the growth of
-  the peak resident memory over one evaluation in a fresh process (``resource.getrusage``), in pieces
+  the peak resident memory over one evaluation in a fresh process (``VmHWM``), in pieces
   and, up to 4096 walkers, whole: memory per walker of a rollout (the CUDA figure is
   ``bench/gpu.py``'s; the tensors are the same).
 
@@ -111,10 +111,19 @@ def measure(net, start, batch: int, seconds: float, rounds: int, profile_calls: 
             "profiled_ms": total, "by_operator": rows[:top]}
 
 
-def _peak_memory(walkers: int, whole: bool, model: str | None) -> dict:
-    """Peak resident memory growth of one evaluation of ``walkers`` structures, in this process."""
+def _peak_resident_mb() -> float:
+    """This process's peak resident memory (``VmHWM``; ``ru_maxrss`` would carry the parent's peak
+    across ``exec``)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return float(line.split()[1]) / 1024.0
     import resource
 
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def _peak_memory(walkers: int, whole: bool, model: str | None) -> dict:
+    """Peak resident memory growth of one evaluation of ``walkers`` structures, in this process."""
     import torch
 
     from itomd.nn.equivariant import EquivariantTransitionNet
@@ -126,11 +135,11 @@ def _peak_memory(walkers: int, whole: bool, model: str | None) -> dict:
     inputs = dict(x_in=torch.randn(walkers, start.numel()), c_noise=torch.full((walkers,), -1.0),
                   positions=x_t + 0.05 * torch.randn(walkers, start.numel()), cond=x_t,
                   lag=torch.full((walkers,), 10.0))
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+    before = _peak_resident_mb()
     began = time.perf_counter()
     with torch.no_grad():
         net(**inputs)
-    growth = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0 - before
+    growth = _peak_resident_mb() - before
     return {"walkers": walkers, "whole_batch": whole, "peak_growth_mb": growth,
             "kb_per_walker": growth * 1024.0 / walkers, "seconds": time.perf_counter() - began,
             "max_pair_elements": None if whole else EquivariantTransitionNet.max_pair_elements}
@@ -149,7 +158,8 @@ def _memory_in_fresh_process(walkers: int, whole: bool, model: str | None) -> di
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--batches", default="256,1024,4096", help="comma-separated batch sizes")
+    parser.add_argument("--batches", default="256,1024,4096",
+                        help="comma-separated batch sizes ('': memory only, keeping the rates recorded in --out)")
     parser.add_argument("--seconds", type=float, default=8.0, help="timed seconds per batch size and variant")
     parser.add_argument("--rounds", type=int, default=4, help="alternations of pieces and whole batch (best of each)")
     parser.add_argument("--model", default=None, help="a trained model file (default: an untrained ala2-ito network)")
@@ -172,7 +182,7 @@ def main() -> None:
         return
     net, start = _network(args.model)
     results = []
-    for batch in (int(b) for b in args.batches.split(",")):
+    for batch in (int(b) for b in args.batches.split(",") if b.strip()):
         result = measure(net, start, batch, args.seconds, args.rounds)
         results.append(result)
         print(f"\nbatch {batch}: {result['ms_per_evaluation']:.1f} ms per evaluation, "
@@ -181,6 +191,10 @@ def main() -> None:
         print("| operator | shapes | ms | share |\n|---|---|---:|---:|")
         for row in result["by_operator"]:
             print(f"| {row['operator']} | {row['shapes'][:60]} | {row['ms']:.1f} | {row['share']:.0%} |")
+    if not results and Path(args.out).exists():  # --batches '': memory only, the recorded rates kept
+        import json
+
+        results = json.loads(Path(args.out).read_text()).get("results", [])
     memory = []
     for walkers in (int(w) for w in args.memory_walkers.split(",") if w.strip()):
         for whole in (False, True) if walkers <= 4096 else (False,):
