@@ -114,6 +114,19 @@ def parse_args(parser: argparse.ArgumentParser, quick: dict[str, Any] | None = N
 
 
 # -- training --------------------------------------------------------------------------------------
+def peak_resident_mb() -> float:
+    """This process's peak resident memory in MB (``VmHWM``: ``ru_maxrss`` would carry a parent's peak
+    across ``exec``, hiding a child's own; ``ru_maxrss`` where /proc is absent)."""
+    status = Path("/proc/self/status")
+    if status.exists():
+        for line in status.read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return float(line.split()[1]) / 1024.0
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux: kB
+
+
 def _model_file(path: Path) -> Path:
     return path if path.suffix == ".pt" else path / "model.pt"
 

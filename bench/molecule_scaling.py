@@ -11,7 +11,7 @@ training, the denoiser's loss, backward, gradient clipping, AdamW, EMA: the libr
   tensors that the allocator maps afresh every step);
 * ``activations_mb`` — bytes of the tensors autograd saves for backward in one step (exact, counted
   with ``torch.autograd.graph.saved_tensors_hooks``): the part of the memory that grows as n²;
-* ``rss_growth_mb`` — growth of the process's peak resident memory (``resource.getrusage`` maxrss)
+* ``rss_growth_mb`` — growth of the process's peak resident memory (``VmHWM``, ``_common.peak_resident_mb``)
   over the warm-up and timed steps, above what the process held after building the model (each molecule is measured
   in a fresh process, so peaks do not hide each other).
 
@@ -42,14 +42,10 @@ import sys
 import time
 from pathlib import Path
 
-from _common import write_results
+from _common import peak_resident_mb, write_results
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_SEQUENCES = "A,AA,AAAA,AAAAAAAA"
-
-
-def _maxrss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux: kB
 
 
 def measure(sequence: str, hidden: int, layers: int, batch: int, steps: int, max_lag: int) -> dict:
@@ -84,7 +80,7 @@ def measure(sequence: str, hidden: int, layers: int, batch: int, steps: int, max
     dist = Distributed()
     parameters = sum(p.numel() for p in state.denoiser.parameters())
 
-    base = _maxrss_mb()
+    base = peak_resident_mb()
     saved = [0]
 
     def pack(t: torch.Tensor) -> torch.Tensor:
@@ -105,7 +101,7 @@ def measure(sequence: str, hidden: int, layers: int, batch: int, steps: int, max
             "n_elements": len(graph.element_names), "parameters": parameters, "batch": batch, "hidden": hidden,
             "layers": layers, "cpu_s": statistics.median(cpu), "system_s": statistics.median(system),
             "wall_s": statistics.median(wall),
-            "activations_mb": activations / 2**20, "rss_growth_mb": _maxrss_mb() - base, "steps": steps}
+            "activations_mb": activations / 2**20, "rss_growth_mb": peak_resident_mb() - base, "steps": steps}
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -30,23 +30,28 @@ Writes bench/results/network.json (``--out`` elsewhere) and prints one Markdown 
 from __future__ import annotations
 
 import argparse
+import json
+import subprocess
+import sys
 import time
 from pathlib import Path
 
-from _common import command_line, write_results
+import torch
+from _common import command_line, peak_resident_mb, write_results
+
+from itomd._allocator import keep_freed_memory
+from itomd.models.transition import TransitionModel
+from itomd.nn.equivariant import EquivariantTransitionNet, MoleculeGraph
+from itomd.systems.registry import resolve_system
+from itomd.training.config import TrainingConfig
 
 ROOT = Path(__file__).resolve().parent.parent
+#: ``max_pair_elements`` that keeps any batch in one piece (the network before pieces).
+WHOLE_BATCH = 2**62
 
 
 def _network(model_path: str | None):
     """The network to time and the prepared structure [3·n_atoms] of its molecule."""
-    import torch
-
-    from itomd.models.transition import TransitionModel
-    from itomd.nn.equivariant import EquivariantTransitionNet, MoleculeGraph
-    from itomd.systems.registry import resolve_system
-    from itomd.training.config import TrainingConfig
-
     system = resolve_system("ala2-implicit")
     start = torch.as_tensor(system.default_start(), dtype=torch.float32)
     if model_path is not None:
@@ -58,10 +63,18 @@ def _network(model_path: str | None):
     return net.eval(), start
 
 
+def _inputs(start: torch.Tensor, batch: int) -> dict:
+    """The network's inputs for ``batch`` structures: x_t = ``start`` + 0.02 nm noise, the noisy state
+    0.05 nm further, a mid-range noise level and lag 10."""
+    generator = torch.Generator().manual_seed(0)
+    x_t = start + 0.02 * torch.randn(batch, start.numel(), generator=generator)
+    noisy = x_t + 0.05 * torch.randn(batch, start.numel(), generator=generator)
+    return dict(x_in=(noisy - x_t) / 0.05, c_noise=torch.full((batch,), -1.0), positions=noisy, cond=x_t,
+                lag=torch.full((batch,), 10.0))
+
+
 def _rate(net, inputs: dict, seconds: float, max_pair_elements: int) -> float:
     """Structures per second of repeated evaluations (at least two) with pieces of that size."""
-    import torch
-
     net.max_pair_elements = max_pair_elements
     with torch.no_grad():
         net(**inputs)
@@ -74,20 +87,12 @@ def _rate(net, inputs: dict, seconds: float, max_pair_elements: int) -> float:
 
 def measure(net, start, batch: int, seconds: float, rounds: int, profile_calls: int = 2, top: int = 12) -> dict:
     """Evaluations per second (in pieces and whole, alternately) and the operator breakdown of one batch size."""
-    import torch
-
-    from itomd.nn.equivariant import EquivariantTransitionNet
-
-    generator = torch.Generator().manual_seed(0)
-    x_t = start + 0.02 * torch.randn(batch, start.numel(), generator=generator)
-    noisy = x_t + 0.05 * torch.randn(batch, start.numel(), generator=generator)
-    inputs = dict(x_in=(noisy - x_t) / 0.05, c_noise=torch.full((batch,), -1.0), positions=noisy, cond=x_t,
-                  lag=torch.full((batch,), 10.0))
-    default, whole = EquivariantTransitionNet.max_pair_elements, 2**62
+    inputs = _inputs(start, batch)
+    default = EquivariantTransitionNet.max_pair_elements
     pieces_rates, whole_rates = [], []
     for _ in range(rounds):
         pieces_rates.append(_rate(net, inputs, seconds / rounds, default))
-        whole_rates.append(_rate(net, inputs, seconds / rounds, whole))
+        whole_rates.append(_rate(net, inputs, seconds / rounds, WHOLE_BATCH))
     net.max_pair_elements = default
     with torch.no_grad():
         # the profiler's first evaluations page-fault fresh memory that the timed loop reuses: skip them
@@ -111,45 +116,24 @@ def measure(net, start, batch: int, seconds: float, rounds: int, profile_calls: 
             "profiled_ms": total, "by_operator": rows[:top]}
 
 
-def _peak_resident_mb() -> float:
-    """This process's peak resident memory (``VmHWM``; ``ru_maxrss`` would carry the parent's peak
-    across ``exec``)."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return float(line.split()[1]) / 1024.0
-    import resource
-
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
-
-
 def _peak_memory(walkers: int, whole: bool, model: str | None) -> dict:
     """Peak resident memory growth of one evaluation of ``walkers`` structures, in this process."""
-    import torch
-
-    from itomd.nn.equivariant import EquivariantTransitionNet
-
     net, start = _network(model)
     if whole:
-        net.max_pair_elements = 2**62
-    x_t = start + 0.02 * torch.randn(walkers, start.numel())
-    inputs = dict(x_in=torch.randn(walkers, start.numel()), c_noise=torch.full((walkers,), -1.0),
-                  positions=x_t + 0.05 * torch.randn(walkers, start.numel()), cond=x_t,
-                  lag=torch.full((walkers,), 10.0))
-    before = _peak_resident_mb()
+        net.max_pair_elements = WHOLE_BATCH
+    inputs = _inputs(start, walkers)
+    before = peak_resident_mb()
     began = time.perf_counter()
     with torch.no_grad():
         net(**inputs)
-    growth = _peak_resident_mb() - before
+    growth = peak_resident_mb() - before
     return {"walkers": walkers, "whole_batch": whole, "peak_growth_mb": growth,
             "kb_per_walker": growth * 1024.0 / walkers, "seconds": time.perf_counter() - began,
             "max_pair_elements": None if whole else EquivariantTransitionNet.max_pair_elements}
 
 
 def _memory_in_fresh_process(walkers: int, whole: bool, model: str | None) -> dict:
-    import json
-    import subprocess
-    import sys
-
+    """:func:`_peak_memory` in a child process of its own (so earlier measurements' peaks do not hide it)."""
     command = [sys.executable, __file__, "--memory-child", str(walkers)] + (["--whole"] if whole else [])
     command += ["--model", model] if model else []
     output = subprocess.run(command, check=True, capture_output=True, text=True).stdout
@@ -169,15 +153,8 @@ def main() -> None:
     parser.add_argument("--memory-child", type=int, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--whole", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
-
-    import torch
-
-    from itomd._allocator import keep_freed_memory
-
     keep_freed_memory()
     if args.memory_child is not None:
-        import json
-
         print(json.dumps(_peak_memory(args.memory_child, args.whole, args.model)))
         return
     net, start = _network(args.model)
@@ -192,8 +169,6 @@ def main() -> None:
         for row in result["by_operator"]:
             print(f"| {row['operator']} | {row['shapes'][:60]} | {row['ms']:.1f} | {row['share']:.0%} |")
     if not results and Path(args.out).exists():  # --batches '': memory only, the recorded rates kept
-        import json
-
         results = json.loads(Path(args.out).read_text()).get("results", [])
     memory = []
     for walkers in (int(w) for w in args.memory_walkers.split(",") if w.strip()):
