@@ -39,7 +39,7 @@ from itomd._files import write_text_atomically
 from itomd.training import ITOEstimator, TrainingConfig
 from itomd.training.config import RESUMABLE_CHANGES
 from itomd.interpolation import correlation_of_jumps, jump_samples
-from itomd.models import DEFAULT_N_STEPS, DEFAULT_SAMPLER, ExactPrior, LearnedPrior, TransitionModel
+from itomd.models import DEFAULT_N_STEPS, DEFAULT_SAMPLER, TransitionModel, prior_named
 from itomd.rollout import RolloutBlowUpError, rollout
 from itomd.systems import SystemSpec
 
@@ -139,7 +139,9 @@ def _remove(path: Path) -> None:
 
 
 def _prior_kind(prior: str | None) -> str | None:
-    return prior if prior in (None, "exact") else "learned"
+    if prior is None or prior in ("exact", "forcefield"):
+        return prior
+    return "forcefield+learned" if prior.startswith("forcefield:") else "learned"
 
 
 def config_differences(recorded: dict[str, Any] | None, config: TrainingConfig) -> list[str]:
@@ -199,11 +201,8 @@ def train(path: str | Path, config: TrainingConfig, trajectories: Sequence[np.nd
     resuming = not in_memory and resume and (path / "checkpoint.pt").exists()
     if not in_memory and not resuming and path.exists():
         _remove(path)
-    prior = None  # BoPITO's equilibrium part, named in the config as on the command line
-    if config.prior == "exact" and not resuming:
-        prior = ExactPrior.of_system(system.build())
-    elif config.prior is not None and not resuming:
-        prior = LearnedPrior.of_model(TransitionModel.load(config.prior))
+    # BoPITO's equilibrium part, named in the config as on the command line
+    prior = None if config.prior is None or resuming else prior_named(config.prior, system, trajectories, config.seed)
     estimator = ITOEstimator(config).fit(trajectories, frame_interval, run_dir=None if in_memory else path,
                                          resume=resuming, progress=progress, system=system, prior=prior)
     model = estimator.fetch_model()

@@ -25,7 +25,9 @@ each cached under ``--work`` (default bench/work/ala2) so a re-run continues whe
 6. ``equilibrium`` — an equilibrium model (the Boltzmann generator) of the training frames;
 7. ``bg_data``    — 100 × 100 ps trajectories started from its samples (BoPITO's data);
 8. ``bopito``, ``ito_short`` — BoPITO (that prior) and ITO trained on those same short
-                    trajectories (equal data, equal steps), each evaluated as in 4.
+                    trajectories (equal data, equal steps), each evaluated as in 4;
+   ``bopito_forcefield`` — BoPITO with the force-field prior (OpenMM's forces blended with that
+                    equilibrium model across noise levels), same data and steps, evaluated as in 4.
 
     .venv/bin/python bench/ala2.py --stage all            # every stage
     .venv/bin/python bench/ala2.py --stage evaluate       # one stage (its inputs must exist)
@@ -317,6 +319,16 @@ def stage_bopito(args) -> None:
     stage_evaluate(args, run="bopito", label="bopito")
 
 
+def stage_bopito_forcefield(args) -> None:
+    """BoPITO with the force-field prior (OpenMM's forces, blended across noise levels with the equilibrium
+    model as the base) on the same BG-seeded short trajectories, then its evaluation."""
+    base = TrainingConfig.from_recipe("ala2-ito", minutes=args.bopito_minutes)
+    config = TrainingConfig.from_dict({**base.to_dict(), "prior": f"forcefield:{args.work / 'equilibrium'}",
+                                       "max_lag": 50, "max_steps": args.bopito_steps})
+    _train(config, args.work / "md_bg_short", args.work / "bopito_forcefield")
+    stage_evaluate(args, run="bopito_forcefield", label="bopito_forcefield")
+
+
 def stage_ito_short(args) -> None:
     """ITO on the same BG-seeded short trajectories (equal data), then its evaluation."""
     base = TrainingConfig.from_recipe("ala2-ito", minutes=args.bopito_minutes)
@@ -380,6 +392,7 @@ STAGES: dict[str, Callable[[argparse.Namespace], None]] = {
     "equilibrium": stage_equilibrium,
     "bg_data": stage_bg_data,
     "bopito": stage_bopito,
+    "bopito_forcefield": stage_bopito_forcefield,
     "ito_short": stage_ito_short,
 }
 

@@ -16,7 +16,9 @@ from held-out exact equilibrium start states (never in the training data):
 
 Each (method, data, budget) cell reports the mean over seeds and a 95 % Student-t interval. Also: an
 equilibrium model (the Boltzmann generator of the method, trained on the full budget's frames)
-judged by JS against the exact density, and BoPITO with that learned prior at the 10 % budget.
+judged by JS against the exact density, and BoPITO with that learned prior at the 10 % budget; and
+BoPITO with the force-field prior (the system's forces blended with the data's Gaussian, and with the
+learned model) at the same budget and seed.
 
     .venv/bin/python bench/data_efficiency.py --system prinz --seeds 3
     .venv/bin/python bench/data_efficiency.py --system muller-brown --seeds 1
@@ -79,6 +81,8 @@ def main() -> None:
                              "floor is too high to resolve JS < 0.01 in 2-D")
     parser.add_argument("--no-single", action="store_true", help="skip the single-structure comparison")
     parser.add_argument("--no-learned-prior", action="store_true", help="skip the equilibrium model and its BoPITO")
+    parser.add_argument("--no-forcefield-prior", action="store_true",
+                        help="skip BoPITO with the force-field prior (Gaussian base, and the learned base)")
     args = parse_args(parser, quick=QUICK_ARGS)
     d = {**DEFAULTS[args.system], **(QUICK if args.quick else {})}
     spec = SystemSpec(args.system)
@@ -126,6 +130,16 @@ def main() -> None:
         runs.append(train_and_evaluate(f"bopito-learned_bg-seeded_{k}_0", work, subset, tau, spec, d,
                                        str(work / "models" / "equilibrium.pt"), args.steps, 0, evaluator,
                                        dict(method="bopito (learned prior)", data="bg-seeded", n_trajectories=k, seed=0)))
+    if not args.no_forcefield_prior:  # the system's forces, blended with the data's Gaussian (and the learned model)
+        k = budgets[len(budgets) // 2]
+        subset = [seeded[i] for i in np.random.default_rng(0).permutation(n_ref)[:k]]
+        bases = [("forcefield", "bopito (force-field prior)", "bopito-forcefield")]
+        if equilibrium is not None:
+            bases.append((f"forcefield:{work / 'models' / 'equilibrium.pt'}", "bopito (force field + learned)",
+                          "bopito-forcefield-learned"))
+        for prior, method, name in bases:
+            runs.append(train_and_evaluate(f"{name}_bg-seeded_{k}_0", work, subset, tau, spec, d, prior, args.steps, 0,
+                                           evaluator, dict(method=method, data="bg-seeded", n_trajectories=k, seed=0)))
 
     long_lag = long_lag_check(work, reference, tau, d, budgets[len(budgets) // 2], args.long_lag_walkers)
     summary = summarise(runs)
@@ -299,7 +313,8 @@ def write_html(out: dict, path: Path) -> None:
     panels += [("abs_timescale_error", "|slowest ITS error| (rollout MSM)"), ("ck_max_deviation", "CK test max deviation")]
     fig = Figure(figsize=(15, 7.5), layout="constrained")
     axes = fig.subplots(2, 4).ravel()
-    styles = {"ito": ("tab:blue", "o"), "bopito": ("tab:red", "s"), "bopito (learned prior)": ("tab:purple", "^")}
+    styles = {"ito": ("tab:blue", "o"), "bopito": ("tab:red", "s"), "bopito (learned prior)": ("tab:purple", "^"),
+              "bopito (force-field prior)": ("tab:green", "D"), "bopito (force field + learned)": ("tab:olive", "v")}
     total = out["reference_budget"]["n_trajectories"]
     for ax, (key, title) in zip(axes, panels):
         for method in ("ito", "bopito"):
@@ -318,10 +333,10 @@ def write_html(out: dict, path: Path) -> None:
                 color, marker = styles[e["method"]]
                 ax.plot(e["n_trajectories"] / total, e[key]["mean"], marker=marker, mfc="none", color=color, ms=10,
                         ls="none", label=f"{'ITO' if e['method'] == 'ito' else 'BoPITO'} (single structure)")
-            if e["method"] == "bopito (learned prior)" and e[key]["mean"] is not None:
+            if e["method"].startswith("bopito (") and e[key]["mean"] is not None:  # single cells of other priors
                 color, marker = styles[e["method"]]
                 ax.plot(e["n_trajectories"] / total, e[key]["mean"], marker=marker, color=color, ls="none",
-                        label="BoPITO (learned prior)")
+                        label="BoPITO " + e["method"][len("bopito "):])
         if key.startswith("js_"):
             ax.axhline(out["js_noise_floor"], ls="--", color="gray", lw=1, label="JS noise floor")
         ax.set_xscale("log")

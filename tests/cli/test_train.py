@@ -17,7 +17,7 @@ import torch
 from itomd.checkpoint import load_file
 from itomd.cli import main
 from itomd.data.store import TrajectoryStore
-from itomd.models import ExactPrior, LearnedPrior, TransitionModel
+from itomd.models import ExactPrior, ForceFieldPrior, LearnedPrior, TransitionModel
 from tests.cli.helpers import assert_one_line_exit, kill_9_after_checkpoint, run_cli
 
 
@@ -78,6 +78,28 @@ def test_train_with_exact_and_learned_priors(bopito_runs):
     assert isinstance(learned.spec.prior, LearnedPrior) and learned.lambda_hat == 0.99
 
 
+def test_train_with_the_forcefield_prior_then_sample_and_metropolis(bopito_runs, tmp_path, capsys):
+    run = tmp_path / "ff"
+    assert main(["train", "--data", str(bopito_runs["data"]), "--out", str(run), "--config",
+                 str(bopito_runs["config"]), "--prior", "forcefield", "--max-steps", "20", "--quiet"]) == 0
+    model = TransitionModel.load(run)
+    assert model.is_bopito and isinstance(model.spec.prior, ForceFieldPrior) and model.spec.prior.base is None
+    weights = model.denoiser.equilibrium.weights
+    assert weights[0] == 1.0 and weights[-1] == 0.0  # the calibrated blend travels in the model file
+    x0 = torch.tensor([[0.2], [-0.4]])
+    a = model.sample(x0, lag=5, n_steps=4, generator=torch.Generator().manual_seed(0))
+    b = TransitionModel.load(run).sample(x0, lag=5, n_steps=4, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(a, b) and torch.isfinite(a).all()
+    # the toy potential's forces are differentiable: Metropolis-Hastings gets the model's transition density
+    capsys.readouterr()
+    assert main(["sample", str(run), "--n-walkers", "20", "--n-jumps", "2", "--lag", "5", "--out",
+                 str(tmp_path / "mh"), "--metropolis", "--json", "--quiet"]) == 0
+    assert 0.0 < json.loads(capsys.readouterr().out)["acceptance_rate"] <= 1.0
+    code = main(["train", "--data", str(bopito_runs["data"]), "--out", str(tmp_path / "bad"), "--prior",
+                 "forcefield:" + str(tmp_path / "missing"), "--max-steps", "2", "--quiet"])
+    assert_one_line_exit(capsys, code, "missing")
+
+
 def test_trained_model_is_molecular_and_round_trips(ala2_runs, tmp_path):
     model = TransitionModel.load(ala2_runs["run"])
     assert model.spec.representation.n_atoms == 22 and model.spec.representation.superpose_targets
@@ -115,6 +137,29 @@ def test_bopito_for_a_molecule_with_a_learned_equilibrium_prior(ala2_runs, tmp_p
     x0 = torch.as_tensor(TrajectoryStore(ala2_runs["data"]).read(1)[:2], dtype=torch.float32)
     far = model.sample(x0, lag=10_000, n_steps=3, generator=torch.Generator().manual_seed(0))
     assert torch.isfinite(far).all() and far.shape == (2, 66)
+
+
+def test_forcefield_prior_for_a_molecule_needs_a_learned_base(ala2_runs, tmp_path, capsys):
+    data, config = str(ala2_runs["data"]), str(ala2_runs["config"])
+    code = main(["train", "--data", data, "--out", str(tmp_path / "x"), "--config", config, "--prior", "forcefield",
+                 "--max-steps", "2", "--quiet"])
+    assert_one_line_exit(capsys, code, "--prior forcefield:RUN")
+    eq, ff = tmp_path / "eq", tmp_path / "ff"
+    assert main(["train", "--data", data, "--out", str(eq), "--config", config, "--equilibrium", "--max-steps", "4",
+                 "--quiet"]) == 0
+    assert main(["train", "--data", data, "--out", str(ff), "--config", config, "--prior", f"forcefield:{eq}",
+                 "--lambda-hat", "0.95", "--max-steps", "4", "--quiet"]) == 0
+    model = TransitionModel.load(ff)
+    prior = model.spec.prior
+    assert isinstance(prior, ForceFieldPrior) and isinstance(prior.base, LearnedPrior) and prior.n_atoms == 22
+    assert not prior.differentiable and model.denoiser.equilibrium.weights[0] == 1.0
+    x0 = torch.as_tensor(TrajectoryStore(ala2_runs["data"]).read(1)[:2], dtype=torch.float32)
+    jump = model.sample(x0, lag=2, n_steps=3, generator=torch.Generator().manual_seed(0))
+    assert torch.isfinite(jump).all() and jump.shape == (2, 66)
+    capsys.readouterr()
+    code = main(["sample", str(ff), "--n-walkers", "2", "--n-jumps", "1", "--lag", "2", "--out", str(tmp_path / "mh"),
+                 "--metropolis", "--quiet"])
+    assert_one_line_exit(capsys, code, "no derivatives")
 
 
 def test_config_names_a_shipped_recipe(prinz_data, tmp_path, capsys):

@@ -9,7 +9,7 @@ import torch
 
 from itomd.errors import DataFileError, InvalidInputError
 from itomd.training import ITOEstimator
-from itomd.models import ExactPrior, LearnedPrior, TransitionModel
+from itomd.models import ExactPrior, ForceFieldPrior, LearnedPrior, TransitionModel, prior_named
 from itomd.systems.registry import SystemSpec
 
 HARMONIC = SystemSpec("harmonic")  # U = x²/2, kT = 1: the OU data's stationary N(0, 1)
@@ -31,6 +31,25 @@ def test_tiny_bopito_model_with_the_exact_prior_learns_ou_transitions(ou_traject
     model = ITOEstimator(config).fit(data, frame_interval=0.1, progress=False, system=HARMONIC,
                                      prior=_exact_prior()).fetch_model()
     assert model.is_bopito and abs(model.lambda_hat - ou_decay) < 0.02
+    generator = torch.Generator().manual_seed(0)
+    assert_learns_ou_transitions(model, generator)
+    far = model.sample(torch.full((4000, 1), 1.5), lag=1000, generator=generator).numpy()[:, 0]
+    assert abs(far.mean()) < 0.06 and abs(far.std() - 1) < 0.06  # relaxed to μ = N(0, 1)
+
+
+@pytest.mark.slow  # 1500 steps (~15 s); the suite covers the prior's physics in tests/diffusion/test_forcefield.py
+def test_tiny_bopito_model_with_the_forcefield_prior_learns_ou_transitions(ou_trajectories, ou_decay, tiny_config,
+                                                                           assert_learns_ou_transitions, tmp_path):
+    data = ou_trajectories(200, 300, seed=1)
+    config = tiny_config(prior="forcefield", hidden=64, n_blocks=2, n_frequencies=8, batch_size=256, max_steps=1500,
+                         warmup_steps=100, learning_rate=3e-3, ema_decay=0.995)
+    prior = prior_named("forcefield", HARMONIC, data)
+    assert isinstance(prior, ForceFieldPrior) and prior.module.weights[0] == 1.0
+    model = ITOEstimator(config).fit(data, frame_interval=0.1, progress=False, system=HARMONIC,
+                                     prior=prior).fetch_model()
+    model.save(tmp_path / "model.pt")
+    model = TransitionModel.load(tmp_path / "model.pt")  # the forces come back with the model's system
+    assert isinstance(model.spec.prior, ForceFieldPrior) and model.denoiser.equilibrium.score_function is not None
     generator = torch.Generator().manual_seed(0)
     assert_learns_ou_transitions(model, generator)
     far = model.sample(torch.full((4000, 1), 1.5), lag=1000, generator=generator).numpy()[:, 0]

@@ -25,9 +25,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=seed_int)
     p.add_argument("--device", help="auto (default), cpu or cuda")
     p.add_argument("--equilibrium", action="store_true", help="train an unconditional model of the frames")
-    p.add_argument("--prior", metavar="exact|RUN",
+    p.add_argument("--prior", metavar="exact|forcefield|forcefield:RUN|RUN",
                    help="train BoPITO: a frozen equilibrium part, 'exact' (quadrature on the system's reference grid, "
-                        "dim ≤ 3) or an equilibrium run (itomd train --equilibrium)")
+                        "dim ≤ 3), 'forcefield' (the system's own forces -∇U/kT, blended across noise levels with the "
+                        "data's Gaussian; 'forcefield:RUN' with an equilibrium run) or an equilibrium run "
+                        "(itomd train --equilibrium)")
     p.add_argument("--lambda-hat", dest="lambda_hat", type=positive_float,
                    help="BoPITO's λ̂ per frame (default: slowest MSM eigenvalue of the data at lag 1)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out exactly where it stopped")
@@ -38,6 +40,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from itomd.data.store import TrajectoryStore
+    from itomd.models import prior_named
     from itomd.training import ITOEstimator, TrainingConfig
     from itomd.systems import SystemSpec
 
@@ -58,7 +61,7 @@ def run(args: argparse.Namespace) -> int:
     meta = store.metadata
     frame_interval = recorded_frame_interval(meta, args.data)
     spec = SystemSpec.from_metadata(meta, args.data)  # a user's molecule: the store's prepared structure
-    prior = None if config.prior is None or args.resume else _load_prior(config.prior, spec)
+    prior = None if config.prior is None or args.resume else prior_named(config.prior, spec, trajectories, config.seed)
     t0 = time.perf_counter()
     with InterruptRequests() as interrupts:  # Ctrl-C / SIGTERM: checkpoint at the current step, then stop
         estimator = ITOEstimator(config).fit(trajectories, frame_interval, run_dir=args.out, resume=args.resume,
@@ -79,18 +82,6 @@ def run(args: argparse.Namespace) -> int:
     emit(summary, args.json, f"trained {estimator.step} of {config.max_steps} steps in {elapsed:.1f} s{more}; "
                               f"model in {args.out / 'model.pt'}")
     return 0
-
-
-def _load_prior(text: str, spec):
-    """BoPITO's equilibrium part named on the command line: ``exact`` or an equilibrium run."""
-    from itomd.models import ExactPrior, LearnedPrior, TransitionModel
-
-    if text == "exact":
-        if spec is None:
-            raise InvalidInputError("the exact prior needs the data's system (record it in the trajectory metadata "
-                                    "or pass system= to fit)")
-        return ExactPrior.of_system(spec.build())
-    return LearnedPrior.of_model(TransitionModel.load(text))
 
 
 #: What a training run stopped by a failed write or a second Ctrl-C keeps (``main`` asks the module).

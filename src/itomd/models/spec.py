@@ -1,5 +1,5 @@
-r"""Typed descriptions of denoisers: :class:`DenoiserSpec` and BoPITO's priors :class:`ExactPrior` and
-:class:`LearnedPrior`.
+r"""Typed descriptions of denoisers: :class:`DenoiserSpec` and BoPITO's priors :class:`ExactPrior`,
+:class:`LearnedPrior` and :class:`ForceFieldPrior`.
 
 A description holds everything needed to rebuild a denoiser — the representation of the states
 (:mod:`itomd.representation`: which inner network, centring, isotropic tables), the network size,
@@ -10,6 +10,7 @@ dicts (with a ``"kind"`` tag for priors) exist only in files.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Sequence, Union
 
@@ -19,12 +20,14 @@ import torch
 from itomd.diffusion.bopito import BoPITODenoiser
 from itomd.diffusion.denoiser import Denoiser, TransitionDenoiser
 from itomd.diffusion.equilibrium import ExactEquilibriumDenoiser
+from itomd.diffusion.forcefield import BLEND_GRID_POINTS, ForceFieldEquilibriumDenoiser, GaussianEquilibriumDenoiser
 from itomd.errors import DataFileError, InvalidInputError
 from itomd.representation import NetworkSize, Representation
 
 if TYPE_CHECKING:  # pragma: no cover
     from itomd.models.transition import TransitionModel
     from itomd.systems.reference import ExactReference
+    from itomd.systems.registry import SystemSpec
     from itomd.systems.system import System
 
 #: Largest dimension with an exact (quadrature) equilibrium prior.
@@ -77,6 +80,9 @@ class ExactPrior:
         """Exact priors are of points, not molecules."""
         return None
 
+    #: The quadrature denoiser is differentiable (likelihoods need its Jacobian).
+    differentiable = True
+
     def build(self) -> torch.nn.Module:
         """An empty quadrature denoiser of this grid (the weights hold the density)."""
         return ExactEquilibriumDenoiser.empty(list(self.shape), list(self.box))
@@ -127,6 +133,9 @@ class LearnedPrior:
     def n_atoms(self) -> int | None:
         return self.spec.representation.n_atoms
 
+    #: A network is differentiable (likelihoods need its Jacobian).
+    differentiable = True
+
     def build(self) -> torch.nn.Module:
         return self.spec.build()
 
@@ -143,11 +152,99 @@ class LearnedPrior:
         return d
 
 
-Prior = Union[ExactPrior, LearnedPrior]
+@dataclass(frozen=True)
+class ForceFieldPrior:
+    """BoPITO's equilibrium part from the system's own potential, s₀ = −β∇U, blended across noise
+    levels with a base that is right at large σ (:mod:`itomd.diffusion.forcefield`).
+
+    Parameters
+    ----------
+    dim : int
+        State dimension.
+    n_atoms : int, optional
+        Atoms of a molecule (None: a toy system).
+    n_levels : int
+        Grid levels of the calibrated blend a(σ).
+    base : LearnedPrior, optional
+        A trained equilibrium model as the base; None: the Gaussian of the training frames.
+    system : SystemSpec, optional
+        Whose potential gives the forces (a model file records it once, as the model's system).
+    module : ForceFieldEquilibriumDenoiser, optional
+        The calibrated denoiser (when made from data).
+    """
+
+    dim: int
+    n_atoms: int | None
+    n_levels: int = BLEND_GRID_POINTS
+    base: LearnedPrior | None = None
+    system: "SystemSpec | None" = field(default=None, compare=False, repr=False)
+    module: ForceFieldEquilibriumDenoiser | None = field(default=None, compare=False, repr=False)
+
+    @classmethod
+    def of_data(cls, system: "SystemSpec", trajectories: Sequence[np.ndarray], base: LearnedPrior | None = None,
+                seed: int = 0) -> "ForceFieldPrior":
+        """The force-field prior of ``system``, its blend calibrated on ``trajectories`` (each [n_i, dim]).
+
+        The base is ``base`` or, without one, the Gaussian of the frames (as the model sees them:
+        molecules centred, one variance per atom).
+        """
+        from itomd.diffusion.forcefield import GaussianEquilibriumDenoiser, calibrate_blend
+        from itomd.representation import representation_for
+        from itomd.geometry import remove_centroid
+
+        built = system.build()
+        representation = representation_for(built)
+        representation.check_dimension(np.asarray(trajectories[0]).shape[1])
+        frames = np.concatenate(representation.prepare_trajectories(trajectories)).astype(np.float64)
+        n_atoms = representation.n_atoms
+        if base is None and n_atoms is not None:
+            raise InvalidInputError("a molecule's force-field prior needs a learned base: --prior forcefield:RUN with an "
+                                    "equilibrium run (itomd train --equilibrium); a Gaussian of Cartesian coordinates "
+                                    "is no molecule at the noise levels where the force field takes over")
+        if base is not None and (base.dim != frames.shape[1] or base.n_atoms != n_atoms):
+            raise InvalidInputError("the force-field prior's base and the data must describe the same states")
+        mean = representation.data_mean(frames)
+        base_module = (base.module if base is not None
+                       else GaussianEquilibriumDenoiser.of_frames(frames, mean, n_atoms)).to(torch.float32)
+        sigma_data = float(np.sqrt(np.mean((frames - mean) ** 2))) or 1.0
+        score = built.equilibrium_score
+        project = None if n_atoms is None else (lambda noise: remove_centroid(noise, n_atoms))
+        log_sigmas, weights = calibrate_blend(base_module, score, frames, sigma_data, seed=seed, project=project,
+                                              n_atoms=n_atoms)
+        module = ForceFieldEquilibriumDenoiser(base_module, log_sigmas, weights, n_atoms).attach(score)
+        return cls(int(frames.shape[1]), n_atoms, len(log_sigmas), base, system, module)
+
+    @property
+    def differentiable(self) -> bool:
+        """Whether the prior's score has a Jacobian (likelihoods need one): toy potentials by automatic
+        differentiation; a molecule's OpenMM forces have none."""
+        return self.n_atoms is None
+
+    def build(self) -> torch.nn.Module:
+        """An empty blended denoiser of this shape (the weights hold the blend and the base), with the
+        system's forces attached when the system is known."""
+        base = self.base.build() if self.base is not None else GaussianEquilibriumDenoiser(np.zeros(self.dim),
+                                                                                            np.ones(self.dim))
+        module = ForceFieldEquilibriumDenoiser.empty(base, self.n_levels, self.n_atoms)
+        if self.system is not None:
+            module.attach(self.system.build().equilibrium_score)
+        return module
+
+    def region(self) -> tuple[np.ndarray, np.ndarray] | None:
+        """The learned base's region, if any (the force field itself knows everything)."""
+        return None if self.base is None else self.base.region()
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kind": "forcefield", "dim": self.dim, "n_atoms": self.n_atoms, "n_levels": self.n_levels,
+                "base": None if self.base is None else self.base.to_dict()}
 
 
-def prior_from_dict(d: dict[str, Any]) -> Prior:
-    """The prior a model file describes (``{"kind": "exact" | "model", ...}``)."""
+Prior = Union[ExactPrior, LearnedPrior, ForceFieldPrior]
+
+
+def prior_from_dict(d: dict[str, Any], system: "SystemSpec | None" = None) -> Prior:
+    """The prior a model file describes (``{"kind": "exact" | "model" | "forcefield", ...}``); a
+    force-field prior takes its forces from ``system``, the model's."""
     kind = d.get("kind") if isinstance(d, dict) else None
     try:
         if kind == "exact":
@@ -157,6 +254,12 @@ def prior_from_dict(d: dict[str, Any]) -> Prior:
             low, high = d.get("data_low"), d.get("data_high")
             return LearnedPrior(DenoiserSpec.from_dict(d["spec"]), None if low is None else tuple(map(float, low)),
                                 None if high is None else tuple(map(float, high)))
+        if kind == "forcefield":
+            base = None if d.get("base") is None else prior_from_dict(d["base"])
+            if base is not None and not isinstance(base, LearnedPrior):
+                raise DataFileError("a force-field prior's base must be a learned equilibrium model")
+            return ForceFieldPrior(int(d["dim"]), None if d.get("n_atoms") is None else int(d["n_atoms"]),
+                                   int(d["n_levels"]), base, system)
     except KeyError as exc:
         raise DataFileError(f"the {kind} prior's description lacks the entry {exc}") from None
     raise DataFileError(f"unknown equilibrium prior description {d!r}")
@@ -268,8 +371,9 @@ class DenoiserSpec:
                 "molecule": self.representation.to_dict()}
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "DenoiserSpec":
-        """Read :meth:`to_dict`'s form (one-line :class:`~itomd.errors.DataFileError` if incomplete)."""
+    def from_dict(cls, d: dict[str, Any], system: "SystemSpec | None" = None) -> "DenoiserSpec":
+        """Read :meth:`to_dict`'s form (one-line :class:`~itomd.errors.DataFileError` if incomplete);
+        ``system``: the model's, whose forces a force-field prior uses."""
         required = ("dim", "conditional", "hidden", "n_blocks", "n_frequencies", "sigma_data", "shift",
                     "condition_shift", "condition_scale", "max_log_lag", "p_mean", "p_std")
         missing = [k for k in required if k not in d]
@@ -285,7 +389,7 @@ class DenoiserSpec:
                    lag_coefficients=None if d.get("lag_coefficients") is None
                    else tuple(_floats(c) for c in d["lag_coefficients"]),
                    lag_scales=None if d.get("lag_scales") is None else _floats(d["lag_scales"]),
-                   prior=None if d.get("prior") is None else prior_from_dict(d["prior"]),
+                   prior=None if d.get("prior") is None else prior_from_dict(d["prior"], system),
                    lambda_hat=None if d.get("lambda_hat") is None else float(d["lambda_hat"]))
 
 
@@ -293,4 +397,5 @@ def _floats(values: Sequence[Any]) -> tuple[float, ...]:
     return tuple(float(v) for v in values)
 
 
-__all__ = ["DenoiserSpec", "ExactPrior", "LearnedPrior", "Prior", "prior_from_dict", "MAX_EXACT_PRIOR_DIM"]
+__all__ = ["DenoiserSpec", "ExactPrior", "ForceFieldPrior", "LearnedPrior", "Prior", "prior_from_dict",
+           "MAX_EXACT_PRIOR_DIM"]

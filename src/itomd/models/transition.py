@@ -347,7 +347,7 @@ class TransitionModel:
             system = None if payload.get("system") is None else SystemSpec.from_dict(payload["system"])
             if system is not None and payload.get("system_files"):  # a user's molecule: its files travel along
                 system = system.with_moved_files(restore_files(payload["system_files"]))
-            model = cls(DenoiserSpec.from_dict(payload["spec"]), payload["state_dict"], payload["frame_interval"],
+            model = cls(DenoiserSpec.from_dict(payload["spec"], system), payload["state_dict"], payload["frame_interval"],
                         payload["max_lag"], payload["data_low"], payload["data_high"], system, payload.get("info"))
         except KeyError as exc:
             raise DataFileError(f"{source} lacks the entry {exc}") from exc

@@ -378,6 +378,24 @@ class MolecularSystem(System):
             out[i] = context.getState(getEnergy=True).getPotentialEnergy()._value / kT
         return out
 
+    def equilibrium_score(self, x: torch.Tensor) -> torch.Tensor:
+        """s₀(x) = F(x)/kT from OpenMM's forces (the force field MD runs, without its constraints;
+        double precision, one structure at a time), shape of ``x`` [B, 3·n_atoms].
+
+        OpenMM gives forces, not their derivatives: a score needed with its Jacobian (``x`` requiring
+        gradients) is refused with a one-line error. In explicit solvent the stored coordinates' density
+        is a potential of mean force that no force field gives: refused too.
+        """
+        if self.explicit_solvent:
+            raise InvalidInputError(f"'{self.molecule}' is simulated in explicit solvent: the density of its stored "
+                                    "(solute) coordinates is a potential of mean force that no force field gives; "
+                                    "use a learned prior (itomd train --equilibrium, then --prior RUN)")
+        if x.requires_grad and torch.is_grad_enabled():
+            raise InvalidInputError("the force-field prior of a molecule has OpenMM's forces but not their "
+                                    "derivatives: likelihoods (Metropolis-Hastings, itomd check) need a model with a "
+                                    "learned prior or none")
+        return self.potential.force(x.detach()).to(x.dtype) / self.kT
+
     def masses(self) -> np.ndarray:
         """Atomic masses of the solute in dalton; shape [n_atoms]."""
         system = self.openmm_system()

@@ -89,10 +89,11 @@ class TrainingConfig:
         Train an unconditional model of the frames (the Boltzmann-generator part of BoPITO).
     prior : str, optional
         Train a BoPITO model with this frozen equilibrium part: ``"exact"`` (the quadrature score
-        of the data's system, dimension ≤ 3) or the path of an equilibrium model (a run directory of
-        ``equilibrium = true`` or its ``model.pt``). None: plain ITO. The command line turns it into
-        an :class:`~itomd.models.ExactPrior` or :class:`~itomd.models.LearnedPrior` object and passes
-        that to :meth:`~itomd.training.ITOEstimator.fit`.
+        of the data's system, dimension ≤ 3), ``"forcefield"`` (the system's forces blended with the
+        data's Gaussian across noise levels), ``"forcefield:RUN"`` (blended with the equilibrium model
+        RUN instead) or the path of an equilibrium model (a run directory of ``equilibrium = true`` or
+        its ``model.pt``). None: plain ITO. :func:`~itomd.models.prior_named` turns it into a prior
+        object, which is passed to :meth:`~itomd.training.ITOEstimator.fit`.
     lambda_hat : float, optional
         BoPITO's λ̂ per frame; default: the slowest non-unit eigenvalue of an MSM at lag 1 frame of
         the training data (:func:`~itomd.analysis.msm.slowest_eigenvalue`), raised if needed so that
@@ -174,7 +175,8 @@ class TrainingConfig:
         if not isinstance(self.equilibrium, bool):
             raise InvalidInputError(f"equilibrium must be true or false, got {self.equilibrium!r}")
         if self.prior is not None and (not isinstance(self.prior, str) or not self.prior):
-            raise InvalidInputError(f"prior must be 'exact' or the path of an equilibrium model, got {self.prior!r}")
+            raise InvalidInputError(f"prior must be 'exact', 'forcefield', 'forcefield:RUN' or the path of an equilibrium "
+                                    f"model, got {self.prior!r}")
         if self.prior is not None and self.equilibrium:
             raise InvalidInputError("an equilibrium model takes no prior (the prior is an equilibrium model)")
         if self.lambda_hat is not None:

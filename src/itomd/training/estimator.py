@@ -238,7 +238,7 @@ class _Session:
         checkpoint = None
         if resume:
             checkpoint = run_dir.load_checkpoint(config, data_summary)
-            spec = DenoiserSpec.from_dict(checkpoint["spec"])
+            spec = DenoiserSpec.from_dict(checkpoint["spec"], system)
         else:
             if run_dir is not None and run_dir.has_checkpoint():
                 raise InvalidInputError(f"{run_dir.path} already holds a training run; pass --resume to continue it "
@@ -300,7 +300,7 @@ def _new_spec(config: TrainingConfig, trajectories: list[np.ndarray], representa
     (``progress``: a progress bar over the lags of the lag statistics)."""
     if config.prior is not None and prior is None:
         raise InvalidInputError(f"the config names the prior '{config.prior}': pass it as prior= "
-                                "(itomd.models.ExactPrior.of_system or LearnedPrior.of_model)")
+                                "(itomd.models.ExactPrior.of_system, LearnedPrior.of_model or ForceFieldPrior.of_data)")
     if prior is not None and config.equilibrium:
         raise InvalidInputError("an equilibrium model takes no prior (the prior is an equilibrium model)")
     if config.lambda_hat is not None and prior is None:
