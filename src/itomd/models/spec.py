@@ -10,7 +10,6 @@ dicts (with a ``"kind"`` tag for priors) exist only in files.
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Sequence, Union
 
