@@ -5,7 +5,8 @@ denoiser on multi-lag pairs (x_t, x_{t+Nτ}, N) — or, with ``config.equilibriu
 and returns itself; ``fetch_model()`` returns an independent :class:`~itomd.models.TransitionModel`
 holding the EMA weights. The system's :class:`~itomd.representation.Representation` decides how
 states are seen (molecules: centred structures, superposed targets, an equivariant network). With a
-``prior`` (:class:`~itomd.models.ExactPrior` or :class:`~itomd.models.LearnedPrior`) the denoiser is
+``prior`` (:class:`~itomd.models.ExactPrior`, :class:`~itomd.models.LearnedPrior` or
+:class:`~itomd.models.ForceFieldPrior`) the denoiser is
 a :class:`~itomd.diffusion.BoPITODenoiser`: the equilibrium part is frozen and only the dynamic part
 is trained, with λ̂ estimated from the data unless the config gives it.
 
@@ -95,7 +96,7 @@ class ITOEstimator:
         system : SystemSpec, optional
             The data's system: it chooses the representation (molecules: an equivariant network on
             centred structures) and is recorded with the model. Without it the states are points.
-        prior : ExactPrior or LearnedPrior, optional
+        prior : ExactPrior, LearnedPrior or ForceFieldPrior, optional
             BoPITO's frozen equilibrium part (required when ``config.prior`` names one, unless
             resuming: the checkpoint has it).
         stop : callable, optional
