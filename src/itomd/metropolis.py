@@ -99,10 +99,6 @@ class MetropolisHastings:
             raise InvalidInputError("Metropolis-Hastings needs a transition model, not an equilibrium model")
         if model.system is None:
             raise InvalidInputError("Metropolis-Hastings needs the system's energy, and this model records no system")
-        if model.spec.prior is not None and not model.spec.prior.differentiable:
-            raise InvalidInputError("Metropolis-Hastings needs the model's transition density, and this model's "
-                                    "force-field prior (OpenMM's forces) has no derivatives: use a model with a learned "
-                                    "prior or none")
         try:
             system = model.system.build()
         except ItomdError as exc:

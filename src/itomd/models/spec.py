@@ -79,9 +79,6 @@ class ExactPrior:
         """Exact priors are of points, not molecules."""
         return None
 
-    #: The quadrature denoiser is differentiable (likelihoods need its Jacobian).
-    differentiable = True
-
     def build(self) -> torch.nn.Module:
         """An empty quadrature denoiser of this grid (the weights hold the density)."""
         return ExactEquilibriumDenoiser.empty(list(self.shape), list(self.box))
@@ -131,9 +128,6 @@ class LearnedPrior:
     @property
     def n_atoms(self) -> int | None:
         return self.spec.representation.n_atoms
-
-    #: A network is differentiable (likelihoods need its Jacobian).
-    differentiable = True
 
     def build(self) -> torch.nn.Module:
         return self.spec.build()
@@ -212,12 +206,6 @@ class ForceFieldPrior:
                                               n_atoms=n_atoms)
         module = ForceFieldEquilibriumDenoiser(base_module, log_sigmas, weights, n_atoms).attach(score)
         return cls(int(frames.shape[1]), n_atoms, len(log_sigmas), base, system, module)
-
-    @property
-    def differentiable(self) -> bool:
-        """Whether the prior's score has a Jacobian (likelihoods need one): toy potentials by automatic
-        differentiation; a molecule's OpenMM forces have none."""
-        return self.n_atoms is None
 
     def build(self) -> torch.nn.Module:
         """An empty blended denoiser of this shape (the weights hold the blend and the base), with the
