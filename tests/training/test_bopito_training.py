@@ -56,6 +56,27 @@ def test_tiny_bopito_model_with_the_forcefield_prior_learns_ou_transitions(ou_tr
     assert abs(far.mean()) < 0.06 and abs(far.std() - 1) < 0.06  # relaxed to μ = N(0, 1)
 
 
+def test_forcefield_prior_resumes_exactly(tmp_path, ou_data, tiny_config):
+    """A run with the force-field prior stopped after 20 of 40 steps and resumed ends where an uninterrupted
+    run does (the blend in the checkpoint, the forces re-attached from the system)."""
+    prior = prior_named("forcefield", HARMONIC, ou_data)
+    config = dict(prior="forcefield", lambda_hat=0.95, checkpoint_every=20)
+    ITOEstimator(tiny_config(**config, max_steps=40)).fit(ou_data, 0.1, run_dir=tmp_path / "whole", progress=False,
+                                                          system=HARMONIC, prior=prior)
+    calls = iter(range(10_000))  # stopped (as by Ctrl-C) after 20 steps, checkpointed there
+    ITOEstimator(tiny_config(**config, max_steps=40)).fit(ou_data, 0.1, run_dir=tmp_path / "part", progress=False,
+                                                          system=HARMONIC, prior=prior, stop=lambda: next(calls) >= 20)
+    assert TransitionModel.load(tmp_path / "part").info["steps"] < 40
+    ITOEstimator(tiny_config(**config, max_steps=40)).fit(ou_data, 0.1, run_dir=tmp_path / "part", resume=True,
+                                                          progress=False, system=HARMONIC)
+    whole, part = TransitionModel.load(tmp_path / "whole"), TransitionModel.load(tmp_path / "part")
+    for name, value in whole.denoiser.state_dict().items():
+        assert torch.equal(part.denoiser.state_dict()[name], value), name
+    assert torch.equal(part.denoiser.equilibrium.weights, prior.module.weights)
+    x = part.sample(torch.zeros(8, 1), lag=3, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(x, whole.sample(torch.zeros(8, 1), lag=3, generator=torch.Generator().manual_seed(0)))
+
+
 def test_prior_from_an_equilibrium_run_and_resume(tmp_path, ou_data, tiny_config):
     ITOEstimator(tiny_config(equilibrium=True)).fit(ou_data, 0.1, run_dir=tmp_path / "eq", progress=False)
     config = tiny_config(prior=str(tmp_path / "eq"), lambda_hat=0.95, max_steps=20)
