@@ -34,6 +34,10 @@ def test_a_subclass_that_only_defines_its_energy_gets_the_force_by_autograd():
     force = potential.force(torch.tensor([[1.0, 2.0]]))
     torch.testing.assert_close(force, torch.tensor([[-3.0, -4.0]]))  # −∇(x² + y² + x)
     assert not force.requires_grad
+    # of coordinates that require gradients, the autograd force keeps its graph: its Jacobian is −∇∇U = −2I
+    x = torch.tensor([[1.0, 2.0]], requires_grad=True)
+    (hessian_row,) = torch.autograd.grad(potential.force(x)[0, 0], x)
+    torch.testing.assert_close(hessian_row, torch.tensor([[-2.0, 0.0]]))
     assert potential.force(torch.zeros(2, 3, 2)).shape == (2, 3, 2) and potential.energy([[0.5, 0.0]]).shape == (1,)
     with pytest.raises(InvalidInputError, match=r"expected \[\.\.\., 2\]"):
         potential.force(torch.tensor(1.0))

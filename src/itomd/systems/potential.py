@@ -9,7 +9,8 @@ size :attr:`Potential.dim`). Energies have shape ``[*batch]`` and are in the sys
 The public methods :meth:`Potential.energy` and :meth:`Potential.force` validate their input and
 call the private hooks :meth:`Potential._energy` and :meth:`Potential._force`. Subclasses implement
 ``_energy``; ``_force`` defaults to automatic differentiation and may be overridden with an
-analytic expression.
+analytic expression. Either way a force of coordinates that require gradients is itself
+differentiable (the autograd default keeps its graph then), so that the score −∇U/kT has a Jacobian.
 """
 
 from __future__ import annotations
@@ -78,10 +79,11 @@ class Potential:
         raise NotImplementedError
 
     def _force(self, x: torch.Tensor) -> torch.Tensor:
+        keep_graph = x.requires_grad and torch.is_grad_enabled()  # the force's own derivatives wanted
         with torch.enable_grad():
-            xg = x.detach().requires_grad_(True)
+            xg = x if keep_graph else x.detach().requires_grad_(True)
             u = self._energy(xg)
-            (grad,) = torch.autograd.grad(u.sum(), xg)
+            (grad,) = torch.autograd.grad(u.sum(), xg, create_graph=keep_graph)
         return -grad
 
     # -- helpers --------------------------------------------------------------------------------

@@ -182,8 +182,8 @@ class System:
     def equilibrium_score(self, x: "torch.Tensor") -> "torch.Tensor":
         """The score of the Boltzmann density, s₀(x) = ∇ ln μ(x) = −∇U(x)/kT (BoPITO's force-field prior).
 
-        Differentiable in ``x`` (automatic differentiation of the potential, keeping the graph when
-        ``x`` requires gradients), so likelihoods through the probability-flow ODE see its Jacobian.
+        The potential's force over kT: differentiable in ``x`` when ``x`` requires gradients (see
+        :mod:`itomd.systems.potential`), so likelihoods through the probability-flow ODE see its Jacobian.
 
         Parameters
         ----------
@@ -193,14 +193,7 @@ class System:
         -------
         torch.Tensor, shape [B, dim], dtype of x
         """
-        import torch
-
-        x = self.potential._validate(x)
-        keep_graph = x.requires_grad and torch.is_grad_enabled()
-        with torch.enable_grad():
-            xg = x if keep_graph else x.detach().requires_grad_(True)
-            (grad,) = torch.autograd.grad(self.potential.energy(xg).sum(), xg, create_graph=keep_graph)
-        return -grad / self.kT
+        return self.potential.force(x) / self.kT
 
     def metadata(self) -> dict:
         """JSON-serialisable description of the system, stored with trajectories."""
