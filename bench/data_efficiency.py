@@ -122,27 +122,26 @@ def main() -> None:
         runs.append(train_and_evaluate(name, work, subset, tau, spec, d, prior, args.steps, s, evaluator,
                                        dict(method=method, data=data_kind, n_trajectories=k, seed=s)))
 
+    # the other priors at the middle budget, seed 0 (the same subset as that cell's ITO and BoPITO)
+    k = budgets[len(budgets) // 2]
+    subset = [seeded[i] for i in np.random.default_rng(0).permutation(n_ref)[:k]]
+    equilibrium_run = str(work / "models" / "equilibrium.pt")
+    priors_plan = []  # (prior, method, model name)
     equilibrium = None
     if not args.no_learned_prior:
         equilibrium = equilibrium_model_check(work, seeded, tau, spec, reference, args.steps, d)
-        k = budgets[len(budgets) // 2]
-        subset = [seeded[i] for i in np.random.default_rng(0).permutation(n_ref)[:k]]
-        runs.append(train_and_evaluate(f"bopito-learned_bg-seeded_{k}_0", work, subset, tau, spec, d,
-                                       str(work / "models" / "equilibrium.pt"), args.steps, 0, evaluator,
-                                       dict(method="bopito (learned prior)", data="bg-seeded", n_trajectories=k, seed=0)))
+        priors_plan.append((equilibrium_run, "bopito (learned prior)", "bopito-learned"))
     if not args.no_forcefield_prior:  # the system's forces, blended with the data's Gaussian (and the learned model)
-        k = budgets[len(budgets) // 2]
-        subset = [seeded[i] for i in np.random.default_rng(0).permutation(n_ref)[:k]]
-        bases = [("forcefield", "bopito (force-field prior)", "bopito-forcefield")]
+        priors_plan.append(("forcefield", "bopito (force-field prior)", "bopito-forcefield"))
         if equilibrium is not None:
-            bases.append((f"forcefield:{work / 'models' / 'equilibrium.pt'}", "bopito (force field + learned)",
-                          "bopito-forcefield-learned"))
-        for prior, method, name in bases:
-            runs.append(train_and_evaluate(f"{name}_bg-seeded_{k}_0", work, subset, tau, spec, d, prior, args.steps, 0,
-                                           evaluator, dict(method=method, data="bg-seeded", n_trajectories=k, seed=0)))
+            priors_plan.append((f"forcefield:{equilibrium_run}", "bopito (force field + learned)",
+                                "bopito-forcefield-learned"))
+    for prior, method, name in priors_plan:
+        runs.append(train_and_evaluate(f"{name}_bg-seeded_{k}_0", work, subset, tau, spec, d, prior, args.steps, 0,
+                                       evaluator, dict(method=method, data="bg-seeded", n_trajectories=k, seed=0)))
 
-    long_lag = long_lag_check(work, reference, tau, d, budgets[len(budgets) // 2], args.long_lag_walkers)
-    priors = prior_check(work, reference, budgets[len(budgets) // 2], args.long_lag_walkers)
+    long_lag = long_lag_check(work, reference, tau, d, k, args.long_lag_walkers)
+    priors = prior_check(work, reference, k, args.long_lag_walkers)
     summary = summarise(runs)
     js_floor = js_divergence(reference.sample(args.walkers, seed=99), reference=reference).value
     out = {"system": args.system, "exact_slowest_timescale": exact_t2, "frame_interval": tau, "js_noise_floor": js_floor,

@@ -19,7 +19,8 @@ import torch
 from itomd.diffusion.bopito import BoPITODenoiser
 from itomd.diffusion.denoiser import Denoiser, TransitionDenoiser
 from itomd.diffusion.equilibrium import ExactEquilibriumDenoiser
-from itomd.diffusion.forcefield import BLEND_GRID_POINTS, ForceFieldEquilibriumDenoiser, GaussianEquilibriumDenoiser
+from itomd.diffusion.forcefield import (BLEND_GRID_POINTS, ForceFieldEquilibriumDenoiser, GaussianEquilibriumDenoiser,
+                                        calibrate_blend)
 from itomd.errors import DataFileError, InvalidInputError
 from itomd.representation import NetworkSize, Representation
 
@@ -181,7 +182,6 @@ class ForceFieldPrior:
         The base is ``base`` or, without one, the Gaussian of the frames (as the model sees them:
         molecules centred, one variance per atom).
         """
-        from itomd.diffusion.forcefield import GaussianEquilibriumDenoiser, calibrate_blend
         from itomd.representation import representation_for
         from itomd.geometry import remove_centroid
 
