@@ -312,29 +312,28 @@ def stage_bg_data(args) -> None:
 
 def stage_bopito(args) -> None:
     """BoPITO (learned prior) on the BG-seeded short trajectories, then its evaluation."""
-    base = TrainingConfig.from_recipe("ala2-ito", minutes=args.bopito_minutes)
-    config = TrainingConfig.from_dict({**base.to_dict(), "prior": str(args.work / "equilibrium"), "max_lag": 50,
-                                       "max_steps": args.bopito_steps})
-    _train(config, args.work / "md_bg_short", args.work / "bopito")
-    stage_evaluate(args, run="bopito", label="bopito")
+    _equal_data_stage(args, "bopito", prior=str(args.work / "equilibrium"))
 
 
 def stage_bopito_forcefield(args) -> None:
     """BoPITO with the force-field prior (OpenMM's forces, blended across noise levels with the equilibrium
     model as the base) on the same BG-seeded short trajectories, then its evaluation."""
-    base = TrainingConfig.from_recipe("ala2-ito", minutes=args.bopito_minutes)
-    config = TrainingConfig.from_dict({**base.to_dict(), "prior": f"forcefield:{args.work / 'equilibrium'}",
-                                       "max_lag": 50, "max_steps": args.bopito_steps})
-    _train(config, args.work / "md_bg_short", args.work / "bopito_forcefield")
-    stage_evaluate(args, run="bopito_forcefield", label="bopito_forcefield")
+    _equal_data_stage(args, "bopito_forcefield", prior=f"forcefield:{args.work / 'equilibrium'}")
 
 
 def stage_ito_short(args) -> None:
     """ITO on the same BG-seeded short trajectories (equal data), then its evaluation."""
+    _equal_data_stage(args, "ito_short")
+
+
+def _equal_data_stage(args, run: str, prior: str | None = None) -> None:
+    """Train the ``ala2-ito`` recipe (lags to 50 ps, ``--bopito-steps``, ``--bopito-minutes``; with
+    ``prior``: BoPITO) on the BG-seeded short trajectories into ``run``, then evaluate it as in 4."""
     base = TrainingConfig.from_recipe("ala2-ito", minutes=args.bopito_minutes)
-    config = TrainingConfig.from_dict({**base.to_dict(), "max_lag": 50, "max_steps": args.bopito_steps})
-    _train(config, args.work / "md_bg_short", args.work / "ito_short")
-    stage_evaluate(args, run="ito_short", label="ito_short")
+    changes = {"max_lag": 50, "max_steps": args.bopito_steps, **({} if prior is None else {"prior": prior})}
+    config = TrainingConfig.from_dict({**base.to_dict(), **changes})
+    _train(config, args.work / "md_bg_short", args.work / run)
+    stage_evaluate(args, run=run, label=run)
 
 
 def _fractions(validity) -> dict:
