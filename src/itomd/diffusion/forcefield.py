@@ -50,6 +50,7 @@ import torch
 from torch import nn
 
 from itomd.diffusion.denoiser import append_dims
+from itomd.geometry import remove_centroid
 from itomd.errors import InvalidInputError
 
 #: The blend's grid of noise levels: from BLEND_GRID_LOW to BLEND_GRID_HIGH times σ_data, log-spaced.
@@ -196,7 +197,6 @@ class ForceFieldEquilibriumDenoiser(nn.Module):
 
 def calibrate_blend(base: nn.Module, score_function: ScoreFunction, frames: np.ndarray, sigma_data: float,
                     n_frames: int = BLEND_CALIBRATION_FRAMES, seed: int = 0,
-                    project: Callable[[torch.Tensor], torch.Tensor] | None = None,
                     n_atoms: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     r"""The blend weights a(σ) of a force-field prior, fitted on training frames.
 
@@ -222,10 +222,9 @@ def calibrate_blend(base: nn.Module, score_function: ScoreFunction, frames: np.n
     n_frames : int
         Frames drawn (with replacement when fewer) for the estimate at each level.
     seed : int
-    project : callable, optional
-        What the model removes from a noise draw (a molecule's centroid), [B, dim] → [B, dim].
     n_atoms : int, optional
-        Atoms of a molecule (its trust region is per atom).
+        Atoms of a molecule: its noise draws lose their centroid (as the model's states do) and its
+        trust region is per atom.
 
     Returns
     -------
@@ -255,8 +254,8 @@ def calibrate_blend(base: nn.Module, score_function: ScoreFunction, frames: np.n
         sigma = math.exp(log_sigma)
         noise = torch.randn((half, y.shape[1]), generator=generator, dtype=torch.float64)
         noise = torch.cat([noise, -noise])  # antithetic: the O(σ³) noise of the estimate cancels
-        if project is not None:
-            noise = project(noise)
+        if n_atoms is not None:
+            noise = remove_centroid(noise, n_atoms)
         x = (y + sigma * noise).to(torch.float32).to(torch.float64)  # both denoisers see the same point
         sigmas = torch.full((len(y),), sigma, dtype=torch.float64)
         with torch.no_grad():

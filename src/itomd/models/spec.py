@@ -183,7 +183,6 @@ class ForceFieldPrior:
         molecules centred, one variance per atom).
         """
         from itomd.representation import representation_for
-        from itomd.geometry import remove_centroid
 
         built = system.build()
         representation = representation_for(built)
@@ -201,9 +200,7 @@ class ForceFieldPrior:
                        else GaussianEquilibriumDenoiser.of_frames(frames, mean, n_atoms)).to(torch.float32)
         sigma_data = float(np.sqrt(np.mean((frames - mean) ** 2))) or 1.0
         score = built.equilibrium_score
-        project = None if n_atoms is None else (lambda noise: remove_centroid(noise, n_atoms))
-        log_sigmas, weights = calibrate_blend(base_module, score, frames, sigma_data, seed=seed, project=project,
-                                              n_atoms=n_atoms)
+        log_sigmas, weights = calibrate_blend(base_module, score, frames, sigma_data, seed=seed, n_atoms=n_atoms)
         module = ForceFieldEquilibriumDenoiser(base_module, log_sigmas, weights, n_atoms).attach(score)
         return cls(int(frames.shape[1]), n_atoms, len(log_sigmas), base, system, module)
 
