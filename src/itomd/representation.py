@@ -5,7 +5,9 @@ coordinate, an MLP inside, and analyses on the raw coordinates. A molecule's sta
 positions of its atoms [3·n_atoms] (nm): translations carry no information, so structures are
 centred; its dynamics is rotation-equivariant, so the lag tables are isotropic and the inner network
 is the equivariant one; an ITO model learns x_{t+N} superposed on x_t (the internal motion without
-the tumbling); its slow processes live in the backbone torsions, not in Cartesian coordinates.
+the tumbling), a BoPITO model the density marginalised over the orientation of x_{t+N} (whose
+long-lag limit is its prior's isotropic μ); its slow processes live in the backbone torsions, not in
+Cartesian coordinates.
 
 How analyses see the states is the representation's choice too (:meth:`Representation.featurizer`).
 Every one of those choices is a method of a :class:`Representation`; code above this module asks
@@ -66,6 +68,9 @@ class Representation(ABC):
 
     #: Atoms per state (molecules), None for points in ℝ^d.
     n_atoms: int | None = None
+    #: The model learns the transition density marginalised over the orientation of x_{t+N}
+    #: (BoPITO models of molecules, see :class:`MolecularRepresentation`); points have no orientation.
+    orientation_marginal: bool = False
 
     # -- data ------------------------------------------------------------------------------------
     def prepare_trajectories(self, trajectories: Sequence[np.ndarray]) -> list[np.ndarray]:
@@ -80,9 +85,21 @@ class Representation(ABC):
         """Training targets x_{t+N} [B, dim] in the frame the model learns them (given x_t, [B, dim])."""
         return target
 
+    def prediction_frame(self, target: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
+        """x_{t+N} [B, dim] in the frame where the preconditioning's linear prediction from x_t
+        ([B, dim]) is compared with it (the lag tables' residuals): the training targets' frame."""
+        return self.align_targets(target, reference)
+
     def data_mean(self, frames: np.ndarray) -> np.ndarray:
         """The centre m of the data [dim] (from frames [n, dim]) that the preconditioning uses."""
         return frames.mean(0)
+
+    def outside_range(self, x: torch.Tensor, low: torch.Tensor, high: torch.Tensor, tolerance: float) -> torch.Tensor:
+        """Rows of ``x`` [W, dim] (as the model sees them) that are non-finite or beyond the training
+        frames' box ``low``, ``high`` [dim] widened by ``tolerance`` × its extent; bool [W]. Points:
+        beyond it in some coordinate."""
+        margin = tolerance * (high - low)
+        return ~torch.isfinite(x).all(-1) | ((x < low - margin) | (x > high + margin)).any(-1)
 
     @property
     def isotropic(self) -> bool:
@@ -121,11 +138,13 @@ class Representation(ABC):
         if molecule is None:
             return CoordinateRepresentation(dim)
         return MolecularRepresentation(MoleculeGraph.from_dict(molecule),
-                                       superpose_targets=bool(molecule.get("superpose_targets")))
+                                       superpose_targets=bool(molecule.get("superpose_targets")),
+                                       orientation_marginal=bool(molecule.get("orientation_marginal")))
 
-    def for_model(self, superpose_targets: bool) -> "Representation":
-        """This representation for a model that does (ITO) or does not (BoPITO, equilibrium) learn
-        superposed targets; points have no orientation, so it is itself."""
+    def for_model(self, superpose_targets: bool, orientation_marginal: bool = False) -> "Representation":
+        """This representation for a model that learns superposed targets (ITO), or the density
+        marginalised over orientation (BoPITO), or neither (equilibrium models); points have no
+        orientation, so it is itself."""
         return self
 
 
@@ -164,6 +183,11 @@ class MolecularRepresentation(Representation):
         Atom types and bond-graph distances (what the equivariant network needs of the topology).
     superpose_targets : bool
         Transition targets x_{t+N} are superposed on x_t (ITO models of molecules).
+    orientation_marginal : bool
+        The model learns the transition density marginalised over the orientation of x_{t+N}
+        (BoPITO models of molecules): targets stay in the lab frame and the denoiser sees x_t
+        superposed on the noisy state, so it depends on x_t's internal coordinates only and its
+        long-lag limit is the prior's isotropic μ (see :class:`~itomd.diffusion.TransitionDenoiser`).
     topology : mdtraj.Topology, optional
         The full topology, where known (training from a system): it gives the backbone torsions.
     reference_structure : np.ndarray, shape [3·n_atoms], optional
@@ -172,6 +196,7 @@ class MolecularRepresentation(Representation):
 
     graph: MoleculeGraph
     superpose_targets: bool = False
+    orientation_marginal: bool = False
     topology: "mdtraj.Topology | None" = field(default=None, compare=False, repr=False)
     reference_structure: "np.ndarray | None" = field(default=None, compare=False, repr=False)
 
@@ -195,11 +220,34 @@ class MolecularRepresentation(Representation):
     def prepare_states(self, x: torch.Tensor) -> torch.Tensor:
         return remove_centroid(x, self.n_atoms)
 
+    def __post_init__(self) -> None:
+        if self.superpose_targets and self.orientation_marginal:
+            raise InvalidInputError("a molecular model learns superposed targets or the orientation-marginal "
+                                    "density, not both")
+
     def align_targets(self, target: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
         return superpose(target, reference, self.n_atoms) if self.superpose_targets else target
 
+    def prediction_frame(self, target: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
+        """Superposed on x_t for ITO models and for orientation-marginal ones, whose preconditioning
+        predicts from x_t superposed on the (noisy) target — the same residual, rotated."""
+        if self.superpose_targets or self.orientation_marginal:
+            return superpose(target, reference, self.n_atoms)
+        return target
+
     def data_mean(self, frames: np.ndarray) -> np.ndarray:
         return np.zeros(frames.shape[1])
+
+    def outside_range(self, x: torch.Tensor, low: torch.Tensor, high: torch.Tensor, tolerance: float) -> torch.Tensor:
+        """A molecule's orientation is arbitrary (a BoPITO model samples every orientation, a short MD
+        set need not visit them all), so the check uses what does not depend on it: some atom's
+        distance from the centroid beyond that of its box corner (the largest it had in the training
+        frames' box) plus ``tolerance`` × the largest extent of its box."""
+        n = self.n_atoms
+        radius = remove_centroid(x, n).reshape(len(x), n, 3).norm(dim=-1)
+        corner = torch.maximum(low.abs(), high.abs()).reshape(n, 3).norm(dim=-1)
+        limit = corner + tolerance * (high - low).reshape(n, 3).amax(-1)
+        return ~torch.isfinite(x).all(-1) | (radius > limit).any(-1)
 
     def slow_coordinates(self, trajectories: Sequence[np.ndarray]) -> list[np.ndarray]:
         """(cos, sin) of every backbone φ/ψ (:func:`~itomd.analysis.molecular.backbone_torsions`:
@@ -229,10 +277,14 @@ class MolecularRepresentation(Representation):
                                         max_log_lag=max_log_lag)
 
     def to_dict(self) -> dict[str, Any]:
-        return {**self.graph.to_dict(), "superpose_targets": bool(self.superpose_targets)}
+        d = {**self.graph.to_dict(), "superpose_targets": bool(self.superpose_targets)}
+        if self.orientation_marginal:  # absent from model files written before it existed (lab-frame BoPITO)
+            d["orientation_marginal"] = True
+        return d
 
-    def for_model(self, superpose_targets: bool) -> "MolecularRepresentation":
-        return MolecularRepresentation(self.graph, superpose_targets=superpose_targets, topology=self.topology,
+    def for_model(self, superpose_targets: bool, orientation_marginal: bool = False) -> "MolecularRepresentation":
+        return MolecularRepresentation(self.graph, superpose_targets=superpose_targets,
+                                       orientation_marginal=orientation_marginal, topology=self.topology,
                                        reference_structure=self.reference_structure)
 
 

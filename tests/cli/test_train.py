@@ -131,12 +131,22 @@ def test_bopito_for_a_molecule_with_a_learned_equilibrium_prior(ala2_runs, tmp_p
     assert main(["train", "--data", str(ala2_runs["data"]), "--out", str(bopito), "--config", str(ala2_runs["config"]),
                  "--prior", str(eq), "--lambda-hat", "0.95", "--max-steps", "10", "--quiet"]) == 0
     model = TransitionModel.load(bopito)
-    # lab-frame targets (the isotropic prior would never match superposed ones)
-    assert model.is_bopito and model.spec.representation.n_atoms == 22 and not model.spec.representation.superpose_targets
+    # the orientation-marginal density with lab-frame targets (the isotropic prior would never match
+    # superposed ones): x_t enters superposed on the noisy state
+    representation = model.spec.representation
+    assert model.is_bopito and representation.n_atoms == 22 and not representation.superpose_targets
+    assert representation.orientation_marginal and model.denoiser.superpose_condition
     assert model.lambda_hat == 0.95
     x0 = torch.as_tensor(TrajectoryStore(ala2_runs["data"]).read(1)[:2], dtype=torch.float32)
     far = model.sample(x0, lag=10_000, n_steps=3, generator=torch.Generator().manual_seed(0))
     assert torch.isfinite(far).all() and far.shape == (2, 66)
+    # its own training frames (uncentred in the store) are inside the range it was trained on, in any
+    # orientation; structures blown up to twice their size are not
+    frames = TrajectoryStore(ala2_runs["data"]).read(0)
+    rotation = np.linalg.qr(np.random.default_rng(0).normal(size=(3, 3)))[0]
+    turned = (frames.reshape(len(frames), 22, 3) @ rotation.T).reshape(frames.shape)
+    assert model.untrained_starts(frames) == 0 and model.untrained_starts(turned + 5.0) == 0
+    assert model.untrained_starts(2.0 * frames) == len(frames)
 
 
 def test_forcefield_prior_for_a_molecule_needs_a_learned_base(ala2_runs, tmp_path, capsys):

@@ -161,6 +161,52 @@ def test_denoiser_is_equivariant_and_centred(graph, md_frames):
     assert torch.allclose(d_rot, _apply(d, rotation), atol=1e-9)
 
 
+
+def test_orientation_marginal_bopito_denoiser_ignores_the_start_orientation(graph, md_frames):
+    """BoPITO for molecules (x_t superposed on the noisy state): D(x; σ, Q x_t) = D(x; σ, x_t) and
+    D(Q x; σ, x_t) = Q D(x; σ, x_t) — the modelled density of x_{t+N} is isotropic, as the prior's μ
+    is. The lag tables are ITO's (the superposed residual). Negative control: taking x_t as given
+    (the lab-frame model), a rotated start changes D."""
+    from itomd.data.pairs import PairSampler, UniformLag
+    from itomd.diffusion import BoPITODenoiser, Denoiser
+    from itomd.models import fit_denoiser_spec
+    from itomd.representation import MolecularRepresentation, NetworkSize
+
+    size = NetworkSize(16, 2, 8)
+    base = MolecularRepresentation(graph)
+    trajectories = base.prepare_trajectories(list(md_frames))
+    pairs = PairSampler(trajectories, UniformLag(10))
+    spec = fit_denoiser_spec(trajectories, base.for_model(False, orientation_marginal=True), size, 10, pairs=pairs)
+    ito = fit_denoiser_spec(trajectories, base.for_model(True), size, 10, pairs=pairs)
+    lab = fit_denoiser_spec(trajectories, base.for_model(False), size, 10, pairs=pairs)
+    assert spec.lag_scales == ito.lag_scales and spec.lag_coefficients == ito.lag_coefficients
+    assert spec.lag_scales[-1] < 0.9 * lab.lag_scales[-1]  # the tumbling is not in the residual
+    assert spec.representation.to_dict()["orientation_marginal"] is True
+    assert type(spec.representation).from_dict(spec.representation.to_dict(), spec.dim) == spec.representation
+
+    torch.manual_seed(0)
+    equilibrium = Denoiser(EquivariantTransitionNet(graph, hidden=8, n_layers=1, conditional=False),
+                           sigma_data=spec.sigma_data, n_atoms=N_ATOMS)
+    torch.nn.init.normal_(equilibrium.inner.output.weight)
+    tables = dict(sigma_data=spec.sigma_data, mean=list(spec.shift), lag_scales=list(spec.lag_scales),
+                  lag_coefficients=[list(c) for c in spec.lag_coefficients], n_atoms=N_ATOMS)
+    marginal = BoPITODenoiser(spec.representation.inner_network(size, True, spec.max_log_lag, spec.shift, spec.shift),
+                              equilibrium, 0.95, superpose_condition=True, **tables).double()
+    torch.nn.init.normal_(marginal.inner.output.weight)
+    plain = BoPITODenoiser(copy.deepcopy(marginal.inner), equilibrium, 0.95, **tables).double()
+    assert spec.build().superpose_condition and not ito.build().superpose_condition
+
+    g = torch.Generator().manual_seed(2)
+    cond = torch.as_tensor(np.concatenate(trajectories)[::50][:3])
+    x = cond + 0.05 * torch.randn(cond.shape, generator=g, dtype=torch.float64)
+    sigma, lag = torch.tensor([0.01, 0.05, 0.3], dtype=torch.float64), torch.tensor([1.0, 5.0, 10.0])
+    rotation = _rotation(g)
+    d = marginal(x, sigma, cond=cond, lag=lag)
+    assert torch.allclose(marginal(x, sigma, cond=_apply(cond, rotation), lag=lag), d, atol=1e-9)
+    assert torch.allclose(marginal(_apply(x, rotation), sigma, cond=cond, lag=lag), _apply(d, rotation), atol=1e-9)
+    d_plain = plain(x, sigma, cond=cond, lag=lag)
+    assert (plain(x, sigma, cond=_apply(cond, rotation), lag=lag) - d_plain).abs().max() > 1e-3
+
 @pytest.fixture(scope="module")
 def tiny_model_run(ala2, md_frames, tmp_path_factory):
     """A tiny ITO model of the two MD trajectories (200 steps, seconds) and its run directory."""

@@ -58,16 +58,18 @@ class BoPITODenoiser(TransitionDenoiser):
         Equilibrium denoiser ``equilibrium(x, sigma)`` → [B, dim]; frozen here.
     lambda_hat : float
         λ̂ in (0, 1], the per-frame decay of the dynamic part (slowest non-unit eigenvalue).
-    sigma_data, mean, lag_coefficients, lag_scales, p_mean, p_std
-        As for :class:`~itomd.diffusion.TransitionDenoiser`; ``len(lag_scales)`` is N_max.
+    sigma_data, mean, lag_coefficients, lag_scales, p_mean, p_std, n_atoms, superpose_condition
+        As for :class:`~itomd.diffusion.TransitionDenoiser`; ``len(lag_scales)`` is N_max. Molecules
+        use ``superpose_condition``: the prior's μ is isotropic, and so is the long-lag limit of
+        the orientation-marginal density it makes the model learn.
     """
 
     def __init__(self, inner: nn.Module, equilibrium: nn.Module, lambda_hat: float, sigma_data: float,
                  mean: "torch.Tensor | list[float]", lag_coefficients: "torch.Tensor | list[list[float]]",
                  lag_scales: "torch.Tensor | list[float]", p_mean: float = -1.2 + 0.6931471805599453,
-                 p_std: float = 1.2, n_atoms: int | None = None):
+                 p_std: float = 1.2, n_atoms: int | None = None, superpose_condition: bool = False):
         super().__init__(inner, sigma_data, mean, lag_coefficients, lag_scales, p_mean=p_mean, p_std=p_std,
-                         n_atoms=n_atoms)
+                         n_atoms=n_atoms, superpose_condition=superpose_condition)
         self.lambda_hat = check_eigenvalue(lambda_hat, "lambda_hat")
         self.equilibrium = equilibrium.eval().requires_grad_(False)
         self.lambda_interpolation: float | None = None
@@ -102,6 +104,7 @@ class BoPITODenoiser(TransitionDenoiser):
     def forward(self, x: torch.Tensor, sigma: torch.Tensor, cond: torch.Tensor | None = None,
                 lag: torch.Tensor | None = None, **_) -> torch.Tensor:
         """D(x; σ, x_t, N), shape of ``x`` [B, dim]; ``sigma`` and ``lag`` have shape [B]."""
+        cond = self.condition_in_frame(x, cond)
         centre, sd = self.centre_and_scale(x, cond=cond, lag=lag)
         sigma = sigma.to(x.dtype)
         lag = torch.as_tensor(lag, device=x.device).to(x.dtype).expand(x.shape[0])

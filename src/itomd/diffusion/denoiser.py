@@ -30,7 +30,7 @@ import torch
 from torch import nn
 
 from itomd.errors import InvalidInputError
-from itomd.geometry import remove_centroid
+from itomd.geometry import remove_centroid, superpose
 
 
 def append_dims(t: torch.Tensor, ndim: int) -> torch.Tensor:
@@ -166,12 +166,24 @@ class TransitionDenoiser(Denoiser):
     n_atoms : int, optional
         Molecules (see :class:`Denoiser`); with isotropic tables (one slope per lag for every
         coordinate, zero mean) the preconditioning is rotation-equivariant.
+    superpose_condition : bool
+        Molecules only: x_t enters (the centre and the network) superposed on the noisy state x^σ
+        (:meth:`condition_in_frame`). D then depends on x_t's internal coordinates alone, not on its
+        orientation; with the equivariance in x^σ and x_t together this makes the modelled density
+        of x_{t+N} isotropic — the transition density marginalised over the target's orientation,
+        whose long-lag limit is an isotropic μ (BoPITO's prior) and whose internal-coordinate
+        dynamics are the molecule's own. Without it x_t is taken as given (ITO models, which learn
+        targets superposed on x_t).
     """
 
     def __init__(self, inner: nn.Module, sigma_data: float, mean: "torch.Tensor | list[float]",
                  lag_coefficients: "torch.Tensor | list[list[float]]", lag_scales: "torch.Tensor | list[float]",
-                 p_mean: float = -1.2 + 0.6931471805599453, p_std: float = 1.2, n_atoms: int | None = None):
+                 p_mean: float = -1.2 + 0.6931471805599453, p_std: float = 1.2, n_atoms: int | None = None,
+                 superpose_condition: bool = False):
         super().__init__(inner, sigma_data, p_mean=p_mean, p_std=p_std, shift=mean, n_atoms=n_atoms)
+        if superpose_condition and self.n_atoms is None:
+            raise InvalidInputError("superpose_condition needs n_atoms (only molecules have an orientation)")
+        self.superpose_condition = bool(superpose_condition)
         scales = torch.as_tensor(lag_scales, dtype=torch.float32)
         coefficients = torch.as_tensor(lag_coefficients, dtype=torch.float32)
         if scales.ndim != 1 or len(scales) < 1 or not torch.all(scales > 0):
@@ -184,6 +196,18 @@ class TransitionDenoiser(Denoiser):
 
     def _index(self, lag: torch.Tensor) -> torch.Tensor:
         return torch.clamp(torch.round(lag).long(), 1, len(self.lag_scales)) - 1
+
+    def condition_in_frame(self, x: torch.Tensor, cond: torch.Tensor | None) -> torch.Tensor | None:
+        """x_t [B, dim] as the denoiser uses it for the noisy states ``x`` [B, dim]: superposed on
+        each x (Kabsch, differentiable) with ``superpose_condition``, else as given."""
+        if not self.superpose_condition or cond is None:
+            return cond
+        return superpose(cond.to(x.dtype).expand_as(x), x, self.n_atoms)
+
+    def forward(self, x: torch.Tensor, sigma: torch.Tensor, cond: torch.Tensor | None = None,
+                lag: torch.Tensor | None = None, **rest) -> torch.Tensor:
+        """D(x; σ, x_t, N), shape of ``x`` [B, dim] (x_t in :meth:`condition_in_frame`)."""
+        return super().forward(x, sigma, cond=self.condition_in_frame(x, cond), lag=lag, **rest)
 
     def centre_and_scale(self, x: torch.Tensor, cond: torch.Tensor | None = None, lag: torch.Tensor | None = None,
                          **_) -> tuple[torch.Tensor, torch.Tensor]:

@@ -28,7 +28,9 @@ def lag_statistics(pairs: PairSampler, representation: Representation, max_lag: 
     σ(N) = sqrt(mean over pairs and coordinates of (x_{t+N} − m − A(N)(x_t − m))²).
     An isotropic representation (molecules) has one slope for all coordinates,
     A(N) = Σ x_t·x_{t+N} / Σ x_t·x_t — the only linear prediction that commutes with rotations —
-    and its targets are aligned as the model learns them (superposed on x_t for ITO models).
+    and its targets are in the frame the prediction is compared with them
+    (:meth:`~itomd.representation.Representation.prediction_frame`: superposed on x_t for ITO and
+    orientation-marginal BoPITO models of molecules).
 
     Estimated from at most ``max_pairs`` start frames per lag, drawn uniformly (with replacement)
     from NumPy's generator seeded by ``seed`` and located by ``pairs``. Lags no trajectory is long
@@ -63,7 +65,7 @@ def lag_statistics(pairs: PairSampler, representation: Representation, max_lag: 
             continue
         i0, i1 = pairs.pair_indices(lag, torch.as_tensor(rng.integers(total, size=min(total, max_pairs))))
         a = frames[i0]
-        b = representation.align_targets(frames[i1], a)
+        b = representation.prediction_frame(frames[i1], a)
         a, b = (a - mean).numpy(), (b - mean).numpy()
         if representation.isotropic:
             slope = np.full(dim, (a * b).sum() / max((a * a).sum(), 1e-300))

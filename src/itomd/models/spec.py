@@ -325,6 +325,8 @@ class DenoiserSpec:
         tables = dict(sigma_data=self.sigma_data, mean=list(self.shift),
                       lag_coefficients=[list(c) for c in self.lag_coefficients], lag_scales=list(self.lag_scales),
                       p_mean=self.p_mean, p_std=self.p_std, **atoms)
+        if self.representation.orientation_marginal:
+            tables["superpose_condition"] = True
         if self.prior is None:
             return TransitionDenoiser(inner, **tables)
         if self.lambda_hat is None:

@@ -306,12 +306,11 @@ class TransitionModel:
 
     def outside_training_range(self, x: torch.Tensor, tolerance: float = 0.5) -> torch.Tensor:
         """Rows of ``x`` [W, dim] that are non-finite or beyond the training range by more than
-        ``tolerance`` × its extent in some coordinate; bool [W]."""
+        ``tolerance`` × its extent (:meth:`~itomd.representation.Representation.outside_range`:
+        in some coordinate for points, in some atom's distance from the centroid for molecules); bool [W]."""
         low = torch.as_tensor(self.data_low, dtype=x.dtype, device=x.device)
         high = torch.as_tensor(self.data_high, dtype=x.dtype, device=x.device)
-        margin = tolerance * (high - low)
-        bad = ~torch.isfinite(x).all(-1)
-        return bad | ((x < low - margin) | (x > high + margin)).any(-1)
+        return self.spec.representation.outside_range(x, low, high, tolerance)
 
     def untrained_starts(self, x0: np.ndarray) -> int:
         """How many start states [W, dim] of a BoPITO model lie outside its training data's range, where
@@ -319,8 +318,10 @@ class TransitionModel:
         data = self.info.get("data") or {}
         if not self.is_bopito or "low" not in data:
             return 0
-        x0 = np.asarray(x0, dtype=np.float64)
-        return int(np.any((x0 < np.asarray(data["low"])) | (x0 > np.asarray(data["high"])), axis=1).sum())
+        representation = self.spec.representation  # the range is of the frames as the model saw them
+        x0 = representation.prepare_states(torch.as_tensor(np.asarray(x0, dtype=np.float64)))
+        low, high = (torch.as_tensor(data[k], dtype=torch.float64) for k in ("low", "high"))
+        return int(representation.outside_range(x0, low, high, 0.0).sum())
 
     # -- persistence ---------------------------------------------------------------------------
     def to_payload(self) -> dict[str, Any]:

@@ -315,7 +315,10 @@ def _new_spec(config: TrainingConfig, trajectories: list[np.ndarray], representa
         if lambda_hat is None:
             lambda_hat = estimated_lambda_hat(representation.slow_coordinates(trajectories), config.max_lag,
                                               config.seed)
-    return fit_denoiser_spec(trajectories, representation.for_model(superpose_targets=prior is None and pairs is not None),
+    transition = pairs is not None  # molecules: ITO learns superposed targets, BoPITO the orientation-marginal density
+    representation = representation.for_model(superpose_targets=transition and prior is None,
+                                              orientation_marginal=transition and prior is not None)
+    return fit_denoiser_spec(trajectories, representation,
                              config.network, config.max_lag, pairs=pairs, p_mean=config.p_mean, p_std=config.p_std,
                              prior=prior, lambda_hat=lambda_hat, progress=progress)
 
