@@ -41,7 +41,7 @@ How exact it is
   aligned on the start. The reverse density q(x | y) is evaluated with x superposed on y. The
   rotational volume factors of shape space then cancel between μ and q except for the ratio of the
   model's spreads across orientations in the two directions, which is taken as 1 — an approximation
-  that lab-frame models (BoPITO, toy systems) do not need.
+  that models with isotropic or lab-frame densities (BoPITO, toy systems) do not need.
 """
 
 from __future__ import annotations

@@ -104,7 +104,6 @@ class BoPITODenoiser(TransitionDenoiser):
     def forward(self, x: torch.Tensor, sigma: torch.Tensor, cond: torch.Tensor | None = None,
                 lag: torch.Tensor | None = None, **_) -> torch.Tensor:
         """D(x; σ, x_t, N), shape of ``x`` [B, dim]; ``sigma`` and ``lag`` have shape [B]."""
-        cond = self.condition_in_frame(x, cond)
         centre, sd = self.centre_and_scale(x, cond=cond, lag=lag)
         sigma = sigma.to(x.dtype)
         lag = torch.as_tensor(lag, device=x.device).to(x.dtype).expand(x.shape[0])

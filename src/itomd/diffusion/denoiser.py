@@ -198,22 +198,22 @@ class TransitionDenoiser(Denoiser):
         return torch.clamp(torch.round(lag).long(), 1, len(self.lag_scales)) - 1
 
     def condition_in_frame(self, x: torch.Tensor, cond: torch.Tensor | None) -> torch.Tensor | None:
-        """x_t [B, dim] as the denoiser uses it for the noisy states ``x`` [B, dim]: superposed on
-        each x (Kabsch, differentiable) with ``superpose_condition``, else as given."""
+        """x_t [B, dim] as the denoiser uses it (centre and network) for the states ``x`` [B, dim]:
+        superposed on each x (Kabsch, differentiable) with ``superpose_condition``, else as given."""
         if not self.superpose_condition or cond is None:
             return cond
         return superpose(cond.to(x.dtype).expand_as(x), x, self.n_atoms)
 
-    def forward(self, x: torch.Tensor, sigma: torch.Tensor, cond: torch.Tensor | None = None,
-                lag: torch.Tensor | None = None, **rest) -> torch.Tensor:
-        """D(x; σ, x_t, N), shape of ``x`` [B, dim] (x_t in :meth:`condition_in_frame`)."""
-        return super().forward(x, sigma, cond=self.condition_in_frame(x, cond), lag=lag, **rest)
+    def network(self, x_in: torch.Tensor, c_noise: torch.Tensor, x: torch.Tensor, cond: torch.Tensor | None = None,
+                **rest) -> torch.Tensor:
+        return self.inner(x_in, c_noise, positions=x, cond=self.condition_in_frame(x, cond), **rest)
 
     def centre_and_scale(self, x: torch.Tensor, cond: torch.Tensor | None = None, lag: torch.Tensor | None = None,
                          **_) -> tuple[torch.Tensor, torch.Tensor]:
         if cond is None or lag is None:
             raise InvalidInputError("a transition denoiser needs cond= (x_t) and lag= (N)")
         index = self._index(torch.as_tensor(lag, device=x.device).expand(x.shape[0]))
+        cond = self.condition_in_frame(x, cond)  # a sampler's first draw around it is then isotropic too
         mean = self.shift.to(x.dtype)
         centre = mean + self.lag_coefficients[index].to(x.dtype) * (cond.to(x.dtype) - mean)
         return centre, self.lag_scales[index].to(x.dtype)
