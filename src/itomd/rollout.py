@@ -25,7 +25,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
@@ -38,6 +38,7 @@ from itomd._files import json_normalised
 from itomd.errors import DataFileError, InvalidInputError, ItomdError
 from itomd.metropolis import PROPOSAL_SAMPLER, MetropolisHastings
 from itomd.models import TransitionModel
+from itomd.simulate.relax import ThermalRelaxation
 from itomd.validation import require_int
 
 #: Walkers per chunk (one batch through the network, one resumable unit on disk).
@@ -53,7 +54,8 @@ class RolloutBlowUpError(ItomdError):
 @torch.no_grad()
 def rollout(model: TransitionModel, x0: np.ndarray | torch.Tensor, lag: int, n_jumps: int,
             generator: torch.Generator | None = None, sampler: str | None = None, n_steps: int | None = None,
-            tolerance: float = DEFAULT_TOLERANCE, progress: bool = False) -> np.ndarray:
+            tolerance: float = DEFAULT_TOLERANCE, progress: bool = False,
+            relax: Callable[[np.ndarray], np.ndarray] | None = None) -> np.ndarray:
     """Chain ``n_jumps`` jumps of lag N from each start point.
 
     Parameters
@@ -73,6 +75,9 @@ def rollout(model: TransitionModel, x0: np.ndarray | torch.Tensor, lag: int, n_j
     tolerance : float
         Blow-up threshold (see module docs).
     progress : bool
+    relax : callable, optional
+        Applied to the states [W, dim] after every jump (after the blow-up check), e.g. a
+        :class:`~itomd.simulate.relax.ThermalRelaxation`; frames are its results.
 
     Returns
     -------
@@ -95,6 +100,8 @@ def rollout(model: TransitionModel, x0: np.ndarray | torch.Tensor, lag: int, n_j
                 f"rollout blew up at jump {k + 1}: {int(bad.sum())} of {len(bad)} walkers are non-finite or beyond "
                 f"the training data's range (tolerance {tolerance:g} × range); try a smaller lag, more sampler steps "
                 "or a better-trained model")
+        if relax is not None:
+            x = model.states(relax(x.cpu().numpy()), "relaxed states")
         frames[:, k + 1] = x.cpu()
     return frames.numpy()
 
@@ -139,7 +146,8 @@ def _check_rollout_arguments(model: TransitionModel, lag: int, n_jumps: int) -> 
 def run_rollout(model: TransitionModel, out_dir: str | os.PathLike, lag: int, n_jumps: int, x0: np.ndarray,
                 seed: int = 0, chunk_size: int = DEFAULT_WALKER_CHUNK, sampler: str | None = None,
                 n_steps: int | None = None, tolerance: float = DEFAULT_TOLERANCE, progress: bool = True,
-                model_source: str | None = None, metropolis: MetropolisHastings | None = None) -> TrajectoryStore:
+                model_source: str | None = None, metropolis: MetropolisHastings | None = None,
+                relax_steps: int = 0) -> TrajectoryStore:
     """Roll out one trajectory per start point into ``out_dir``; resumable chunk by chunk.
 
     Parameters
@@ -163,11 +171,16 @@ def run_rollout(model: TransitionModel, out_dir: str | os.PathLike, lag: int, n_
         :data:`~itomd.metropolis.PROPOSAL_SAMPLER`). Each trajectory's metadata records
         ``metropolis``, ``metropolis_probes`` and the ``acceptance_rate`` of its chunk;
         :func:`acceptance_rate` pools them.
+    relax_steps : int
+        Molecules: follow every jump with this many steps of strongly damped Langevin dynamics of the
+        force field (:class:`~itomd.simulate.relax.ThermalRelaxation`, seeded per chunk); 0: none.
+        The frame interval then includes them; metadata ``relax_steps``, ``relax_friction``.
 
     Returns
     -------
     TrajectoryStore
-        W trajectories of shape [n_jumps + 1, dim] with frame interval ``lag × model.frame_interval``.
+        W trajectories of shape [n_jumps + 1, dim] with frame interval ``lag × model.frame_interval``
+        (plus the relaxation's duration).
     """
     _check_rollout_arguments(model, lag, n_jumps)
     x0 = np.asarray(x0, dtype=np.float64)
@@ -181,15 +194,27 @@ def run_rollout(model: TransitionModel, out_dir: str | os.PathLike, lag: int, n_
         raise InvalidInputError(f"Metropolis-Hastings proposes with the probability-flow sampler "
                                 f"('{PROPOSAL_SAMPLER}'), whose density it evaluates, not '{sampler}'")
     n_walkers = len(x0)
-    frame_interval = lag * model.frame_interval
+    require_int("relax_steps", relax_steps, 0)
+    system = _recorded_system(model)
+    relaxation = None
+    if relax_steps:
+        if metropolis is not None:
+            raise InvalidInputError("relaxation and Metropolis-Hastings do not mix: the relaxed jump has no density "
+                                    "to accept with (MH already samples the Boltzmann distribution)")
+        if system is None:
+            raise InvalidInputError("relaxation runs the model's molecule, but the model records no system to build")
+        relaxation = ThermalRelaxation(system, relax_steps, seed=0)  # checks the system before the job starts
+    frame_interval = lag * model.frame_interval + (0.0 if relaxation is None else relaxation.duration)
     parameters = json_normalised({
         "lag": int(lag), "n_jumps": int(n_jumps), "n_walkers": n_walkers, "seed": int(seed), "chunk_size": chunk_size,
         "sampler": sampler, "n_steps": int(n_steps), "model": model_source, "model_steps": model.info.get("steps"),
         "x0_checksum": float(np.round(x0.sum(), 10)), "lambda_interpolation": model.lambda_interpolation,
         **({} if metropolis is None else {"metropolis": True, "metropolis_probes": metropolis.n_probes}),
+        **({} if relaxation is None else {"relax_steps": int(relax_steps)}),
     })
-    system = _recorded_system(model)
     metadata = _trajectory_metadata(model, system, frame_interval, lag)
+    if relaxation is not None:
+        metadata.update(relax_steps=int(relax_steps), relax_friction=relaxation.friction)
     if model_source is not None:  # where later commands (itomd report) find the model and its check result
         metadata["model"] = os.path.abspath(model_source)
 
@@ -201,8 +226,10 @@ def run_rollout(model: TransitionModel, out_dir: str | os.PathLike, lag: int, n_
         generator = torch.Generator(device=model.device).manual_seed(chunk_seed(seed, chunk) % (2**63))
         starts = x0[walkers.start:walkers.stop]
         if metropolis is None:
-            frames = rollout(model, starts, lag, n_jumps, generator=generator,
-                             sampler=sampler, n_steps=n_steps, tolerance=tolerance, progress=progress)
+            relax = None if relaxation is None else ThermalRelaxation(system, relax_steps,
+                                                                       seed=chunk_seed(seed, chunk) % (2**31))
+            frames = rollout(model, starts, lag, n_jumps, generator=generator, sampler=sampler, n_steps=n_steps,
+                             tolerance=tolerance, progress=progress, relax=relax)
             return write_chunk(store_dir, walkers.start, frames, {**metadata, "chunk": chunk})
         frames, accepted = rollout_metropolis(model, starts, lag, n_jumps, metropolis, generator=generator,
                                               tolerance=tolerance, progress=progress)
@@ -262,9 +289,10 @@ def acceptance_rate(store: TrajectoryStore) -> float | None:
     return float(np.mean(rates)) if rates else None
 
 
-def simulated_time(n_walkers: int, n_jumps: int, lag: int, frame_interval: float) -> float:
-    """Physical time covered by a rollout, summed over walkers."""
-    return float(n_walkers) * n_jumps * lag * frame_interval
+def simulated_time(store: TrajectoryStore, n_jumps: int) -> float:
+    """Physical time covered by a rollout's store of ``n_jumps`` jumps per walker, summed over walkers
+    (its frame interval includes any relaxation)."""
+    return float(len(store)) * n_jumps * float(store.metadata["frame_interval"])
 
 
 __all__: Sequence[str] = ["RolloutBlowUpError", "acceptance_rate", "rollout", "rollout_metropolis", "run_rollout",

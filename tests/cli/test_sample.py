@@ -101,6 +101,34 @@ def test_sample_and_analyze_compare_for_a_molecule(ala2_runs, tmp_path, capsys):
     assert energy["mean_difference"] is not None and energy["wasserstein"] >= abs(energy["mean_difference"]) - 1e-9
 
 
+def test_relaxed_rollout_of_a_molecule_records_the_relaxation(ala2_runs, tmp_path, capsys):
+    """``itomd sample --relax-steps K``: K steps of damped Langevin dynamics after every jump (what they
+    do to energies: tests/simulate/test_relax.py); the frame interval includes them, the metadata and
+    summary record them, and the frames differ from the same rollout without them."""
+    common = ["sample", str(ala2_runs["run"]), "--lag", "2", "--n-jumps", "1", "--n-walkers", "4", "--from",
+              str(ala2_runs["data"]), "--n-steps", "3", "--tolerance", "1e6", "--quiet", "--json"]
+    relaxed, plain = tmp_path / "relaxed", tmp_path / "plain"
+    assert main(common + ["--out", str(relaxed), "--relax-steps", "5"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    store = TrajectoryStore(relaxed)
+    interval = store.metadata["frame_interval"]
+    assert summary["relax_steps"] == 5 and store.metadata["relax_steps"] == 5
+    assert interval == pytest.approx(2 * 1.0 + 5 * 0.002) and summary["frame_interval"] == pytest.approx(interval)
+    assert summary["simulated_time"] == pytest.approx(4 * 1 * interval)
+    assert main(common + ["--out", str(plain)]) == 0
+    capsys.readouterr()
+    a, b = np.stack(store.trajectories()), np.stack(TrajectoryStore(plain).trajectories())
+    assert np.array_equal(a[:, 0], b[:, 0]) and np.isfinite(a).all() and not np.allclose(a[:, 1], b[:, 1])
+
+
+def test_relaxation_refusals_are_one_line_errors(bopito_runs, ala2_runs, tmp_path, capsys):
+    base = ["--lag", "2", "--n-jumps", "1", "--n-walkers", "2", "--relax-steps", "5", "--quiet"]
+    assert_one_line_exit(capsys, main(["sample", str(bopito_runs["exact"]), "--out", str(tmp_path / "x"), *base]),
+                         "not a molecule")
+    assert_one_line_exit(capsys, main(["sample", str(ala2_runs["run"]), "--out", str(tmp_path / "y"), "--from",
+                                       str(ala2_runs["data"]), "--metropolis", *base]), "Metropolis")
+
+
 def test_metropolis_rollouts_record_their_acceptance_and_are_reported(bopito_runs, tmp_path, capsys):
     """``itomd sample --metropolis`` (issue 14, item 2): a BoPITO Prinz model; the acceptance rate in the
     sample summary, every trajectory's metadata, ``analyze --json`` and the report; a resumed run agrees."""

@@ -7,7 +7,8 @@ import sys
 import time
 from pathlib import Path
 
-from itomd.cli._common import add_sampler_options, model_on_device, emit, positive_float, positive_int, seed_int, trajectories_kept
+from itomd.cli._common import (add_sampler_options, emit, model_on_device, nonnegative_int, positive_float, positive_int,
+                               seed_int, trajectories_kept)
 from itomd.errors import InvalidInputError, ItomdError
 
 
@@ -36,6 +37,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--probes", type=positive_int, default=None,
                    help="--metropolis: Hutchinson probes per likelihood (default: exact divergence for toy systems, "
                         "4 for molecules)")
+    p.add_argument("--relax-steps", dest="relax_steps", type=nonnegative_int, default=0,
+                   help="molecules: after every jump, this many steps of the force field's Langevin dynamics at a "
+                        "collision rate of 100/ps (Boltzmann-preserving; relaxes strained bonds and angles; e.g. 50)")
     p.add_argument("--quiet", action="store_true")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=run)
@@ -78,13 +82,15 @@ def run(args: argparse.Namespace) -> int:
     store = run_rollout(model, args.out, lag=args.lag, n_jumps=args.n_jumps, x0=x0, seed=args.seed,
                         chunk_size=args.chunk_size, sampler=sampler, n_steps=args.n_steps,
                         tolerance=args.tolerance, progress=not args.quiet, model_source=str(args.run),
-                        metropolis=metropolis)
+                        metropolis=metropolis, relax_steps=args.relax_steps)
     elapsed = time.perf_counter() - t0
-    covered = simulated_time(len(store), args.n_jumps, args.lag, model.frame_interval)
+    covered = simulated_time(store, args.n_jumps)
     unit = _time_unit(model)
     summary = {"out": str(args.out), "n_walkers": len(store), "n_jumps": args.n_jumps, "lag": args.lag,
-               "frame_interval": args.lag * model.frame_interval, "simulated_time": covered,
+               "frame_interval": float(store.metadata["frame_interval"]), "simulated_time": covered,
                "time_unit": unit, "wall_seconds": round(elapsed, 3)}
+    if args.relax_steps:
+        summary["relax_steps"] = args.relax_steps
     accepted = ""
     if metropolis is not None:
         summary["acceptance_rate"] = acceptance_rate(store)
