@@ -56,11 +56,13 @@ from _common import ROOT, TrainingConfig, TransitionModel, make_parser, merge_re
 from itomd.analysis import analyze, compare
 from itomd.analysis.molecular import (MolecularSection, backbone_dihedrals, chemical_validity,
                                       ramachandran_js_divergence)
+from itomd.analysis.energy import EnergySection
 from itomd.analysis.report import write_report
 from itomd._files import write_text_atomically
 from itomd.data.store import TrajectoryStore
 from itomd.representation import representation_for
 from itomd.rollout import rollout
+from itomd.simulate.relax import ThermalRelaxation
 from itomd.simulate.campaign import run_campaign
 from itomd.systems import SystemSpec
 
@@ -78,6 +80,9 @@ def main() -> None:
     parser.add_argument("--jumps", type=int, default=1000, help="jumps per walker of the evaluation")
     parser.add_argument("--lag", type=int, default=10, help="jump lag of the evaluation (frames of 1 ps)")
     parser.add_argument("--n-steps", type=int, default=10, help="noise levels per jump (stochastic Heun)")
+    parser.add_argument("--relax-steps", type=int, default=0,
+                        help="evaluate: steps of damped force-field Langevin dynamics after every jump (itomd sample "
+                             "--relax-steps); results get the suffix _relax<K>")
     parser.add_argument("--posterior-samples", type=int, default=20,
                         help="Bayesian MSM samples of the intervals (implied timescales, passage times)")
     parser.add_argument("--bopito-minutes", type=float, default=20.0, help="budget of each BoPITO-stage model")
@@ -119,20 +124,24 @@ def stage_evaluate(args, run: str = "ito", label: str = "ito") -> None:
     frames = np.concatenate(reference)
     x0 = frames[rng.choice(len(frames), args.walkers, replace=False)]
     start = time.perf_counter()
-    cache = args.work / f"rollout_{label}_lag{args.lag}_{args.walkers}x{args.jumps}_{args.n_steps}.npy"
+    system = SystemSpec(SYSTEM).build()
+    relax = ThermalRelaxation(system, args.relax_steps, seed=2) if args.relax_steps else None
+    relaxed = f"_relax{args.relax_steps}" if relax is not None else ""
+    cache = args.work / f"rollout_{label}_lag{args.lag}_{args.walkers}x{args.jumps}_{args.n_steps}{relaxed}.npy"
     timing = cache.with_suffix(".json")
     if cache.exists():
         paths = np.load(cache)
         seconds = json.loads(timing.read_text())["seconds"] if timing.exists() else None
     else:
         generator = torch.Generator().manual_seed(1)
-        paths = rollout(model, x0, args.lag, args.jumps, generator=generator, n_steps=args.n_steps, progress=True)
+        paths = rollout(model, x0, args.lag, args.jumps, generator=generator, n_steps=args.n_steps, progress=True,
+                        relax=relax)
         seconds = time.perf_counter() - start
         np.save(cache, paths)
         write_text_atomically(timing, json.dumps({"seconds": seconds, "threads": torch.get_num_threads()}))
     surrogate = [p.astype(np.float64) for p in paths]
-    tau = model.frame_interval * args.lag
-    featurizer = representation_for(SystemSpec(SYSTEM).build()).featurizer()
+    tau = model.frame_interval * args.lag + (0.0 if relax is None else relax.duration)
+    featurizer = representation_for(system).featurizer(system.analysis_energies)
     lags = [1, 2, 3, 5]  # in jumps of `lag` frames: lag times 10..50 ps at lag 10
     result = analyze(surrogate, tau, 1.0, lags=lags, n_samples=args.posterior_samples, featurizer=featurizer,
                      time_unit="ps")
@@ -142,6 +151,8 @@ def stage_evaluate(args, run: str = "ito", label: str = "ito") -> None:
     validity = molecular.validity
     if args.lag != 10:  # results at another jump lag sit beside those at the default
         label = f"{label}_lag{args.lag}"
+    label += relaxed
+    energy = result.section(EnergySection).to_dict()
     write_report(result, args.out / f"ala2_{label}.html",
                  title=f"alanine dipeptide: {label} rollouts ({args.walkers} × {args.jumps} jumps of {tau:g} ps) vs MD")
     md_its = comparison.implied_timescales
@@ -149,6 +160,7 @@ def stage_evaluate(args, run: str = "ito", label: str = "ito") -> None:
         "model": str(args.work / run), "model_steps": model.info.get("steps"),
         "train_seconds": model.info.get("train_seconds"),
         "walkers": args.walkers, "jumps": args.jumps, "lag_frames": args.lag, "n_steps": args.n_steps,
+        "relax_steps": args.relax_steps, "jump_ps": tau,
         "rollout_seconds": seconds, "surrogate_ns": args.walkers * args.jumps * tau / 1000.0,
         "js_phi_psi_vs_md": comparison.js_divergence.value,
         "lag_times_ps": [float(v) for v in np.asarray(result.implied_timescales.lag_times)],
@@ -161,6 +173,7 @@ def stage_evaluate(args, run: str = "ito", label: str = "ito") -> None:
         "validity": _fractions(validity),
         "md_validity": _fractions(molecular.comparison_validity),
         "md_ns": float(sum(len(t) - 1 for t in reference)) * model.frame_interval / 1000.0,
+        "energy_mean_minus_md_kT": energy["mean_difference"], "energy_wasserstein_kT": energy["wasserstein"],
         **_mfpt_summary(result, comparison, "model", "md"),
     }
     _record(args, f"evaluate_{label}", summary)
