@@ -88,6 +88,8 @@ def main() -> None:
     parser.add_argument("--bopito-minutes", type=float, default=20.0, help="budget of each BoPITO-stage model")
     parser.add_argument("--bopito-steps", type=int, default=8000, help="steps of each BoPITO-stage model")
     parser.add_argument("--workers", type=int, default=2, help="OpenMM processes of the BG-seeded campaign")
+    parser.add_argument("--lambda-hat", type=float, default=None,
+                        help="BoPITO stages: λ̂ per frame (default: estimated from the BG-seeded data)")
     args = parse_args(parser)
     args.work.mkdir(parents=True, exist_ok=True)
     stages = list(STAGES) if args.stage == "all" else [args.stage]
@@ -140,7 +142,7 @@ def stage_evaluate(args, run: str = "ito", label: str = "ito") -> None:
         np.save(cache, paths)
         write_text_atomically(timing, json.dumps({"seconds": seconds, "threads": torch.get_num_threads()}))
     surrogate = [p.astype(np.float64) for p in paths]
-    tau = model.frame_interval * args.lag + (0.0 if relax is None else relax.duration)
+    tau = model.frame_interval * args.lag
     featurizer = representation_for(system).featurizer(system.analysis_energies)
     lags = [1, 2, 3, 5]  # in jumps of `lag` frames: lag times 10..50 ps at lag 10
     result = analyze(surrogate, tau, 1.0, lags=lags, n_samples=args.posterior_samples, featurizer=featurizer,
@@ -344,6 +346,8 @@ def _equal_data_stage(args, run: str, prior: str | None = None) -> None:
     ``prior``: BoPITO) on the BG-seeded short trajectories into ``run``, then evaluate it as in 4."""
     base = TrainingConfig.from_recipe("ala2-ito", minutes=args.bopito_minutes)
     changes = {"max_lag": 50, "max_steps": args.bopito_steps, **({} if prior is None else {"prior": prior})}
+    if prior is not None and args.lambda_hat is not None:
+        changes["lambda_hat"] = args.lambda_hat
     config = TrainingConfig.from_dict({**base.to_dict(), **changes})
     _train(config, args.work / "md_bg_short", args.work / run)
     stage_evaluate(args, run=run, label=run)

@@ -174,13 +174,14 @@ def run_rollout(model: TransitionModel, out_dir: str | os.PathLike, lag: int, n_
     relax_steps : int
         Molecules: follow every jump with this many steps of strongly damped Langevin dynamics of the
         force field (:class:`~itomd.simulate.relax.ThermalRelaxation`, seeded per chunk); 0: none.
-        The frame interval then includes them; metadata ``relax_steps``, ``relax_friction``.
+        The frame interval stays N·τ (the segment runs at a collision rate far above the physical
+        one: a Boltzmann-preserving correction, not simulated time); metadata ``relax_steps``,
+        ``relax_friction``.
 
     Returns
     -------
     TrajectoryStore
-        W trajectories of shape [n_jumps + 1, dim] with frame interval ``lag × model.frame_interval``
-        (plus the relaxation's duration).
+        W trajectories of shape [n_jumps + 1, dim] with frame interval ``lag × model.frame_interval``.
     """
     _check_rollout_arguments(model, lag, n_jumps)
     x0 = np.asarray(x0, dtype=np.float64)
@@ -204,7 +205,7 @@ def run_rollout(model: TransitionModel, out_dir: str | os.PathLike, lag: int, n_
         if system is None:
             raise InvalidInputError("relaxation runs the model's molecule, but the model records no system to build")
         relaxation = ThermalRelaxation(system, relax_steps, seed=0)  # checks the system before the job starts
-    frame_interval = lag * model.frame_interval + (0.0 if relaxation is None else relaxation.duration)
+    frame_interval = lag * model.frame_interval
     parameters = json_normalised({
         "lag": int(lag), "n_jumps": int(n_jumps), "n_walkers": n_walkers, "seed": int(seed), "chunk_size": chunk_size,
         "sampler": sampler, "n_steps": int(n_steps), "model": model_source, "model_steps": model.info.get("steps"),
@@ -290,8 +291,7 @@ def acceptance_rate(store: TrajectoryStore) -> float | None:
 
 
 def simulated_time(store: TrajectoryStore, n_jumps: int) -> float:
-    """Physical time covered by a rollout's store of ``n_jumps`` jumps per walker, summed over walkers
-    (its frame interval includes any relaxation)."""
+    """Physical time covered by a rollout's store of ``n_jumps`` jumps per walker, summed over walkers."""
     return float(len(store)) * n_jumps * float(store.metadata["frame_interval"])
 
 

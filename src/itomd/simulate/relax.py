@@ -13,11 +13,11 @@ invariant (up to the integrator's discretisation, the same as the MD data's), so
 μ-preserving Markov kernel composed with the surrogate's jump — it can only bring frames closer to μ.
 The high friction damps the stiff modes within a few hundredths of a picosecond (energy decays at
 the collision rate: e⁻¹⁰ in 0.1 ps at 100/ps, while a bond vibrates every ~0.01–0.03 ps), while the
-soft torsions, diffusing under that friction, move by far less than their basins' widths. The segment
-adds ``n_steps`` × timestep to every jump's simulated time (rollouts record it in their frame
-interval). For the surrogate's kinetics it is a small perturbation at jumps of picoseconds; for its
-speed, OpenMM's cost of ``n_steps`` steps per walker and jump (a few percent at 50 steps for
-alanine dipeptide, measured by ``bench/relax.py``).
+soft torsions, diffusing under that friction, move by far less than their basins' widths. At a
+collision rate a hundred times the physical one the segment is not a piece of the molecule's
+dynamics but a Boltzmann-preserving correction, so rollouts do not count its ``n_steps`` × timestep
+as simulated time (their frame interval stays N·τ; the metadata record ``relax_steps``). Its cost is
+OpenMM's for ``n_steps`` steps per walker and jump (BENCHMARKS.md, "Thermal relaxation").
 
 Molecules in implicit solvent or vacuum only: in explicit solvent the stored frames are the solute's,
 and the water around a new solute structure is not known.
@@ -80,11 +80,6 @@ class ThermalRelaxation:
         self._rng = np.random.default_rng(seed)
         self._noise_seed = int(1 + self._rng.integers(2**31 - 2))
         self._context = None
-
-    @property
-    def duration(self) -> float:
-        """Simulated time of one relaxation in ps."""
-        return self.n_steps * self.system.timestep
 
     def _make_context(self):
         import openmm
