@@ -104,7 +104,8 @@ class BoPITODenoiser(TransitionDenoiser):
     def forward(self, x: torch.Tensor, sigma: torch.Tensor, cond: torch.Tensor | None = None,
                 lag: torch.Tensor | None = None, **_) -> torch.Tensor:
         """D(x; σ, x_t, N), shape of ``x`` [B, dim]; ``sigma`` and ``lag`` have shape [B]."""
-        centre, sd = self.centre_and_scale(x, cond=cond, lag=lag)
+        cond = self.condition_in_frame(x, cond)  # once: the centre and the network see the same frame
+        centre, sd = self.linear_prediction(x, cond, lag)
         sigma = sigma.to(x.dtype)
         lag = torch.as_tensor(lag, device=x.device).to(x.dtype).expand(x.shape[0])
         c_in = append_dims(1.0 / (sigma**2 + sd**2).sqrt(), x.ndim)

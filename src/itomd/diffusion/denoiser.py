@@ -101,6 +101,11 @@ class Denoiser(nn.Module):
     def forward(self, x: torch.Tensor, sigma: torch.Tensor, **cond) -> torch.Tensor:
         """Denoised estimate D(x; σ), shape of ``x`` [B, *event]; ``sigma`` has shape [B]."""
         shift, sd = self.centre_and_scale(x, **cond)
+        return self._denoise(x, sigma, shift, sd, **cond)
+
+    def _denoise(self, x: torch.Tensor, sigma: torch.Tensor, shift: torch.Tensor, sd: torch.Tensor,
+                 **cond) -> torch.Tensor:
+        """:meth:`forward` around a given centre and data scale."""
         c_skip, c_out, c_in, c_noise = (append_dims(c, x.ndim) if i < 3 else c
                                         for i, c in enumerate(self.scalings(sigma.to(x.dtype), sd)))
         centred = x - shift
@@ -204,16 +209,26 @@ class TransitionDenoiser(Denoiser):
             return cond
         return superpose(cond.to(x.dtype).expand_as(x), x, self.n_atoms)
 
-    def network(self, x_in: torch.Tensor, c_noise: torch.Tensor, x: torch.Tensor, cond: torch.Tensor | None = None,
-                **rest) -> torch.Tensor:
-        return self.inner(x_in, c_noise, positions=x, cond=self.condition_in_frame(x, cond), **rest)
+    def forward(self, x: torch.Tensor, sigma: torch.Tensor, cond: torch.Tensor | None = None,
+                lag: torch.Tensor | None = None, **rest) -> torch.Tensor:
+        """D(x; σ, x_t, N), shape of ``x`` [B, dim]: x_t brought into its frame once
+        (:meth:`condition_in_frame`), for the centre and the network alike."""
+        cond = self.condition_in_frame(x, cond)
+        shift, sd = self.linear_prediction(x, cond, lag)
+        return self._denoise(x, sigma, shift, sd, cond=cond, lag=lag, **rest)
 
     def centre_and_scale(self, x: torch.Tensor, cond: torch.Tensor | None = None, lag: torch.Tensor | None = None,
                          **_) -> tuple[torch.Tensor, torch.Tensor]:
+        # x_t in the frame of x: a sampler's first draw around the centre is then isotropic too
+        return self.linear_prediction(x, self.condition_in_frame(x, cond), lag)
+
+    def linear_prediction(self, x: torch.Tensor, cond: torch.Tensor | None, lag: torch.Tensor | None
+                          ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The centre m + A(N)(x_t − m) (broadcastable to ``x``) and σ_d(N) [B], for x_t already in
+        its frame (:meth:`condition_in_frame`)."""
         if cond is None or lag is None:
             raise InvalidInputError("a transition denoiser needs cond= (x_t) and lag= (N)")
         index = self._index(torch.as_tensor(lag, device=x.device).expand(x.shape[0]))
-        cond = self.condition_in_frame(x, cond)  # a sampler's first draw around it is then isotropic too
         mean = self.shift.to(x.dtype)
         centre = mean + self.lag_coefficients[index].to(x.dtype) * (cond.to(x.dtype) - mean)
         return centre, self.lag_scales[index].to(x.dtype)
