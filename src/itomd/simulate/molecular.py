@@ -110,7 +110,8 @@ def walker_seeds(seed: int, n_walkers: int) -> np.ndarray:
 
 
 def make_context(system: "MolecularSystem", positions: np.ndarray, velocity_seed: int, noise_seed: int,
-                 platform: str = DEFAULT_PLATFORM, openmm_system: "openmm.System | None" = None) -> "openmm.Context":
+                 platform: str = DEFAULT_PLATFORM, openmm_system: "openmm.System | None" = None,
+                 friction: float | None = None) -> "openmm.Context":
     """An OpenMM ``Context`` of one walker, ready to step: constrained start, seeded velocities and noise.
 
     Parameters
@@ -123,6 +124,8 @@ def make_context(system: "MolecularSystem", positions: np.ndarray, velocity_seed
     platform : str
     openmm_system : openmm.System, optional
         ``system.openmm_system()``, to share one between walkers.
+    friction : float, optional
+        Collision rate in 1/ps (default the system's own).
 
     Returns
     -------
@@ -132,21 +135,30 @@ def make_context(system: "MolecularSystem", positions: np.ndarray, velocity_seed
     import openmm
 
     openmm_system = system.openmm_system() if openmm_system is None else openmm_system
-    integrator = openmm.LangevinMiddleIntegrator(system.temperature, system.friction, system.timestep)
+    friction = system.friction if friction is None else friction
+    integrator = openmm.LangevinMiddleIntegrator(system.temperature, friction, system.timestep)
     integrator.setRandomNumberSeed(int(noise_seed))
     integrator.setConstraintTolerance(CONSTRAINT_TOLERANCE)
     properties = {"Threads": str(CPU_THREADS)} if platform == "CPU" else {"Precision": "mixed"} if platform in ("CUDA", "OpenCL") else {}
     context = openmm.Context(openmm_system, integrator, get_platform(platform), properties)
-    positions, box = system.simulation_positions(positions)  # explicit solvent: the solute in its water box
+    place_walker(context, system, positions, velocity_seed)
+    return context
+
+
+def place_walker(context: "openmm.Context", system: "MolecularSystem", positions: np.ndarray,
+                 velocity_seed: int) -> None:
+    """Put a walker into ``context``: positions [3·n_atoms] (nm; explicit solvent: the solute in its
+    water box), constraints applied, velocities drawn at the system's temperature with ``velocity_seed``."""
+    positions, box = system.simulation_positions(positions)
     if box is not None:
         context.setPeriodicBoxVectors(*box)
     context.setPositions(positions)
     context.applyConstraints(CONSTRAINT_TOLERANCE)
     context.setVelocitiesToTemperature(system.temperature, int(velocity_seed))
-    return context
 
 
-def _positions(context: "openmm.Context", system: "MolecularSystem") -> np.ndarray:
+def context_coordinates(context: "openmm.Context", system: "MolecularSystem") -> np.ndarray:
+    """What a frame stores of the context's current positions, [3·n_atoms] float64 (nm)."""
     positions = np.asarray(context.getState(getPositions=True).getPositions(asNumpy=True)._value, dtype=np.float64)
     return system.stored_coordinates(positions)
 
@@ -212,10 +224,10 @@ def simulate_molecule(
         try:
             context = make_context(system, x0[walker], *seeds[walker], platform=platform, openmm_system=openmm_system)
             integrator = context.getIntegrator()
-            out[walker, 0] = _positions(context, system)
+            out[walker, 0] = context_coordinates(context, system)
             for frame in range(1, int(n_frames)):
                 integrator.step(steps)
-                out[walker, frame] = _positions(context, system)
+                out[walker, frame] = context_coordinates(context, system)
         except openmm.OpenMMException as exc:
             message = " ".join(str(exc).split())
             raise SimulationError(f"OpenMM failed for walker {walker} of {system.name} ({message}); "
@@ -228,5 +240,5 @@ def simulate_molecule(
     return out
 
 
-__all__ = ["simulate_molecule", "make_context", "walker_seeds", "available_platforms",
+__all__ = ["simulate_molecule", "make_context", "place_walker", "context_coordinates", "walker_seeds", "available_platforms",
            "get_platform", "PLATFORMS", "DEFAULT_PLATFORM", "MOLECULAR_INTEGRATOR"]

@@ -31,7 +31,8 @@ import numpy as np
 
 from itomd.errors import InvalidInputError
 from itomd.simulate.integrators import SimulationError
-from itomd.simulate.molecular import CONSTRAINT_TOLERANCE, DEFAULT_PLATFORM, MOLECULAR_INTEGRATOR, get_platform
+from itomd.simulate.molecular import (DEFAULT_PLATFORM, MOLECULAR_INTEGRATOR, context_coordinates, get_platform,
+                                      make_context, place_walker)
 from itomd.validation import require_int
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -81,15 +82,6 @@ class ThermalRelaxation:
         self._noise_seed = int(1 + self._rng.integers(2**31 - 2))
         self._context = None
 
-    def _make_context(self):
-        import openmm
-
-        integrator = openmm.LangevinMiddleIntegrator(self.system.temperature, self.friction, self.system.timestep)
-        integrator.setRandomNumberSeed(self._noise_seed)
-        integrator.setConstraintTolerance(CONSTRAINT_TOLERANCE)
-        properties = {"Threads": "1"} if self.platform == "CPU" else {}
-        return openmm.Context(self.system.openmm_system(), integrator, get_platform(self.platform), properties)
-
     def __call__(self, x: np.ndarray) -> np.ndarray:
         """Relax each structure.
 
@@ -108,9 +100,6 @@ class ThermalRelaxation:
         x = np.asarray(x, dtype=np.float64)
         if x.ndim != 2 or x.shape[1] != self.system.dim:
             raise InvalidInputError(f"structures must have shape [W, {self.system.dim}], got {x.shape}")
-        if self._context is None:
-            self._context = self._make_context()
-        context, temperature = self._context, self.system.temperature
         seeds = 1 + self._rng.integers(2**31 - 2, size=len(x))
         out = np.empty_like(x)
         for walker, (positions, velocity_seed) in enumerate(zip(x, seeds)):
@@ -118,16 +107,15 @@ class ThermalRelaxation:
                 out[walker] = np.nan  # left for the caller's blow-up check
                 continue
             try:
-                context.setPositions(self.system.simulation_positions(positions)[0])
-                context.applyConstraints(CONSTRAINT_TOLERANCE)
-                context.setVelocitiesToTemperature(temperature, int(velocity_seed))
-                context.getIntegrator().step(self.n_steps)
-                state = context.getState(getPositions=True)
+                if self._context is None:  # one context for every call, made at the first structure
+                    self._context = make_context(self.system, positions, int(velocity_seed), self._noise_seed,
+                                                 platform=self.platform, friction=self.friction)
+                place_walker(self._context, self.system, positions, int(velocity_seed))
+                self._context.getIntegrator().step(self.n_steps)
+                out[walker] = context_coordinates(self._context, self.system)
             except openmm.OpenMMException as exc:
                 raise SimulationError(f"OpenMM failed relaxing structure {walker} of {self.system.name} "
                                       f"({' '.join(str(exc).split())})") from None
-            out[walker] = self.system.stored_coordinates(
-                np.asarray(state.getPositions(asNumpy=True)._value, dtype=np.float64))
         return out
 
 
