@@ -64,6 +64,24 @@ def test_pairs_cover_exactly_the_valid_starts_uniformly(tiny):
 
 
 @pytest.mark.filterwarnings("ignore:.*too short")
+def test_mixed_lags_in_one_draw_are_each_uniform_over_their_valid_starts(tiny):
+    """One call with every lag mixed (rejection draws and, for lag 4 whose one valid start is 1 frame
+    in 13, the exact fallback) gives each lag the same distribution as drawing it alone."""
+    trajs, lengths = tiny
+    sampler = PairSampler(trajs, UniformLag(4))
+    lags = UniformLag(4).sample(200000, torch.Generator().manual_seed(3))
+    i0, i1 = sampler.sample_indices(lags, torch.Generator().manual_seed(4))
+    a = sampler.frames[i0, 0].numpy()
+    assert np.all(sampler.frames[i1, 0].numpy() - a == lags.numpy())
+    for lag in range(1, 5):
+        valid = sorted((i, t) for i, n in enumerate(lengths) for t in range(n - lag))
+        pairs = Counter((int(v // 10), int(v % 10)) for v in a[lags.numpy() == lag])
+        assert sorted(pairs) == valid
+        freq = np.array([pairs[k] for k in valid]) / sum(pairs.values())
+        np.testing.assert_allclose(freq, 1 / len(valid), atol=0.01)
+
+
+@pytest.mark.filterwarnings("ignore:.*too short")
 def test_batches_and_lag_too_long(tiny):
     trajs, _ = tiny
     sampler = PairSampler(trajs, LogUniformLag(2))

@@ -28,6 +28,9 @@ import torch
 from itomd.errors import InvalidInputError
 from itomd.validation import as_real_array
 
+#: Rounds of rejection sampling in :meth:`PairSampler.sample_indices` before the exact per-lag draw.
+REJECTION_ROUNDS = 8
+
 
 class LagSampler:
     """Distribution of lags N on {1, …, max_lag}; subclasses define :meth:`probabilities`."""
@@ -133,6 +136,9 @@ class PairSampler:
         self.lengths = torch.tensor([len(t) for t in trajs], dtype=torch.int64)
         self.offsets = torch.cat([torch.zeros(1, dtype=torch.int64), torch.cumsum(self.lengths, 0)[:-1]])
         self.frames = torch.cat(trajs)
+        # frames that follow each frame in its trajectory: frame i starts a valid pair at lag N iff N ≤ this
+        position = torch.arange(len(self.frames)) - torch.repeat_interleave(self.offsets, self.lengths)
+        self.frames_after = torch.repeat_interleave(self.lengths, self.lengths) - 1 - position
         too_short = int((self.lengths <= lag_sampler.max_lag).sum())
         if int((self.lengths > 1).sum()) == 0 or self.n_valid_starts(1) == 0:
             raise InvalidInputError("no trajectory has two frames: no pairs can be formed")
@@ -154,13 +160,29 @@ class PairSampler:
         return int(torch.clamp(self.lengths - lag, min=0).sum())
 
     def sample_indices(self, lags: torch.Tensor, generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """Global frame indices of starts and ends for the given lags, each int64 [n]."""
+        """Global frame indices of starts and ends for the given lags, each int64 [n].
+
+        Each start is uniform over the valid starts at its lag, drawn by rejection: a uniform frame
+        of all trajectories, kept if its trajectory has ``lag`` more frames after it — one vectorised
+        draw for every lag of the batch (a per-lag loop cost ~5 ms per batch of mixed lags, a
+        quarter of a small model's training step). Pairs still rejected after
+        :data:`REJECTION_ROUNDS` rounds (lags near the longest trajectory's length) are drawn exactly
+        with :meth:`pair_indices`.
+        """
         lags = torch.as_tensor(lags, dtype=torch.int64)
         starts = torch.empty_like(lags)
-        for lag in torch.unique(lags).tolist():
-            mask = lags == lag
-            u = torch.randint(self.n_valid_starts(lag), (int(mask.sum()),), generator=generator)
-            starts[mask] = self.pair_indices(lag, u)[0]
+        pending = torch.arange(len(lags))
+        for _ in range(REJECTION_ROUNDS):
+            if len(pending) == 0:
+                break
+            candidate = torch.randint(len(self.frames), (len(pending),), generator=generator)
+            kept = self.frames_after[candidate] >= lags[pending]
+            starts[pending[kept]] = candidate[kept]
+            pending = pending[~kept]
+        for lag in torch.unique(lags[pending]).tolist():
+            chosen = pending[lags[pending] == lag]
+            u = torch.randint(self.n_valid_starts(lag), (len(chosen),), generator=generator)
+            starts[chosen] = self.pair_indices(lag, u)[0]
         return starts, starts + lags
 
     def pair_indices(self, lag: int, u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

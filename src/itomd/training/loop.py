@@ -44,14 +44,21 @@ class ExponentialMovingAverage:
         self.decay = float(decay)
         self.module = copy.deepcopy(module).eval().requires_grad_(False)
         self.updates = 0
+        self._source: torch.nn.Module | None = None
+        self._lists: tuple = ()
 
     @torch.no_grad()
     def update(self, module: torch.nn.Module) -> None:
         d = min(self.decay, (1 + self.updates) / (10 + self.updates))
-        for avg, p in zip(self.module.parameters(), module.parameters()):
-            avg.lerp_(p.detach(), 1 - d)
-        for avg, b in zip(self.module.buffers(), module.buffers()):
-            avg.copy_(b)
+        if self._source is not module:  # the tensor lists once per trained module (listing them costs)
+            self._source = module
+            self._lists = ([list(self.module.parameters()), list(module.parameters())],
+                           [list(self.module.buffers()), list(module.buffers())])
+        (averages, parameters), (buffers, sources) = self._lists
+        # one fused call per kind (a per-tensor loop was a few per cent of a small model's step)
+        torch._foreach_lerp_(averages, parameters, 1 - d)
+        if buffers:
+            torch._foreach_copy_(buffers, sources)
         self.updates += 1
 
     def state_dict(self) -> dict[str, Any]:
@@ -222,7 +229,9 @@ class TrainingState:
         denoiser.to(device)
         ema = ExponentialMovingAverage(denoiser, config.ema_decay)
         trainable = [p for p in denoiser.parameters() if p.requires_grad]
-        optimizer = torch.optim.AdamW(trainable, lr=config.learning_rate, weight_decay=config.weight_decay)
+        # fused: one kernel for all parameters (the per-tensor default on CPU was ~8 % of a small step)
+        optimizer = torch.optim.AdamW(trainable, lr=config.learning_rate, weight_decay=config.weight_decay,
+                                      fused=True)
         return cls(denoiser, ema, optimizer, torch.Generator().manual_seed(config.seed))
 
     def state_dict(self) -> dict[str, Any]:
@@ -265,7 +274,7 @@ def optimizer_step(state: TrainingState, loss: torch.Tensor, config: TrainingCon
     state.optimizer.zero_grad(set_to_none=True)
     loss.backward()
     if config.grad_clip > 0:
-        torch.nn.utils.clip_grad_norm_(state.denoiser.parameters(), config.grad_clip)
+        torch.nn.utils.clip_grad_norm_(state.denoiser.parameters(), config.grad_clip, foreach=True)
     state.optimizer.step()
     state.ema.update(state.denoiser)
     state.step += 1
