@@ -53,7 +53,7 @@ def test_pairs_cover_exactly_the_valid_starts_uniformly(tiny):
     for lag in range(1, 5):
         valid = {(i, t) for i, n in enumerate(lengths) for t in range(n - lag)}
         assert sampler.n_valid_starts(lag) == len(valid)
-        x0, x1, lags = [], [], torch.full((60000,), lag)
+        lags = torch.full((60000,), lag)
         i0, i1 = sampler.sample_indices(lags, gen)
         a, b = sampler.frames[i0, 0].numpy(), sampler.frames[i1, 0].numpy()
         pairs = Counter((int(v // 10), int(v % 10)) for v in a)
