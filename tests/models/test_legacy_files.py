@@ -10,6 +10,7 @@ description, and the same samples.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -27,6 +28,14 @@ from itomd.simulate.campaign import Campaign, run_campaign
 from itomd.systems import SystemSpec
 
 LEGACY = Path(__file__).resolve().parent.parent / "fixtures" / "legacy"
+#: Transition models whose training numerics changed on purpose after the legacy files were written
+#: (2026-12-02: training batches draw their start frames for all lags at once, by rejection, instead
+#: of lag by lag — the same distribution, another random stream). Their weights are compared with the
+#: ones today's code recorded in RETRAINED_DIR, so any *unintended* change is still caught bit for bit;
+#: their descriptions (lag tables, λ̂, ...) are still compared with the legacy files. Re-record only
+#: for a deliberate change: ITOMD_RECORD_TRAINING_REFERENCE=1 pytest tests/models/test_legacy_files.py -k bit_for_bit
+RETRAINED = ("prinz_ito", "prinz_bopito_exact", "ala2_ito")
+RETRAINED_DIR = LEGACY.parent / "retrained"
 STORE = LEGACY / "store_prinz"
 
 #: name -> (kind, prior type, atoms, superposed targets)
@@ -271,7 +280,7 @@ def test_new_code_simulates_the_legacy_campaign_bit_for_bit(legacy_campaign, tmp
         assert differing <= {"created"}, differing
 
 
-# -- training is unchanged too -----------------------------------------------------------------------
+# -- training is unchanged too (or changed on purpose: RETRAINED) ------------------------------------------------------------------
 def _assert_trains_the_legacy_model(name: str, trajectories, frame_interval: float, spec: SystemSpec,
                                     prior_object=None, **config) -> None:
     """Train as tests/fixtures/make_legacy_models.py did (one thread) and compare with the legacy file:
@@ -291,7 +300,15 @@ def _assert_trains_the_legacy_model(name: str, trajectories, frame_interval: flo
     legacy = load_file(_path(name), what="model")
     new = model.to_payload()
     assert new["spec"] == legacy["spec"]
-    for key, value in legacy["state_dict"].items():
+    weights = legacy["state_dict"]
+    if name in RETRAINED:
+        path = RETRAINED_DIR / f"{name}.pt"
+        if os.environ.get("ITOMD_RECORD_TRAINING_REFERENCE") == "1":
+            path.parent.mkdir(exist_ok=True)
+            torch.save(new["state_dict"], path)
+        weights = torch.load(path, weights_only=True)
+        assert set(weights) == set(legacy["state_dict"])
+    for key, value in weights.items():
         assert torch.equal(new["state_dict"][key], value), key
 
 
