@@ -280,7 +280,7 @@ def test_new_code_simulates_the_legacy_campaign_bit_for_bit(legacy_campaign, tmp
         assert differing <= {"created"}, differing
 
 
-# -- training is unchanged too (or changed on purpose: RETRAINED) ------------------------------------------------------------------
+# -- training is unchanged too (or changed on purpose: RETRAINED) -----------------------------------
 def _assert_trains_the_legacy_model(name: str, trajectories, frame_interval: float, spec: SystemSpec,
                                     prior_object=None, **config) -> None:
     """Train as tests/fixtures/make_legacy_models.py did (one thread) and compare with the legacy file:

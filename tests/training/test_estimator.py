@@ -24,7 +24,8 @@ def test_fit_and_sample_plumbing_reproduce_ou_transitions_at_two_lags(ou_traject
     A plumbing check (data → lag tables → training → EMA → sampler), not a learning test: the fitted
     linear preconditioning is already the exact OU transition, so a network that outputs zero passes
     too, and 300 steps suffice (measured over training seeds 0–5: worst mean error 0.027–0.093 of the
-    0.12 allowed, worst sd 2–8 % of 15 %; 10 s on one thread). What the network learns is tested on the bimodal two-state data below.
+    0.12 allowed, worst sd 2–8 % of 15 %; 10 s on one thread). What the network learns is tested on
+    the bimodal two-state data below.
     """
     data = ou_trajectories(200, 300, seed=1)
     config = tiny_config(hidden=64, n_blocks=2, n_frequencies=8, batch_size=256, max_steps=300, warmup_steps=100,

@@ -136,9 +136,10 @@ class PairSampler:
         self.lengths = torch.tensor([len(t) for t in trajs], dtype=torch.int64)
         self.offsets = torch.cat([torch.zeros(1, dtype=torch.int64), torch.cumsum(self.lengths, 0)[:-1]])
         self.frames = torch.cat(trajs)
-        # frames that follow each frame in its trajectory: frame i starts a valid pair at lag N iff N ≤ this
-        position = torch.arange(len(self.frames)) - torch.repeat_interleave(self.offsets, self.lengths)
-        self.frames_after = torch.repeat_interleave(self.lengths, self.lengths) - 1 - position
+        # frames that follow each frame in its trajectory (its last frame's index minus its own):
+        # frame i starts a valid pair at lag N iff N ≤ this
+        last = torch.repeat_interleave(self.offsets + self.lengths - 1, self.lengths)
+        self.frames_after = last - torch.arange(len(self.frames))
         too_short = int((self.lengths <= lag_sampler.max_lag).sum())
         if int((self.lengths > 1).sum()) == 0 or self.n_valid_starts(1) == 0:
             raise InvalidInputError("no trajectory has two frames: no pairs can be formed")

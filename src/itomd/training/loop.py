@@ -55,7 +55,7 @@ class ExponentialMovingAverage:
             self._lists = ([list(self.module.parameters()), list(module.parameters())],
                            [list(self.module.buffers()), list(module.buffers())])
         (averages, parameters), (buffers, sources) = self._lists
-        # one fused call per kind (a per-tensor loop was a few per cent of a small model's step)
+        # one foreach call per kind (a per-tensor loop was a few per cent of a small model's step)
         torch._foreach_lerp_(averages, parameters, 1 - d)
         if buffers:
             torch._foreach_copy_(buffers, sources)
