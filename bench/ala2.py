@@ -20,8 +20,10 @@ each cached under ``--work`` (default bench/work/ala2) so a re-run continues whe
                     lag times of 1, 2, 3 and 5 × ``--lag``);
 5. ``throughput`` — OpenMM ns per wall-second (Reference and CPU platforms, one walker per core on
                     both cores) vs surrogate ns per wall-second (W walkers, lags 10 and 100), same run;
-   ``long_jumps`` — 256 walkers × 20 jumps of N_max = 100 ps for several sampler settings: ns/s
-                    next to OpenMM in the same run, and the accuracy reached (JS vs MD, validity);
+   ``long_jumps`` — 256 walkers × 40 jumps of N_max for several sampler settings, with and without
+                    thermal relaxation (``--relax-steps``'s Langevin steps after each jump, timed with
+                    the jumps): ns/s next to OpenMM in the same run, and the accuracy reached (JS vs MD,
+                    validity);
 6. ``equilibrium`` — an equilibrium model (the Boltzmann generator) of the training frames;
 7. ``bg_data``    — 100 × 100 ps trajectories started from its samples (BoPITO's data);
 8. ``bopito``, ``ito_short`` — BoPITO (that prior) and ITO trained on those same short
@@ -79,7 +81,10 @@ def main() -> None:
     parser.add_argument("--walkers", type=int, default=32, help="rollout walkers of the evaluation")
     parser.add_argument("--jumps", type=int, default=1000, help="jumps per walker of the evaluation")
     parser.add_argument("--lag", type=int, default=10, help="jump lag of the evaluation (frames of 1 ps)")
-    parser.add_argument("--n-steps", type=int, default=10, help="noise levels per jump (stochastic Heun)")
+    parser.add_argument("--n-steps", type=int, default=10, help="noise levels per jump")
+    parser.add_argument("--sampler", default=None,
+                        help="evaluate: the rollout's sampler (default: the model's own, stochastic Heun); results "
+                             "with another get the suffix _<sampler>")
     parser.add_argument("--relax-steps", type=int, default=0,
                         help="evaluate: steps of damped force-field Langevin dynamics after every jump (itomd sample "
                              "--relax-steps); results get the suffix _relax<K>")
@@ -128,15 +133,18 @@ def stage_evaluate(args, run: str = "ito", label: str = "ito") -> None:
     start = time.perf_counter()
     system = SystemSpec(SYSTEM).build()
     relax = ThermalRelaxation(system, args.relax_steps, seed=2) if args.relax_steps else None
-    relaxed = f"_relax{args.relax_steps}" if relax is not None else ""
-    cache = args.work / f"rollout_{label}_lag{args.lag}_{args.walkers}x{args.jumps}_{args.n_steps}{relaxed}.npy"
+    suffix = f"_relax{args.relax_steps}" if relax is not None else ""
+    if args.sampler is not None:
+        suffix = f"_{args.sampler}" + suffix
+    cache = args.work / f"rollout_{label}_lag{args.lag}_{args.walkers}x{args.jumps}_{args.n_steps}{suffix}.npy"
     timing = cache.with_suffix(".json")
     if cache.exists():
         paths = np.load(cache)
         seconds = json.loads(timing.read_text())["seconds"] if timing.exists() else None
     else:
         generator = torch.Generator().manual_seed(1)
-        paths = rollout(model, x0, args.lag, args.jumps, generator=generator, n_steps=args.n_steps, progress=True,
+        paths = rollout(model, x0, args.lag, args.jumps, generator=generator, sampler=args.sampler,
+                        n_steps=args.n_steps, progress=True,
                         relax=relax)
         seconds = time.perf_counter() - start
         np.save(cache, paths)
@@ -153,7 +161,7 @@ def stage_evaluate(args, run: str = "ito", label: str = "ito") -> None:
     validity = molecular.validity
     if args.lag != 10:  # results at another jump lag sit beside those at the default
         label = f"{label}_lag{args.lag}"
-    label += relaxed
+    label += suffix
     energy = result.section(EnergySection).to_dict()
     write_report(result, args.out / f"ala2_{label}.html",
                  title=f"alanine dipeptide: {label} rollouts ({args.walkers} × {args.jumps} jumps of {tau:g} ps) vs MD")
@@ -162,7 +170,7 @@ def stage_evaluate(args, run: str = "ito", label: str = "ito") -> None:
         "model": str(args.work / run), "model_steps": model.info.get("steps"),
         "train_seconds": model.info.get("train_seconds"),
         "walkers": args.walkers, "jumps": args.jumps, "lag_frames": args.lag, "n_steps": args.n_steps,
-        "relax_steps": args.relax_steps, "jump_ps": tau,
+        "relax_steps": args.relax_steps, "sampler": args.sampler or model.default_sampler, "jump_ps": tau,
         "rollout_seconds": seconds, "surrogate_ns": args.walkers * args.jumps * tau / 1000.0,
         "js_phi_psi_vs_md": comparison.js_divergence.value,
         "lag_times_ps": [float(v) for v in np.asarray(result.implied_timescales.lag_times)],
@@ -249,34 +257,46 @@ def stage_throughput(args, run: str = "ito") -> None:
     _record(args, "throughput", rows)
 
 
+#: ``long_jumps``: (sampler, noise levels, relaxation steps after each jump) per row of the curve.
+LONG_JUMP_SETTINGS = (("heun-churn", 10, 0), ("heun-churn", 5, 0), ("dpmpp-2m", 10, 0), ("dpmpp-2m", 8, 0),
+                      ("dpmpp-2m", 6, 0), ("dpmpp-2m", 4, 0), ("dpmpp-2m", 10, 25), ("dpmpp-2m", 8, 25),
+                      ("dpmpp-2m", 6, 25), ("dpmpp-2m", 4, 25))
+#: ``long_jumps``: walkers (one batch) and jumps of each row (10,240 frames).
+LONG_JUMP_WALKERS, LONG_JUMP_JUMPS = 256, 40
+
+
 def stage_long_jumps(args, run: str = "ito") -> None:
-    """Throughput at the accuracy reached: 256 walkers × 20 jumps of N_max = 100 ps per sampler
-    setting, timed next to OpenMM (Reference, both cores) in the same run, with JS(φ/ψ) against the
-    reference MD and the validity of every frame."""
+    """Throughput at the accuracy reached: 256 walkers × 40 jumps of N_max per sampler setting (with
+    and without thermal relaxation after each jump, whose OpenMM cost is timed with the jumps), next
+    to OpenMM (Reference, both cores) in the same run, with JS(φ/ψ) against the reference MD and the
+    validity of every frame."""
     model = TransitionModel.load(args.work / run)
     reference = _trajectories(args.work / "md_reference")
-    topology = SystemSpec(SYSTEM).build().topology()
+    system = SystemSpec(SYSTEM).build()
+    topology = system.topology()
     frames = np.concatenate(reference)
-    x0 = frames[np.random.default_rng(1).choice(len(frames), 256, replace=False)]
+    walkers, jumps = LONG_JUMP_WALKERS, LONG_JUMP_JUMPS
+    x0 = frames[np.random.default_rng(1).choice(len(frames), walkers, replace=False)]
     with multiprocessing.get_context("spawn").Pool(2) as pool:
         md_ns_per_s = float(sum(pool.starmap(_openmm_rate, [("Reference", 10_000, seed) for seed in (1, 2)])))
-    rows = {"openmm_reference_ns_per_s_all_cores": md_ns_per_s}
-    for sampler, n_steps in (("heun-churn", 10), ("heun-churn", 5), ("dpmpp-2m", 10), ("dpmpp-2m", 9), ("dpmpp-2m", 8),
-                             ("dpmpp-2m", 6)):
+    rows = {"openmm_reference_ns_per_s_all_cores": md_ns_per_s, "walkers": walkers, "jumps": jumps,
+            "lag_ps": model.max_lag * model.frame_interval}
+    for sampler, n_steps, relax_steps in LONG_JUMP_SETTINGS:
+        relax = ThermalRelaxation(system, relax_steps, seed=3) if relax_steps else None
         start = time.perf_counter()
-        paths = rollout(model, x0, model.max_lag, 20, generator=torch.Generator().manual_seed(2), sampler=sampler,
-                        n_steps=n_steps)
+        paths = rollout(model, x0, model.max_lag, jumps, generator=torch.Generator().manual_seed(2), sampler=sampler,
+                        n_steps=n_steps, relax=relax)
         wall = time.perf_counter() - start
-        ns = 256 * 20 * model.max_lag * model.frame_interval / 1000.0
+        ns = walkers * jumps * model.max_lag * model.frame_interval / 1000.0
         jumped = [p[1:].astype(np.float64) for p in paths]
         js = ramachandran_js_divergence(backbone_dihedrals(jumped, topology), backbone_dihedrals(reference, topology))
-        rows[f"{sampler}_{n_steps}"] = {"ns_per_s": ns / wall, "speedup_vs_openmm_reference": ns / wall / md_ns_per_s,
-                                        "js_phi_psi_vs_md": js.value,
-                                        "validity": _fractions(chemical_validity(jumped, topology)),
-                                        "wall_s": wall, "threads": torch.get_num_threads()}
-        print(f"{sampler} {n_steps}: {ns / wall:.3g} ns/s, {ns / wall / md_ns_per_s:.3g}× OpenMM, JS {js.value:.4f}, "
-              f"valid {rows[f'{sampler}_{n_steps}']['validity']['fraction_valid']:.4f}", flush=True)
-    _record(args, f"long_jumps_{run}", rows)
+        key = f"{sampler}_{n_steps}" + (f"_relax{relax_steps}" if relax_steps else "")
+        rows[key] = {"ns_per_s": ns / wall, "speedup_vs_openmm_reference": ns / wall / md_ns_per_s,
+                     "js_phi_psi_vs_md": js.value, "validity": _fractions(chemical_validity(jumped, topology)),
+                     "relax_steps": relax_steps, "wall_s": wall, "threads": torch.get_num_threads()}
+        print(f"{key}: {ns / wall:.3g} ns/s, {ns / wall / md_ns_per_s:.3g}× OpenMM, JS {js.value:.4f}, "
+              f"valid {rows[key]['validity']['fraction_valid']:.4f}", flush=True)
+        _record(args, f"long_jumps_{run}", rows)  # row by row: a long run keeps what it measured
 
 
 def stage_equilibrium(args) -> None:

@@ -3,7 +3,9 @@ r"""How much faster than MD is a model? Surrogate rollouts and the system's own 
 :func:`measure_speed` (the ``itomd speed`` command) times, one after the other on the same machine,
 
 * the **surrogate**: walkers jumping ``lag`` frames at a time with the model's sampler (as ``itomd
-  sample`` runs it, in one batch, on every CPU thread torch uses, or on the model's device), and
+  sample`` runs it, in one batch, on every CPU thread torch uses, or on the model's device; with
+  ``relax_steps`` every jump is followed by that many steps of the molecule's force field, as
+  ``itomd sample --relax-steps`` does, and their cost is part of the surrogate's rate), and
 * the **MD engine** of the model's system, the way ``itomd simulate`` runs it here: one worker process
   per core (:data:`os.cpu_count`), each single-threaded —
   molecules with OpenMM on every platform this installation has (Reference, CPU, CUDA, OpenCL),
@@ -26,7 +28,7 @@ from concurrent.futures import ProcessPoolExecutor
 import os
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -68,6 +70,8 @@ class SpeedComparison:
         Noise levels per jump.
     network_evaluations : int
         Network evaluations per jump.
+    relax_steps : int
+        Force-field relaxation steps after every jump (0: none; :mod:`itomd.simulate.relax`).
     surrogate : dict
         ``jumps``, ``wall_seconds``, ``device``, ``threads``.
     md : dict
@@ -86,6 +90,7 @@ class SpeedComparison:
     sampler: str
     n_steps: int
     network_evaluations: int
+    relax_steps: int = 0
     surrogate: dict[str, Any] = field(default_factory=dict)
     md: dict[str, Any] = field(default_factory=dict)
 
@@ -96,11 +101,12 @@ class SpeedComparison:
         """Two lines a person reads: both rates and the ratio, with the settings."""
         unit = f"{self.time_unit}/s"
         platform = f" {self.md['platform']}" if self.md.get("platform") else ""
+        relaxed = f", then {self.relax_steps} relaxation steps" if self.relax_steps else ""
         verdict = (f"{self.ratio:.3g}× faster than MD" if self.ratio >= 1
                    else f"{self.ratio:.3g}: the surrogate is slower than MD here")
         return (f"surrogate: {self.surrogate_rate:.4g} {unit} ({self.n_walkers} walkers, lag {self.lag} = "
                 f"{self.lag * self.frame_interval:g} {self.time_unit}, {self.sampler} with {self.n_steps} noise levels = "
-                f"{self.network_evaluations} network evaluations per jump, {self.surrogate['device']})\n"
+                f"{self.network_evaluations} network evaluations per jump{relaxed}, {self.surrogate['device']})\n"
                 f"MD: {self.md_rate:.4g} {unit} ({self.md['engine']}{platform}, {self.md['processes']} processes, "
                 f"{self.md['walkers']} walkers)\n"
                 f"ratio: {verdict}")
@@ -109,7 +115,8 @@ class SpeedComparison:
 def measure_speed(model: TransitionModel, x0: np.ndarray | None = None, lag: int | None = None,
                   n_walkers: int = DEFAULT_WALKERS, sampler: str | None = None, n_steps: int | None = None,
                   seconds: float = DEFAULT_SECONDS, processes: int | None = None, seed: int = 0,
-                  tolerance: float = DEFAULT_TOLERANCE, progress: bool = False) -> SpeedComparison:
+                  tolerance: float = DEFAULT_TOLERANCE, relax_steps: int = 0,
+                  progress: bool = False) -> SpeedComparison:
     """Time surrogate rollouts of ``model`` and its system's MD engine side by side.
 
     Parameters
@@ -132,6 +139,9 @@ def measure_speed(model: TransitionModel, x0: np.ndarray | None = None, lag: int
     tolerance : float
         Blow-up threshold of the rollout (as for ``itomd sample``): a surrogate that leaves its
         training range is an error, not a rate.
+    relax_steps : int
+        Molecules: follow every jump with this many steps of the force field's strongly damped
+        Langevin dynamics (:class:`~itomd.simulate.relax.ThermalRelaxation`), timed with the jumps.
     progress : bool
         Print what is being timed.
 
@@ -150,15 +160,21 @@ def measure_speed(model: TransitionModel, x0: np.ndarray | None = None, lag: int
         raise InvalidInputError(f"seconds must be positive, got {seconds}")
     processes = (os.cpu_count() or 1) if processes is None else processes
     require_int("processes", processes)
+    require_int("relax_steps", relax_steps, 0)
     system = model.system.build()
     start = _start_points(system, x0, n_walkers, model.dim)
+    relax = None
+    if relax_steps:
+        from itomd.simulate.relax import ThermalRelaxation
+
+        relax = ThermalRelaxation(system, relax_steps, seed=seed)
 
     if progress:
         print(f"timing the surrogate ({n_walkers} walkers, lag {lag}) for {seconds:g} s ...", flush=True)
     generator = torch.Generator(device=model.device).manual_seed(seed)
     sampler = model.default_sampler if sampler is None else sampler
     n_steps = model.default_n_steps if n_steps is None else n_steps
-    jumps, wall = time_surrogate(model, start, lag, sampler, n_steps, seconds, generator, tolerance)
+    jumps, wall = time_surrogate(model, start, lag, sampler, n_steps, seconds, generator, tolerance, relax)
     surrogate_rate = n_walkers * jumps * lag * model.frame_interval / wall
     surrogate = {"jumps": jumps, "wall_seconds": wall, "device": str(model.device), "threads": torch.get_num_threads()}
 
@@ -168,7 +184,8 @@ def measure_speed(model: TransitionModel, x0: np.ndarray | None = None, lag: int
     return SpeedComparison(surrogate_rate=surrogate_rate, md_rate=md["rate"], ratio=surrogate_rate / md["rate"],
                            time_unit=system.time_unit, lag=int(lag), frame_interval=float(model.frame_interval),
                            n_walkers=int(n_walkers), sampler=sampler, n_steps=int(n_steps),
-                           network_evaluations=network_evaluations(sampler, n_steps), surrogate=surrogate,
+                           network_evaluations=network_evaluations(sampler, n_steps),
+                           relax_steps=int(relax_steps), surrogate=surrogate,
                            md={k: v for k, v in md.items() if k != "rate"})
 
 
@@ -188,13 +205,19 @@ def _start_points(system: Any, x0: np.ndarray | None, n_walkers: int, dim: int) 
 
 
 def time_surrogate(model: TransitionModel, x0: np.ndarray, lag: int, sampler: str, n_steps: int, seconds: float,
-                    generator: torch.Generator, tolerance: float) -> tuple[int, float]:
+                    generator: torch.Generator, tolerance: float,
+                    relax: Callable[[np.ndarray], np.ndarray] | None = None) -> tuple[int, float]:
     """Jumps made and wall seconds of ``len(x0)`` walkers in one batch, after one warm-up jump, until at
-    least ``seconds`` and two jumps (the surrogate half of :func:`measure_speed`)."""
-    x = rollout(model, x0, lag, 1, generator=generator, sampler=sampler, n_steps=n_steps, tolerance=tolerance)[:, -1]
+    least ``seconds`` and two jumps (the surrogate half of :func:`measure_speed`); ``relax`` follows
+    every jump, as in :func:`~itomd.rollout.rollout`."""
+    def jump(x):
+        return rollout(model, x, lag, 1, generator=generator, sampler=sampler, n_steps=n_steps, tolerance=tolerance,
+                       relax=relax)[:, -1]
+
+    x = jump(x0)
     jumps, start = 0, time.perf_counter()
     while jumps < 2 or time.perf_counter() - start < seconds:
-        x = rollout(model, x, lag, 1, generator=generator, sampler=sampler, n_steps=n_steps, tolerance=tolerance)[:, -1]
+        x = jump(x)
         jumps += 1
     return jumps, time.perf_counter() - start
 

@@ -60,6 +60,24 @@ def test_speed_of_a_molecule_times_every_openmm_platform(ala2_runs, capsys):
     assert result["md_rate"] == md["platforms"][md["platform"]]
 
 
+def test_relaxation_steps_are_timed_with_the_jumps(ala2_runs, prinz_run, capsys, monkeypatch):
+    """``--relax-steps K`` times what ``itomd sample --relax-steps K`` runs: the jumps and K force-field
+    steps per walker after each; a toy system has no force field to relax with (one line). The tiny
+    model's jumps are replaced by staying put (its 20-step structures would blow OpenMM up), so the
+    difference between the two rates is the relaxation's cost alone."""
+    from itomd.models import TransitionModel
+
+    monkeypatch.setattr(TransitionModel, "sample", lambda self, x, **kwargs: x.clone())
+    options = ("--lag", "2", "--n-walkers", "4", "--n-steps", "2", "--from", str(ala2_runs["data"]))
+    plain = _speed(capsys, ala2_runs["run"], *options)
+    relaxed = _speed(capsys, ala2_runs["run"], *options, "--relax-steps", "1000")
+    assert plain["relax_steps"] == 0 and relaxed["relax_steps"] == 1000
+    # 4 walkers x 1000 Reference steps per jump cost far more than 3 evaluations of the tiny network
+    assert relaxed["surrogate_rate"] < plain["surrogate_rate"] / 2
+    assert_one_line_exit(capsys, main(["speed", str(prinz_run), "--seconds", "0.1", "--relax-steps", "5"]),
+                         "is not a molecule")
+
+
 def test_speed_refuses_an_equilibrium_model_and_a_bad_sampler(bopito_runs, prinz_run, capsys):
     assert_one_line_exit(capsys, main(["speed", str(bopito_runs["eq"]), "--seconds", "0.1"]),
                          "not an equilibrium model")

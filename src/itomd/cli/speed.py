@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from itomd.cli._common import add_sampler_options, model_on_device, emit, positive_float, positive_int, seed_int
+from itomd.cli._common import (add_sampler_options, model_on_device, emit, nonnegative_int, positive_float, positive_int,
+                               seed_int)
 from itomd.errors import InvalidInputError
 
 #: Longest timing asked for (s): beyond it a typo (``--seconds 1e9``) would run for ever.
@@ -30,6 +31,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--processes", type=positive_int, help="MD worker processes (default: one per core)")
     p.add_argument("--tolerance", type=positive_float, default=DEFAULT_TOLERANCE,
                    help="blow-up threshold beyond the training range, in units of its extent (as for itomd sample)")
+    p.add_argument("--relax-steps", dest="relax_steps", type=nonnegative_int, default=0,
+                   help="molecules: time each jump followed by this many relaxation steps of the force field "
+                        "(as itomd sample --relax-steps)")
     p.add_argument("--seed", type=seed_int, default=0)
     p.add_argument("--quiet", action="store_true")
     p.add_argument("--json", action="store_true")
@@ -52,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
         x0 = start_points_from_store(args.from_store, args.n_walkers, args.seed, model.dim)
     result = measure_speed(model, x0=x0, lag=args.lag, n_walkers=args.n_walkers, sampler=args.sampler,
                            n_steps=args.n_steps, seconds=args.seconds, processes=args.processes, seed=args.seed,
-                           tolerance=args.tolerance,
+                           tolerance=args.tolerance, relax_steps=args.relax_steps,
                            progress=not (args.quiet or args.json))
     emit(result.to_dict(), args.json, result.summary())
     return 0
