@@ -63,7 +63,8 @@ from itomd.analysis.report import write_report
 from itomd._files import write_text_atomically
 from itomd.data.store import TrajectoryStore
 from itomd.representation import representation_for
-from itomd.rollout import rollout
+from itomd.diffusion.samplers import network_evaluations
+from itomd.rollout import RolloutBlowUpError, rollout
 from itomd.simulate.relax import ThermalRelaxation
 from itomd.simulate.campaign import run_campaign
 from itomd.systems import SystemSpec
@@ -84,7 +85,7 @@ def main() -> None:
     parser.add_argument("--n-steps", type=int, default=10, help="noise levels per jump")
     parser.add_argument("--sampler", default=None,
                         help="evaluate: the rollout's sampler (default: the model's own, stochastic Heun); results "
-                             "with another get the suffix _<sampler>")
+                             "with another get the suffix _<sampler><levels>")
     parser.add_argument("--relax-steps", type=int, default=0,
                         help="evaluate: steps of damped force-field Langevin dynamics after every jump (itomd sample "
                              "--relax-steps); results get the suffix _relax<K>")
@@ -134,7 +135,7 @@ def stage_evaluate(args, run: str = "ito", label: str = "ito") -> None:
     system = SystemSpec(SYSTEM).build()
     relax = ThermalRelaxation(system, args.relax_steps, seed=2) if args.relax_steps else None
     suffix = f"_relax{args.relax_steps}" if relax is not None else ""
-    if args.sampler is not None:
+    if args.sampler is not None:  # the sampler and its levels name the results (the cache names the levels anyway)
         suffix = f"_{args.sampler}" + suffix
     cache = args.work / f"rollout_{label}_lag{args.lag}_{args.walkers}x{args.jumps}_{args.n_steps}{suffix}.npy"
     timing = cache.with_suffix(".json")
@@ -161,7 +162,7 @@ def stage_evaluate(args, run: str = "ito", label: str = "ito") -> None:
     validity = molecular.validity
     if args.lag != 10:  # results at another jump lag sit beside those at the default
         label = f"{label}_lag{args.lag}"
-    label += suffix
+    label += suffix.replace(f"_{args.sampler}", f"_{args.sampler}{args.n_steps}") if args.sampler else suffix
     energy = result.section(EnergySection).to_dict()
     write_report(result, args.out / f"ala2_{label}.html",
                  title=f"alanine dipeptide: {label} rollouts ({args.walkers} × {args.jumps} jumps of {tau:g} ps) vs MD")
@@ -261,6 +262,9 @@ def stage_throughput(args, run: str = "ito") -> None:
 LONG_JUMP_SETTINGS = (("heun-churn", 10, 0), ("heun-churn", 5, 0), ("dpmpp-2m", 10, 0), ("dpmpp-2m", 8, 0),
                       ("dpmpp-2m", 6, 0), ("dpmpp-2m", 4, 0), ("dpmpp-2m", 10, 25), ("dpmpp-2m", 8, 25),
                       ("dpmpp-2m", 6, 25), ("dpmpp-2m", 4, 25))
+#: ``long_jumps`` of a distilled model (``itomd distill``): its few-step sampler at 1, 2 and 4 evaluations.
+DISTILLED_LONG_JUMP_SETTINGS = (("consistency", 1, 0), ("consistency", 2, 0), ("consistency", 4, 0),
+                                ("consistency", 1, 25), ("consistency", 2, 25), ("consistency", 4, 25))
 #: ``long_jumps``: walkers (one batch) and jumps of each row (10,240 frames).
 LONG_JUMP_WALKERS, LONG_JUMP_JUMPS = 256, 40
 
@@ -281,17 +285,26 @@ def stage_long_jumps(args, run: str = "ito") -> None:
         md_ns_per_s = float(sum(pool.starmap(_openmm_rate, [("Reference", 10_000, seed) for seed in (1, 2)])))
     rows = {"openmm_reference_ns_per_s_all_cores": md_ns_per_s, "walkers": walkers, "jumps": jumps,
             "lag_ps": model.max_lag * model.frame_interval}
-    for sampler, n_steps, relax_steps in LONG_JUMP_SETTINGS:
+    settings = DISTILLED_LONG_JUMP_SETTINGS if model.is_distilled else LONG_JUMP_SETTINGS
+    for sampler, n_steps, relax_steps in settings:
         relax = ThermalRelaxation(system, relax_steps, seed=3) if relax_steps else None
+        key = f"{sampler}_{n_steps}" + (f"_relax{relax_steps}" if relax_steps else "")
         start = time.perf_counter()
-        paths = rollout(model, x0, model.max_lag, jumps, generator=torch.Generator().manual_seed(2), sampler=sampler,
-                        n_steps=n_steps, relax=relax)
+        try:
+            paths = rollout(model, x0, model.max_lag, jumps, generator=torch.Generator().manual_seed(2),
+                            sampler=sampler, n_steps=n_steps, relax=relax)
+        except RolloutBlowUpError as exc:  # a setting that loses walkers is a result, not the end of the curve
+            rows[key] = {"blew_up": str(exc), "network_evaluations": network_evaluations(sampler, n_steps),
+                         "relax_steps": relax_steps}
+            print(f"{key}: {exc}", flush=True)
+            _record(args, f"long_jumps_{run}", rows)
+            continue
         wall = time.perf_counter() - start
         ns = walkers * jumps * model.max_lag * model.frame_interval / 1000.0
         jumped = [p[1:].astype(np.float64) for p in paths]
         js = ramachandran_js_divergence(backbone_dihedrals(jumped, topology), backbone_dihedrals(reference, topology))
-        key = f"{sampler}_{n_steps}" + (f"_relax{relax_steps}" if relax_steps else "")
         rows[key] = {"ns_per_s": ns / wall, "speedup_vs_openmm_reference": ns / wall / md_ns_per_s,
+                     "network_evaluations": network_evaluations(sampler, n_steps),
                      "js_phi_psi_vs_md": js.value, "validity": _fractions(chemical_validity(jumped, topology)),
                      "relax_steps": relax_steps, "wall_s": wall, "threads": torch.get_num_threads()}
         print(f"{key}: {ns / wall:.3g} ns/s, {ns / wall / md_ns_per_s:.3g}× OpenMM, JS {js.value:.4f}, "

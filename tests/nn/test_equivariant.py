@@ -407,3 +407,15 @@ def test_ligand_network_is_rotation_equivariant_and_chirality_sensitive():
     mirror = _rotation(g, proper=False)
     mirrored = net(_apply(x_in, mirror), c_noise, positions=_apply(noisy, mirror), cond=_apply(cond, mirror), lag=lag)
     assert (mirrored - _apply(out, mirror)).abs().max() > 1e-3 * out.abs().max()
+
+
+def test_building_the_network_keeps_freed_memory_in_the_process(graph, monkeypatch):
+    """The network tells glibc to keep freed memory (itomd._allocator), so its pair tensors are not
+    mapped afresh at every evaluation: sampling alanine dipeptide from Python measured 2x slower
+    without it than from the itomd executable, which sets the same."""
+    import itomd.nn.equivariant as equivariant
+
+    calls = []
+    monkeypatch.setattr(equivariant, "keep_freed_memory", lambda: calls.append(1) or True)
+    EquivariantTransitionNet(graph, hidden=4, n_layers=1)
+    assert calls == [1]

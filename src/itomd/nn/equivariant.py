@@ -45,6 +45,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from itomd._allocator import keep_freed_memory
 from itomd.errors import InvalidInputError
 from itomd.geometry import remove_centroid
 from itomd.nn.mlp import SinusoidalEmbedding
@@ -357,6 +358,10 @@ class EquivariantTransitionNet(nn.Module):
         super().__init__()
         if hidden < 1 or n_layers < 1:
             raise InvalidInputError("EquivariantTransitionNet needs hidden and n_layers ≥ 1")
+        # Its pair tensors are allocated afresh at every evaluation: without this, glibc maps and
+        # unmaps them each time and training and sampling run ~2x slower from Python than from the
+        # itomd executable, which sets the same (process-wide; numbers unchanged; itomd._allocator).
+        keep_freed_memory()
         self.graph = graph
         self.n_atoms = graph.n_atoms
         self.hidden = int(hidden)
