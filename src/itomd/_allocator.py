@@ -13,14 +13,18 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import functools
 import sys
 
 #: glibc's mallopt parameters.
 _M_TRIM_THRESHOLD, _M_MMAP_MAX = -1, -4
 
 
+@functools.cache
 def keep_freed_memory() -> bool:
     """Stop glibc from returning freed memory to the system (no mmap for large blocks, no trimming).
+
+    Applied once per process (every network built calls it; finding libc runs ``ldconfig``, ~2 ms).
 
     Returns
     -------
