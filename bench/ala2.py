@@ -134,10 +134,10 @@ def stage_evaluate(args, run: str = "ito", label: str = "ito") -> None:
     start = time.perf_counter()
     system = SystemSpec(SYSTEM).build()
     relax = ThermalRelaxation(system, args.relax_steps, seed=2) if args.relax_steps else None
-    suffix = f"_relax{args.relax_steps}" if relax is not None else ""
-    if args.sampler is not None:  # the sampler and its levels name the results (the cache names the levels anyway)
-        suffix = f"_{args.sampler}" + suffix
-    cache = args.work / f"rollout_{label}_lag{args.lag}_{args.walkers}x{args.jumps}_{args.n_steps}{suffix}.npy"
+    relaxed = f"_relax{args.relax_steps}" if relax is not None else ""
+    sampled = f"_{args.sampler}" if args.sampler is not None else ""
+    # the cache's name carries the levels anyway; the results' names carry them beside the sampler
+    cache = args.work / f"rollout_{label}_lag{args.lag}_{args.walkers}x{args.jumps}_{args.n_steps}{sampled}{relaxed}.npy"
     timing = cache.with_suffix(".json")
     if cache.exists():
         paths = np.load(cache)
@@ -162,7 +162,7 @@ def stage_evaluate(args, run: str = "ito", label: str = "ito") -> None:
     validity = molecular.validity
     if args.lag != 10:  # results at another jump lag sit beside those at the default
         label = f"{label}_lag{args.lag}"
-    label += suffix.replace(f"_{args.sampler}", f"_{args.sampler}{args.n_steps}") if args.sampler else suffix
+    label += (f"{sampled}{args.n_steps}" if sampled else "") + relaxed
     energy = result.section(EnergySection).to_dict()
     write_report(result, args.out / f"ala2_{label}.html",
                  title=f"alanine dipeptide: {label} rollouts ({args.walkers} × {args.jumps} jumps of {tau:g} ps) vs MD")
@@ -286,29 +286,29 @@ def stage_long_jumps(args, run: str = "ito") -> None:
     rows = {"openmm_reference_ns_per_s_all_cores": md_ns_per_s, "walkers": walkers, "jumps": jumps,
             "lag_ps": model.max_lag * model.frame_interval}
     settings = DISTILLED_LONG_JUMP_SETTINGS if model.is_distilled else LONG_JUMP_SETTINGS
+    ns = walkers * jumps * model.max_lag * model.frame_interval / 1000.0  # simulated per row
+    reference_angles = backbone_dihedrals(reference, topology)
     for sampler, n_steps, relax_steps in settings:
         relax = ThermalRelaxation(system, relax_steps, seed=3) if relax_steps else None
         key = f"{sampler}_{n_steps}" + (f"_relax{relax_steps}" if relax_steps else "")
+        row = {"network_evaluations": network_evaluations(sampler, n_steps), "relax_steps": relax_steps}
         start = time.perf_counter()
         try:
             paths = rollout(model, x0, model.max_lag, jumps, generator=torch.Generator().manual_seed(2),
                             sampler=sampler, n_steps=n_steps, relax=relax)
         except RolloutBlowUpError as exc:  # a setting that loses walkers is a result, not the end of the curve
-            rows[key] = {"blew_up": str(exc), "network_evaluations": network_evaluations(sampler, n_steps),
-                         "relax_steps": relax_steps}
+            row["blew_up"] = str(exc)
             print(f"{key}: {exc}", flush=True)
-            _record(args, f"long_jumps_{run}", rows)
-            continue
-        wall = time.perf_counter() - start
-        ns = walkers * jumps * model.max_lag * model.frame_interval / 1000.0
-        jumped = [p[1:].astype(np.float64) for p in paths]
-        js = ramachandran_js_divergence(backbone_dihedrals(jumped, topology), backbone_dihedrals(reference, topology))
-        rows[key] = {"ns_per_s": ns / wall, "speedup_vs_openmm_reference": ns / wall / md_ns_per_s,
-                     "network_evaluations": network_evaluations(sampler, n_steps),
-                     "js_phi_psi_vs_md": js.value, "validity": _fractions(chemical_validity(jumped, topology)),
-                     "relax_steps": relax_steps, "wall_s": wall, "threads": torch.get_num_threads()}
-        print(f"{key}: {ns / wall:.3g} ns/s, {ns / wall / md_ns_per_s:.3g}× OpenMM, JS {js.value:.4f}, "
-              f"valid {rows[key]['validity']['fraction_valid']:.4f}", flush=True)
+        else:
+            wall = time.perf_counter() - start
+            jumped = [p[1:].astype(np.float64) for p in paths]
+            js = ramachandran_js_divergence(backbone_dihedrals(jumped, topology), reference_angles)
+            row.update(ns_per_s=ns / wall, speedup_vs_openmm_reference=ns / wall / md_ns_per_s, js_phi_psi_vs_md=js.value,
+                       validity=_fractions(chemical_validity(jumped, topology)), wall_s=wall,
+                       threads=torch.get_num_threads())
+            print(f"{key}: {ns / wall:.3g} ns/s, {ns / wall / md_ns_per_s:.3g}× OpenMM, JS {js.value:.4f}, "
+                  f"valid {row['validity']['fraction_valid']:.4f}", flush=True)
+        rows[key] = row
         _record(args, f"long_jumps_{run}", rows)  # row by row: a long run keeps what it measured
 
 
