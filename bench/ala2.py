@@ -22,8 +22,8 @@ each cached under ``--work`` (default bench/work/ala2) so a re-run continues whe
                     both cores) vs surrogate ns per wall-second (W walkers, lags 10 and 100), same run;
    ``long_jumps`` — 256 walkers × 40 jumps of N_max for several sampler settings, with and without
                     thermal relaxation (``--relax-steps``'s Langevin steps after each jump, timed with
-                    the jumps): ns/s next to OpenMM in the same run, and the accuracy reached (JS vs MD,
-                    validity);
+                    the jumps), the network's pair tensors in float32 and in bfloat16 (``--precision``):
+                    ns/s next to OpenMM in the same run, and the accuracy reached (JS vs MD, validity);
 6. ``equilibrium`` — an equilibrium model (the Boltzmann generator) of the training frames;
 7. ``bg_data``    — 100 × 100 ps trajectories started from its samples (BoPITO's data);
 8. ``bopito``, ``ito_short`` — BoPITO (that prior) and ITO trained on those same short
@@ -89,6 +89,9 @@ def main() -> None:
     parser.add_argument("--relax-steps", type=int, default=0,
                         help="evaluate: steps of damped force-field Langevin dynamics after every jump (itomd sample "
                              "--relax-steps); results get the suffix _relax<K>")
+    parser.add_argument("--precision", default="float32", choices=("float32", "bfloat16"),
+                        help="evaluate: the equivariant network's pair tensors while sampling (itomd sample "
+                             "--precision); results with bfloat16 get the suffix _bf16")
     parser.add_argument("--posterior-samples", type=int, default=20,
                         help="Bayesian MSM samples of the intervals (implied timescales, passage times)")
     parser.add_argument("--bopito-minutes", type=float, default=20.0, help="budget of each BoPITO-stage model")
@@ -126,7 +129,7 @@ def stage_ito_long(args) -> None:
 
 
 def stage_evaluate(args, run: str = "ito", label: str = "ito") -> None:
-    model = TransitionModel.load(args.work / run)
+    model = TransitionModel.load(args.work / run).set_precision(args.precision)
     reference = _trajectories(args.work / "md_reference")
     rng = np.random.default_rng(0)
     frames = np.concatenate(reference)
@@ -135,6 +138,7 @@ def stage_evaluate(args, run: str = "ito", label: str = "ito") -> None:
     system = SystemSpec(SYSTEM).build()
     relax = ThermalRelaxation(system, args.relax_steps, seed=2) if args.relax_steps else None
     relaxed = f"_relax{args.relax_steps}" if relax is not None else ""
+    relaxed += "_bf16" if args.precision == "bfloat16" else ""
     sampled = f"_{args.sampler}" if args.sampler is not None else ""
     # the cache's name carries the levels anyway; the results' names carry them beside the sampler
     cache = args.work / f"rollout_{label}_lag{args.lag}_{args.walkers}x{args.jumps}_{args.n_steps}{sampled}{relaxed}.npy"
@@ -172,6 +176,7 @@ def stage_evaluate(args, run: str = "ito", label: str = "ito") -> None:
         "train_seconds": model.info.get("train_seconds"),
         "walkers": args.walkers, "jumps": args.jumps, "lag_frames": args.lag, "n_steps": args.n_steps,
         "relax_steps": args.relax_steps, "sampler": args.sampler or model.default_sampler, "jump_ps": tau,
+        "precision": args.precision,
         "rollout_seconds": seconds, "surrogate_ns": args.walkers * args.jumps * tau / 1000.0,
         "js_phi_psi_vs_md": comparison.js_divergence.value,
         "lag_times_ps": [float(v) for v in np.asarray(result.implied_timescales.lag_times)],
@@ -258,13 +263,13 @@ def stage_throughput(args, run: str = "ito") -> None:
     _record(args, "throughput", rows)
 
 
-#: ``long_jumps``: (sampler, noise levels, relaxation steps after each jump) per row of the curve.
-LONG_JUMP_SETTINGS = (("heun-churn", 10, 0), ("heun-churn", 5, 0), ("dpmpp-2m", 10, 0), ("dpmpp-2m", 8, 0),
-                      ("dpmpp-2m", 6, 0), ("dpmpp-2m", 4, 0), ("dpmpp-2m", 10, 25), ("dpmpp-2m", 8, 25),
-                      ("dpmpp-2m", 6, 25), ("dpmpp-2m", 4, 25))
+#: ``long_jumps``: (sampler, noise levels, relaxation steps after each jump, precision of the network's
+#: pair tensors) per row of the curve.
+LONG_JUMP_SETTINGS = (("heun-churn", 10, 0, "float32"), ("heun-churn", 5, 0, "float32"),
+                      *(("dpmpp-2m", n, relax, precision) for precision in ("float32", "bfloat16")
+                        for relax in (0, 25) for n in (10, 8, 6, 4)))
 #: ``long_jumps`` of a distilled model (``itomd distill``): its few-step sampler at 1, 2 and 4 evaluations.
-DISTILLED_LONG_JUMP_SETTINGS = (("consistency", 1, 0), ("consistency", 2, 0), ("consistency", 4, 0),
-                                ("consistency", 1, 25), ("consistency", 2, 25), ("consistency", 4, 25))
+DISTILLED_LONG_JUMP_SETTINGS = tuple(("consistency", n, relax, "float32") for relax in (0, 25) for n in (1, 2, 4))
 #: ``long_jumps``: walkers (one batch) and jumps of each row (10,240 frames).
 LONG_JUMP_WALKERS, LONG_JUMP_JUMPS = 256, 40
 
@@ -288,10 +293,13 @@ def stage_long_jumps(args, run: str = "ito") -> None:
     settings = DISTILLED_LONG_JUMP_SETTINGS if model.is_distilled else LONG_JUMP_SETTINGS
     ns = walkers * jumps * model.max_lag * model.frame_interval / 1000.0  # simulated per row
     reference_angles = backbone_dihedrals(reference, topology)
-    for sampler, n_steps, relax_steps in settings:
+    for sampler, n_steps, relax_steps, precision in settings:
         relax = ThermalRelaxation(system, relax_steps, seed=3) if relax_steps else None
-        key = f"{sampler}_{n_steps}" + (f"_relax{relax_steps}" if relax_steps else "")
-        row = {"network_evaluations": network_evaluations(sampler, n_steps), "relax_steps": relax_steps}
+        model.set_precision(precision)
+        key = (f"{sampler}_{n_steps}" + (f"_relax{relax_steps}" if relax_steps else "")
+               + ("_bf16" if precision == "bfloat16" else ""))
+        row = {"network_evaluations": network_evaluations(sampler, n_steps), "relax_steps": relax_steps,
+               "precision": precision}
         start = time.perf_counter()
         try:
             paths = rollout(model, x0, model.max_lag, jumps, generator=torch.Generator().manual_seed(2),

@@ -30,6 +30,7 @@ Writes bench/results/network.json (``--out`` elsewhere) and prints one Markdown 
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import subprocess
 import sys
@@ -73,9 +74,11 @@ def _inputs(start: torch.Tensor, batch: int) -> dict:
                 lag=torch.full((batch,), 10.0))
 
 
-def _rate(net, inputs: dict, seconds: float, max_pair_elements: int) -> float:
-    """Structures per second of repeated evaluations (at least two) with pieces of that size."""
+def _rate(net, inputs: dict, seconds: float, max_pair_elements: int, pair_dtype: torch.dtype = torch.float32) -> float:
+    """Structures per second of repeated evaluations (at least two) with pieces of that size and
+    pair tensors of that dtype."""
     net.max_pair_elements = max_pair_elements
+    net.pair_dtype = pair_dtype
     with torch.no_grad():
         net(**inputs)
         begin, calls = time.perf_counter(), 0
@@ -85,35 +88,65 @@ def _rate(net, inputs: dict, seconds: float, max_pair_elements: int) -> float:
     return inputs["x_in"].shape[0] * calls / (time.perf_counter() - begin)
 
 
-def measure(net, start, batch: int, seconds: float, rounds: int, profile_calls: int = 2, top: int = 12) -> dict:
-    """Evaluations per second (in pieces and whole, alternately) and the operator breakdown of one batch size."""
-    inputs = _inputs(start, batch)
-    default = EquivariantTransitionNet.max_pair_elements
-    pieces_rates, whole_rates = [], []
-    for _ in range(rounds):
-        pieces_rates.append(_rate(net, inputs, seconds / rounds, default))
-        whole_rates.append(_rate(net, inputs, seconds / rounds, WHOLE_BATCH))
-    net.max_pair_elements = default
+def _profile(net, inputs: dict, calls: int, top: int) -> tuple[float, list[dict]]:
+    """Self CPU time per evaluation of the largest operators (after two evaluations of warm-up: the
+    profiler's first evaluations page-fault fresh memory that the timed loop reuses)."""
     with torch.no_grad():
-        # the profiler's first evaluations page-fault fresh memory that the timed loop reuses: skip them
-        schedule = torch.profiler.schedule(wait=0, warmup=2, active=profile_calls)
+        schedule = torch.profiler.schedule(wait=0, warmup=2, active=calls)
         with torch.profiler.profile(record_shapes=True, schedule=schedule, acc_events=True) as profile:
-            for _ in range(2 + profile_calls):
+            for _ in range(2 + calls):
                 net(**inputs)
                 profile.step()
     rows = []
     for event in profile.key_averages(group_by_input_shape=True):
         rows.append({"operator": event.key, "shapes": str(event.input_shapes),
-                     "ms": event.self_cpu_time_total / 1e3 / profile_calls, "calls": event.count // profile_calls})
+                     "ms": event.self_cpu_time_total / 1e3 / calls, "calls": event.count // calls})
     rows.sort(key=lambda r: -r["ms"])
     total = sum(r["ms"] for r in rows)
     for row in rows:
         row["share"] = row["ms"] / total
+    return total, rows[:top]
+
+
+def _bfloat16_error(net, inputs: dict) -> float:
+    """‖out_bf16 − out_f32‖ / ‖out_f32‖ of one evaluation (an untrained network's zero output layer is
+    drawn at random for this, on a copy)."""
+    if not net.output.weight.any():
+        net = copy.deepcopy(net)
+        torch.nn.init.normal_(net.output.weight, generator=torch.Generator().manual_seed(0))
+    outputs = []
+    for dtype in (torch.float32, torch.bfloat16):
+        net.pair_dtype = dtype
+        with torch.no_grad():
+            outputs.append(net(**inputs))
+    net.pair_dtype = torch.float32
+    return float((outputs[1] - outputs[0]).norm() / outputs[0].norm())
+
+
+def measure(net, start, batch: int, seconds: float, rounds: int, profile_calls: int = 2, top: int = 12) -> dict:
+    """Evaluations per second (float32 in pieces, bfloat16 pair tensors in pieces, float32 whole,
+    alternately) and the operator breakdown of one batch size in either precision."""
+    inputs = _inputs(start, batch)
+    default = EquivariantTransitionNet.max_pair_elements
+    pieces_rates, bfloat16_rates, whole_rates = [], [], []
+    for _ in range(rounds):
+        pieces_rates.append(_rate(net, inputs, seconds / rounds, default))
+        bfloat16_rates.append(_rate(net, inputs, seconds / rounds, default, torch.bfloat16))
+        whole_rates.append(_rate(net, inputs, seconds / rounds, WHOLE_BATCH))
+    net.max_pair_elements = default
+    net.pair_dtype = torch.float32
+    total, rows = _profile(net, inputs, profile_calls, top)
+    net.pair_dtype = torch.bfloat16
+    bfloat16_total, bfloat16_rows = _profile(net, inputs, profile_calls, top)
+    net.pair_dtype = torch.float32
     rate = max(pieces_rates)
     return {"batch": batch, "ms_per_evaluation": batch / rate * 1e3, "evaluations_per_s": rate,
+            "bfloat16_evaluations_per_s": max(bfloat16_rates), "bfloat16_speedup": max(bfloat16_rates) / rate,
+            "bfloat16_relative_error": _bfloat16_error(net, _inputs(start, min(batch, 64))),
             "whole_batch_evaluations_per_s": max(whole_rates), "rates_by_round": pieces_rates,
-            "whole_batch_rates_by_round": whole_rates, "max_pair_elements": default,
-            "profiled_ms": total, "by_operator": rows[:top]}
+            "bfloat16_rates_by_round": bfloat16_rates, "whole_batch_rates_by_round": whole_rates,
+            "max_pair_elements": default, "profiled_ms": total, "by_operator": rows,
+            "bfloat16_profiled_ms": bfloat16_total, "bfloat16_by_operator": bfloat16_rows}
 
 
 def _peak_memory(walkers: int, whole: bool, model: str | None) -> dict:
@@ -163,11 +196,14 @@ def main() -> None:
         result = measure(net, start, batch, args.seconds, args.rounds)
         results.append(result)
         print(f"\nbatch {batch}: {result['ms_per_evaluation']:.1f} ms per evaluation, "
-              f"{result['evaluations_per_s']:.0f} structures/s (whole batch in one piece: "
-              f"{result['whole_batch_evaluations_per_s']:.0f}/s); profile of one evaluation in pieces:")
-        print("| operator | shapes | ms | share |\n|---|---|---:|---:|")
-        for row in result["by_operator"]:
-            print(f"| {row['operator']} | {row['shapes'][:60]} | {row['ms']:.1f} | {row['share']:.0%} |")
+              f"{result['evaluations_per_s']:.0f} structures/s (bfloat16 pair tensors: "
+              f"{result['bfloat16_evaluations_per_s']:.0f}/s = {result['bfloat16_speedup']:.2f}×, relative output "
+              f"error {result['bfloat16_relative_error']:.1e}; whole batch in one piece: "
+              f"{result['whole_batch_evaluations_per_s']:.0f}/s)")
+        for label, key in (("float32", "by_operator"), ("bfloat16", "bfloat16_by_operator")):
+            print(f"profile of one evaluation in pieces, {label}:\n| operator | shapes | ms | share |\n|---|---|---:|---:|")
+            for row in result[key]:
+                print(f"| {row['operator']} | {row['shapes'][:60]} | {row['ms']:.1f} | {row['share']:.0%} |")
     if not results and Path(args.out).exists():  # --batches '': memory only, the recorded rates kept
         results = json.loads(Path(args.out).read_text()).get("results", [])
     memory = []

@@ -212,6 +212,7 @@ def run_rollout(model: TransitionModel, out_dir: str | os.PathLike, lag: int, n_
         "x0_checksum": float(np.round(x0.sum(), 10)), "lambda_interpolation": model.lambda_interpolation,
         **({} if metropolis is None else {"metropolis": True, "metropolis_probes": metropolis.n_probes}),
         **({} if relaxation is None else {"relax_steps": int(relax_steps)}),
+        **({} if model.precision == "float32" else {"precision": model.precision}),
     })
     metadata = _trajectory_metadata(model, system, frame_interval, lag)
     if relaxation is not None:
@@ -275,6 +276,8 @@ def _trajectory_metadata(model: TransitionModel, system: Any, frame_interval: fl
                      "model_kind": "bopito" if model.is_bopito else "ito"})
     if model.is_bopito:
         metadata.update({"lambda_hat": model.lambda_hat, "lambda_interpolation": model.lambda_interpolation})
+    if model.precision != "float32":  # the molecular network's pair tensors (TransitionModel.set_precision)
+        metadata["precision"] = model.precision
     return metadata
 
 

@@ -72,6 +72,8 @@ class SpeedComparison:
         Network evaluations per jump.
     relax_steps : int
         Force-field relaxation steps after every jump (0: none; :mod:`itomd.simulate.relax`).
+    precision : str
+        Dtype of the molecular network's pair tensors (:meth:`TransitionModel.set_precision`).
     surrogate : dict
         ``jumps``, ``wall_seconds``, ``device``, ``threads``.
     md : dict
@@ -91,6 +93,7 @@ class SpeedComparison:
     n_steps: int
     network_evaluations: int
     relax_steps: int = 0
+    precision: str = "float32"
     surrogate: dict[str, Any] = field(default_factory=dict)
     md: dict[str, Any] = field(default_factory=dict)
 
@@ -102,6 +105,8 @@ class SpeedComparison:
         unit = f"{self.time_unit}/s"
         platform = f" {self.md['platform']}" if self.md.get("platform") else ""
         relaxed = f", then {self.relax_steps} relaxation steps" if self.relax_steps else ""
+        if self.precision != "float32":
+            relaxed += f", pair tensors in {self.precision}"
         verdict = (f"{self.ratio:.3g}× faster than MD" if self.ratio >= 1
                    else f"{self.ratio:.3g}: the surrogate is slower than MD here")
         return (f"surrogate: {self.surrogate_rate:.4g} {unit} ({self.n_walkers} walkers, lag {self.lag} = "
@@ -185,7 +190,7 @@ def measure_speed(model: TransitionModel, x0: np.ndarray | None = None, lag: int
                            time_unit=system.time_unit, lag=int(lag), frame_interval=float(model.frame_interval),
                            n_walkers=int(n_walkers), sampler=sampler, n_steps=int(n_steps),
                            network_evaluations=network_evaluations(sampler, n_steps),
-                           relax_steps=int(relax_steps), surrogate=surrogate,
+                           relax_steps=int(relax_steps), precision=model.precision, surrogate=surrogate,
                            md={k: v for k, v in md.items() if k != "rate"})
 
 

@@ -199,3 +199,18 @@ def test_sample_refuses_devices_it_cannot_run_on(bopito_runs, tmp_path, capsys, 
     assert_one_line_exit(capsys, code, fragment)
     assert main(["sample", str(bopito_runs["exact"]), "--lag", "2", "--n-jumps", "1", "--n-walkers", "2",
                  "--device", "cpu", "--out", str(tmp_path / "cpu"), "--quiet"]) == 0
+
+
+def test_bfloat16_precision_is_recorded_for_molecules_and_refused_for_toy_models(bopito_runs, ala2_runs, tmp_path,
+                                                                                   capsys):
+    """``--precision bfloat16`` (the molecular network's pair tensors; accuracy: tests/nn/test_equivariant.py)
+    is recorded in the rollout's metadata; a toy model's network has no pair tensors: one line, exit 2."""
+    out = tmp_path / "bf16"
+    assert main(["sample", str(ala2_runs["run"]), "--lag", "2", "--n-jumps", "1", "--n-walkers", "2", "--from",
+                 str(ala2_runs["data"]), "--n-steps", "3", "--tolerance", "1e6", "--precision", "bfloat16",
+                 "--out", str(out), "--quiet"]) == 0
+    capsys.readouterr()
+    assert TrajectoryStore(out).metadata["precision"] == "bfloat16"
+    assert_one_line_exit(capsys, main(["sample", str(bopito_runs["exact"]), "--lag", "2", "--n-jumps", "1",
+                                       "--n-walkers", "2", "--precision", "bfloat16", "--out", str(tmp_path / "toy"),
+                                       "--quiet"]), "applies to molecular models")

@@ -29,6 +29,7 @@ def test_speed_reports_both_rates_and_what_they_count(prinz_run, capsys):
     surrogate, md = result["surrogate"], result["md"]
     assert result["network_evaluations"] == 5  # stochastic Heun: 2n - 1
     assert result["sampler"] == "heun-churn" and result["lag"] == 2 and result["n_walkers"] == 32
+    assert result["precision"] == "float32"
     assert surrogate["jumps"] >= 2 and surrogate["wall_seconds"] >= 0.4
     # simulated time per wall-second, summed over walkers: 32 walkers x jumps x 2 frames x tau
     expected = 32 * surrogate["jumps"] * 2 * result["frame_interval"] / surrogate["wall_seconds"]
@@ -70,8 +71,9 @@ def test_relaxation_steps_are_timed_with_the_jumps(ala2_runs, prinz_run, capsys,
     monkeypatch.setattr(TransitionModel, "sample", lambda self, x, **kwargs: x.clone())
     options = ("--lag", "2", "--n-walkers", "4", "--n-steps", "2", "--from", str(ala2_runs["data"]))
     plain = _speed(capsys, ala2_runs["run"], *options)
-    relaxed = _speed(capsys, ala2_runs["run"], *options, "--relax-steps", "1000")
+    relaxed = _speed(capsys, ala2_runs["run"], *options, "--relax-steps", "1000", "--precision", "bfloat16")
     assert plain["relax_steps"] == 0 and relaxed["relax_steps"] == 1000
+    assert plain["precision"] == "float32" and relaxed["precision"] == "bfloat16"
     # 4 walkers x 1000 Reference steps per jump cost far more than 3 evaluations of the tiny network
     assert relaxed["surrogate_rate"] < plain["surrogate_rate"] / 2
     assert_one_line_exit(capsys, main(["speed", str(prinz_run), "--seconds", "0.1", "--relax-steps", "5"]),

@@ -128,15 +128,19 @@ def add_sampler_options(p: argparse.ArgumentParser, sampler_help: str | None = N
                    help="noise levels per jump (default: the model's own, 25, or a distilled model's 1-4; network "
                         "evaluations: 2n-1 for heun/heun-churn, 2(n-1) for flow, n for the others)")
     p.add_argument("--device", default="auto", help="auto (a CUDA GPU when present, else the CPU), cpu or cuda[:k]")
+    p.add_argument("--precision", default="float32", choices=("float32", "bfloat16"),
+                   help="molecules: dtype of the equivariant network's pair tensors while sampling (bfloat16: about "
+                        "twice the evaluations per second on a CPU; default float32)")
 
 
-def model_on_device(path: Path, device: str):
-    """The model in ``path`` (run directory or model file), moved to ``device`` (one-line errors)."""
+def model_on_device(path: Path, device: str, precision: str = "float32"):
+    """The model in ``path`` (run directory or model file), moved to ``device`` and set to sample in
+    ``precision`` (:meth:`~itomd.models.TransitionModel.set_precision`; one-line errors)."""
     from itomd.models import TransitionModel
     from itomd.training.loop import select_device
 
     target = select_device(device)
-    return TransitionModel.load(path).to(target)
+    return TransitionModel.load(path).to(target).set_precision(precision)
 
 
 def system_spec(args: argparse.Namespace):

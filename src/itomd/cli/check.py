@@ -45,7 +45,7 @@ def run(args: argparse.Namespace) -> int:
 
     if args.sampler is not None:
         sampler_named(args.sampler)
-    model = model_on_device(args.run, args.device)
+    model = model_on_device(args.run, args.device, args.precision)
     check_request(model, args.lags, args.n_samples)  # before the start points are drawn
     starts = sample_start_points(model, args.n_starts, args.seed, from_store=args.from_store)
     result = self_consistency(model, starts, lags=args.lags, splits=args.splits, n_samples=args.n_samples,

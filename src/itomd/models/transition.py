@@ -35,12 +35,15 @@ from itomd.diffusion.samplers import DEFAULT_SAMPLER, sampler_named
 from itomd.diffusion.schedules import consistency_sigmas, karras_sigmas
 from itomd.errors import DataFileError, InvalidInputError
 from itomd.models.spec import DenoiserSpec
+from itomd.nn.equivariant import EquivariantTransitionNet
 from itomd.systems.molecules import embed_files, restore_files
 from itomd.systems.registry import SystemSpec
 from itomd.validation import as_real_array
 
 MODEL_FORMAT = "itomd-model"
 MODEL_FORMAT_VERSION = 1
+#: Dtypes of the molecular network's pair tensors when sampling (:meth:`TransitionModel.set_precision`).
+PRECISIONS = ("float32", "bfloat16")
 
 #: Default sampler (:data:`~itomd.diffusion.samplers.DEFAULT_SAMPLER`) and number of noise levels per
 #: jump: EDM's stochastic Heun (49 network
@@ -128,6 +131,37 @@ class TransitionModel:
             raise InvalidInputError("only BoPITO models (trained with a prior) have an interpolation eigenvalue")
         self.denoiser.set_interpolation(lambda_interpolation)
         return self
+
+    @property
+    def precision(self) -> str:
+        """The dtype of the molecular network's pair tensors when sampling: ``"float32"`` (default)
+        or ``"bfloat16"`` (:meth:`set_precision`)."""
+        networks = self._pair_networks()
+        return str(networks[0].pair_dtype).removeprefix("torch.") if networks else "float32"
+
+    def set_precision(self, precision: str) -> "TransitionModel":
+        """Sample with the molecular network's pair tensors in ``precision`` (``"float32"`` or
+        ``"bfloat16"``); returns self.
+
+        bfloat16 halves the memory traffic that an evaluation of the equivariant network costs on a
+        CPU (~2× evaluations per second; BENCHMARKS.md, "The molecular network in bfloat16"), with
+        atom features and sums kept in float32; weights and training are unchanged. Toy systems'
+        networks have no pair tensors: they take ``"float32"`` only.
+        """
+        if precision not in PRECISIONS:
+            raise InvalidInputError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+        networks = self._pair_networks()
+        if precision != "float32" and not networks:
+            raise InvalidInputError(f"--precision {precision} applies to molecular models (the pair tensors of their "
+                                    "equivariant network); this model's network runs in float32")
+        for network in networks:
+            network.pair_dtype = getattr(torch, precision)
+        return self
+
+    def _pair_networks(self) -> list:
+        """The equivariant networks (with pair tensors) inside the denoiser: the transition network
+        and, for BoPITO, a learned prior's."""
+        return [m for m in self.denoiser.modules() if isinstance(m, EquivariantTransitionNet)]
 
     def to(self, device: torch.device | str) -> "TransitionModel":
         """Move the network to ``device`` (in place); returns self."""

@@ -267,14 +267,21 @@ class _Interaction(nn.Module):
         self.normaliser = 1.0 / math.sqrt(n_atoms)
 
     def forward(self, s, v, edge, unit_noisy, unit_cond):
-        # s [B,n,H], v [B,n,3,H], edge [B,n,n,E], unit_* [B,n,n,3] (unit_cond None: unconditional)
-        phi = (self.scalar_net(s) * self.normaliser)[:, None, :, :] * self.filter(edge)  # [B,i,j,4H]: j → i
+        # s [B,n,H], v [B,n,3,H], edge [B,n,n,E], unit_* [B,n,n,3] (unit_cond None: unconditional).
+        # Pair tensors in edge's dtype: s's own, or a narrower one (EquivariantTransitionNet.pair_dtype)
+        # whose messages are summed into s and v in s's dtype.
+        pair = edge.dtype
+        if pair == s.dtype:
+            filtered = self.filter(edge)
+        else:
+            filtered = nn.functional.linear(edge, self.filter.weight.to(pair), self.filter.bias.to(pair))
+        phi = (self.scalar_net(s) * self.normaliser).to(pair)[:, None, :, :] * filtered  # [B,i,j,4H]: j → i
         a, b, c, d = phi.split(self.hidden, dim=-1)
-        ds = a.sum(2)
-        dv = torch.einsum("bijh,bjch->bich", b, v) + torch.einsum("bijh,bijc->bich", c, unit_noisy)
+        ds = a.sum(2, dtype=s.dtype)
+        dv = torch.einsum("bijh,bjch->bich", b, v.to(pair)) + torch.einsum("bijh,bijc->bich", c, unit_noisy)
         if unit_cond is not None:  # equilibrium models have no conditioning structure
             dv = dv + torch.einsum("bijh,bijc->bich", d, unit_cond)
-        return s + ds, v + dv
+        return s + ds, v + dv.to(s.dtype)
 
 
 def _products_cross(u: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
@@ -413,6 +420,13 @@ class EquivariantTransitionNet(nn.Module):
     #: 32 channels). A class attribute, so a user may set it for a device with more or less memory.
     max_pair_elements: int = 2**26
 
+    #: The dtype of the pair tensors (edge features, pair directions, filters and messages) when
+    #: gradients are off: float32, or ``torch.bfloat16`` to halve their memory traffic — the cost of
+    #: an evaluation on a CPU (BENCHMARKS.md, "The molecular network in bfloat16"). Atom features,
+    #: updates and sums of messages stay in the inputs' dtype; training (gradients on) always runs
+    #: in it. Set by :meth:`itomd.models.TransitionModel.set_precision`; not part of the weights.
+    pair_dtype: torch.dtype = torch.float32
+
     def forward(self, x_in: torch.Tensor, c_noise: torch.Tensor, positions: torch.Tensor | None = None,
                 cond: torch.Tensor | None = None, lag: torch.Tensor | None = None) -> torch.Tensor:
         """Network output (in pieces of the batch when gradients are off; see :attr:`max_pair_elements`).
@@ -472,6 +486,9 @@ class EquivariantTransitionNet(nn.Module):
         bonds = nn.functional.one_hot(self.graph_distance, MAX_GRAPH_DISTANCE + 1).to(x_in.dtype)
         edge.append(bonds.expand(b, -1, -1, -1))
         edge = torch.cat(edge, dim=-1)
+        if self.pair_dtype != x_in.dtype and not torch.is_grad_enabled():  # sampling in lower precision
+            edge, unit = edge.to(self.pair_dtype), unit.to(self.pair_dtype)
+            unit_t = None if unit_t is None else unit_t.to(self.pair_dtype)
         emb = self.embed(torch.cat(features, dim=-1))
 
         s = self.atom_features().expand(b, -1, -1)
