@@ -7,8 +7,9 @@ One prepared script for a machine with a CUDA GPU (under 10 minutes, no download
 3. distillation of that model (:mod:`itomd.training.distillation`) for ``--distill-seconds`` → steps/s;
 4. ``itomd speed``'s comparison (:func:`itomd.speed.measure_speed`): OpenMM on every platform present
    (CUDA among them), one replica per process with ``--processes`` processes at once, its best aggregate
-   rate, against the surrogate — the teacher's default sampler (49 evaluations per jump) and the
-   distilled student (its default, 4) — with 10⁴ and 10⁵ walkers in one batch, jumps of ``--lag`` ps;
+   rate, against the surrogate — the teacher's default sampler (49 evaluations per jump; its network's
+   pair tensors in float32 and in bfloat16) and the distilled student (its default, 4) — with 10⁴ and
+   10⁵ walkers in one batch, jumps of ``--lag`` ps;
 5. peak device memory per walker during a jump (CUDA only).
 
 The models are trained for seconds, so their *accuracy* is not the point here (the CPU benchmarks
@@ -98,11 +99,14 @@ def main() -> None:
     result["openmm"] = {"rate_ps_per_second": speed.md_rate, "ns_per_day": speed.md_rate * 86400 / 1000,
                         **speed.md}
     rows = []
-    for label, model in (("teacher", teacher), ("student", student)):
+    for label, model, precision in (("teacher", teacher, "float32"), ("teacher", teacher, "bfloat16"),
+                                    ("student", student, "float32")):
+        model.set_precision(precision)
         for walkers in sizes["walkers"]:
             rows.append(_surrogate_row(label, model, device, np.broadcast_to(start, (walkers, len(start))), lag,
                                        sizes["seconds"], speed.md_rate, args.seed))
             print(json.dumps(rows[-1]), flush=True)
+        model.set_precision("float32")
     result["surrogate"] = rows
     result["lag_ps"] = lag * frame_interval
     to_take = [] if device.type == "cuda" else ["every number above on a CUDA GPU (this run used the CPU)"]
@@ -114,7 +118,7 @@ def main() -> None:
 def _surrogate_row(label: str, model: TransitionModel, device: torch.device, x0: np.ndarray, lag: int,
                    seconds: float, md_rate: float, seed: int) -> dict:
     """Rate and peak memory of ``len(x0)`` walkers jumping together (an out-of-memory is a result)."""
-    row = {"model": label, "walkers": len(x0), "sampler": model.default_sampler,
+    row = {"model": label, "walkers": len(x0), "precision": model.precision, "sampler": model.default_sampler,
            "network_evaluations": network_evaluations(model.default_sampler, model.default_n_steps)}
     if device.type == "cuda":
         torch.cuda.empty_cache()

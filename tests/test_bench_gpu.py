@@ -26,7 +26,8 @@ def test_the_gpu_benchmark_runs_its_cpu_smoke_mode(tmp_path):
     assert result["distillation"]["steps"] > 0 and result["distillation"]["steps_per_second"] > 0
     assert result["openmm"]["rate_ps_per_second"] > 0 and result["openmm"]["platform"]
     rows = result["surrogate"]
-    assert {(r["model"], r["walkers"]) for r in rows} == {(m, w) for m in ("teacher", "student") for w in (8, 16)}
+    assert sorted((r["model"], r["precision"], r["walkers"]) for r in rows) == sorted(
+        (m, p, w) for m, p in (("teacher", "float32"), ("teacher", "bfloat16"), ("student", "float32")) for w in (8, 16))
     assert all(r["rate_ps_per_second"] > 0 and r["ratio_to_openmm"] > 0 for r in rows)
     assert {r["network_evaluations"] for r in rows if r["model"] == "student"} == {DEFAULT_SAMPLING_STEPS}
     assert {r["network_evaluations"] for r in rows if r["model"] == "teacher"} == {49}
