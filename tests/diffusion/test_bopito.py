@@ -1,4 +1,4 @@
-"""BoPITO composition: D = D_eq + w(N)·σ·F, the decay of w, and the limit N → ∞."""
+"""BoPITO composition: D = D_eq + v(N)·[D_lin − D_lin^∞] + w(N)·σ·F, the decay of w and v, and the limit N → ∞."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from torch import nn
 
 from itomd.diffusion.bopito import BoPITODenoiser
 from itomd.diffusion.equilibrium import ExactEquilibriumDenoiser
+from itomd.diffusion.forcefield import GaussianEquilibriumDenoiser
 from itomd.errors import InvalidInputError
 from itomd.data.pairs import PairSampler, UniformLag
 from itomd.errors import DataFileError
@@ -57,6 +58,52 @@ def test_composition_is_equilibrium_plus_weighted_dynamic_part():
         assert torch.allclose(out, expected, atol=1e-6)
 
 
+class _ZeroInner(nn.Module):
+    def forward(self, x_in, c_noise, positions=None, cond=None, lag=None):
+        return torch.zeros_like(x_in)
+
+
+def test_linear_part_adds_the_linear_gaussian_departure_from_its_equilibrium_limit():
+    d = BoPITODenoiser(_RecordingInner(), _ShiftEquilibrium(), 0.9, sigma_data=1.0, mean=[0.2],
+                       lag_coefficients=[[0.5]] * 20, lag_scales=[0.3] * 20, linear_dynamic_part=True)
+    plain = _bopito()
+    plain.shift.fill_(0.2)
+    plain.inner.weight.data.copy_(d.inner.weight.data)
+    x, x_t = torch.randn(6, 1), torch.randn(6, 1)
+    sigma = torch.tensor([0.01, 0.1, 0.5, 1.0, 3.0, 10.0])
+    for lag, v in ((1.0, 1.0), (20.0, 1.0), (25.0, 0.9**5)):
+        lags = torch.full((6,), lag)
+        centre = 0.2 + 0.5 * (x_t - 0.2)
+        k_lag, k_eq = 0.09 / (sigma[:, None] ** 2 + 0.09), 1.0 / (sigma[:, None] ** 2 + 1.0)
+        d_lin = centre + k_lag * (x - centre)
+        d_lin_eq = 0.2 + k_eq * (x - 0.2)
+        expected = plain(x, sigma, cond=x_t, lag=lags) + v * (d_lin - d_lin_eq)
+        assert torch.allclose(d(x, sigma, cond=x_t, lag=lags), expected, atol=1e-6)
+    np.testing.assert_allclose(d.linear_weight(torch.tensor([1.0, 20.0, 30.0])).numpy(), [1.0, 1.0, 0.9**10],
+                               rtol=1e-12)
+
+
+def test_linear_part_makes_an_untrained_bopito_exact_for_ou():
+    """OU with μ = N(0, 1): x_{t+N} | x_t ~ N(a^N x_t, 1 − a^{2N}). With the exact (Gaussian) prior and
+    F = 0, BoPITO with the linear part returns the exact posterior mean at every σ and lag; without
+    it (negative control) it returns μ's, far from the transition's."""
+    a, max_lag = 0.9, 30
+    coefficients = [[a**n] for n in range(1, max_lag + 1)]
+    scales = [math.sqrt(1 - a ** (2 * n)) for n in range(1, max_lag + 1)]
+    prior = GaussianEquilibriumDenoiser([0.0], [1.0])
+    kwargs = dict(sigma_data=1.0, mean=[0.0], lag_coefficients=coefficients, lag_scales=scales)
+    linear = BoPITODenoiser(_ZeroInner(), prior, a, linear_dynamic_part=True, **kwargs).double()
+    plain = BoPITODenoiser(_ZeroInner(), prior, a, **kwargs).double()
+    x, x_t = torch.randn(500, 1, dtype=torch.float64) * 2, torch.randn(500, 1, dtype=torch.float64) * 1.5
+    sigma = torch.exp(torch.linspace(-5, 3, 500, dtype=torch.float64))
+    for lag in (1, 5, 30):
+        s2 = 1 - a ** (2 * lag)
+        exact = a**lag * x_t + s2 / (s2 + sigma[:, None] ** 2) * (x - a**lag * x_t)
+        lags = torch.full((500,), float(lag), dtype=torch.float64)
+        assert torch.allclose(linear(x, sigma, cond=x_t, lag=lags), exact, atol=1e-6)
+        assert (plain(x, sigma, cond=x_t, lag=lags) - exact).abs().max() > 0.1 * a**lag
+
+
 def test_weight_decays_as_lambda_hat_then_lambda_int_and_network_lag_is_clamped():
     d = _bopito(lambda_hat=0.9, max_lag=20)
     lags = torch.tensor([1.0, 10.0, 20.0, 30.0, 100.0])
@@ -78,6 +125,8 @@ def test_equilibrium_part_alone_when_the_weight_vanishes():
     sigma = torch.full((4,), 0.7)
     out = d(x, sigma, cond=x_t, lag=torch.full((4,), 5000.0))
     assert torch.equal(out, d.equilibrium(x, sigma))
+    d.linear_dynamic_part = True  # its weight λ_int^(N − N_max) vanishes beyond the tables as well
+    assert torch.equal(d(x, sigma, cond=x_t, lag=torch.full((4,), 5000.0)), d.equilibrium(x, sigma))
 
 
 def test_loss_weight_puts_unit_weight_on_the_network_output():
@@ -130,6 +179,13 @@ def test_spec_round_trip_rebuilds_the_prior():
                              pairs=PairSampler(data, UniformLag(5)), prior=prior, lambda_hat=0.99)
     again = DenoiserSpec.from_dict(spec.to_dict())
     assert again == spec and again.is_bopito and again.lambda_hat == 0.99
+    assert not spec.linear_dynamic_part and "linear_dynamic_part" not in spec.to_dict()  # as files written before
+    assert not spec.build().linear_dynamic_part
+    linear = fit_denoiser_spec(data, CoordinateRepresentation(1), NetworkSize(8, 1, 2), max_lag=5,
+                               pairs=PairSampler(data, UniformLag(5)), prior=prior, lambda_hat=0.99,
+                               linear_dynamic_part=True)
+    assert linear.to_dict()["linear_dynamic_part"] is True and DenoiserSpec.from_dict(linear.to_dict()) == linear
+    assert linear.build().linear_dynamic_part
     assert isinstance(again.prior.build(), ExactEquilibriumDenoiser)
     assert spec.to_dict()["prior"] == {"kind": "exact", "shape": [200], "box": [list(prior.box[0])]}
     with pytest.raises(DataFileError, match="unknown equilibrium prior"):

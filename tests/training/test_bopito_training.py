@@ -31,6 +31,7 @@ def test_tiny_bopito_model_with_the_exact_prior_learns_ou_transitions(ou_traject
     model = ITOEstimator(config).fit(data, frame_interval=0.1, progress=False, system=HARMONIC,
                                      prior=_exact_prior()).fetch_model()
     assert model.is_bopito and abs(model.lambda_hat - ou_decay) < 0.02
+    assert model.spec.linear_dynamic_part  # every new BoPITO model
     generator = torch.Generator().manual_seed(0)
     assert_learns_ou_transitions(model, generator)
     far = model.sample(torch.full((4000, 1), 1.5), lag=1000, generator=generator).numpy()[:, 0]

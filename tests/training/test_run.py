@@ -80,6 +80,15 @@ def test_checkpoint_round_trip_restores_the_training_state_exactly(tmp_path, ou_
     with pytest.raises(InvalidInputError, match="different data"):
         run.load_checkpoint(config, {**summary, "mean": [0.0126]})
 
+    # a checkpoint written before a configuration key existed resumes (its model description keeps the old
+    # behaviour); the keys it has are still compared
+    written = torch.load(run.checkpoint_path, weights_only=False)
+    del written["config"]["linear_dynamic_part"]
+    torch.save(written, run.checkpoint_path)
+    assert run.load_checkpoint(config, summary)["step"] == 3
+    with pytest.raises(InvalidInputError, match="different configuration: hidden 32 → 16"):
+        run.load_checkpoint(tiny_config(hidden=16), summary)
+
 
 def test_a_model_file_or_an_incomplete_checkpoint_is_not_resumed(tmp_path, ou_data, tiny_config):
     config = tiny_config()

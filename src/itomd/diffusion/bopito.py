@@ -36,6 +36,26 @@ interpolates between the dynamics learned from (possibly off-equilibrium) data a
 
 Training minimises the usual denoising loss of the composed D with the weight
 :math:`1/(w(N)\sigma)^2`, i.e. unit weight on the network output F.
+
+**The linear part** (``linear_dynamic_part``, every BoPITO model trained since 2026-12-03). An ITO
+denoiser returns the linear prediction :math:`c_N` at large σ for free, through its preconditioning;
+in the form above F would have to learn that whole shift from μ's mean towards x_t, at every σ, and
+a BoPITO model that has not learned it lets the prior pull every jump towards μ (its kinetics come out
+too fast). With the linear part the dynamic term starts from the linear-Gaussian model of the
+transition instead:
+
+.. math::
+    D = D_\mathrm{eq}(x;\sigma) + v(N)\,\big[D_\mathrm{lin}(x;\sigma,x_t,N) - D_\mathrm{lin}^\infty(x;\sigma)\big]
+        + w(N)\,\sigma\,F,
+
+with :math:`D_\mathrm{lin} = c_N + k_N (x - c_N)`, :math:`k_N = \sigma_d(N)^2/(\sigma^2+\sigma_d(N)^2)`
+(the posterior mean if :math:`x_{t+N} \sim \mathcal N(c_N, \sigma_d(N)^2)`), and its equilibrium limit
+:math:`D_\mathrm{lin}^\infty = m + k_\infty (x - m)`, :math:`k_\infty = \sigma_\mathrm{data}^2/(\sigma^2+\sigma_\mathrm{data}^2)`
+(A → 0, σ_d → σ_data). The bracket is :math:`(1-k_N)\,A(N)(x_t-m) + (k_N-k_\infty)(x-m)`: it vanishes as
+σ → 0 (where the prior and F decide) and as the lag forgets x_t (A(N) → 0, σ_d(N) → σ_data), so it decays
+with the data's own autocorrelation; :math:`v(N) = 1` up to N_max and :math:`\lambda_\mathrm{int}^{N-N_\mathrm{max}}`
+beyond, so the model still tends to D_eq — to μ — as N → ∞. For Ornstein–Uhlenbeck dynamics with the exact
+(Gaussian) prior, D is exact with F = 0, as an ITO model's is. The loss weight stays :math:`1/(w\sigma)^2`.
 """
 
 from __future__ import annotations
@@ -62,15 +82,20 @@ class BoPITODenoiser(TransitionDenoiser):
         As for :class:`~itomd.diffusion.TransitionDenoiser`; ``len(lag_scales)`` is N_max. Molecules
         use ``superpose_condition``: the prior's μ is isotropic, and so is the long-lag limit of
         the orientation-marginal density it makes the model learn.
+    linear_dynamic_part : bool
+        Add the linear-Gaussian transition denoiser's departure from its equilibrium limit to the
+        dynamic part (module docstring); False: the original D_eq + w σ F (model files written before).
     """
 
     def __init__(self, inner: nn.Module, equilibrium: nn.Module, lambda_hat: float, sigma_data: float,
                  mean: "torch.Tensor | list[float]", lag_coefficients: "torch.Tensor | list[list[float]]",
                  lag_scales: "torch.Tensor | list[float]", p_mean: float = -1.2 + 0.6931471805599453,
-                 p_std: float = 1.2, n_atoms: int | None = None, superpose_condition: bool = False):
+                 p_std: float = 1.2, n_atoms: int | None = None, superpose_condition: bool = False,
+                 linear_dynamic_part: bool = False):
         super().__init__(inner, sigma_data, mean, lag_coefficients, lag_scales, p_mean=p_mean, p_std=p_std,
                          n_atoms=n_atoms, superpose_condition=superpose_condition)
         self.lambda_hat = check_eigenvalue(lambda_hat, "lambda_hat")
+        self.linear_dynamic_part = bool(linear_dynamic_part)
         self.equilibrium = equilibrium.eval().requires_grad_(False)
         self.lambda_interpolation: float | None = None
 
@@ -101,6 +126,22 @@ class BoPITODenoiser(TransitionDenoiser):
             log_w = log_w + beyond * torch.log(torch.tensor(lam_int, dtype=torch.float64))
         return log_w.exp()
 
+    def linear_weight(self, lag: torch.Tensor) -> torch.Tensor:
+        """v(N) for lags [B]: 1 up to N_max, λ_int^(N − N_max) beyond (the tables stop at N_max); shape [B]."""
+        lam_int = self.lambda_hat if self.lambda_interpolation is None else self.lambda_interpolation
+        beyond = (lag.to(torch.float64) - float(self.max_lag)).clamp(min=0.0)
+        return (beyond * torch.log(torch.tensor(lam_int, dtype=torch.float64))).exp()
+
+    def linear_departure(self, x: torch.Tensor, sigma: torch.Tensor, centre: torch.Tensor,
+                         scale: torch.Tensor) -> torch.Tensor:
+        """D_lin(x; σ, x_t, N) − D_lin^∞(x; σ) [B, dim] for the centre c_N (broadcastable to ``x``) and
+        σ_d(N) [B] of :meth:`linear_prediction`; ``sigma`` [B]."""
+        variance = append_dims(sigma**2, x.ndim)
+        k_lag = append_dims(scale**2, x.ndim) / (variance + append_dims(scale**2, x.ndim))
+        k_eq = self.sigma_data**2 / (variance + self.sigma_data**2)
+        mean = self.shift.to(x.dtype)
+        return (1.0 - k_lag) * (centre - mean) + (k_lag - k_eq) * (x - mean)
+
     def forward(self, x: torch.Tensor, sigma: torch.Tensor, cond: torch.Tensor | None = None,
                 lag: torch.Tensor | None = None, **_) -> torch.Tensor:
         """D(x; σ, x_t, N), shape of ``x`` [B, dim]; ``sigma`` and ``lag`` have shape [B]."""
@@ -112,7 +153,10 @@ class BoPITODenoiser(TransitionDenoiser):
         network_lag = lag.clamp(max=float(self.max_lag))
         dynamic = self.network(c_in * (x - centre), sigma.log() / 4, x, cond=cond, lag=network_lag)
         scale = append_dims(self.dynamic_weight(lag).to(x.dtype) * sigma, x.ndim)
-        return self.project(self.equilibrium(x, sigma) + scale * dynamic)
+        d = self.equilibrium(x, sigma) + scale * dynamic
+        if self.linear_dynamic_part:
+            d = d + append_dims(self.linear_weight(lag).to(x.dtype), x.ndim) * self.linear_departure(x, sigma, centre, sd)
+        return self.project(d)
 
     def loss_weight(self, sigma: torch.Tensor, sigma_data: torch.Tensor, lag: torch.Tensor | None = None,
                     **_) -> torch.Tensor:

@@ -281,6 +281,10 @@ class DenoiserSpec:
         BoPITO's frozen equilibrium part; None: a plain ITO (or equilibrium) model.
     lambda_hat : float, optional
         BoPITO's λ̂, the per-frame decay of the dynamic part.
+    linear_dynamic_part : bool
+        BoPITO's dynamic part includes the linear-Gaussian transition denoiser's departure from its
+        equilibrium limit (:class:`~itomd.diffusion.BoPITODenoiser`); absent from (False in) model files
+        written before it existed.
     """
 
     dim: int
@@ -298,6 +302,7 @@ class DenoiserSpec:
     lag_scales: tuple[float, ...] | None = None
     prior: Prior | None = None
     lambda_hat: float | None = None
+    linear_dynamic_part: bool = False
 
     @property
     def is_bopito(self) -> bool:
@@ -331,7 +336,8 @@ class DenoiserSpec:
             return TransitionDenoiser(inner, **tables)
         if self.lambda_hat is None:
             raise DataFileError("a BoPITO model description needs lambda_hat")
-        return BoPITODenoiser(inner, self.prior.build(), self.lambda_hat, **tables)
+        return BoPITODenoiser(inner, self.prior.build(), self.lambda_hat, linear_dynamic_part=self.linear_dynamic_part,
+                              **tables)
 
     def noise_range(self, lags: Sequence[float] | None = None) -> tuple[float, float]:
         """(smallest, largest) data scale a sampling schedule must cover for jumps of these lags."""
@@ -346,7 +352,7 @@ class DenoiserSpec:
     # -- model files (format version 1) ----------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
         """The description as written in model files (flat network keys, ``prior``/``molecule`` entries)."""
-        return {"dim": self.dim, "conditional": self.conditional, "hidden": self.network.hidden,
+        d = {"dim": self.dim, "conditional": self.conditional, "hidden": self.network.hidden,
                 "n_blocks": self.network.depth, "n_frequencies": self.network.n_frequencies,
                 "sigma_data": self.sigma_data, "shift": list(self.shift), "condition_shift": list(self.condition_shift),
                 "condition_scale": list(self.condition_scale), "max_log_lag": self.max_log_lag, "p_mean": self.p_mean,
@@ -355,6 +361,9 @@ class DenoiserSpec:
                 "lag_scales": None if self.lag_scales is None else list(self.lag_scales),
                 "prior": None if self.prior is None else self.prior.to_dict(), "lambda_hat": self.lambda_hat,
                 "molecule": self.representation.to_dict()}
+        if self.linear_dynamic_part:  # absent from model files written before it existed
+            d["linear_dynamic_part"] = True
+        return d
 
     @classmethod
     def from_dict(cls, d: dict[str, Any], system: "SystemSpec | None" = None) -> "DenoiserSpec":
@@ -376,7 +385,8 @@ class DenoiserSpec:
                    else tuple(_floats(c) for c in d["lag_coefficients"]),
                    lag_scales=None if d.get("lag_scales") is None else _floats(d["lag_scales"]),
                    prior=None if d.get("prior") is None else prior_from_dict(d["prior"], system),
-                   lambda_hat=None if d.get("lambda_hat") is None else float(d["lambda_hat"]))
+                   lambda_hat=None if d.get("lambda_hat") is None else float(d["lambda_hat"]),
+                   linear_dynamic_part=bool(d.get("linear_dynamic_part", False)))
 
 
 def _floats(values: Sequence[Any]) -> tuple[float, ...]:

@@ -98,6 +98,10 @@ class TrainingConfig:
         BoPITO's λ̂ per frame; default: the slowest non-unit eigenvalue of an MSM at lag 1 frame of
         the training data (:func:`~itomd.analysis.msm.slowest_eigenvalue`), raised if needed so that
         λ̂^max_lag ≥ :data:`MIN_DYNAMIC_WEIGHT` (with a warning).
+    linear_dynamic_part : bool
+        BoPITO only: start the dynamic part from the linear-Gaussian transition denoiser's departure
+        from its equilibrium limit, as ITO's preconditioning does (:class:`~itomd.diffusion.BoPITODenoiser`);
+        false: the original D_eq + λ̂^N σ F, whose network must learn the shift towards x_t itself.
     batch_size : int
         Global batch (pairs per optimiser step, summed over data-parallel processes).
     learning_rate : float
@@ -132,6 +136,7 @@ class TrainingConfig:
     equilibrium: bool = False
     prior: str | None = None
     lambda_hat: float | None = None
+    linear_dynamic_part: bool = True
     batch_size: int = 512
     learning_rate: float = 2e-3
     warmup_steps: int = 200
@@ -172,8 +177,9 @@ class TrainingConfig:
             raise InvalidInputError(f"minutes must be a positive number, got {self.minutes!r}")
         if self.p_mean is not None and not is_finite_number(self.p_mean):
             raise InvalidInputError(f"p_mean must be a number, got {self.p_mean!r}")
-        if not isinstance(self.equilibrium, bool):
-            raise InvalidInputError(f"equilibrium must be true or false, got {self.equilibrium!r}")
+        for name in ("equilibrium", "linear_dynamic_part"):
+            if not isinstance(getattr(self, name), bool):
+                raise InvalidInputError(f"{name} must be true or false, got {getattr(self, name)!r}")
         if self.prior is not None and (not isinstance(self.prior, str) or not self.prior):
             raise InvalidInputError(f"prior must be 'exact', 'forcefield', 'forcefield:RUN' or the path of an equilibrium "
                                     f"model, got {self.prior!r}")

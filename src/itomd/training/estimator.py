@@ -320,7 +320,8 @@ def _new_spec(config: TrainingConfig, trajectories: list[np.ndarray], representa
                                               orientation_marginal=transition and prior is not None)
     return fit_denoiser_spec(trajectories, representation,
                              config.network, config.max_lag, pairs=pairs, p_mean=config.p_mean, p_std=config.p_std,
-                             prior=prior, lambda_hat=lambda_hat, progress=progress)
+                             prior=prior, lambda_hat=lambda_hat, progress=progress,
+                             linear_dynamic_part=config.linear_dynamic_part)
 
 
 def estimated_lambda_hat(trajectories: Sequence[np.ndarray], max_lag: int, seed: int = 0) -> float:

@@ -88,8 +88,9 @@ def _load_checkpoint(path: Path) -> dict[str, Any]:
 
 def _check_resumable(checkpoint: dict[str, Any], config: TrainingConfig, data_summary: dict[str, Any]) -> None:
     recorded = checkpoint["config"]
+    # keys a checkpoint lacks were added since it was written: its model description (spec) keeps the old behaviour
     changed = [f"{k} {recorded.get(k)!r} → {v!r}" for k, v in config.to_dict().items()
-               if k not in RESUMABLE_CHANGES and recorded.get(k) != v]
+               if k not in RESUMABLE_CHANGES and k in recorded and recorded[k] != v]
     if changed:
         raise InvalidInputError("cannot resume with a different configuration: " + "; ".join(changed[:4]))
     old = checkpoint["data"]
