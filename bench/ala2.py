@@ -29,7 +29,9 @@ each cached under ``--work`` (default bench/work/ala2) so a re-run continues whe
 8. ``bopito``, ``ito_short`` — BoPITO (that prior) and ITO trained on those same short
                     trajectories (equal data, equal steps), each evaluated as in 4;
    ``bopito_forcefield`` — BoPITO with the force-field prior (OpenMM's forces blended with that
-                    equilibrium model across noise levels), same data and steps, evaluated as in 4.
+                    equilibrium model across noise levels), same data and steps, evaluated as in 4;
+   ``bopito_plain`` — BoPITO without the linear part of its dynamic term (D = D_eq + λ̂^N σ F, the
+                    form before 2026-12-03): the ablation of ``linear_dynamic_part``.
 
     .venv/bin/python bench/ala2.py --stage all            # every stage
     .venv/bin/python bench/ala2.py --stage evaluate       # one stage (its inputs must exist)
@@ -377,16 +379,22 @@ def stage_bopito_forcefield(args) -> None:
     _equal_data_stage(args, "bopito_forcefield", prior=f"forcefield:{args.work / 'equilibrium'}")
 
 
+def stage_bopito_plain(args) -> None:
+    """BoPITO as ``bopito`` but without the linear part (``linear_dynamic_part = false``), then its evaluation."""
+    _equal_data_stage(args, "bopito_plain", prior=str(args.work / "equilibrium"), linear_dynamic_part=False)
+
+
 def stage_ito_short(args) -> None:
     """ITO on the same BG-seeded short trajectories (equal data), then its evaluation."""
     _equal_data_stage(args, "ito_short")
 
 
-def _equal_data_stage(args, run: str, prior: str | None = None) -> None:
+def _equal_data_stage(args, run: str, prior: str | None = None, linear_dynamic_part: bool = True) -> None:
     """Train the ``ala2-ito`` recipe (lags to 50 ps, ``--bopito-steps``, ``--bopito-minutes``; with
     ``prior``: BoPITO) on the BG-seeded short trajectories into ``run``, then evaluate it as in 4."""
     base = TrainingConfig.from_recipe("ala2-ito", minutes=args.bopito_minutes)
-    changes = {"max_lag": 50, "max_steps": args.bopito_steps, **({} if prior is None else {"prior": prior})}
+    changes = {"max_lag": 50, "max_steps": args.bopito_steps, "linear_dynamic_part": linear_dynamic_part,
+               **({} if prior is None else {"prior": prior})}
     if prior is not None and args.lambda_hat is not None:
         changes["lambda_hat"] = args.lambda_hat
     config = TrainingConfig.from_dict({**base.to_dict(), **changes})
@@ -450,6 +458,7 @@ STAGES: dict[str, Callable[[argparse.Namespace], None]] = {
     "bg_data": stage_bg_data,
     "bopito": stage_bopito,
     "bopito_forcefield": stage_bopito_forcefield,
+    "bopito_plain": stage_bopito_plain,
     "ito_short": stage_ito_short,
 }
 
