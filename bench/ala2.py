@@ -30,8 +30,8 @@ each cached under ``--work`` (default bench/work/ala2) so a re-run continues whe
                     trajectories (equal data, equal steps), each evaluated as in 4;
    ``bopito_forcefield`` — BoPITO with the force-field prior (OpenMM's forces blended with that
                     equilibrium model across noise levels), same data and steps, evaluated as in 4;
-   ``bopito_plain`` — BoPITO without the linear part of its dynamic term (D = D_eq + λ̂^N σ F, the
-                    form before 2026-12-03): the ablation of ``linear_dynamic_part``.
+   ``bopito_linear`` — BoPITO with the linear part of its dynamic term (``linear_dynamic_part``:
+                    D = D_eq + v(N)[D_lin − D_lin^∞] + λ̂^N σ F), same data and steps, evaluated as in 4.
 
     .venv/bin/python bench/ala2.py --stage all            # every stage
     .venv/bin/python bench/ala2.py --stage evaluate       # one stage (its inputs must exist)
@@ -379,9 +379,9 @@ def stage_bopito_forcefield(args) -> None:
     _equal_data_stage(args, "bopito_forcefield", prior=f"forcefield:{args.work / 'equilibrium'}")
 
 
-def stage_bopito_plain(args) -> None:
-    """BoPITO as ``bopito`` but without the linear part (``linear_dynamic_part = false``), then its evaluation."""
-    _equal_data_stage(args, "bopito_plain", prior=str(args.work / "equilibrium"), linear_dynamic_part=False)
+def stage_bopito_linear(args) -> None:
+    """BoPITO as ``bopito`` but with the linear part (``linear_dynamic_part = true``), then its evaluation."""
+    _equal_data_stage(args, "bopito_linear", prior=str(args.work / "equilibrium"), linear_dynamic_part=True)
 
 
 def stage_ito_short(args) -> None:
@@ -389,7 +389,7 @@ def stage_ito_short(args) -> None:
     _equal_data_stage(args, "ito_short")
 
 
-def _equal_data_stage(args, run: str, prior: str | None = None, linear_dynamic_part: bool = True) -> None:
+def _equal_data_stage(args, run: str, prior: str | None = None, linear_dynamic_part: bool = False) -> None:
     """Train the ``ala2-ito`` recipe (lags to 50 ps, ``--bopito-steps``, ``--bopito-minutes``; with
     ``prior``: BoPITO) on the BG-seeded short trajectories into ``run``, then evaluate it as in 4."""
     base = TrainingConfig.from_recipe("ala2-ito", minutes=args.bopito_minutes)
@@ -458,7 +458,7 @@ STAGES: dict[str, Callable[[argparse.Namespace], None]] = {
     "bg_data": stage_bg_data,
     "bopito": stage_bopito,
     "bopito_forcefield": stage_bopito_forcefield,
-    "bopito_plain": stage_bopito_plain,
+    "bopito_linear": stage_bopito_linear,
     "ito_short": stage_ito_short,
 }
 

@@ -76,6 +76,7 @@ def test_train_with_exact_and_learned_priors(bopito_runs):
     assert exact.is_bopito and isinstance(exact.spec.prior, ExactPrior)
     assert 0.98 < exact.lambda_hat < 1.0  # Prinz: exact λ₂ = 0.9940 per frame; 16 short trajectories here
     assert isinstance(learned.spec.prior, LearnedPrior) and learned.lambda_hat == 0.99
+    assert not exact.spec.linear_dynamic_part and not learned.spec.linear_dynamic_part  # off unless asked for
 
 
 def test_train_with_the_forcefield_prior_then_sample_and_metropolis(bopito_runs, tmp_path, capsys):

@@ -332,9 +332,8 @@ def test_training_on_the_legacy_data_reproduces_the_legacy_model_bit_for_bit(nam
         legacy_grid = load_file(_path(name), what="model")["state_dict"]["equilibrium.probabilities"]
         assert torch.allclose(prior.module.probabilities, legacy_grid, rtol=1e-12, atol=0.0)
         prior.module.probabilities.copy_(legacy_grid)
-    # the legacy BoPITO had no linear part (its default since 2026-12-03): its own path must not change
     _assert_trains_the_legacy_model(name, data, system.frame_interval, spec, prior_object=prior,
-                                    prior="exact" if exact else None, **({"linear_dynamic_part": False} if exact else {}))
+                                    prior="exact" if exact else None)
 
 
 @pytest.mark.parametrize("name", ["ala2_ito", "ala2_equilibrium"])

@@ -27,11 +27,11 @@ def test_tiny_bopito_model_with_the_exact_prior_learns_ou_transitions(ou_traject
                                                                       assert_learns_ou_transitions):
     data = ou_trajectories(200, 300, seed=1)
     config = tiny_config(prior="exact", hidden=64, n_blocks=2, n_frequencies=8, batch_size=256, max_steps=1500,
-                         warmup_steps=100, learning_rate=3e-3, ema_decay=0.995)
+                         warmup_steps=100, learning_rate=3e-3, ema_decay=0.995, linear_dynamic_part=True)
     model = ITOEstimator(config).fit(data, frame_interval=0.1, progress=False, system=HARMONIC,
                                      prior=_exact_prior()).fetch_model()
     assert model.is_bopito and abs(model.lambda_hat - ou_decay) < 0.02
-    assert model.spec.linear_dynamic_part  # every new BoPITO model
+    assert model.spec.linear_dynamic_part
     generator = torch.Generator().manual_seed(0)
     assert_learns_ou_transitions(model, generator)
     far = model.sample(torch.full((4000, 1), 1.5), lag=1000, generator=generator).numpy()[:, 0]

@@ -101,7 +101,9 @@ class TrainingConfig:
     linear_dynamic_part : bool
         BoPITO only: start the dynamic part from the linear-Gaussian transition denoiser's departure
         from its equilibrium limit, as ITO's preconditioning does (:class:`~itomd.diffusion.BoPITODenoiser`);
-        false: the original D_eq + λ̂^N σ F, whose network must learn the shift towards x_t itself.
+        false (default): the original D_eq + λ̂^N σ F, whose network must learn the shift towards x_t
+        itself. Measured: it helps Müller–Brown's kinetics, not alanine dipeptide's, whose validity
+        it lowered (BENCHMARKS.md, "BoPITO's linear part").
     batch_size : int
         Global batch (pairs per optimiser step, summed over data-parallel processes).
     learning_rate : float
@@ -136,7 +138,7 @@ class TrainingConfig:
     equilibrium: bool = False
     prior: str | None = None
     lambda_hat: float | None = None
-    linear_dynamic_part: bool = True
+    linear_dynamic_part: bool = False
     batch_size: int = 512
     learning_rate: float = 2e-3
     warmup_steps: int = 200
