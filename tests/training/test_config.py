@@ -41,6 +41,7 @@ def test_config_from_toml(tmp_path):
     ({"p_std": float("nan")}, "p_std"), ({"grad_clip": -0.1}, "grad_clip"), ({"p_mean": float("inf")}, "p_mean"),
     ({"equilibrium": "yes"}, "equilibrium must be true or false"), ({"prior": ""}, "prior must be"),
     ({"prior": "exact", "lambda_hat": 0.0}, "lambda_hat"),
+    ({"linear_dynamic_part": "yes"}, "linear_dynamic_part must be true or false"),
 ])
 def test_more_options_are_validated_in_one_line(changes, message):
     with pytest.raises(InvalidInputError, match=message) as error:
