@@ -37,7 +37,7 @@ interpolates between the dynamics learned from (possibly off-equilibrium) data a
 Training minimises the usual denoising loss of the composed D with the weight
 :math:`1/(w(N)\sigma)^2`, i.e. unit weight on the network output F.
 
-**The linear part** (``linear_dynamic_part``, every BoPITO model trained since 2026-12-03). An ITO
+**The linear part** (``linear_dynamic_part``; off by default, see docs/architecture.md). An ITO
 denoiser returns the linear prediction :math:`c_N` at large σ for free, through its preconditioning;
 in the form above F would have to learn that whole shift from μ's mean towards x_t, at every σ, and
 a BoPITO model that has not learned it lets the prior pull every jump towards μ (its kinetics come out
@@ -116,28 +116,29 @@ class BoPITODenoiser(TransitionDenoiser):
 
     def dynamic_weight(self, lag: torch.Tensor) -> torch.Tensor:
         """w(N) for lags [B] (float tensor of frames); shape [B]."""
-        lam_int = self.lambda_hat if self.lambda_interpolation is None else self.lambda_interpolation
         lag = lag.to(torch.float64)
-        n_max = float(self.max_lag)
-        within = torch.minimum(lag, torch.full_like(lag, n_max))
-        beyond = (lag - n_max).clamp(min=0.0)
+        within = torch.minimum(lag, torch.full_like(lag, float(self.max_lag)))
         log_w = within * torch.log(torch.tensor(self.lambda_hat, dtype=torch.float64))
-        if lam_int < 1.0:
-            log_w = log_w + beyond * torch.log(torch.tensor(lam_int, dtype=torch.float64))
-        return log_w.exp()
+        return (log_w + self._log_decay_beyond_tables(lag)).exp()
 
     def linear_weight(self, lag: torch.Tensor) -> torch.Tensor:
         """v(N) for lags [B]: 1 up to N_max, λ_int^(N − N_max) beyond (the tables stop at N_max); shape [B]."""
+        return self._log_decay_beyond_tables(lag.to(torch.float64)).exp()
+
+    def _log_decay_beyond_tables(self, lag: torch.Tensor) -> torch.Tensor:
+        """(N − N_max)⁺ · ln λ_int for float64 lags [B] (zero where λ_int = 1); shape [B]."""
         lam_int = self.lambda_hat if self.lambda_interpolation is None else self.lambda_interpolation
-        beyond = (lag.to(torch.float64) - float(self.max_lag)).clamp(min=0.0)
-        return (beyond * torch.log(torch.tensor(lam_int, dtype=torch.float64))).exp()
+        beyond = (lag - float(self.max_lag)).clamp(min=0.0)
+        if lam_int < 1.0:
+            return beyond * torch.log(torch.tensor(lam_int, dtype=torch.float64))
+        return torch.zeros_like(beyond)
 
     def linear_departure(self, x: torch.Tensor, sigma: torch.Tensor, centre: torch.Tensor,
                          scale: torch.Tensor) -> torch.Tensor:
         """D_lin(x; σ, x_t, N) − D_lin^∞(x; σ) [B, dim] for the centre c_N (broadcastable to ``x``) and
         σ_d(N) [B] of :meth:`linear_prediction`; ``sigma`` [B]."""
-        variance = append_dims(sigma**2, x.ndim)
-        k_lag = append_dims(scale**2, x.ndim) / (variance + append_dims(scale**2, x.ndim))
+        variance, lag_variance = append_dims(sigma**2, x.ndim), append_dims(scale**2, x.ndim)
+        k_lag = lag_variance / (variance + lag_variance)
         k_eq = self.sigma_data**2 / (variance + self.sigma_data**2)
         mean = self.shift.to(x.dtype)
         return (1.0 - k_lag) * (centre - mean) + (k_lag - k_eq) * (x - mean)

@@ -353,14 +353,14 @@ class DenoiserSpec:
     def to_dict(self) -> dict[str, Any]:
         """The description as written in model files (flat network keys, ``prior``/``molecule`` entries)."""
         d = {"dim": self.dim, "conditional": self.conditional, "hidden": self.network.hidden,
-                "n_blocks": self.network.depth, "n_frequencies": self.network.n_frequencies,
-                "sigma_data": self.sigma_data, "shift": list(self.shift), "condition_shift": list(self.condition_shift),
-                "condition_scale": list(self.condition_scale), "max_log_lag": self.max_log_lag, "p_mean": self.p_mean,
-                "p_std": self.p_std,
-                "lag_coefficients": None if self.lag_coefficients is None else [list(c) for c in self.lag_coefficients],
-                "lag_scales": None if self.lag_scales is None else list(self.lag_scales),
-                "prior": None if self.prior is None else self.prior.to_dict(), "lambda_hat": self.lambda_hat,
-                "molecule": self.representation.to_dict()}
+             "n_blocks": self.network.depth, "n_frequencies": self.network.n_frequencies,
+             "sigma_data": self.sigma_data, "shift": list(self.shift), "condition_shift": list(self.condition_shift),
+             "condition_scale": list(self.condition_scale), "max_log_lag": self.max_log_lag, "p_mean": self.p_mean,
+             "p_std": self.p_std,
+             "lag_coefficients": None if self.lag_coefficients is None else [list(c) for c in self.lag_coefficients],
+             "lag_scales": None if self.lag_scales is None else list(self.lag_scales),
+             "prior": None if self.prior is None else self.prior.to_dict(), "lambda_hat": self.lambda_hat,
+             "molecule": self.representation.to_dict()}
         if self.linear_dynamic_part:  # absent from model files written before it existed
             d["linear_dynamic_part"] = True
         return d
