@@ -14,7 +14,7 @@ from itomd.geometry import remove_centroid, superpose
 from itomd.nn.equivariant import EquivariantTransitionNet, MoleculeGraph
 from itomd.nn.mlp import TransitionMLP
 from itomd.representation import (CoordinateRepresentation, MolecularRepresentation, NetworkSize, Representation,
-                                  representation_for)
+                                  TrainingSize, representation_for)
 from itomd.systems import SystemSpec
 
 SIZE = NetworkSize(hidden=8, depth=2, n_frequencies=3)
@@ -132,6 +132,22 @@ def test_molecules_round_trip_through_the_model_file_entry(superposed):
     again = Representation.from_dict(entry, 12)
     assert isinstance(again, MolecularRepresentation) and again == rep
     assert again.superpose_targets is superposed and again.to_dict() == entry
+
+
+def _chain_of(n_atoms: int) -> MoleculeGraph:
+    distance = tuple(tuple(abs(i - j) for j in range(n_atoms)) for i in range(n_atoms))
+    return MoleculeGraph(atom_types=(0,) * n_atoms, graph_distance=distance, type_names=("X:C",))
+
+
+@pytest.mark.parametrize("n_atoms, batch", [(4, 64), (22, 64), (23, 56), (28, 40), (31, 32), (44, 16), (92, 16)])
+def test_a_molecule_default_batch_keeps_the_pair_tensors_of_alanine_dipeptide(n_atoms, batch):
+    """batch × n_atoms² ≈ 64 × 22² (the cost of a step), multiples of 8, from 16 to 64; 32 channels."""
+    size = MolecularRepresentation(_chain_of(n_atoms)).training_size()
+    assert size == TrainingSize(batch_size=batch, hidden=32)
+
+
+def test_points_train_a_wide_mlp_on_large_batches_by_default():
+    assert CoordinateRepresentation(2).training_size() == TrainingSize(batch_size=512, hidden=128)
 
 
 def test_slow_coordinates_of_a_molecule_need_its_topology():

@@ -63,6 +63,27 @@ class NetworkSize:
     n_frequencies: int
 
 
+@dataclass(frozen=True)
+class TrainingSize:
+    """What a training run's cost depends on and the system decides when the user does not:
+    pairs per optimiser step and the inner network's width (see :meth:`Representation.training_size`).
+
+    Parameters
+    ----------
+    batch_size : int
+    hidden : int
+    """
+
+    batch_size: int
+    hidden: int
+
+
+#: A molecule's default batch keeps batch × n_atoms² (the pair tensors' size, which sets a CPU step's
+#: cost) at alanine dipeptide's validated 64 × 22², in multiples of 8, between these bounds.
+MOLECULE_BATCH_PAIRS = 64 * 22 ** 2
+MOLECULE_BATCH_RANGE = (16, 64)
+
+
 class Representation(ABC):
     """How models and analyses see the states of one kind of system (see the module docs)."""
 
@@ -111,6 +132,10 @@ class Representation(ABC):
         return [np.asarray(t, dtype=np.float64) for t in trajectories]
 
     # -- models ----------------------------------------------------------------------------------
+    @abstractmethod
+    def training_size(self) -> TrainingSize:
+        """The batch and width a training run uses unless its config sets them."""
+
     @abstractmethod
     def inner_network(self, size: NetworkSize, conditional: bool, max_log_lag: float,
                       condition_shift: Sequence[float], condition_scale: Sequence[float]) -> nn.Module:
@@ -165,6 +190,10 @@ class CoordinateRepresentation(Representation):
         from itomd.analysis.features import CoordinateFeaturizer
 
         return CoordinateFeaturizer()
+
+    def training_size(self) -> TrainingSize:
+        """512 pairs of a 128-unit MLP: a step costs milliseconds in a few dimensions."""
+        return TrainingSize(batch_size=512, hidden=128)
 
     def inner_network(self, size: NetworkSize, conditional: bool, max_log_lag: float,
                       condition_shift: Sequence[float], condition_scale: Sequence[float]) -> nn.Module:
@@ -270,6 +299,15 @@ class MolecularRepresentation(Representation):
             raise InvalidInputError("the backbone torsions of a molecule need its topology")
         return torsion_featurizer(self.topology, reference_structure=self.reference_structure, energy=energy)
 
+    def training_size(self) -> TrainingSize:
+        """The ``ala2-ito`` recipe's 32 channels, with the batch scaled so that batch × n_atoms² stays at
+        alanine dipeptide's 64 × 22² (a CPU step's cost grows with the atom pairs; BENCHMARKS.md,
+        "Molecules: cost per training step vs atom count"): 64 structures at 22 atoms, 32 at 31, 16
+        (the floor) from 44 atoms on."""
+        low, high = MOLECULE_BATCH_RANGE
+        batch = 8 * round(MOLECULE_BATCH_PAIRS / self.n_atoms ** 2 / 8)
+        return TrainingSize(batch_size=int(min(max(batch, low), high)), hidden=32)
+
     def inner_network(self, size: NetworkSize, conditional: bool, max_log_lag: float,
                       condition_shift: Sequence[float], condition_scale: Sequence[float]) -> nn.Module:
         return EquivariantTransitionNet(self.graph, hidden=size.hidden, n_layers=size.depth,
@@ -302,5 +340,5 @@ def representation_for(system: "System") -> Representation:
     return representation
 
 
-__all__ = ["Representation", "CoordinateRepresentation", "MolecularRepresentation", "NetworkSize",
+__all__ = ["Representation", "CoordinateRepresentation", "MolecularRepresentation", "NetworkSize", "TrainingSize",
            "representation_for"]

@@ -187,3 +187,21 @@ def test_config_names_a_shipped_recipe(prinz_data, tmp_path, capsys):
     code = main(["train", "--data", str(prinz_data), "--out", str(tmp_path / "x"), "--config", "ala2-itto"])
     assert_one_line_exit(capsys, code, "unknown recipe 'ala2-itto': choose one of ala2-ito")
     assert not (tmp_path / "x").exists()
+
+
+def test_without_a_config_the_system_sizes_the_run(ala2_runs, prinz_data, tmp_path):
+    """No ``--config``: a molecule gets the equivariant network's 32 channels and a batch scaled to its
+    atoms (64 at 22 atoms), points the 128-unit MLP on 512 pairs; recorded in config.toml and the model;
+    ``--batch-size`` still wins, and resuming keeps the recorded sizes."""
+    molecule, points = tmp_path / "molecule", tmp_path / "points"
+    assert main(["train", "--data", str(ala2_runs["data"]), "--out", str(molecule), "--max-lag", "4",
+                 "--max-steps", "1", "--quiet"]) == 0
+    assert {"batch_size = 64", "hidden = 32"} <= set((molecule / "config.toml").read_text().splitlines())
+    model = TransitionModel.load(molecule)
+    assert (model.info["config"]["batch_size"], model.spec.network.hidden) == (64, 32)
+    assert main(["train", "--data", str(ala2_runs["data"]), "--out", str(molecule), "--max-steps", "2",
+                 "--resume", "--quiet"]) == 0
+    assert TransitionModel.load(molecule).info["steps"] == 2
+    assert main(["train", "--data", str(prinz_data), "--out", str(points), "--max-lag", "4", "--max-steps", "1",
+                 "--batch-size", "100", "--quiet"]) == 0
+    assert {"batch_size = 100", "hidden = 128"} <= set((points / "config.toml").read_text().splitlines())

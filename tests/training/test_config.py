@@ -77,7 +77,21 @@ def test_network_is_the_typed_view_of_the_size_options():
 
     config = TrainingConfig(hidden=24, n_blocks=2, n_frequencies=6)
     assert config.network == NetworkSize(24, 2, 6)
-    assert TrainingConfig().network == NetworkSize(128, 3, 16)
+    with pytest.raises(InvalidInputError, match="system's default"):
+        TrainingConfig().network  # the width is left to the system until training starts
+
+
+def test_the_system_fills_in_only_what_the_config_leaves_open():
+    from itomd.representation import TrainingSize
+
+    size = TrainingSize(batch_size=48, hidden=32)
+    config = TrainingConfig().with_system_defaults(size)
+    assert (config.batch_size, config.hidden, config.network.n_frequencies) == (48, 32, 16)
+    config = TrainingConfig(batch_size=8, hidden=16).with_system_defaults(size)
+    assert (config.batch_size, config.hidden) == (8, 16)
+    assert "batch_size" not in TrainingConfig().to_toml()  # an open option is not written as a value
+    with pytest.raises(InvalidInputError, match="batch_size"):
+        TrainingConfig(batch_size=0)
 
 
 # -- shipped recipes, addressed by name ------------------------------------------------------------

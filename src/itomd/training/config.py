@@ -20,12 +20,14 @@ from typing import Any
 
 from itomd.diffusion.bopito import check_eigenvalue
 from itomd.errors import DataFileError, InvalidInputError
-from itomd.representation import NetworkSize
+from itomd.representation import NetworkSize, TrainingSize
 from itomd.validation import is_finite_number, require_int
 
 LAG_DISTRIBUTIONS = ("fixed", "uniform", "log-uniform")
 #: Config fields that may change when a run is resumed (they do not change what a step computes).
 RESUMABLE_CHANGES = frozenset({"max_steps", "minutes", "checkpoint_every", "log_every", "device"})
+#: Config fields whose default (None) the system decides (:meth:`TrainingConfig.with_system_defaults`).
+SYSTEM_DEFAULTS = ("batch_size", "hidden")
 #: The folder of the shipped recipes (package data; one TOML file per recipe).
 RECIPES = Path(str(files("itomd") / "recipes"))
 
@@ -104,8 +106,11 @@ class TrainingConfig:
         false (default): the original D_eq + λ̂^N σ F, whose network must learn the shift towards x_t
         itself. Measured: it helps Müller–Brown's kinetics, not alanine dipeptide's, whose validity
         it lowered (BENCHMARKS.md, "BoPITO's linear part").
-    batch_size : int
-        Global batch (pairs per optimiser step, summed over data-parallel processes).
+    batch_size : int, optional
+        Global batch (pairs per optimiser step, summed over data-parallel processes). None: the
+        system's default (:meth:`~itomd.representation.Representation.training_size`), filled in when
+        training starts and recorded in the run: 512 for points, for molecules 64 at 22 atoms scaled
+        with 1/n_atoms² (floor 16).
     learning_rate : float
         AdamW learning rate after a linear warm-up of ``warmup_steps``; cosine decay to
         ``final_lr_fraction`` × it over ``max_steps``.
@@ -120,7 +125,9 @@ class TrainingConfig:
         Gradient-norm clip (0: none).
     hidden, n_blocks, n_frequencies : int
         Network size: width, depth (MLP residual blocks, or message-passing layers of the
-        equivariant network for molecules) and embedding frequencies (:attr:`network`).
+        equivariant network for molecules) and embedding frequencies (:attr:`network`). ``hidden``
+        None: the system's default, filled in like ``batch_size`` (128 MLP units for points, 32
+        channels for molecules).
     p_mean : float, optional
         Mean of ln(σ/σ_d) in training; default EDM's −1.2 + ln 2 (EDM's −1.2 for σ_d = 0.5).
     p_std : float
@@ -139,7 +146,7 @@ class TrainingConfig:
     prior: str | None = None
     lambda_hat: float | None = None
     linear_dynamic_part: bool = False
-    batch_size: int = 512
+    batch_size: int | None = None
     learning_rate: float = 2e-3
     warmup_steps: int = 200
     max_steps: int = 20_000
@@ -148,7 +155,7 @@ class TrainingConfig:
     minutes: float | None = None
     ema_decay: float = 0.999
     grad_clip: float = 1.0
-    hidden: int = 128
+    hidden: int | None = None
     n_blocks: int = 3
     n_frequencies: int = 16
     p_mean: float | None = None
@@ -161,7 +168,8 @@ class TrainingConfig:
     def __post_init__(self) -> None:
         for name in ("max_lag", "batch_size", "max_steps", "hidden", "n_blocks", "n_frequencies",
                      "checkpoint_every", "log_every"):
-            require_int(name, getattr(self, name), 1)
+            if getattr(self, name) is not None or name not in SYSTEM_DEFAULTS:
+                require_int(name, getattr(self, name), 1)
         for name in ("warmup_steps", "seed"):
             require_int(name, getattr(self, name), 0)
         if self.lag_distribution not in LAG_DISTRIBUTIONS:
@@ -224,9 +232,18 @@ class TrainingConfig:
         merged = {**data, **{k: v for k, v in overrides.items() if v is not None}}
         return cls(**merged)
 
+    def with_system_defaults(self, size: TrainingSize) -> "TrainingConfig":
+        """This config with the options it leaves to the system (None) taken from ``size``
+        (:meth:`~itomd.representation.Representation.training_size`); a new config, or itself when
+        nothing was left open."""
+        filled = {name: getattr(size, name) for name in SYSTEM_DEFAULTS if getattr(self, name) is None}
+        return dataclasses.replace(self, **filled) if filled else self
+
     @property
     def network(self) -> NetworkSize:
-        """The inner network's size."""
+        """The inner network's size (after :meth:`with_system_defaults` when ``hidden`` is left open)."""
+        if self.hidden is None:
+            raise InvalidInputError("the network width is the system's default: call with_system_defaults first")
         return NetworkSize(self.hidden, self.n_blocks, self.n_frequencies)
 
     def to_dict(self) -> dict[str, Any]:

@@ -147,6 +147,7 @@ class ConsistencyDistiller(ITOEstimator):
         self._session = _DistillationSession.open(self.config, teacher, trajectories, self.sampling_steps,
                                                   None if run_dir is None else RunDirectory(run_dir), resume,
                                                   teacher_source)
+        self.config = self._session.config  # with the system's defaults filled in
         if data_source is not None:
             self._session.data_summary["source"] = str(data_source)
         return self._run(self.config.max_steps, progress, stop)
@@ -194,6 +195,7 @@ class _DistillationSession(_Session):
         representation = teacher.spec.representation
         representation.check_dimension(trajectories[0].shape[1])
         trajectories = representation.prepare_trajectories(trajectories)
+        config = config.with_system_defaults(representation.training_size())
         device = select_device(config.device)
         dist = Distributed()  # one process: the teacher's steps dominate and need no gradient sync
 

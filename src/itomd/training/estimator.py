@@ -109,6 +109,7 @@ class ITOEstimator:
         """
         self._session = _Session.open(self.config, trajectories, frame_interval, system, prior,
                                       None if run_dir is None else RunDirectory(run_dir), resume, progress=progress)
+        self.config = self._session.config  # with the system's defaults filled in
         if data_source is not None:
             self._session.data_summary["source"] = str(data_source)
         return self._run(self.config.max_steps, progress, stop)
@@ -121,6 +122,7 @@ class ITOEstimator:
         n_steps = require_int("n_steps", n_steps)
         if self._session is None:
             self._session = _Session.open(self.config, trajectories, frame_interval, system, prior, None, False)
+            self.config = self._session.config
         else:
             self._session.check_same_data(trajectories)
         return self._run(self._session.state.step + n_steps, progress)
@@ -216,6 +218,7 @@ class _Session:
                           else representation_for(built))
         representation.check_dimension(trajectories[0].shape[1])
         trajectories = representation.prepare_trajectories(trajectories)
+        config = config.with_system_defaults(representation.training_size())
 
         device = select_device(config.device)
         dist = Distributed.from_environment(device)
