@@ -73,6 +73,27 @@ def test_charged_termini_end_in_ammonium_and_carboxylate():
     assert abs(charge) < 1e-6  # zwitterion: +1 and −1
 
 
+def _centre_signs(topology: app.Topology, positions: np.ndarray) -> list[float]:
+    from itomd.analysis.molecular import stereocentres
+
+    rows, _ = stereocentres(mdtraj.Topology.from_openmm(topology))
+    a, b, c = (positions[rows[:, k]] - positions[rows[:, 0]] for k in (1, 2, 3))
+    return list(np.sign(np.einsum("ij,ij->i", a, np.cross(b, c))))
+
+
+def test_charged_termini_keep_every_stereocentre_of_the_capped_build():
+    """PDBFixer overlays a terminal residue's template on three atoms, where its mirror image fits as
+    well: both termini of KDW (and Thr/Ile's second centre) came out D before they were mirrored back."""
+    for sequence in ("KDW", "TI"):
+        charged, capped = build_peptide(sequence, termini="charged"), build_peptide(sequence, termini="capped")
+        signs = _centre_signs(*charged)
+        assert signs == _centre_signs(*capped) and len(signs) == {"KDW": 3, "TI": 4}[sequence]
+        assert all(sign > 0 for sign in signs[::{"KDW": 1, "TI": 2}[sequence]])  # every Cα is L
+    topology, positions = build_peptide("KDW", termini="charged")
+    with pytest.raises(InvalidInputError, match="D-residues"):  # the build's own check sees a D-peptide
+        molecules._check_peptide_geometry(topology, positions * np.array([1.0, 1.0, -1.0]), "peptide:KDW")
+
+
 def test_native_obc2_has_the_energies_of_openmm_obc2_xml(capped_as):
     """OBC2 is OpenMM's native GBSAOBCForce (fast): the energies of implicit/obc2.xml, at the prepared
     structure and a distorted one; GBn2 (negative control) differs."""

@@ -665,9 +665,43 @@ def build_peptide(sequence: str, termini: str = "capped") -> tuple["app.Topology
         fixer.missingResidues = {}
         fixer.findMissingAtoms()
         fixer.addMissingAtoms(seed=PREPARATION_SEED)
+        heavy = np.asarray(fixer.positions.value_in_unit(unit.nanometer), dtype=np.float64)
+        fixer.positions = unit.Quantity([openmm.Vec3(*p) for p in _mirrored_d_side_chains(fixer.topology, heavy)],
+                                        unit.nanometer)
         fixer.addMissingHydrogens(7.0)
     positions = np.asarray(fixer.positions.value_in_unit(unit.nanometer), dtype=np.float64)
     return fixer.topology, positions
+
+
+#: Backbone atoms of a residue (kept when a side chain is mirrored).
+_BACKBONE_NAMES = frozenset({"N", "CA", "C", "O", "OXT", "H", "H1", "H2", "H3", "HA"})
+
+
+def _mirrored_d_side_chains(topology: "app.Topology", positions: np.ndarray) -> np.ndarray:
+    """Positions [n_atoms, 3] with every D-residue's side chain mirrored through its N–Cα–C plane.
+
+    PDBFixer places a residue's missing atoms by overlaying its template on the atoms present. A
+    terminal residue of a chain with charged termini has only N, Cα and C there — three points, which
+    a mirror image of the template fits as well as the template itself — and came out as a D-amino
+    acid (measured: both termini of ``peptide:KDW``). Reflecting the whole side chain (Cβ and beyond)
+    through the N–Cα–C plane turns the mirrored template back into the L-residue, its other
+    stereocentres (Thr, Ile Cβ) included; hydrogens are added afterwards from the heavy atoms.
+    """
+    positions = positions.copy()
+    for residue in topology.residues():
+        atoms = {atom.name: atom.index for atom in residue.atoms()}
+        if not all(name in atoms for name in ("N", "CA", "C", "CB")):
+            continue
+        ca = positions[atoms["CA"]]
+        n, c, cb = (positions[atoms[name]] - ca for name in ("N", "C", "CB"))
+        if np.dot(n, np.cross(c, cb)) > 0:  # L (the sign chemical_validity requires of every Cα)
+            continue
+        normal = np.cross(n, c)
+        normal /= np.linalg.norm(normal)
+        side = [index for name, index in atoms.items() if name not in _BACKBONE_NAMES]
+        offsets = positions[side] - ca
+        positions[side] = ca + offsets - 2.0 * np.outer(offsets @ normal, normal)
+    return positions
 
 
 #: Ideal backbone geometry: bond lengths (nm) C–N, N–Cα, Cα–C and angles (degrees) at C, N, Cα.
@@ -757,7 +791,16 @@ def _check_peptide_geometry(topology: "app.Topology", positions: np.ndarray, lab
     """A freshly built peptide must have L-residues and trans peptide bonds (PDBFixer places templates)."""
     import mdtraj
 
+    from itomd.analysis.molecular import stereocentres
+
     traj = mdtraj.Trajectory(positions[None], mdtraj.Topology.from_openmm(topology))
+    rows, is_alpha = stereocentres(traj.topology)
+    a, b, c = (positions[rows[is_alpha, k]] - positions[rows[is_alpha, 0]] for k in (1, 2, 3))
+    d_residues = [str(traj.topology.atom(i).residue) for i, sign in zip(rows[is_alpha, 0], np.einsum(
+        "ij,ij->i", a, np.cross(b, c))) if sign <= 0]
+    if d_residues:
+        raise InvalidInputError(f"{label}: building produced D-residues ({', '.join(d_residues)}); please report this "
+                                "sequence")
     _, omega = mdtraj.compute_omega(traj)
     if omega.size and np.any(np.abs(omega) < np.pi / 2):
         raise InvalidInputError(f"{label}: building produced a cis peptide bond; please report this sequence")
