@@ -88,7 +88,7 @@ def test_batches_and_lag_too_long(tiny):
     x0, x1, n = sampler.sample(256, torch.Generator().manual_seed(2))
     assert x0.shape == x1.shape == (256, 1) and n.shape == (256,)
     assert torch.all(x1 - x0 == n[:, None].double())
-    with pytest.raises(InvalidInputError, match="not shorter than any trajectory"):
+    with pytest.raises(InvalidInputError, match="need a trajectory longer than"):
         PairSampler(trajs, UniformLag(5))
     with pytest.raises(InvalidInputError, match="NaN"):
         PairSampler([np.array([[0.0], [np.nan]])], FixedLag(1))

@@ -146,8 +146,10 @@ class PairSampler:
         supported = [n for n in range(1, lag_sampler.max_lag + 1) if lag_sampler.probabilities()[n - 1] > 0]
         unusable = [n for n in supported if self.n_valid_starts(n) == 0]
         if unusable:
+            longest = int(self.lengths.max())
             raise InvalidInputError(
-                f"lag {min(unusable)} frames is not shorter than any trajectory (longest: {int(self.lengths.max())} frames)")
+                f"lags up to {lag_sampler.max_lag} frames need a trajectory longer than {min(unusable)} frames (longest: "
+                f"{longest} frames): choose a max_lag (--max-lag) below {longest} or simulate longer trajectories")
         if too_short:
             warnings.warn(f"{too_short} of {len(trajs)} trajectories are too short for lags up to "
                           f"{lag_sampler.max_lag} frames; they serve only shorter lags", stacklevel=2)
