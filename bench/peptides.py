@@ -34,7 +34,8 @@ continues where it stopped; ``all`` runs them in this order):
     ``itomd sample ito --lag L --n-jumps J --n-walkers W --n-steps S --from md_train``: W walkers
     (default 32) × J jumps (default 1000, ≥ 10³ as the issue asks) of L ps (default 5: an MSM at one
     jump then resolves processes of ≳ 10 ps, such as alanine dipeptide's αR ↔ β, which 10 ps did
-    not), stochastic Heun with S = 10 noise levels (19 network evaluations per jump), starts drawn
+    not), stochastic Heun with S = 10 noise levels (19 network evaluations per jump; ``--sampler``,
+    ``--relax-steps`` and ``--precision`` pass on to ``itomd sample`` and name the rollout), starts drawn
     from the training MD. Cost: W · J · 19 evaluations of the equivariant net (all atom pairs) in
     batches of W walkers: on two CPU threads expect tens of minutes per molecule at the defaults
     (alanine dipeptide ran ≈ 50 walker-jumps/s at 256 walkers; fewer walkers use the cores less
@@ -140,6 +141,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--n-jumps", dest="n_jumps", type=int, default=1000, help="jumps per walker")
     parser.add_argument("--sampler-steps", dest="sampler_steps", type=int, default=10,
                         help="noise levels per jump (itomd sample --n-steps; stochastic Heun)")
+    parser.add_argument("--sampler", default=None,
+                        help="rollout sampler (itomd sample --sampler; default: the model's, stochastic Heun)")
+    parser.add_argument("--relax-steps", dest="relax_steps", type=int, default=0,
+                        help="force-field relaxation steps after every jump (itomd sample --relax-steps)")
+    parser.add_argument("--precision", default="float32", choices=("float32", "bfloat16"),
+                        help="rollout network precision (itomd sample --precision)")
     parser.add_argument("--tolerance", type=float, default=None,
                         help="itomd sample's blow-up threshold (default: its own); a blown-up rollout is recorded "
                              "as a failed molecule")
@@ -296,11 +303,14 @@ def stage_rollout(args: argparse.Namespace, sequence: str) -> None:
               f"(delete {record_file} to try again)", flush=True)
         return
     existed = store.exists()
-    tolerance = ["--tolerance", args.tolerance] if args.tolerance is not None else []
+    options = ["--tolerance", args.tolerance] if args.tolerance is not None else []
+    options += ["--sampler", args.sampler] if args.sampler else []
+    options += ["--relax-steps", args.relax_steps] if args.relax_steps else []
+    options += ["--precision", args.precision] if args.precision != "float32" else []
     try:
         summary, wall = itomd(args, "sample", folder / "ito", "--lag", args.lag, "--n-jumps", args.n_jumps,
                               "--n-walkers", args.walkers, "--n-steps", args.sampler_steps, "--from",
-                              folder / "md_train", "--seed", 0, "--out", store, *tolerance, "--quiet")
+                              folder / "md_train", "--seed", 0, "--out", store, *options, "--quiet")
     except CommandFailed as error:  # e.g. walkers blew up: a result (a failed target), not a crash of the benchmark
         print(f"{sequence}: rollout failed, recorded; the other molecules go on", flush=True)
         _write_json(record_file, {"failed": error.message, "status": error.status, "model_steps": steps,
@@ -341,6 +351,9 @@ def stage_evaluate(args: argparse.Namespace, sequence: str) -> None:
 
 def rollout_paths(args: argparse.Namespace, sequence: str) -> tuple[Path, Path]:
     name = f"rollout_lag{args.lag}_{args.walkers}x{args.n_jumps}_s{args.sampler_steps}"
+    name += f"_{args.sampler}" if args.sampler else ""  # default rollouts keep their earlier names
+    name += f"_relax{args.relax_steps}" if args.relax_steps else ""
+    name += "_bf16" if args.precision == "bfloat16" else ""
     folder = args.work / sequence
     return folder / name, folder / f"{name}.run.json"
 
@@ -387,7 +400,8 @@ def summarise(args: argparse.Namespace, sequence: str, model: dict, floor: dict)
                      "wall_seconds": trained.get("wall_seconds"), "threads": trained.get("threads"),
                      "steps": _get(trained, "summary", "steps"), "max_steps": _get(trained, "summary", "max_steps")},
         "rollout": {"lag_ps": args.lag, "walkers": args.walkers, "jumps": args.n_jumps,
-                    "sampler": "heun-churn", "noise_levels": args.sampler_steps, "threads": rolled.get("threads"),
+                    "sampler": args.sampler or "heun-churn", "noise_levels": args.sampler_steps,
+                    "relax_steps": args.relax_steps, "precision": args.precision, "threads": rolled.get("threads"),
                     "wall_seconds": _get(rolled, "summary", "wall_seconds"),
                     "simulated_ns": _ns(_get(rolled, "summary", "simulated_time")),
                     "ns_per_wall_second": _rate(_ns(_get(rolled, "summary", "simulated_time")),
