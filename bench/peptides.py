@@ -26,7 +26,8 @@ continues where it stopped; ``all`` runs them in this order):
     itomd reported for that set) and marked so.
 ``train``
     ``itomd train --config RECIPE --minutes M`` on ``md_train`` into ``ito/``: the recipe
-    ``peptide-ito`` when itomd ships it, else ``ala2-ito`` (or ``--recipe``). Cost: ``--train-minutes``
+    ``peptide-ito`` when itomd ships it, else ``ala2-ito`` (or ``--recipe``; ``--recipe none`` trains
+    without ``--config``, on the batch and width ``itomd train`` chooses for the molecule's size). Cost: ``--train-minutes``
     per molecule (default 30). Skipped when ``ito.run.json`` records at least that many minutes (or a
     run that reached its step limit); given more minutes, or after an interruption, the run is
     resumed (``--resume``) for the difference.
@@ -95,6 +96,8 @@ RESULTS_FILE = "peptides.json"
 JS_FLOOR_FACTOR, JS_ABSOLUTE = 3.0, 0.05
 ITS_TOLERANCE = 0.30
 VALID_FRACTION = 0.99
+#: ``--recipe`` value for training without ``--config`` (the defaults ``itomd train`` sizes to the molecule).
+NO_RECIPE = "none"
 #: Seeds of the two MD sets.
 MD_SETS = (("md_train", 1), ("md_reference", 2))
 
@@ -135,7 +138,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--train-minutes", dest="train_minutes", type=float, default=30.0,
                         help="training wall-clock budget per molecule (itomd train --minutes)")
     parser.add_argument("--recipe", default=None,
-                        help="training recipe (default: peptide-ito if itomd ships it, else ala2-ito)")
+                        help="training recipe (default: peptide-ito if itomd ships it, else ala2-ito; 'none': no "
+                             "--config, itomd train's defaults sized to the molecule)")
     parser.add_argument("--lag", type=int, default=5, help="jump lag of the rollouts, in frames of 1 ps")
     parser.add_argument("--walkers", type=int, default=32, help="rollout walkers")
     parser.add_argument("--n-jumps", dest="n_jumps", type=int, default=1000, help="jumps per walker")
@@ -273,7 +277,8 @@ def stage_train(args: argparse.Namespace, sequence: str) -> None:
         shutil.rmtree(run)
     extra = [*(["--max-steps", args.max_steps] if args.max_steps else []),
              *(["--max-lag", args.max_lag] if args.max_lag else [])]
-    summary, wall = itomd(args, "train", "--data", folder / "md_train", "--out", run, "--config", recipe,
+    config = [] if recipe == NO_RECIPE else ["--config", recipe]  # none: itomd's defaults, sized to the molecule
+    summary, wall = itomd(args, "train", "--data", folder / "md_train", "--out", run, *config,
                           "--minutes", f"{minutes:g}", *extra, *(["--resume"] if resume else []), "--quiet")
     _write_json(record_file, {
         "recipe": recipe, "minutes": (record["minutes"] if record else 0.0) + minutes,
