@@ -18,6 +18,9 @@ each cached under ``--work`` (default bench/work/ala2) so a re-run continues whe
                     process at lags that resolve it;
    ``md_floor``   — the same comparison for the training MD against the reference (the floor, at
                     lag times of 1, 2, 3 and 5 × ``--lag``);
+   ``markov_md``  — MD made Markov in positions (velocities redrawn every ``--lag`` ps): the chain of
+                    the exact p(x_{t+lag} | x_t), what a perfect model's rollout would be, judged
+                    like ``evaluate`` (``--walkers`` × ``--jumps``);
 5. ``throughput`` — OpenMM ns per wall-second (Reference and CPU platforms, one walker per core on
                     both cores) vs surrogate ns per wall-second (W walkers, lags 10 and 100), same run;
    ``long_jumps`` — 256 walkers × 40 jumps of N_max for several sampler settings, with and without
@@ -55,6 +58,7 @@ from typing import Callable
 
 import numpy as np
 import torch
+from tqdm import tqdm
 from _common import ROOT, TrainingConfig, TransitionModel, make_parser, merge_results, parse_args, train_or_load
 
 from itomd.analysis import analyze, compare
@@ -212,6 +216,44 @@ def stage_md_floor(args) -> None:
         "slowest_its_train_ps": [float(v) for v in np.asarray(result.implied_timescales.timescales)[:, 0]],
         "slowest_its_reference_ps": [float(v) for v in np.asarray(comparison.implied_timescales.timescales)[:, 0]],
         "slowest_its_ratio": _resolved_ratios(ratio), **_mfpt_summary(result, comparison, "train", "reference")})
+
+
+def stage_markov_md(args) -> None:
+    """MD made Markov in positions — what a perfect ITO model rolled out with jumps of ``--lag`` frames
+    would produce: from ``--walkers`` reference-MD frames, every jump redraws the velocities from
+    Maxwell–Boltzmann and runs ``--lag`` ps of the same Langevin dynamics (friction, timestep,
+    constraints), i.e. a draw from the exact p(x_{t+lag} | x_t), chained ``--jumps`` times. Judged
+    like ``evaluate`` against the reference MD: where it matches MD, the positions are Markov at that
+    lag and a surrogate can match MD's kinetics there; where it does not, no surrogate of x alone can."""
+    system = SystemSpec(SYSTEM).build()
+    reference = _trajectories(args.work / "md_reference")
+    frames = np.concatenate(reference)
+    x = frames[np.random.default_rng(0).choice(len(frames), args.walkers, replace=False)]
+    steps = int(round(args.lag * system.frame_interval / system.timestep))
+    cache = args.work / f"markov_md_lag{args.lag}_{args.walkers}x{args.jumps}.npy"
+    if cache.exists():
+        paths = np.load(cache)
+    else:
+        exact_kernel = ThermalRelaxation(system, steps, seed=7, friction=system.friction)
+        paths = np.empty((args.walkers, args.jumps + 1, system.dim))
+        paths[:, 0] = x
+        for k in tqdm(range(args.jumps), unit="jump", desc=f"Markov MD, jumps of {args.lag} ps"):
+            x = exact_kernel(x)
+            paths[:, k + 1] = x
+        np.save(cache, paths)
+    tau = system.frame_interval * args.lag
+    featurizer = representation_for(system).featurizer()
+    result = analyze(list(paths), tau, 1.0, lags=[1, 2, 3, 5], n_samples=args.posterior_samples,
+                     featurizer=featurizer, time_unit="ps")
+    comparison = compare(result, reference, system.frame_interval, n_samples=args.posterior_samples)
+    _record(args, f"markov_md_lag{args.lag}", {
+        "walkers": args.walkers, "jumps": args.jumps, "jump_ps": tau, "steps_per_jump": steps,
+        "friction_per_ps": system.friction, "js_phi_psi_vs_md": comparison.js_divergence.value,
+        "lag_times_ps": [float(v) for v in np.asarray(result.implied_timescales.lag_times)],
+        "slowest_its_markov_md_ps": [float(v) for v in np.asarray(result.implied_timescales.timescales)[:, 0]],
+        "slowest_its_md_ps": [float(v) for v in np.asarray(comparison.implied_timescales.timescales)[:, 0]],
+        "slowest_its_ratio": _resolved_ratios(comparison.slowest_timescale_ratio()),
+        **_mfpt_summary(result, comparison, "markov_md", "md")})
 
 
 def _mfpt_summary(result, comparison, mine: str, theirs: str) -> dict:
@@ -452,6 +494,7 @@ STAGES: dict[str, Callable[[argparse.Namespace], None]] = {
     "ito_long": stage_ito_long,
     "evaluate": lambda args: stage_evaluate(args, run=args.label, label=args.label),
     "md_floor": stage_md_floor,
+    "markov_md": stage_markov_md,
     "throughput": stage_throughput,
     "long_jumps": lambda args: stage_long_jumps(args, run=args.label),
     "equilibrium": stage_equilibrium,
