@@ -688,20 +688,30 @@ def _mirrored_d_side_chains(topology: "app.Topology", positions: np.ndarray) -> 
     stereocentres (Thr, Ile Cβ) included; hydrogens are added afterwards from the heavy atoms.
     """
     positions = positions.copy()
-    for residue in topology.residues():
-        atoms = {atom.name: atom.index for atom in residue.atoms()}
-        if not all(name in atoms for name in ("N", "CA", "C", "CB")):
-            continue
+    for residue, atoms in _d_residues(topology, positions):
         ca = positions[atoms["CA"]]
-        n, c, cb = (positions[atoms[name]] - ca for name in ("N", "C", "CB"))
-        if np.dot(n, np.cross(c, cb)) > 0:  # L (the sign chemical_validity requires of every Cα)
-            continue
+        n, c = (positions[atoms[name]] - ca for name in ("N", "C"))
         normal = np.cross(n, c)
         normal /= np.linalg.norm(normal)
         side = [index for name, index in atoms.items() if name not in _BACKBONE_NAMES]
         offsets = positions[side] - ca
         positions[side] = ca + offsets - 2.0 * np.outer(offsets @ normal, normal)
     return positions
+
+
+def _d_residues(topology: "app.Topology", positions: np.ndarray) -> list[tuple["app.Residue", dict[str, int]]]:
+    """Every residue whose Cα (with N, C and Cβ) is D, with its atoms by name: (N−Cα)·((C−Cα)×(Cβ−Cα))
+    must be positive, the sign ``chemical_validity`` requires of every Cα. Glycine has no Cβ."""
+    found = []
+    for residue in topology.residues():
+        atoms = {atom.name: atom.index for atom in residue.atoms()}
+        if not all(name in atoms for name in ("N", "CA", "C", "CB")):
+            continue
+        ca = positions[atoms["CA"]]
+        n, c, cb = (positions[atoms[name]] - ca for name in ("N", "C", "CB"))
+        if np.dot(n, np.cross(c, cb)) <= 0:
+            found.append((residue, atoms))
+    return found
 
 
 #: Ideal backbone geometry: bond lengths (nm) C–N, N–Cα, Cα–C and angles (degrees) at C, N, Cα.
@@ -791,16 +801,11 @@ def _check_peptide_geometry(topology: "app.Topology", positions: np.ndarray, lab
     """A freshly built peptide must have L-residues and trans peptide bonds (PDBFixer places templates)."""
     import mdtraj
 
-    from itomd.analysis.molecular import stereocentres
-
-    traj = mdtraj.Trajectory(positions[None], mdtraj.Topology.from_openmm(topology))
-    rows, is_alpha = stereocentres(traj.topology)
-    a, b, c = (positions[rows[is_alpha, k]] - positions[rows[is_alpha, 0]] for k in (1, 2, 3))
-    d_residues = [str(traj.topology.atom(i).residue) for i, sign in zip(rows[is_alpha, 0], np.einsum(
-        "ij,ij->i", a, np.cross(b, c))) if sign <= 0]
+    d_residues = [f"{residue.name}{residue.index + 1}" for residue, _ in _d_residues(topology, positions)]
     if d_residues:
         raise InvalidInputError(f"{label}: building produced D-residues ({', '.join(d_residues)}); please report this "
                                 "sequence")
+    traj = mdtraj.Trajectory(positions[None], mdtraj.Topology.from_openmm(topology))
     _, omega = mdtraj.compute_omega(traj)
     if omega.size and np.any(np.abs(omega) < np.pi / 2):
         raise InvalidInputError(f"{label}: building produced a cis peptide bond; please report this sequence")
