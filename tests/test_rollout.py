@@ -21,7 +21,7 @@ DECAY = 0.9  # E[x_{t+N} | x_t] = DECAY^N x_t, Var = 1 − DECAY^{2N}: unit-vari
 MAX_LAG = 10
 
 
-def exact_ou_model(decay: float = DECAY) -> TransitionModel:
+def exact_ou_model(decay: float = DECAY, data_range: tuple[float, float] = (-4.0, 4.0)) -> TransitionModel:
     """A transition model whose inner network outputs zero: its denoiser is then the exact posterior mean of
     N(decay^N x_t, 1 − decay^{2N}) — the OU transition density when ``decay`` is the data's."""
     lags = np.arange(1, MAX_LAG + 1)
@@ -34,8 +34,8 @@ def exact_ou_model(decay: float = DECAY) -> TransitionModel:
     with torch.no_grad():
         for parameter in denoiser.parameters():
             parameter.zero_()
-    return TransitionModel(spec, denoiser.state_dict(), frame_interval=0.1, max_lag=MAX_LAG, data_low=[-4.0],
-                           data_high=[4.0], info={"steps": 0})
+    return TransitionModel(spec, denoiser.state_dict(), frame_interval=0.1, max_lag=MAX_LAG, data_low=[data_range[0]],
+                           data_high=[data_range[1]], info={"steps": 0})
 
 
 @pytest.fixture(scope="module")
@@ -95,6 +95,53 @@ def test_walkers_far_outside_the_training_range_are_a_blow_up_unless_the_toleran
     # negative control: a huge tolerance lets the walker relax from 100 like the OU process
     frames = rollout(model, starts, lag=1, n_jumps=3, tolerance=1000.0, generator=torch.Generator().manual_seed(0))
     assert np.all(np.isfinite(frames)) and np.abs(frames[1, :, 0] - 100.0 * DECAY ** np.arange(4)).max() < 2.0
+
+
+def test_redraws_repeat_only_the_blown_up_jumps_and_stop_when_every_draw_fails(model):
+    """A model whose walker 1 blows up at its first draw of every jump: with redraws the rollout
+    finishes, that walker redrawn once per jump and the others never; without, it stops at jump 1;
+    a model that always blows up still stops, after K + 1 draws."""
+    flaky = TransitionModel.from_payload(model.to_payload())
+    draws = []
+
+    def sample(x, **kw):
+        out = model.sample(x, **kw)
+        draws.append(len(x))
+        if len(x) == 3:  # the batch's own draw (a redraw has only the blown-up rows)
+            out[1] = float("nan")
+        return out
+
+    flaky.sample = sample
+    frames, redrawn = rollout(flaky, np.zeros((3, 1)), lag=1, n_jumps=4, max_redraws=2, return_redraws=True,
+                              generator=torch.Generator().manual_seed(0))
+    assert np.all(np.isfinite(frames)) and list(redrawn) == [0, 4, 0] and draws == [3, 1] * 4
+    with pytest.raises(RolloutBlowUpError, match=r"blew up at jump 1: 1 of 3 walkers .*--redraws"):
+        rollout(flaky, np.zeros((3, 1)), lag=1, n_jumps=4)
+    broken = TransitionModel.from_payload(model.to_payload())
+    broken.sample = lambda x, **kw: torch.full_like(torch.as_tensor(x, dtype=torch.float32), float("nan"))
+    with pytest.raises(RolloutBlowUpError, match=r"3 of 3 walkers .*\(each drawn 4 times\)"):
+        rollout(broken, np.zeros((3, 1)), lag=1, n_jumps=2, max_redraws=3)
+    with pytest.raises(InvalidInputError, match="max_redraws"):
+        rollout(model, np.zeros((3, 1)), lag=1, n_jumps=2, max_redraws=-1)
+
+
+def test_redrawn_jumps_sample_the_transition_density_conditioned_on_the_range():
+    """OU jump of lag 10 from 0 (N(0, 1 − 0.9²⁰), sd 0.937) with a training range [−0.5, 0.5] and
+    tolerance 0: a draw lands in range with p = 0.405, so the frames must follow the normal truncated
+    to [−0.5, 0.5] (sd 0.2832; untruncated 0.937), and a fraction 1 − p = 0.595 of the jumps is redrawn
+    (the default sampler's sd, 2–4 % wide (see above), makes it 0.597–0.603). 4,000 walkers: standard
+    errors 0.003 on the sd, 0.008 on the fraction (measured over four seeds: sd 0.2831–0.2870)."""
+    narrow = exact_ou_model(data_range=(-0.5, 0.5))
+    frames, redrawn = rollout(narrow, np.zeros((4000, 1)), lag=10, n_jumps=1, tolerance=0.0, max_redraws=60,
+                              return_redraws=True, generator=torch.Generator().manual_seed(3))
+    jumped = frames[:, 1, 0]
+    sd = math.sqrt(1 - DECAY**20)
+    p_in = math.erf(0.5 / (sd * math.sqrt(2)))
+    density_at_edge = math.exp(-0.5 * (0.5 / sd) ** 2) / (sd * math.sqrt(2 * math.pi))
+    truncated_sd = sd * math.sqrt(1 - 2 * 0.5 * density_at_edge / p_in)
+    assert np.abs(jumped).max() <= 0.5 and abs(jumped.mean()) < 0.015
+    assert jumped.std() == pytest.approx(truncated_sd, abs=0.006)
+    assert redrawn.mean() == pytest.approx(1 - p_in, abs=0.03)
 
 
 def _store(path):

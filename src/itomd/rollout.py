@@ -7,10 +7,18 @@ system's spec, kT and that frame interval, so ``itomd analyze`` reads them like 
 
 Blow-ups
 --------
-After every jump the new states are checked: a non-finite value, or a coordinate beyond the
-training data's range by more than ``tolerance`` × its extent, stops the rollout with a
-:class:`RolloutBlowUpError` that says which jump and how many walkers — frames already written
-stay valid, nothing after the blow-up is written.
+After every jump (and its relaxation, if any) the new states are checked: a non-finite value, or a
+coordinate beyond the training data's range by more than ``tolerance`` × its extent, stops the
+rollout with a :class:`RolloutBlowUpError` that says which jump and how many walkers — frames
+already written stay valid, nothing after the blow-up is written.
+
+With ``max_redraws = K > 0`` a walker whose jump blew up draws that jump again from the same state,
+up to K times, before the rollout stops. One rare failed draw then costs one walker a redraw
+instead of the whole batch its rollout. The frames are then samples of the model's transition
+density *conditioned on* staying finite and in range — a bias of the order of the redrawn fraction,
+which is why it is off by default and counted: per-chunk metadata ``redrawn_jumps``, pooled by
+:func:`redrawn_fraction` (``itomd sample`` and ``itomd analyze`` print it). A model that needs
+many redraws is a model to retrain, not to redraw.
 
 Determinism
 -----------
@@ -55,7 +63,8 @@ class RolloutBlowUpError(ItomdError):
 def rollout(model: TransitionModel, x0: np.ndarray | torch.Tensor, lag: int, n_jumps: int,
             generator: torch.Generator | None = None, sampler: str | None = None, n_steps: int | None = None,
             tolerance: float = DEFAULT_TOLERANCE, progress: bool = False,
-            relax: Callable[[np.ndarray], np.ndarray] | None = None) -> np.ndarray:
+            relax: Callable[[np.ndarray], np.ndarray] | None = None, max_redraws: int = 0,
+            return_redraws: bool = False) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
     """Chain ``n_jumps`` jumps of lag N from each start point.
 
     Parameters
@@ -76,34 +85,60 @@ def rollout(model: TransitionModel, x0: np.ndarray | torch.Tensor, lag: int, n_j
         Blow-up threshold (see module docs).
     progress : bool
     relax : callable, optional
-        Applied to the states [W, dim] after every jump (after the blow-up check), e.g. a
-        :class:`~itomd.simulate.relax.ThermalRelaxation`; frames are its results.
+        Applied to the states [W, dim] after every jump that did not blow up, e.g. a
+        :class:`~itomd.simulate.relax.ThermalRelaxation`; frames are its results, checked again.
+    max_redraws : int
+        Draw a blown-up walker's jump again, from the same state, up to this many times before the
+        rollout stops (module docs: the bias this brings); 0 stops at the first blow-up.
+    return_redraws : bool
+        Also return how many jumps of each walker were redrawn.
 
     Returns
     -------
-    np.ndarray, shape [W, n_jumps + 1, dim], float32
+    frames : np.ndarray, shape [W, n_jumps + 1, dim], float32
         Frame 0 is the start point.
+    redrawn : np.ndarray, shape [W], int
+        Only with ``return_redraws``: how many of each walker's jumps were drawn more than once.
 
     Raises
     ------
     RolloutBlowUpError
     """
     _check_rollout_arguments(model, lag, n_jumps)
+    require_int("max_redraws", max_redraws, 0)
     x = model.states(x0, "start points")
     frames = torch.empty((x.shape[0], n_jumps + 1, model.dim), dtype=torch.float32)
     frames[:, 0] = x.cpu()
+    redrawn = torch.zeros(x.shape[0], dtype=torch.long)
+
+    def jump(states: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """New states and which of them blew up (relaxed where they did not)."""
+        new = model.sample(states, lag=lag, sampler=sampler, n_steps=n_steps, generator=generator)
+        bad = model.outside_training_range(new, tolerance)
+        if relax is not None and not bool(bad.all()):
+            new = new.clone()
+            new[~bad] = model.states(relax(new[~bad].cpu().numpy()), "relaxed states").to(new.dtype)
+            bad = model.outside_training_range(new, tolerance)
+        return new, bad
+
     for k in tqdm(range(n_jumps), disable=not progress, unit="jump", desc=f"rollout lag {lag}", leave=False):
-        x = model.sample(x, lag=lag, sampler=sampler, n_steps=n_steps, generator=generator)
-        bad = model.outside_training_range(x, tolerance)
+        new, bad = jump(x)
+        if max_redraws:
+            redrawn += bad.cpu().long()
+        for _ in range(max_redraws):
+            if not bool(bad.any()):
+                break
+            rows = torch.nonzero(bad).flatten()
+            new[rows], bad[rows] = jump(x[rows])
         if bad.any():
+            tried = f" (each drawn {max_redraws + 1} times)" if max_redraws else ""
             raise RolloutBlowUpError(
                 f"rollout blew up at jump {k + 1}: {int(bad.sum())} of {len(bad)} walkers are non-finite or beyond "
-                f"the training data's range (tolerance {tolerance:g} × range); try a smaller lag, more sampler steps "
-                "or a better-trained model")
-        if relax is not None:
-            x = model.states(relax(x.cpu().numpy()), "relaxed states")
+                f"the training data's range{tried} (tolerance {tolerance:g} × range); try a smaller lag, more sampler "
+                "steps, a better-trained model" + ("" if max_redraws else " or redrawing blown-up jumps (--redraws 3)"))
+        x = new
         frames[:, k + 1] = x.cpu()
-    return frames.numpy()
+    return (frames.numpy(), redrawn.numpy()) if return_redraws else frames.numpy()
 
 
 @torch.no_grad()
@@ -147,7 +182,7 @@ def run_rollout(model: TransitionModel, out_dir: str | os.PathLike, lag: int, n_
                 seed: int = 0, chunk_size: int = DEFAULT_WALKER_CHUNK, sampler: str | None = None,
                 n_steps: int | None = None, tolerance: float = DEFAULT_TOLERANCE, progress: bool = True,
                 model_source: str | None = None, metropolis: MetropolisHastings | None = None,
-                relax_steps: int = 0) -> TrajectoryStore:
+                relax_steps: int = 0, max_redraws: int = 0) -> TrajectoryStore:
     """Roll out one trajectory per start point into ``out_dir``; resumable chunk by chunk.
 
     Parameters
@@ -177,6 +212,9 @@ def run_rollout(model: TransitionModel, out_dir: str | os.PathLike, lag: int, n_
         The frame interval stays N·τ (the segment runs at a collision rate far above the physical
         one: a Boltzmann-preserving correction, not simulated time); metadata ``relax_steps``,
         ``relax_friction``.
+    max_redraws : int
+        As for :func:`rollout`; each trajectory's metadata records ``max_redraws`` and the
+        ``redrawn_jumps`` of its chunk, :func:`redrawn_fraction` pools them.
 
     Returns
     -------
@@ -196,6 +234,9 @@ def run_rollout(model: TransitionModel, out_dir: str | os.PathLike, lag: int, n_
                                 f"('{PROPOSAL_SAMPLER}'), whose density it evaluates, not '{sampler}'")
     n_walkers = len(x0)
     require_int("relax_steps", relax_steps, 0)
+    require_int("max_redraws", max_redraws, 0)
+    if max_redraws and metropolis is not None:
+        raise InvalidInputError("redraws and Metropolis-Hastings do not mix: MH already rejects proposals that blow up")
     system = _recorded_system(model)
     relaxation = None
     if relax_steps:
@@ -212,6 +253,7 @@ def run_rollout(model: TransitionModel, out_dir: str | os.PathLike, lag: int, n_
         "x0_checksum": float(np.round(x0.sum(), 10)), "lambda_interpolation": model.lambda_interpolation,
         **({} if metropolis is None else {"metropolis": True, "metropolis_probes": metropolis.n_probes}),
         **({} if relaxation is None else {"relax_steps": int(relax_steps)}),
+        **({} if not max_redraws else {"max_redraws": int(max_redraws)}),
         **({} if model.precision == "float32" else {"precision": model.precision}),
     })
     metadata = _trajectory_metadata(model, system, frame_interval, lag)
@@ -230,9 +272,11 @@ def run_rollout(model: TransitionModel, out_dir: str | os.PathLike, lag: int, n_
         if metropolis is None:
             relax = None if relaxation is None else ThermalRelaxation(system, relax_steps,
                                                                        seed=chunk_seed(seed, chunk) % (2**31))
-            frames = rollout(model, starts, lag, n_jumps, generator=generator, sampler=sampler, n_steps=n_steps,
-                             tolerance=tolerance, progress=progress, relax=relax)
-            return write_chunk(store_dir, walkers.start, frames, {**metadata, "chunk": chunk})
+            frames, redrawn = rollout(model, starts, lag, n_jumps, generator=generator, sampler=sampler,
+                                      n_steps=n_steps, tolerance=tolerance, progress=progress, relax=relax,
+                                      max_redraws=max_redraws, return_redraws=True)
+            extra = {} if not max_redraws else {"max_redraws": int(max_redraws), "redrawn_jumps": int(redrawn.sum())}
+            return write_chunk(store_dir, walkers.start, frames, {**metadata, "chunk": chunk, **extra})
         frames, accepted = rollout_metropolis(model, starts, lag, n_jumps, metropolis, generator=generator,
                                               tolerance=tolerance, progress=progress)
         rate = float(accepted.sum()) / (len(accepted) * n_jumps)
@@ -293,10 +337,25 @@ def acceptance_rate(store: TrajectoryStore) -> float | None:
     return float(np.mean(rates)) if rates else None
 
 
+def redrawn_fraction(store: TrajectoryStore) -> float | None:
+    """The fraction of jumps drawn more than once in a rollout made with ``max_redraws > 0`` (every
+    chunk's ``redrawn_jumps`` over all its walkers' jumps); None for a rollout without redraws."""
+    chunks: dict[int, int] = {}
+    for index in store.indices:
+        metadata = store.read_metadata(index)
+        if "redrawn_jumps" not in metadata:
+            return None
+        chunks[int(metadata["chunk"])] = int(metadata["redrawn_jumps"])
+    if not chunks:
+        return None
+    n_jumps = len(store) * (store.read(store.indices[0]).shape[0] - 1)  # every walker makes the same jumps
+    return float(sum(chunks.values())) / n_jumps if n_jumps else None
+
+
 def simulated_time(store: TrajectoryStore, n_jumps: int) -> float:
     """Physical time covered by a rollout's store of ``n_jumps`` jumps per walker, summed over walkers."""
     return float(len(store)) * n_jumps * float(store.metadata["frame_interval"])
 
 
-__all__: Sequence[str] = ["RolloutBlowUpError", "acceptance_rate", "rollout", "rollout_metropolis", "run_rollout",
-                          "simulated_time"]
+__all__: Sequence[str] = ["RolloutBlowUpError", "acceptance_rate", "redrawn_fraction", "rollout",
+                          "rollout_metropolis", "run_rollout", "simulated_time"]

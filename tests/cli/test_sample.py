@@ -63,6 +63,30 @@ def test_sample_reports_blow_up_instead_of_writing_garbage(prinz_data, tiny_toml
     assert len(TrajectoryStore(tmp_path / "o").indices) == 0
 
 
+def test_redraws_finish_a_rollout_that_would_blow_up_and_say_how_often(prinz_data, tiny_toml, tmp_path, capsys):
+    """The barely trained model of the test above, with a tolerance of ~0: without redraws it stops;
+    with ``--redraws 20`` it finishes, and ``sample --json``, the text line and ``analyze --json`` give
+    the fraction of jumps drawn again. A rollout without the option reports none."""
+    run = tmp_path / "run"
+    assert main(["train", "--data", str(prinz_data), "--out", str(run), "--config", str(tiny_toml),
+                 "--max-steps", "10", "--quiet"]) == 0
+    capsys.readouterr()
+    common = ["--lag", "10", "--n-jumps", "5", "--n-walkers", "8", "--tolerance", "1e-9", "--n-steps", "2",
+              "--quiet"]
+    assert_one_line_error(run_cli("sample", str(run), "--out", str(tmp_path / "a"), *common), "--redraws")
+    out = tmp_path / "b"
+    assert main(["sample", str(run), "--out", str(out), *common, "--redraws", "20", "--json"]) == 0
+    sampled = json.loads(capsys.readouterr().out)
+    assert sampled["max_redraws"] == 20 and 0.0 < sampled["redrawn_fraction"] <= 1.0
+    assert len(TrajectoryStore(out)) == 8
+    assert main(["analyze", str(out), "--lags", "1", "--json", "--quiet"]) == 0
+    assert json.loads(capsys.readouterr().out)["redrawn_fraction"] == pytest.approx(sampled["redrawn_fraction"])
+    assert main(["analyze", str(out), "--lags", "1", "--quiet"]) == 0
+    assert "of jumps were drawn again after a blow-up" in capsys.readouterr().out
+    assert main(["analyze", str(prinz_data), "--lags", "1", "--json", "--quiet"]) == 0
+    assert json.loads(capsys.readouterr().out)["redrawn_fraction"] is None
+
+
 def test_sample_with_lambda_int_records_it(bopito_runs, tmp_path, capsys):
     out = tmp_path / "rollout"
     assert main(["sample", str(bopito_runs["exact"]), "--lag", "20", "--n-jumps", "3", "--n-walkers", "5", "--out",

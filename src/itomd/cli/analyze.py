@@ -85,6 +85,7 @@ def run_analyze(args: argparse.Namespace) -> int:
     result, system = _run_analysis(args)
     out = result.to_dict()
     out["acceptance_rate"] = _acceptance_rate(args.path)
+    out["redrawn_fraction"] = _redrawn_fraction(args.path)
     if args.out:
         write_json(Path(args.out), out)
     its = out["implied_timescales"]
@@ -104,6 +105,9 @@ def run_analyze(args: argparse.Namespace) -> int:
     if out["acceptance_rate"] is not None:
         lines.append(f"Metropolis-Hastings rollout: acceptance rate {out['acceptance_rate']:.3f} (a rejected jump "
                      "repeats its frame, so kinetics are slowed)")
+    if out["redrawn_fraction"] is not None:
+        lines.append(f"rollout with redraws: {out['redrawn_fraction']:.3%} of jumps were drawn again after a blow-up "
+                     "(frames are conditioned on staying in range)")
     if out.get("comparison") is not None:
         c = out["comparison"]
         lines.append(f"{c['label']}: slowest implied timescale ({unit}) " + _slowest(c["implied_timescales"])
@@ -162,6 +166,14 @@ def _acceptance_rate(store_path: Path) -> float | None:
     from itomd.rollout import acceptance_rate
 
     return acceptance_rate(TrajectoryStore(store_path))
+
+
+def _redrawn_fraction(store_path: Path) -> float | None:
+    """The fraction of redrawn jumps of a rollout made with ``--redraws``; None for any other store."""
+    from itomd.data.store import TrajectoryStore
+    from itomd.rollout import redrawn_fraction
+
+    return redrawn_fraction(TrajectoryStore(store_path))
 
 
 def _metropolis_sections(store, meta: dict) -> list:

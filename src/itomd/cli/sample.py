@@ -40,6 +40,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--relax-steps", dest="relax_steps", type=nonnegative_int, default=0,
                    help="molecules: after every jump, this many steps of the force field's Langevin dynamics at a "
                         "collision rate of 100/ps (Boltzmann-preserving; relaxes strained bonds and angles; e.g. 50)")
+    p.add_argument("--redraws", type=nonnegative_int, default=0, metavar="K",
+                   help="draw a walker's jump again, up to K times, when it blows up (non-finite or out of the "
+                        "training range) instead of stopping the rollout; the count is recorded (default 0: stop)")
     p.add_argument("--quiet", action="store_true")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=run)
@@ -48,7 +51,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from itomd.data.starts import sample_start_points
     from itomd.metropolis import PROPOSAL_SAMPLER, MetropolisHastings
-    from itomd.rollout import acceptance_rate, run_rollout, simulated_time
+    from itomd.rollout import acceptance_rate, redrawn_fraction, run_rollout, simulated_time
 
     model = model_on_device(args.run, args.device, args.precision)
     if not model.conditional:
@@ -82,7 +85,7 @@ def run(args: argparse.Namespace) -> int:
     store = run_rollout(model, args.out, lag=args.lag, n_jumps=args.n_jumps, x0=x0, seed=args.seed,
                         chunk_size=args.chunk_size, sampler=sampler, n_steps=args.n_steps,
                         tolerance=args.tolerance, progress=not args.quiet, model_source=str(args.run),
-                        metropolis=metropolis, relax_steps=args.relax_steps)
+                        metropolis=metropolis, relax_steps=args.relax_steps, max_redraws=args.redraws)
     elapsed = time.perf_counter() - t0
     covered = simulated_time(store, args.n_jumps)
     unit = _time_unit(model)
@@ -92,6 +95,10 @@ def run(args: argparse.Namespace) -> int:
     if args.relax_steps:
         summary["relax_steps"] = args.relax_steps
     accepted = ""
+    if args.redraws:
+        summary["max_redraws"] = args.redraws
+        summary["redrawn_fraction"] = redrawn_fraction(store)
+        accepted = f"; {summary['redrawn_fraction']:.3%} of the jumps were drawn again after a blow-up"
     if metropolis is not None:
         summary["acceptance_rate"] = acceptance_rate(store)
         accepted = f"; Metropolis-Hastings acceptance rate {summary['acceptance_rate']:.3f}"

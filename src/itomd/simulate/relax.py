@@ -114,6 +114,9 @@ class ThermalRelaxation:
                 self._context.getIntegrator().step(self.n_steps)
                 out[walker] = context_coordinates(self._context, self.system)
             except openmm.OpenMMException as exc:
+                if "nan" in str(exc).lower():  # the segment blew up (a badly strained structure)
+                    out[walker] = np.nan  # left for the caller's blow-up check, like a non-finite input
+                    continue
                 raise SimulationError(f"OpenMM failed relaxing structure {walker} of {self.system.name} "
                                       f"({' '.join(str(exc).split())})") from None
         return out
