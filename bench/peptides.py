@@ -105,7 +105,7 @@ MD_SETS = (("md_train", 1), ("md_reference", 2))
 def main() -> None:
     args = parse_args()
     if args.stage == "table":
-        print_tables(load_results(args.out / RESULTS_FILE), args.molecules)
+        print_tables(load_results(args.out / RESULTS_FILE), [result_key(args, s) for s in args.molecules])
         return
     stages = list(STAGES) if args.stage == "all" else [args.stage]
     for sequence in args.molecules:
@@ -118,7 +118,7 @@ def main() -> None:
     except CommandFailed as error:
         raise SystemExit(f"bench/peptides.py: {error}") from None
     if "evaluate" in stages:
-        print_tables(load_results(args.out / RESULTS_FILE), args.molecules)
+        print_tables(load_results(args.out / RESULTS_FILE), [result_key(args, s) for s in args.molecules])
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -154,6 +154,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--tolerance", type=float, default=None,
                         help="itomd sample's blow-up threshold (default: its own); a blown-up rollout is recorded "
                              "as a failed molecule")
+    parser.add_argument("--redraws", type=int, default=0,
+                        help="itomd sample --redraws: redraw a blown-up walker's jump up to this many times")
+    parser.add_argument("--variant", default=None,
+                        help="a name for another setup of the same molecules (e.g. another recipe): its model, "
+                             "rollouts and peptides.json entry ('SEQ (VARIANT)') are kept apart from the default's")
     parser.add_argument("--its-lags", dest="its_lags", type=_ints, default=[1, 2, 3, 4],
                         help="MSM lags of the evaluation in jumps (lag times = these × --lag ps)")
     parser.add_argument("--no-report", dest="report", action="store_false", help="evaluate: skip itomd report")
@@ -256,7 +261,7 @@ def stage_md(args: argparse.Namespace, sequence: str) -> None:
 def stage_train(args: argparse.Namespace, sequence: str) -> None:
     """The ITO model of one molecule (``itomd train --config RECIPE --minutes M``), resumed for more minutes."""
     folder = args.work / sequence
-    run, record_file = folder / "ito", folder / "ito.run.json"
+    run, record_file = model_paths(args, sequence)
     recipe = args.recipe or default_recipe()
     record = _read_json(record_file)
     resume = False
@@ -290,7 +295,8 @@ def stage_rollout(args: argparse.Namespace, sequence: str) -> None:
     """W walkers × J jumps of the molecule's model (``itomd sample``), started from training-MD frames."""
     folder = args.work / sequence
     store, record_file = rollout_paths(args, sequence)
-    trained = _read_json(folder / "ito.run.json")
+    model, trained_file = model_paths(args, sequence)
+    trained = _read_json(trained_file)
     if trained is None:
         raise SystemExit(f"no trained model for {sequence}: run --stage train first")
     steps = trained["summary"]["steps"]
@@ -312,8 +318,9 @@ def stage_rollout(args: argparse.Namespace, sequence: str) -> None:
     options += ["--sampler", args.sampler] if args.sampler else []
     options += ["--relax-steps", args.relax_steps] if args.relax_steps else []
     options += ["--precision", args.precision] if args.precision != "float32" else []
+    options += ["--redraws", args.redraws] if args.redraws else []
     try:
-        summary, wall = itomd(args, "sample", folder / "ito", "--lag", args.lag, "--n-jumps", args.n_jumps,
+        summary, wall = itomd(args, "sample", model, "--lag", args.lag, "--n-jumps", args.n_jumps,
                               "--n-walkers", args.walkers, "--n-steps", args.sampler_steps, "--from",
                               folder / "md_train", "--seed", 0, "--out", store, *options, "--quiet")
     except CommandFailed as error:  # e.g. walkers blew up: a result (a failed target), not a crash of the benchmark
@@ -344,14 +351,14 @@ def stage_evaluate(args: argparse.Namespace, sequence: str) -> None:
                                   "--lags", ",".join(map(str, args.its_lags)), "--quiet",
                                   "--out", folder / f"{store.name}.analysis.json")
     if args.report and not failed:
-        report = args.out / f"peptides_{sequence}.html"
+        report = args.out / f"peptides_{sequence}{'_' + args.variant if args.variant else ''}.html"
         itomd(args, "report", store, "--compare", reference, "--lags", ",".join(map(str, args.its_lags)), "--quiet",
               "--out", report, "--title", f"capped peptide {sequence}: ITO rollouts "
               f"({args.walkers} × {args.n_jumps} jumps of {args.lag} ps) vs independent MD")
     entry = summarise(args, sequence, model, floor)
     entry["analysis_seconds"] = {"rollout": model_wall, "md_floor": floor_wall}
     entry["report"] = None if report is None else str(report)
-    record_result(args.out / RESULTS_FILE, sequence, entry)
+    record_result(args.out / RESULTS_FILE, result_key(args, sequence), entry)
 
 
 def rollout_paths(args: argparse.Namespace, sequence: str) -> tuple[Path, Path]:
@@ -359,8 +366,22 @@ def rollout_paths(args: argparse.Namespace, sequence: str) -> tuple[Path, Path]:
     name += f"_{args.sampler}" if args.sampler else ""  # default rollouts keep their earlier names
     name += f"_relax{args.relax_steps}" if args.relax_steps else ""
     name += "_bf16" if args.precision == "bfloat16" else ""
+    name += f"_redraws{args.redraws}" if args.redraws else ""
+    name += f"_{args.variant}" if args.variant else ""
     folder = args.work / sequence
     return folder / name, folder / f"{name}.run.json"
+
+
+def model_paths(args: argparse.Namespace, sequence: str) -> tuple[Path, Path]:
+    """The model's run directory and its record: ``ito`` (``ito_VARIANT`` with ``--variant``)."""
+    name = f"ito_{args.variant}" if args.variant else "ito"
+    folder = args.work / sequence
+    return folder / name, folder / f"{name}.run.json"
+
+
+def result_key(args: argparse.Namespace, sequence: str) -> str:
+    """The molecule's key in peptides.json: the sequence, with `` (VARIANT)`` for a variant."""
+    return f"{sequence} ({args.variant})" if args.variant else sequence
 
 
 def default_recipe() -> str:
@@ -390,7 +411,7 @@ def summarise(args: argparse.Namespace, sequence: str, model: dict, floor: dict)
     """The per-molecule entry of peptides.json from the two ``analyze --json`` outputs and the run records."""
     folder = args.work / sequence
     _, rollout_record_file = rollout_paths(args, sequence)
-    trained = _read_json(folder / "ito.run.json") or {}
+    trained = _read_json(model_paths(args, sequence)[1]) or {}
     rolled = _read_json(rollout_record_file) or {}
     manifest = (_read_json(folder / "md_train" / "manifest.json") or {}).get("campaign", {})
     torsions = torsion_table(model, floor)
@@ -411,6 +432,7 @@ def summarise(args: argparse.Namespace, sequence: str, model: dict, floor: dict)
                     "simulated_ns": _ns(_get(rolled, "summary", "simulated_time")),
                     "ns_per_wall_second": _rate(_ns(_get(rolled, "summary", "simulated_time")),
                                                 _get(rolled, "summary", "wall_seconds")),
+                    "redraws": args.redraws, "redrawn_fraction": _get(rolled, "summary", "redrawn_fraction"),
                     "resumed": rolled.get("resumed"), "failed": rolled.get("failed")},
         "torsions": torsions, "plane": plane, "implied_timescales": its,
         "validity": {"fraction_valid": validity.get("fraction_valid"), "n_frames": validity.get("n_frames"),
