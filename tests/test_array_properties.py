@@ -13,7 +13,6 @@ The functions span several packages, so this file sits at the top of ``tests/``.
 from __future__ import annotations
 
 import math
-from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np

@@ -68,7 +68,7 @@ def test_fit_writes_run_directory_and_model_holds_ema_weights(tmp_path, ou_data,
 
 def test_resume_continues_exactly(tmp_path, ou_data, tiny_config):
     """Training 40 steps straight equals 20 steps + resume (the budget/kill case is tested in the CLI)."""
-    straight = ITOEstimator(tiny_config(max_steps=40)).fit(ou_data, 0.1, run_dir=tmp_path / "a", progress=False)
+    ITOEstimator(tiny_config(max_steps=40)).fit(ou_data, 0.1, run_dir=tmp_path / "a", progress=False)
     half = ITOEstimator(tiny_config(max_steps=40, checkpoint_every=20))
     _train_until(half, ou_data, tmp_path / "c", stop_at=20)
     resumed = ITOEstimator(tiny_config(max_steps=40)).fit(ou_data, 0.1, run_dir=tmp_path / "c", resume=True, progress=False)

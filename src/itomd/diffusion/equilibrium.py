@@ -143,7 +143,6 @@ class ExactEquilibriumDenoiser(nn.Module):
 
     def _posterior_mean(self, x: torch.Tensor, sigma: torch.Tensor, p: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
         """E[y | x] on one grid (probabilities ``p``, spacing ``h``) for rows ``x`` [B, d], ``sigma`` [B]."""
-        b = x.shape[0]
         if self.dim == 1:  # only the cells within WINDOW_SIGMAS·σ of x matter; gather that window
             n = p.shape[0]
             width = min(n, 2 * int(math.ceil(WINDOW_SIGMAS * float(sigma.max()) / float(h[0]))) + 3)
