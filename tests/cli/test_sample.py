@@ -83,6 +83,9 @@ def test_redraws_finish_a_rollout_that_would_blow_up_and_say_how_often(prinz_dat
     assert json.loads(capsys.readouterr().out)["redrawn_fraction"] == pytest.approx(sampled["redrawn_fraction"])
     assert main(["analyze", str(out), "--lags", "1", "--quiet"]) == 0
     assert "of jumps were drawn again after a blow-up" in capsys.readouterr().out
+    assert main(["report", str(out), "--lags", "1", "--out", str(tmp_path / "r.html"), "--quiet"]) == 0
+    capsys.readouterr()
+    assert f"{sampled['redrawn_fraction']:.3%} of its jumps were drawn again" in (tmp_path / "r.html").read_text()
     assert main(["analyze", str(prinz_data), "--lags", "1", "--json", "--quiet"]) == 0
     assert json.loads(capsys.readouterr().out)["redrawn_fraction"] is None
 

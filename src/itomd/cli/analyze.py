@@ -155,7 +155,8 @@ def run_report(args: argparse.Namespace) -> int:
     store = TrajectoryStore(args.path)
     shared = store.metadata  # read once for both sections
     path = write_report(result, args.out, title=title,
-                        extra_sections=_metropolis_sections(store, shared) + _model_check_sections(shared))
+                        extra_sections=(_metropolis_sections(store, shared) + _redraw_sections(store)
+                                        + _model_check_sections(shared)))
     emit({"report": str(path)}, args.json, f"wrote {path}")
     return 0
 
@@ -194,6 +195,20 @@ def _metropolis_sections(store, meta: dict) -> list:
             "Judge kinetics on a rollout without --metropolis; a low acceptance rate says the model's transition "
             "density is far from one in detailed balance with the Boltzmann distribution.</p>")
     return [("Metropolis–Hastings", text)]
+
+
+def _redraw_sections(store) -> list:
+    """The report's note on redrawn jumps, for a rollout made with ``itomd sample --redraws K``."""
+    from itomd.rollout import redrawn_fraction
+
+    fraction = redrawn_fraction(store)
+    if fraction is None:
+        return []
+    text = (f"<p>This rollout redrew blown-up jumps (non-finite or beyond the training data's range) instead of "
+            f"stopping: <b>{fraction:.3%} of its jumps were drawn again</b>.</p><p class='note'>Its frames are the "
+            "model's transitions conditioned on staying in range, a bias of the order of that fraction; a model "
+            "that needs many redraws needs more training or a smaller lag.</p>")
+    return [("Redrawn jumps", text)]
 
 
 def _model_check_sections(meta: dict) -> list:
