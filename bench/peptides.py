@@ -368,13 +368,16 @@ def rollout_paths(args: argparse.Namespace, sequence: str) -> tuple[Path, Path]:
     name += "_bf16" if args.precision == "bfloat16" else ""
     name += f"_redraws{args.redraws}" if args.redraws else ""
     name += f"_{args.variant}" if args.variant else ""
-    folder = args.work / sequence
-    return folder / name, folder / f"{name}.run.json"
+    return _run_paths(args, sequence, name)
 
 
 def model_paths(args: argparse.Namespace, sequence: str) -> tuple[Path, Path]:
     """The model's run directory and its record: ``ito`` (``ito_VARIANT`` with ``--variant``)."""
-    name = f"ito_{args.variant}" if args.variant else "ito"
+    return _run_paths(args, sequence, f"ito_{args.variant}" if args.variant else "ito")
+
+
+def _run_paths(args: argparse.Namespace, sequence: str, name: str) -> tuple[Path, Path]:
+    """A molecule's output ``name`` (a store or run directory) and its record ``name.run.json``."""
     folder = args.work / sequence
     return folder / name, folder / f"{name}.run.json"
 

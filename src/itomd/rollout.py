@@ -348,8 +348,8 @@ def redrawn_fraction(store: TrajectoryStore) -> float | None:
         chunks[int(metadata["chunk"])] = int(metadata["redrawn_jumps"])
     if not chunks:
         return None
-    n_jumps = len(store) * (store.read(store.indices[0]).shape[0] - 1)  # every walker makes the same jumps
-    return float(sum(chunks.values())) / n_jumps if n_jumps else None
+    n_jumps = len(store) * (store.read(store.indices[0]).shape[0] - 1)  # every walker makes the same jumps (≥ 1)
+    return float(sum(chunks.values())) / n_jumps
 
 
 def simulated_time(store: TrajectoryStore, n_jumps: int) -> float:

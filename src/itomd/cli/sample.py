@@ -94,17 +94,17 @@ def run(args: argparse.Namespace) -> int:
                "time_unit": unit, "wall_seconds": round(elapsed, 3)}
     if args.relax_steps:
         summary["relax_steps"] = args.relax_steps
-    accepted = ""
+    how = ""  # redraws and Metropolis-Hastings exclude each other (run_rollout refuses both)
     if args.redraws:
         summary["max_redraws"] = args.redraws
         summary["redrawn_fraction"] = redrawn_fraction(store)
-        accepted = f"; {summary['redrawn_fraction']:.3%} of the jumps were drawn again after a blow-up"
+        how = f"; {summary['redrawn_fraction']:.3%} of the jumps were drawn again after a blow-up"
     if metropolis is not None:
         summary["acceptance_rate"] = acceptance_rate(store)
-        accepted = f"; Metropolis-Hastings acceptance rate {summary['acceptance_rate']:.3f}"
+        how = f"; Metropolis-Hastings acceptance rate {summary['acceptance_rate']:.3f}"
     emit(summary, args.json, f"wrote {len(store)} surrogate trajectories of {args.n_jumps} jumps "
                               f"(lag {args.lag} = {args.lag * model.frame_interval:g} {unit}) to {args.out}: "
-                              f"{covered:.4g} {unit} in {elapsed:.1f} s{accepted}")
+                              f"{covered:.4g} {unit} in {elapsed:.1f} s{how}")
     return 0
 
 
