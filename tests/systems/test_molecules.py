@@ -203,6 +203,21 @@ def test_a_pdb_without_hydrogens_names_the_residue_and_the_fix(tmp_path, capped_
         SystemSpec(str(tmp_path / "heavy.pdb")).build()
 
 
+def test_a_residue_with_some_hydrogens_is_not_told_to_add_them(tmp_path, capped_as):
+    # one of the cap's methyl hydrogens removed (another protonation, a partly protonated file): OpenMM
+    # reports a hydrogen missing, but the residue has hydrogens, so the advice is about matching the template
+    molecules.write_structure(capped_as, tmp_path / "as.pdb")
+    lines = [line for line in (tmp_path / "as.pdb").read_text().splitlines()
+             if not (line[17:20] == "ACE" and line[12:16].strip() == "H1")]
+    (tmp_path / "partial.pdb").write_text("\n".join(lines) + "\n")
+    with pytest.raises(InvalidInputError) as info:
+        SystemSpec(str(tmp_path / "partial.pdb")).build()
+    message = str(info.value)
+    assert "residue 0 (ACE)" in message and "missing 1 H atom" in message
+    assert "hydrogens are there but do not match" in message and "add its hydrogens" not in message
+    assert "\n" not in message
+
+
 def test_a_residue_the_force_field_lacks_is_named(tmp_path, capped_as):
     molecules.write_structure(capped_as, tmp_path / "as.pdb")
     lines = (tmp_path / "as.pdb").read_text().replace(" NME ", " LIG ").splitlines()

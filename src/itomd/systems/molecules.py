@@ -392,16 +392,39 @@ def _vectors_in_nm(box) -> list[list[float]]:
     return [[float(c) for c in vec.value_in_unit(unit.nanometer)] for vec in box]
 
 
-def _template_failure(exc: Exception, path: str, forcefield: tuple[str, ...]) -> InvalidInputError:
+def _template_failure(exc: Exception, path: str, forcefield: tuple[str, ...],
+                      topology: "app.Topology | None" = None) -> InvalidInputError:
     """The one line for a residue the force field has no template for (OpenMM's reason, without its
-    links, and what to do)."""
+    links, and what to do). With ``topology``, a residue reported as missing hydrogens that already
+    has some is told its names or protonation differ from the force field's, not to add hydrogens."""
     reason = " ".join(str(exc).split())
     reason = reason.split(" For more information")[0].split(" You may be able")[0].rstrip(". ")
     missing_h = "missing" in reason and (" H atom" in reason or "hydrogen" in reason)
-    hint = ("add its hydrogens (e.g. with PDBFixer or OpenMM's Modeller.addHydrogens), or build a peptide with "
-            "peptide:SEQUENCE" if missing_h else
-            "give a force field that has it (--forcefield), or rename it to a standard residue")
+    if missing_h and _residue_has_hydrogens(reason, topology):
+        hint = ("its hydrogens are there but do not match the force field's template (another force field's "
+                "atom names or another protonation state): rename them to this force field's names, give the "
+                "force field the file was prepared for (--forcefield), or strip the hydrogens and rebuild them "
+                "with PDBFixer")
+    elif missing_h:
+        hint = ("add its hydrogens (e.g. with PDBFixer or OpenMM's Modeller.addHydrogens), or build a peptide with "
+                "peptide:SEQUENCE")
+    else:
+        hint = "give a force field that has it (--forcefield), or rename it to a standard residue"
     return InvalidInputError(f"{path}: {reason} (force field {', '.join(forcefield)}); {hint}")
+
+
+def _residue_has_hydrogens(reason: str, topology: "app.Topology | None") -> bool:
+    """Whether the residue OpenMM's template error names ("... for residue K (NAME) ...") has hydrogens."""
+    import re
+
+    match = re.search(r"residue (\d+) \(", reason)
+    if topology is None or match is None:
+        return False
+    residues = list(topology.residues())
+    index = int(match.group(1))
+    if index >= len(residues):
+        return False
+    return any(atom.element is not None and atom.element.symbol == "H" for atom in residues[index].atoms())
 
 
 def _add_obc2(system: "openmm.System", topology: "app.Topology") -> None:
@@ -440,7 +463,7 @@ def _forcefield_system(topology: "app.Topology", forcefield: tuple[str, ...], im
         system = ff.createSystem(topology, **kwargs)
     except ValueError as exc:
         if "template" in str(exc).lower():
-            raise _template_failure(exc, label, files) from None
+            raise _template_failure(exc, label, files, topology) from None
         raise InvalidInputError(f"{label}: {' '.join(str(exc).split())}") from None
     if implicit_solvent == "obc2" and not periodic:
         _add_obc2(system, topology)
@@ -598,7 +621,7 @@ def _solvate(topology, positions, forcefield: tuple[str, ...], label: str):
         with _seeded_python_random():  # which waters become ions: Python's random module
             modeller.addSolvent(ff, model="tip3p", boxSize=openmm.Vec3(edge, edge, edge) * unit.nanometer, neutralize=True)
     except ValueError as exc:
-        raise _template_failure(exc, label, forcefield) from None
+        raise _template_failure(exc, label, forcefield, topology) from None
     positions = np.asarray(modeller.getPositions().value_in_unit(unit.nanometer), dtype=np.float64)
     box = np.asarray(_vectors_in_nm(modeller.topology.getPeriodicBoxVectors()))
     return modeller.topology, positions, box
