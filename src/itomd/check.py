@@ -203,6 +203,40 @@ class _CoordinateSpace(_Space):
         return self.eigenfunctions[self.cells(x)]
 
 
+class _DistanceSpace(_Space):
+    """A molecule with fewer than two torsions (a rigid ligand, a host with its guest): its atom-pair
+    distances (:func:`~itomd.analysis.molecular.distance_pairs`), 1-D histograms on the range both
+    sets span; the largest per-distance JS."""
+
+    def __init__(self, topology: Any, pairs: np.ndarray):
+        from itomd.analysis.molecular import TORSION_BINS
+
+        self.topology, self.pairs = topology, pairs
+        self.bins = TORSION_BINS
+        self.features = f"{len(pairs)} atom-pair distances (the molecule has fewer than two torsions; largest per-distance JS)"
+        atoms = list(topology.atoms)
+        self.observables = [f"d {atoms[i].name}–{atoms[j].name}" for i, j in pairs]
+
+    def observe(self, x: np.ndarray) -> np.ndarray:
+        xyz = np.asarray(x, dtype=np.float64).reshape(len(x), -1, 3)
+        return np.linalg.norm(xyz[:, self.pairs[:, 0]] - xyz[:, self.pairs[:, 1]], axis=-1)
+
+    def js(self, a: np.ndarray, b: np.ndarray) -> float:
+        da, db = self.observe(a), self.observe(b)
+        low, high = np.minimum(da.min(0), db.min(0)), np.maximum(da.max(0), db.max(0))
+        return max(js_divergence(da[:, [i]], db[:, [i]], bins=self.bins,
+                                 range=((float(low[i]), float(max(high[i], low[i] + 1e-9))),)).value
+                   for i in range(da.shape[1]))
+
+
+def _molecule_space(topology: Any) -> _Space:
+    """Torsions where the molecule has at least two, else atom-pair distances (the analysis's choice)."""
+    from itomd.analysis.molecular import slow_inputs
+
+    torsions, pairs = slow_inputs(topology)
+    return _TorsionSpace(topology) if torsions is not None else _DistanceSpace(topology, pairs)
+
+
 class _TorsionSpace(_Space):
     def __init__(self, topology: Any):
         from itomd.analysis.molecular import TORSION_BINS, torsion_set
@@ -210,7 +244,7 @@ class _TorsionSpace(_Space):
         self.topology = topology
         self.torsions = torsion_set(topology)
         if not len(self.torsions):
-            raise InvalidInputError("the molecule has no φ/ψ/χ₁ torsions to compare")
+            raise InvalidInputError("the molecule has no φ/ψ/χ₁ or rotatable-bond torsions to compare")
         self.bins = TORSION_BINS
         self.features = f"torsions ({', '.join(self.torsions.labels)}; largest per-torsion JS)"
         self.observables = [f"{f} {label}" for label in self.torsions.labels for f in ("cos", "sin")]
@@ -294,7 +328,7 @@ def self_consistency(model: TransitionModel, starts: np.ndarray, lags: Sequence[
         from itomd.systems.reference import exact_reference
 
         reference = exact_reference(system)
-    space: _Space = (_TorsionSpace(system.topology()) if system is not None and system.topology() is not None
+    space: _Space = (_molecule_space(system.topology()) if system is not None and system.topology() is not None
                      else _CoordinateSpace(system if system is not None else _NoSystem(model.dim), reference, starts))
     exact_propagator = (_ExactPropagator(system) if exact and system is not None and system.topology() is None
                         else None)

@@ -268,7 +268,8 @@ def test_multi_residue_molecules_are_analysed_on_the_tica_plane_fitted_on_md(pep
 
 def test_charged_termini_have_no_caps_no_missing_torsions_and_no_nh3_stereocentre():
     """NH₃⁺/COO⁻ termini: the first residue has no φ, the last no ψ, the NH₃⁺ nitrogen (three H) is not a
-    stereocentre, only the one inter-residue C–N bond is a peptide bond; a lone residue has no φ/ψ at all."""
+    stereocentre, only the one inter-residue C–N bond is a peptide bond; a lone residue has no φ/ψ at all
+    (its analysis projects atom-pair distances instead)."""
     import mdtraj
 
     from itomd.systems.molecules import build_peptide
@@ -281,9 +282,8 @@ def test_charged_termini_have_no_caps_no_missing_torsions_and_no_nh3_stereocentr
     assert M.peptide_bonds(topology).labels == ("ω ALA1–THR2",)
     assert isinstance(torsion_featurizer(topology), BackboneTorsionFeaturizer)  # one φ and one ψ: the grid
     lone = mdtraj.Topology.from_openmm(build_peptide("A", "charged")[0])
-    with pytest.raises(InvalidInputError, match="at least two torsions") as error:
-        torsion_featurizer(lone)
-    assert "\n" not in str(error.value)
+    lone_featurizer = torsion_featurizer(lone)  # no φ/ψ, one χ₁ (none for Ala): atom-pair distances on a TICA plane
+    assert isinstance(lone_featurizer, TorsionTICAFeaturizer) and "atom-pair distances" in lone_featurizer.inputs_described()
     with pytest.raises(InvalidInputError, match="no backbone φ/ψ"):
         M.backbone_torsions([np.zeros((1, 3 * lone.n_atoms))], lone)
 
@@ -302,3 +302,77 @@ def test_full_pcca_agrees_with_inner_simplex_populations_on_md():
         total = sum(result["reference_populations"]) + result["reference_fraction_unassigned"]
         assert total == pytest.approx(1.0) and result["js_divergence"] == pytest.approx(0.0, abs=1e-12)
     assert full["optimised"] is True and fast["optimised"] is False
+
+
+def _propylbenzene_next_to_alanine():
+    """An mdtraj topology: ALA (an amino acid, left to φ/ψ/χ₁) bonded to a ligand LIG, propylbenzene
+    (ring C1–C6, chain C1–C7–C8–C9 with C9 a methyl), hydrogens on C9 only."""
+    import mdtraj
+
+    top = mdtraj.Topology()
+    chain = top.add_chain()
+    ala = top.add_residue("ALA", chain)
+    n, ca, cb, c = (top.add_atom(name, mdtraj.element.get_by_symbol(name[0]), ala) for name in ("N", "CA", "CB", "C"))
+    for a, b in ((n, ca), (ca, cb), (ca, c)):
+        top.add_bond(a, b)
+    lig = top.add_residue("LIG", chain)
+    carbon = {k: top.add_atom(f"C{k}", mdtraj.element.carbon, lig) for k in range(1, 10)}
+    for k in range(1, 7):
+        top.add_bond(carbon[k], carbon[k % 6 + 1])  # the ring
+    for a, b in ((1, 7), (7, 8), (8, 9)):
+        top.add_bond(carbon[a], carbon[b])
+    for k in range(3):
+        top.add_bond(carbon[9], top.add_atom(f"H9{k}", mdtraj.element.hydrogen, lig))
+    top.add_bond(c, carbon[4])  # a ligand attached to a protein residue: that bond belongs to neither side's torsions
+    return top
+
+
+def test_a_ligand_gets_one_torsion_per_rotatable_bond_and_no_ring_or_methyl_torsions():
+    top = _propylbenzene_next_to_alanine()
+    torsions = M.rotatable_torsions(top)
+    assert torsions.labels == ("τ LIG1 C1–C7", "τ LIG1 C7–C8")  # C8–C9 turns a methyl; ring bonds do not turn
+    names = [a.name for a in top.atoms]
+    assert [[names[i] for i in q] for q in torsions.atoms] == [["C2", "C1", "C7", "C8"], ["C1", "C7", "C8", "C9"]]
+    assert M.torsion_set(top).kinds == ("rotatable", "rotatable")  # the lone ALA has no φ/ψ/χ₁ with these atoms
+    assert isinstance(torsion_featurizer(top), TorsionTICAFeaturizer)
+    assert torsion_featurizer(top).inputs_described() == "(cos, sin) of 2 torsions (τ)"
+
+
+def test_a_shipped_ligand_with_chains_and_rings_and_a_rigid_one():
+    """Viologen (openmmtools' cb7-viologen guest: two pyridinium rings, two alkyl chains) has torsions
+    about its inter-ring bond and along its chains, none inside a ring; p-xylene (T4 lysozyme's ligand)
+    has none: its analysis projects atom-pair distances."""
+    from itomd.systems import SystemSpec
+    from itomd.systems.openmm import _openmmtools_data
+
+    viologen = SystemSpec(f"{_openmmtools_data('cb7-viologen', 'leap', 'ligand.prmtop')}:"
+                          f"{_openmmtools_data('cb7-viologen', 'leap', 'ligand.inpcrd')}").build().topology()
+    torsions = M.torsion_set(viologen)
+    assert len(torsions) >= 3 and set(torsions.kinds) == {"rotatable"}
+    rings = _ring_bonds(viologen)
+    assert not any(frozenset(q[1:3]) in rings for q in torsions.atoms.tolist())
+    assert any(frozenset(q[0:2]) in rings and frozenset(q[2:4]) in rings for q in torsions.atoms.tolist())  # ring–ring
+    xylene = SystemSpec(f"{_openmmtools_data('T4-lysozyme-L99A-implicit', 'ligand.prmtop')}:"
+                        f"{_openmmtools_data('T4-lysozyme-L99A-implicit', 'ligand.crd')}").build().topology()
+    assert not len(M.torsion_set(xylene))
+    pairs = M.distance_pairs(xylene)
+    heavy = {a.index for a in xylene.atoms if a.element.symbol != "H"}
+    assert len(pairs) >= 2 and all(i in heavy and j in heavy for i, j in pairs)
+    assert "atom-pair distances" in torsion_featurizer(xylene).inputs_described()
+
+
+def _ring_bonds(topology) -> set[frozenset[int]]:
+    """Bonds whose removal leaves their atoms connected (brute force, for the test)."""
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    bonds = M.bond_pairs(topology)
+    n = topology.n_atoms
+    rings = set()
+    for k, (i, j) in enumerate(bonds):
+        rest = np.delete(bonds, k, axis=0)
+        graph = coo_matrix((np.ones(len(rest)), (rest[:, 0], rest[:, 1])), shape=(n, n))
+        labels = connected_components(graph, directed=False)[1]
+        if labels[i] == labels[j]:
+            rings.add(frozenset((int(i), int(j))))
+    return rings

@@ -84,3 +84,31 @@ def test_mismatched_amber_files_are_one_line_from_the_command_line(tmp_path):
     proc = run_cli("simulate", "--system", f"{prmtop}:{tmp_path / 'other.crd'}", "--out", str(tmp_path / "out"),
                    "--n-traj", "1", "--n-frames", "2")
     assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1 and "Traceback" not in proc.stderr
+
+
+def test_a_rigid_ligand_from_amber_files_through_every_command(tmp_path, capsys):
+    """p-xylene (openmmtools' T4 lysozyme ligand, no torsions at all): simulate → train → sample →
+    analyze (a TICA plane of atom-pair distances) → check → report, as a user with a ligand runs them."""
+    spec = (f"{_openmmtools_data('T4-lysozyme-L99A-implicit', 'ligand.prmtop')}:"
+            f"{_openmmtools_data('T4-lysozyme-L99A-implicit', 'ligand.crd')}")
+    config = tmp_path / "tiny.toml"
+    config.write_text(ALA2_TINY)
+    md, md2, run, rollout = (tmp_path / name for name in ("md", "md2", "run", "rollout"))
+    for out, seed in ((md, "1"), (md2, "2")):
+        assert main(["simulate", "--system", spec, "--out", str(out), "--n-traj", "2", "--n-frames", "40",
+                     "--seed", seed, "--workers", "0", "--quiet"]) == 0
+    assert main(["train", "--data", str(md), "--out", str(run), "--config", str(config), "--max-steps", "5",
+                 "--quiet"]) == 0
+    assert main(["sample", str(run), "--lag", "2", "--n-jumps", "4", "--n-walkers", "2", "--out", str(rollout),
+                 "--from", str(md), "--n-steps", "3", "--tolerance", "100", "--quiet"]) == 0
+    capsys.readouterr()
+    assert main(["analyze", str(md), "--compare", str(md2), "--json", "--lags", "1,2"]) == 0
+    molecular = json.loads(capsys.readouterr().out)["molecular"]
+    assert molecular["msm_space"] == "TICA plane" and molecular["torsions"]["labels"] == []
+    assert "atom-pair distances" in molecular["tica"]["inputs"] and molecular["tica"]["input_features"][0].startswith("d ")
+    assert molecular["validity"]["fraction_valid"] == 1.0 and molecular["tica"]["js_divergence"] is not None
+    assert main(["check", str(run), "--lags", "2", "--splits", "2", "--from", str(md), "--n-starts", "1",
+                 "--n-samples", "8", "--n-steps", "3", "--tolerance", "100", "--json"]) == 0
+    assert "atom-pair distances" in json.loads(capsys.readouterr().out)["features"]
+    assert main(["report", str(rollout), "--compare", str(md), "--lags", "1,2", "--out", str(tmp_path / "r.html")]) == 0
+    assert "The TICA plane vs" in (tmp_path / "r.html").read_text()

@@ -12,9 +12,9 @@ decides what differs:
 
 Three implementations ship: :class:`CoordinateFeaturizer` (the raw coordinates: toy systems and any
 array data), :class:`BackboneTorsionFeaturizer` (φ/ψ of a molecule with one of each, alanine
-dipeptide) and :class:`TorsionTICAFeaturizer` (the TICA plane of every φ, ψ, χ₁ of any other
-molecule); see :mod:`itomd.analysis.molecular`. :func:`torsion_featurizer` picks one of the two for a
-topology, :meth:`itomd.representation.Representation.featurizer` one for a system.
+dipeptide) and :class:`TorsionTICAFeaturizer` (the TICA plane of every φ, ψ, χ₁ and ligand torsion of
+any other molecule, or of atom-pair distances where it has fewer than two torsions); see
+:mod:`itomd.analysis.molecular`. :func:`torsion_featurizer` picks one of the two for a topology, :meth:`itomd.representation.Representation.featurizer` one for a system.
 
 A featurizer may be fitted to data (:meth:`Featurizer.fit`; the TICA model):
 :func:`~itomd.analysis.pipeline.analyze` fits an unfitted one on the analysed data, and
@@ -36,7 +36,8 @@ from itomd.analysis.discretize import Discretization, check_n_states, discretize
 from itomd.analysis.energy import EnergyFunction, EnergySection, energy_sections
 from itomd.analysis.mfpt import Basins, ramachandran_basins
 from itomd.analysis.molecular import (DEFAULT_TORSION_LAG, MSM_GRID, RAMACHANDRAN_BINS, TORUS, MolecularSection,
-                                      atom_count, backbone_dihedrals, chemical_validity, dihedral_grid, sin_phi,
+                                      TORSION_SYMBOLS, atom_count, backbone_dihedrals, chemical_validity,
+                                      dihedral_grid, sin_phi, slow_input_features, slow_input_labels, slow_inputs,
                                       torsion_set)
 from itomd.analysis.sections import Section
 from itomd.errors import InvalidInputError
@@ -265,10 +266,13 @@ TICA_RANGE_MARGIN = 0.1
 
 @dataclass(frozen=True, eq=False)
 class TorsionTICAFeaturizer(Featurizer):
-    """The TICA plane of every torsion of a molecule: the MSM space of molecules with more than one
-    φ/ψ pair — see :mod:`itomd.analysis.molecular`.
+    """The TICA plane of every torsion of a molecule: the MSM space of molecules other than one φ/ψ
+    pair — see :mod:`itomd.analysis.molecular`.
 
-    Input features: (cos, sin) of every φ, ψ and χ₁ (:func:`~itomd.analysis.molecular.torsion_set`).
+    Input features (:func:`~itomd.analysis.molecular.slow_input_features`): (cos, sin) of every φ, ψ,
+    χ₁ and rotatable-bond torsion of a ligand (:func:`~itomd.analysis.molecular.torsion_set`); a
+    molecule with fewer than two torsions (a rigid ligand, a host with its guest) gets atom-pair
+    distances instead (:func:`~itomd.analysis.molecular.distance_pairs`).
     TICA (deeptime, kinetic-map scaling) at ``lag`` frames — :data:`~itomd.analysis.molecular.DEFAULT_TORSION_LAG`
     by default, capped at a tenth of the longest fitted trajectory — projects them to the two
     leading components, the *TICA plane*; its features are those two components. MSM states: deeptime
@@ -325,8 +329,7 @@ class TorsionTICAFeaturizer(Featurizer):
         atom_count(self.topology)
         if isinstance(self.lag, bool) or not isinstance(self.lag, (int, np.integer)) or self.lag < 1:
             raise InvalidInputError(f"the TICA lag must be an integer number of frames ≥ 1, got {self.lag!r}")
-        if len(torsion_set(self.topology)) < 2:
-            raise InvalidInputError("a TICA plane needs at least two torsions (φ, ψ, χ₁); the molecule has fewer")
+        slow_inputs(self.topology)  # one line if the molecule has nothing to project
 
     @property
     def needs_fit(self) -> bool:
@@ -336,10 +339,11 @@ class TorsionTICAFeaturizer(Featurizer):
     def refit_on_comparison(self) -> bool:
         return self.provisional
 
-    def torsion_features(self, trajectories: Sequence[np.ndarray]) -> list[np.ndarray]:
-        """(cos, sin) of every torsion: [n_frames_i, 2·n_torsions] per trajectory (all cosines, then all sines)."""
-        return [np.concatenate([np.cos(a), np.sin(a)], axis=1)
-                for a in torsion_set(self.topology).compute(trajectories, self.topology)]
+    def input_features(self, trajectories: Sequence[np.ndarray]) -> list[np.ndarray]:
+        """The TICA inputs (:func:`~itomd.analysis.molecular.slow_input_features`): (cos, sin) of every
+        torsion, [n_frames_i, 2·n_torsions] per trajectory (all cosines, then all sines), or for a
+        molecule with fewer than two torsions its atom-pair distances [n_frames_i, n_pairs]."""
+        return slow_input_features(trajectories, self.topology)
 
     def fit(self, trajectories: Sequence[np.ndarray], label: str = "the analysed data",
             provisional: bool = False) -> "TorsionTICAFeaturizer":
@@ -347,7 +351,7 @@ class TorsionTICAFeaturizer(Featurizer):
 
         from deeptime.decomposition import TICA
 
-        inputs = self.torsion_features(check_trajectories(trajectories))
+        inputs = self.input_features(check_trajectories(trajectories))
         lag = int(max(1, min(self.lag, max(len(t) for t in inputs) // 10)))
         usable = [t for t in inputs if len(t) > lag]
         if not usable:
@@ -355,7 +359,7 @@ class TorsionTICAFeaturizer(Featurizer):
         model = TICA(lagtime=lag, dim=2, scaling="kinetic_map").fit(usable).fetch_model()
         projected = np.concatenate([model.transform(t) for t in inputs])
         if projected.shape[1] < 2:
-            raise InvalidInputError("the torsions of the fitted data span fewer than two TICA components")
+            raise InvalidInputError("the TICA inputs of the fitted data span fewer than two TICA components")
         low, high = projected.min(axis=0), projected.max(axis=0)
         margin = TICA_RANGE_MARGIN * np.maximum(high - low, 1e-12)
         extent = tuple((float(a), float(b)) for a, b in zip(low - margin, high + margin))
@@ -366,32 +370,39 @@ class TorsionTICAFeaturizer(Featurizer):
         if self.model is None:
             raise InvalidInputError("the TICA featurizer is not fitted: call fit(reference trajectories) first")
         return [np.asarray(self.model.transform(t), dtype=np.float64)
-                for t in self.torsion_features(check_trajectories(trajectories))]
+                for t in self.input_features(check_trajectories(trajectories))]
 
     def discretize(self, features: Sequence[np.ndarray], n_states: int | None = None, seed: int = 0) -> Discretization:
         return discretize(features, method="kmeans", n_states=check_n_states(n_states), seed=seed)
 
     def note(self, n_features: int) -> str | None:
-        n = len(torsion_set(self.topology))
-        return (f"molecular features: the TICA plane (2 leading components, kinetic map) of (cos, sin) of {n} "
-                f"torsions (φ/ψ/χ₁), lag {self.fitted_lag} frames, fitted on {self.fitted_on}; MSM states k-means "
+        return (f"molecular features: the TICA plane (2 leading components, kinetic map) of {self.inputs_described()}, "
+                f"lag {self.fitted_lag} frames, fitted on {self.fitted_on}; MSM states k-means "
                 f"on the plane; free energy and JS divergence on {TICA_BINS}×{TICA_BINS} bins")
+
+    def inputs_described(self) -> str:
+        """What the TICA inputs are, in words ("(cos, sin) of 8 torsions (φ/ψ/χ₁)", "45 atom-pair distances ...")."""
+        torsions, pairs = slow_inputs(self.topology)
+        if torsions is None:
+            return (f"{len(pairs)} atom-pair distances (heavy atoms ≥ 3 bonds apart or in different molecules; "
+                    "the molecule has fewer than two torsions)")
+        kinds = "/".join(TORSION_SYMBOLS[k] for k in dict.fromkeys(torsions.kinds))
+        return f"(cos, sin) of {len(torsions)} torsions ({kinds})"
 
     def tica_description(self) -> dict[str, Any]:
         """The TICA model for JSON: lag, input features, what it was fitted on, leading timescales (frames)."""
-        torsions = torsion_set(self.topology)
         timescales = np.asarray(self.model.timescales(lagtime=self.fitted_lag), dtype=float)[:2]
         return {"lag_frames": self.fitted_lag, "dim": 2, "scaling": "kinetic_map", "fitted_on": self.fitted_on,
-                "input_features": [f"cos {label}" for label in torsions.labels]
-                + [f"sin {label}" for label in torsions.labels],
+                "input_features": slow_input_labels(self.topology), "inputs": self.inputs_described(),
                 "timescales_frames": [float(t) if np.isfinite(t) else None for t in timescales],
                 "histogram_range": [list(r) for r in self.histogram_range], "bins": [TICA_BINS, TICA_BINS]}
 
     def sections(self, trajectories: Sequence[np.ndarray], features: Sequence[np.ndarray]) -> list[Section]:
         validity = chemical_validity(trajectories, self.topology, **_validity_options(self))
         torsions = torsion_set(self.topology)
+        angles = torsions.compute(trajectories, self.topology) if len(torsions) else []
         return [MolecularSection(topology=self.topology, validity=validity, plane="tica", torsions=torsions,
-                                 torsion_angles=torsions.compute(trajectories, self.topology), features=list(features),
+                                 torsion_angles=angles, features=list(features),
                                  discretize=self.discretize, lag=self.fitted_lag, histogram_bins=TICA_BINS,
                                  histogram_range=self.histogram_range, tica=self.tica_description()),
                 *energy_sections(self.energy, trajectories)]

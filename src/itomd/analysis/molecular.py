@@ -122,10 +122,14 @@ def backbone_dihedrals(trajectories: Sequence[np.ndarray], topology: "mdtraj.Top
     return torsions.compute(trajectories, topology)
 
 
-#: Torsions of the analysis of any molecule, in their order within a residue.
-TORSION_KINDS: tuple[str, ...] = ("phi", "psi", "chi1")
-#: Greek names of the torsions in labels ("φ ALA2", "χ₁ SER3", "ω ALA2–NME3").
-TORSION_SYMBOLS: dict[str, str] = {"phi": "φ", "psi": "ψ", "chi1": "χ₁", "omega": "ω"}
+#: Torsions of the analysis of any molecule, in their order within a residue: the backbone and
+#: side-chain torsions of amino acids (mdtraj's definitions) and, in every other residue (a ligand, a
+#: host and its guest), one torsion per rotatable bond (:func:`rotatable_torsions`).
+TORSION_KINDS: tuple[str, ...] = ("phi", "psi", "chi1", "rotatable")
+#: Greek names of the torsions in labels ("φ ALA2", "χ₁ SER3", "ω ALA2–NME3", "τ LIG1 C4–C7").
+TORSION_SYMBOLS: dict[str, str] = {"phi": "φ", "psi": "ψ", "chi1": "χ₁", "omega": "ω", "rotatable": "τ"}
+#: At most this many atom-pair distances are the TICA inputs of a molecule with fewer than two torsions.
+MAX_TICA_DISTANCES = 1000
 
 
 @dataclass(frozen=True)
@@ -178,16 +182,18 @@ class TorsionSet:
 
 
 def torsion_set(topology: "mdtraj.Topology", kinds: Sequence[str] = TORSION_KINDS) -> TorsionSet:
-    """Every φ, ψ and χ₁ torsion the topology has (mdtraj's definitions), residue by residue.
+    """Every φ, ψ and χ₁ torsion the topology has (mdtraj's definitions) and the torsions of the
+    rotatable bonds of its other residues, residue by residue.
 
     Within a residue the order is that of ``kinds``; a residue without a torsion (the caps, a
-    terminal residue's missing φ or ψ, a residue without a γ atom for χ₁) just has none. For
-    alanine dipeptide the set is (φ ALA2, ψ ALA2), the columns of :func:`backbone_dihedrals`.
+    terminal residue's missing φ or ψ, a residue without a γ atom for χ₁, a rigid ligand) just has
+    none. For alanine dipeptide the set is (φ ALA2, ψ ALA2), the columns of :func:`backbone_dihedrals`;
+    for a peptide it is its φ, ψ and χ₁ (amino acids and their caps have no "rotatable" torsions).
 
     Parameters
     ----------
     topology : mdtraj.Topology
-    kinds : sequence of {"phi", "psi", "chi1"}
+    kinds : sequence of {"phi", "psi", "chi1", "rotatable"}
 
     Returns
     -------
@@ -196,7 +202,8 @@ def torsion_set(topology: "mdtraj.Topology", kinds: Sequence[str] = TORSION_KIND
     from mdtraj.geometry import dihedral
 
     atom_count(topology)
-    finders = {"phi": (dihedral.indices_phi, 2), "psi": (dihedral.indices_psi, 1), "chi1": (dihedral.indices_chi1, 1)}
+    finders = {"phi": (dihedral.indices_phi, 2), "psi": (dihedral.indices_psi, 1), "chi1": (dihedral.indices_chi1, 1),
+               "rotatable": (_rotatable_quartets, 1)}
     unknown = [k for k in kinds if k not in finders]
     if unknown:
         raise InvalidInputError(f"unknown torsion kind(s) {unknown}: choose from {', '.join(finders)}")
@@ -206,11 +213,135 @@ def torsion_set(topology: "mdtraj.Topology", kinds: Sequence[str] = TORSION_KIND
         find, ca = finders[kind]
         for quartet in np.asarray(find(topology), dtype=int).reshape(-1, 4):
             residue = atoms[quartet[ca]].residue
-            rows.append((residue.index, order, quartet, kind,
-                         f"{TORSION_SYMBOLS[kind]} {residue.name}{residue.resSeq}"))
+            label = f"{TORSION_SYMBOLS[kind]} {residue.name}{residue.resSeq}"
+            if kind == "rotatable":
+                label += f" {atoms[quartet[1]].name}–{atoms[quartet[2]].name}"
+            rows.append((residue.index, order, quartet, kind, label))
     rows.sort(key=lambda row: (row[0], row[1]))
     return TorsionSet(atoms=np.asarray([r[2] for r in rows], dtype=int).reshape(-1, 4),
                       kinds=tuple(r[3] for r in rows), labels=tuple(r[4] for r in rows))
+
+
+def rotatable_torsions(topology: "mdtraj.Topology") -> TorsionSet:
+    """One torsion per rotatable bond of the residues that are not amino acids (ligands, hosts, guests).
+
+    A bond is rotatable when it joins two heavy atoms that each have another heavy neighbour and it
+    lies in no ring (removing it disconnects its atoms); its torsion runs through the lowest-indexed
+    heavy neighbour on each side. Methyl groups and other ends with only hydrogens beyond them have
+    no torsion (their rotation changes nothing heavy). Amino acids are left to φ, ψ and χ₁.
+
+    Parameters
+    ----------
+    topology : mdtraj.Topology
+
+    Returns
+    -------
+    TorsionSet
+        Kind ``"rotatable"``, labels such as ``"τ VIO1 C4–C7"`` (residue, the bond's two atoms).
+    """
+    return torsion_set(topology, ("rotatable",))
+
+
+def _rotatable_quartets(topology: "mdtraj.Topology") -> np.ndarray:
+    """[n, 4] atom indices of :func:`rotatable_torsions` (the finder :func:`torsion_set` uses)."""
+    atoms = list(topology.atoms)
+    heavy = np.array([a.element is not None and a.element.symbol != "H" for a in atoms])
+    neighbours: list[set[int]] = [set() for _ in atoms]
+    for i, j in bond_pairs(topology):
+        neighbours[i].add(int(j))
+        neighbours[j].add(int(i))
+
+    def connected_without(b: int, c: int) -> bool:  # is c reachable from b without the bond b–c (a ring)?
+        seen, frontier = {b}, [b]
+        while frontier:
+            node = frontier.pop()
+            for other in neighbours[node]:
+                if (node, other) in ((b, c), (c, b)) or other in seen:
+                    continue
+                if other == c:
+                    return True
+                seen.add(other)
+                frontier.append(other)
+        return False
+
+    quartets = []
+    for b, c in bond_pairs(topology):
+        b, c = int(b), int(c)
+        if not (heavy[b] and heavy[c]) or atoms[b].residue.is_protein or atoms[c].residue.is_protein:
+            continue
+        left = sorted(n for n in neighbours[b] if n != c and heavy[n])
+        right = sorted(n for n in neighbours[c] if n != b and heavy[n])
+        if left and right and not connected_without(b, c):
+            quartets.append((left[0], b, c, right[0]))
+    return np.asarray(quartets, dtype=int).reshape(-1, 4)
+
+
+def distance_pairs(topology: "mdtraj.Topology", max_pairs: int = MAX_TICA_DISTANCES) -> np.ndarray:
+    """Atom pairs whose distances describe a molecule without torsions (a rigid ligand, a host with its
+    guest): heavy atoms three or more bonds apart or in different molecules (all atoms if fewer than
+    two heavy ones), at most ``max_pairs`` of them, evenly spread over the list.
+
+    Returns
+    -------
+    np.ndarray, shape [n_pairs, 2], int
+    """
+    pairs = nonbonded_pairs(topology, min_separation=3)
+    heavy = np.array([a.element is not None and a.element.symbol != "H" for a in topology.atoms])
+    if heavy.sum() >= 2:
+        pairs = pairs[heavy[pairs[:, 0]] & heavy[pairs[:, 1]]]
+    if len(pairs) > max_pairs:
+        pairs = pairs[np.linspace(0, len(pairs) - 1, max_pairs).round().astype(int)]
+    return pairs
+
+
+def slow_inputs(topology: "mdtraj.Topology") -> tuple[TorsionSet | None, np.ndarray | None]:
+    """What the slow processes of a molecule are looked for in: its torsions (:func:`torsion_set`)
+    when it has at least two, else atom-pair distances (:func:`distance_pairs`).
+
+    Returns
+    -------
+    (TorsionSet, None) or (None, np.ndarray [n_pairs, 2])
+    """
+    torsions = torsion_set(topology)
+    if len(torsions) >= 2:
+        return torsions, None
+    pairs = distance_pairs(topology)
+    if len(pairs) < 2:
+        raise InvalidInputError(f"the molecule has {len(torsions)} torsion(s) and {len(pairs)} distance(s) between "
+                                "atoms three bonds apart: nothing to find slow processes in")
+    return None, pairs
+
+
+def slow_input_features(trajectories: Sequence[np.ndarray], topology: "mdtraj.Topology") -> list[np.ndarray]:
+    """The features of :func:`slow_inputs` per frame: (cos, sin) of every torsion (all cosines, then all
+    sines), or the atom-pair distances in nm.
+
+    Parameters
+    ----------
+    trajectories : list of np.ndarray, each [n_frames_i, 3·n_atoms]
+    topology : mdtraj.Topology
+
+    Returns
+    -------
+    list of np.ndarray, each [n_frames_i, 2·n_torsions] or [n_frames_i, n_pairs], float64
+    """
+    import mdtraj
+
+    torsions, pairs = slow_inputs(topology)
+    if torsions is not None:
+        return [np.concatenate([np.cos(a), np.sin(a)], axis=1) for a in torsions.compute(trajectories, topology)]
+    return [mdtraj.compute_distances(mdtraj.Trajectory(p, topology), pairs).astype(np.float64)
+            for p in _positions(trajectories, topology)]
+
+
+def slow_input_labels(topology: "mdtraj.Topology") -> list[str]:
+    """Names of the columns of :func:`slow_input_features` ("cos φ ALA2", ..., or "d C1–C7 (TMP1)")."""
+    torsions, pairs = slow_inputs(topology)
+    if torsions is not None:
+        return [f"cos {label}" for label in torsions.labels] + [f"sin {label}" for label in torsions.labels]
+    atoms = list(topology.atoms)
+    return [f"d {atoms[i].residue.name}{atoms[i].residue.resSeq}:{atoms[i].name}–"
+            f"{atoms[j].residue.name}{atoms[j].residue.resSeq}:{atoms[j].name}" for i, j in pairs]
 
 
 def backbone_torsions(trajectories: Sequence[np.ndarray], topology: "mdtraj.Topology") -> list[np.ndarray]:
@@ -1024,7 +1155,8 @@ class MolecularSection(Section):
 
     def summary(self) -> str:
         v = self.validity
-        space = "φ/ψ features" if self.plane == "ramachandran" else "TICA plane of the torsions"
+        space = "φ/ψ features" if self.plane == "ramachandran" else \
+            f"TICA plane of {(self.tica or {}).get('inputs', 'the torsions')}"
         line = (f"{space}; chemically valid frames {v.fraction_valid:.2%} (bonds {v.fraction_bonds_ok:.2%}, "
                 f"no clash {v.fraction_no_clash:.2%}, chirality {v.fraction_chirality_kept:.2%}, "
                 f"peptide bonds {v.fraction_peptide_bonds_kept:.2%})")
@@ -1062,33 +1194,34 @@ class MolecularSection(Section):
             rows.append(("closest contact (this data)", f"{'–'.join(worst['contact']['atoms'])}: "
                          f"{worst['contact']['distance_nm']:.3f} nm", *([""] * (len(columns) - 1))))
         out = "<h2>Chemical validity</h2>" + html_table(["check", *(name for name, _ in columns)], rows) + "\n"
-        if self.torsion_comparison:
-            label = html.escape(result.comparison.label)
-            rows = [(t["label"], f"{t['js_divergence']:.4f}", f"{t['js_distance_scipy']:.4f}")
-                    for t in self.torsion_comparison]
-            if self.tica_js_divergence is not None:
-                rows.append((f"TICA plane ({'×'.join(map(str, self.tica_js_divergence.bins))} bins)",
-                             f"{self.tica_js_divergence.value:.4f}", "–"))
-            out += (f"<h2>Torsions vs {label}</h2>"
+        label = html.escape(result.comparison.label) if result.comparison is not None else ""
+        rows = [(t["label"], f"{t['js_divergence']:.4f}", f"{t['js_distance_scipy']:.4f}")
+                for t in self.torsion_comparison or []]
+        if self.tica_js_divergence is not None:
+            rows.append((f"TICA plane ({'×'.join(map(str, self.tica_js_divergence.bins))} bins)",
+                         f"{self.tica_js_divergence.value:.4f}", "–"))
+        if rows:
+            out += (f"<h2>{'Torsions' if self.torsion_comparison else 'The TICA plane'} vs {label}</h2>"
                     + html_table(["torsion", "JS divergence (nats)",
-                                  "JS distance, scipy (convention of MDGen/Timewarp papers)"], rows)
-                    + f"<p class='note'>1-D histograms of {TORSION_BINS} bins on (−π, π]. The JS distance is "
-                      "scipy.spatial.distance.jensenshannon (base e), the square root of the divergence — "
-                      "reported only to compare with papers that use it.</p>")
-            if self.pcca is not None and "populations" in self.pcca:
-                pc = self.pcca
-                rows = [(f"set {k + 1}", f"{a:.3f}", f"{b:.3f}")
-                        for k, (a, b) in enumerate(zip(pc["populations"], pc["reference_populations"]))]
-                rows.append(("outside the connected states", f"{pc['fraction_unassigned']:.3f}",
-                             f"{pc['reference_fraction_unassigned']:.3f}"))
-                how = "deeptime pcca(), optimised" if pc.get("optimised") else \
-                    "inner-simplex memberships, without pcca()'s soft optimisation"
-                out += (f"<p>{pc['n_sets']}-state PCCA+ populations (convention of MDGen/Timewarp papers; MSM on "
-                        f"{label} at lag {pc['lag_frames']} frames, {how}; JS divergence of the populations "
-                        f"{pc['js_divergence']:.4f} nats)</p>"
-                        + html_table(["PCCA+ set", "this data", result.comparison.label], rows))
-            elif self.pcca is not None:
-                out += f"<p class='note'>PCCA+ populations skipped: {html.escape(self.pcca['skipped'])}</p>"
+                                  "JS distance, scipy (convention of MDGen/Timewarp papers)"], rows))
+            if self.torsion_comparison:
+                out += (f"<p class='note'>1-D histograms of {TORSION_BINS} bins on (−π, π]. The JS distance is "
+                        "scipy.spatial.distance.jensenshannon (base e), the square root of the divergence — "
+                        "reported only to compare with papers that use it.</p>")
+        if self.pcca is not None and "populations" in self.pcca:
+            pc = self.pcca
+            rows = [(f"set {k + 1}", f"{a:.3f}", f"{b:.3f}")
+                    for k, (a, b) in enumerate(zip(pc["populations"], pc["reference_populations"]))]
+            rows.append(("outside the connected states", f"{pc['fraction_unassigned']:.3f}",
+                         f"{pc['reference_fraction_unassigned']:.3f}"))
+            how = "deeptime pcca(), optimised" if pc.get("optimised") else \
+                "inner-simplex memberships, without pcca()'s soft optimisation"
+            out += (f"<p>{pc['n_sets']}-state PCCA+ populations (convention of MDGen/Timewarp papers; MSM on "
+                    f"{label} at lag {pc['lag_frames']} frames, {how}; JS divergence of the populations "
+                    f"{pc['js_divergence']:.4f} nats)</p>"
+                    + html_table(["PCCA+ set", "this data", result.comparison.label], rows))
+        elif self.pcca is not None:
+            out += f"<p class='note'>PCCA+ populations skipped: {html.escape(self.pcca['skipped'])}</p>"
         return out
 
     def report_figures(self, result: AnalysisView) -> list[tuple[str, "Figure"]]:
