@@ -304,6 +304,18 @@ def test_full_pcca_agrees_with_inner_simplex_populations_on_md():
     assert full["optimised"] is True and fast["optimised"] is False
 
 
+def test_pcca_of_a_degenerate_msm_is_skipped_with_its_reason_not_a_crash():
+    """A hub state between eleven equivalent leaves (0, k, 0, k', ...): at lag 1 the MSM's leading
+    eigenvalues are degenerate and deeptime's PCCA+ stops on an assertion; the populations are skipped
+    with the reason (found on a user's 3-residue peptide with little MD). At lag 2 the same data works."""
+    from itomd.analysis.molecular import pcca_populations
+
+    hub = [np.array([0, 1, 0, 2, 0, 3, 0, 4, 0, 5, 0, 6, 0, 7, 0, 8, 0, 9, 0, 10, 0, 11] * 30)]
+    skipped = pcca_populations(hub, hub, lag=1, optimise=False)
+    assert skipped["skipped"].startswith("PCCA+ failed: An eigenvector after the first one is constant")
+    assert "populations" in pcca_populations(hub, hub, lag=2, optimise=False)
+
+
 def _propylbenzene_next_to_alanine():
     """An mdtraj topology: ALA (an amino acid, left to φ/ψ/χ₁) bonded to a ligand LIG, propylbenzene
     (ring C1–C6, chain C1–C7–C8–C9 with C9 a methyl), hydrogens on C9 only."""

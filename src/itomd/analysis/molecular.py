@@ -1018,7 +1018,8 @@ def pcca_populations(reference_dtrajs: Sequence[np.ndarray], dtrajs: Sequence[np
                            f"need more than {n_sets}"}
     try:
         memberships = _pcca_memberships(msm, n_sets, optimise)
-    except (ValueError, np.linalg.LinAlgError, RuntimeError) as error:
+    # deeptime raises AssertionError where an MSM's leading eigenvectors are degenerate (short, poorly mixed data)
+    except (ValueError, np.linalg.LinAlgError, RuntimeError, AssertionError) as error:
         return {"n_sets": n_sets, "lag_frames": lag, "skipped": f"PCCA+ failed: {str(error).splitlines()[0]}"}
     symbols = msm.count_model.state_symbols
     n_micro = max(int(max(d.max() for d in reference_dtrajs)), int(max(d.max() for d in dtrajs)), int(symbols.max())) + 1
