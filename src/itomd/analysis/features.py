@@ -310,7 +310,7 @@ class TorsionTICAFeaturizer(Featurizer):
         Fitted by ``analyze`` on the analysed data for want of a reference (``compare`` refits it).
     """
 
-    name: ClassVar[str] = "torsion TICA"
+    name: ClassVar[str] = "molecular TICA"
     histogram_bins: ClassVar[int] = TICA_BINS
     observable: ClassVar[Observable] = staticmethod(tic1)
 

@@ -1183,7 +1183,8 @@ class MolecularSection(Section):
             (f"bonds within {v.bond_tolerance:.0%} of reference", "fraction_bonds_ok"),
             (f"no atoms ≥ 3 bonds apart closer than {v.clash_distance:g} nm", "fraction_no_clash"),
             (f"chirality kept ({n_alpha} Cα L, {len(v.stereocentres) - n_alpha} other stereocentres as in the "
-             "reference)" if len(v.stereocentres) != n_alpha else "chirality kept (L)", "fraction_chirality_kept"),
+             "reference)" if len(v.stereocentres) != n_alpha else "chirality kept (L)" if n_alpha
+             else "chirality kept (no stereocentres)", "fraction_chirality_kept"),
             (f"no cis/trans flip of {len(v.peptide_bond_labels)} peptide bonds ({peptide or 'none'})",
              "fraction_peptide_bonds_kept"))]
         rows.append(("frames", *(f"{c.n_frames}" for _, c in columns)))
@@ -1203,7 +1204,7 @@ class MolecularSection(Section):
                          f"{self.tica_js_divergence.value:.4f}", "–"))
         if rows:
             out += (f"<h2>{'Torsions' if self.torsion_comparison else 'The TICA plane'} vs {label}</h2>"
-                    + html_table(["torsion", "JS divergence (nats)",
+                    + html_table(["torsion" if self.torsion_comparison else "plane", "JS divergence (nats)",
                                   "JS distance, scipy (convention of MDGen/Timewarp papers)"], rows))
             if self.torsion_comparison:
                 out += (f"<p class='note'>1-D histograms of {TORSION_BINS} bins on (−π, π]. The JS distance is "
