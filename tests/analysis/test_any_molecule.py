@@ -318,7 +318,7 @@ def test_pcca_of_a_degenerate_msm_is_skipped_with_its_reason_not_a_crash():
 
 def _propylbenzene_next_to_alanine():
     """An mdtraj topology: ALA (an amino acid, left to φ/ψ/χ₁) bonded to a ligand LIG, propylbenzene
-    (ring C1–C6, chain C1–C7–C8–C9 with C9 a methyl), hydrogens on C9 only."""
+    (ring C1–C6, chain C1–C7–C8–C9 with C9 a methyl), with its hydrogens."""
     import mdtraj
 
     top = mdtraj.Topology()
@@ -333,8 +333,9 @@ def _propylbenzene_next_to_alanine():
         top.add_bond(carbon[k], carbon[k % 6 + 1])  # the ring
     for a, b in ((1, 7), (7, 8), (8, 9)):
         top.add_bond(carbon[a], carbon[b])
-    for k in range(3):
-        top.add_bond(carbon[9], top.add_atom(f"H9{k}", mdtraj.element.hydrogen, lig))
+    for k, n in ((7, 2), (8, 2), (9, 3), *((k, 1) for k in (2, 3, 5, 6))):  # all-atom, as MD topologies are
+        for h in range(n):
+            top.add_bond(carbon[k], top.add_atom(f"H{k}{h}", mdtraj.element.hydrogen, lig))
     top.add_bond(c, carbon[4])  # a ligand attached to a protein residue: that bond belongs to neither side's torsions
     return top
 
@@ -348,6 +349,27 @@ def test_a_ligand_gets_one_torsion_per_rotatable_bond_and_no_ring_or_methyl_tors
     assert M.torsion_set(top).kinds == ("rotatable", "rotatable")  # the lone ALA has no φ/ψ/χ₁ with these atoms
     assert isinstance(torsion_featurizer(top), TorsionTICAFeaturizer)
     assert torsion_featurizer(top).inputs_described() == "(cos, sin) of 2 torsions (τ)"
+
+
+def test_no_torsion_about_the_linear_bonds_of_an_alkyne():
+    """Pent-2-yne, C1–C2≡C3–C4–C5: its sp carbons C2 and C3 (two neighbours each) are linear, so no torsion
+    turns about C2–C3 or C3–C4 and it has none; pentane, the same chain saturated with hydrogens, has two
+    (C2–C3, C3–C4; the end bonds turn methyls)."""
+    import mdtraj
+
+    def chain(hydrogens: dict[int, int]):
+        top = mdtraj.Topology()
+        residue = top.add_residue("LIG", top.add_chain())
+        carbon = [top.add_atom(f"C{k}", mdtraj.element.carbon, residue) for k in range(1, 6)]
+        for a, b in zip(carbon, carbon[1:]):
+            top.add_bond(a, b)
+        for k, n in hydrogens.items():
+            for h in range(n):
+                top.add_bond(carbon[k - 1], top.add_atom(f"H{k}{h}", mdtraj.element.hydrogen, residue))
+        return top
+
+    assert M.rotatable_torsions(chain({1: 3, 2: 0, 3: 0, 4: 2, 5: 3})).labels == ()
+    assert M.rotatable_torsions(chain({1: 3, 2: 2, 3: 2, 4: 2, 5: 3})).labels == ("τ LIG0 C2–C3", "τ LIG0 C3–C4")
 
 
 def test_a_shipped_ligand_with_chains_and_rings_and_a_rigid_one():

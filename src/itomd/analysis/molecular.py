@@ -228,7 +228,9 @@ def rotatable_torsions(topology: "mdtraj.Topology") -> TorsionSet:
     A bond is rotatable when it joins two heavy atoms that each have another heavy neighbour and it
     lies in no ring (removing it disconnects its atoms); its torsion runs through the lowest-indexed
     heavy neighbour on each side. Methyl groups and other ends with only hydrogens beyond them have
-    no torsion (their rotation changes nothing heavy). Amino acids are left to φ, ψ and χ₁.
+    no torsion (their rotation changes nothing heavy), nor have the bonds of an sp carbon (two
+    neighbours: an alkyne or nitrile, linear, where a torsion is undefined). Bond orders are not known,
+    so an amide or a C=C bond counts as rotatable. Amino acids are left to φ, ψ and χ₁.
 
     Parameters
     ----------
@@ -264,10 +266,13 @@ def _rotatable_quartets(topology: "mdtraj.Topology") -> np.ndarray:
                 frontier.append(other)
         return False
 
+    # a carbon with two neighbours is sp (alkyne, nitrile, allene): linear, so no torsion turns about its bonds
+    linear = [a.element is not None and a.element.symbol == "C" and len(neighbours[a.index]) == 2 for a in atoms]
     quartets = []
     for b, c in bond_pairs(topology):
         b, c = int(b), int(c)
-        if not (heavy[b] and heavy[c]) or atoms[b].residue.is_protein or atoms[c].residue.is_protein:
+        if not (heavy[b] and heavy[c]) or atoms[b].residue.is_protein or atoms[c].residue.is_protein \
+                or linear[b] or linear[c]:
             continue
         left = sorted(n for n in neighbours[b] if n != c and heavy[n])
         right = sorted(n for n in neighbours[c] if n != b and heavy[n])
