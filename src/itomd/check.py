@@ -234,17 +234,17 @@ def _molecule_space(topology: Any) -> _Space:
     from itomd.analysis.molecular import slow_inputs
 
     torsions, pairs = slow_inputs(topology)
-    return _TorsionSpace(topology) if torsions is not None else _DistanceSpace(topology, pairs)
+    return _TorsionSpace(topology, torsions) if torsions is not None else _DistanceSpace(topology, pairs)
 
 
 class _TorsionSpace(_Space):
-    def __init__(self, topology: Any):
-        from itomd.analysis.molecular import TORSION_BINS, torsion_set
+    """A molecule's torsions (at least two: :func:`~itomd.analysis.molecular.slow_inputs`); the largest per-torsion JS."""
+
+    def __init__(self, topology: Any, torsions: Any):
+        from itomd.analysis.molecular import TORSION_BINS
 
         self.topology = topology
-        self.torsions = torsion_set(topology)
-        if not len(self.torsions):
-            raise InvalidInputError("the molecule has no φ/ψ/χ₁ or rotatable-bond torsions to compare")
+        self.torsions = torsions
         self.bins = TORSION_BINS
         self.features = f"torsions ({', '.join(self.torsions.labels)}; largest per-torsion JS)"
         self.observables = [f"{f} {label}" for label in self.torsions.labels for f in ("cos", "sin")]

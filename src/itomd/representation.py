@@ -279,18 +279,19 @@ class MolecularRepresentation(Representation):
         return ~torch.isfinite(x).all(-1) | (radius > limit).any(-1)
 
     def slow_coordinates(self, trajectories: Sequence[np.ndarray]) -> list[np.ndarray]:
-        """(cos, sin) of every backbone φ/ψ (:func:`~itomd.analysis.molecular.backbone_torsions`:
+        """(cos, sin) of every backbone φ/ψ (:func:`~itomd.analysis.molecular.torsion_set` of φ and ψ:
         all cosines, then all sines; for alanine dipeptide (cos φ, cos ψ, sin φ, sin ψ)): the slowest
         process of a molecule in Cartesian coordinates would be its rotation. A molecule without φ/ψ
         (a ligand, a host with its guest) gives the analysis's TICA inputs instead: its torsions, or
         atom-pair distances (:func:`~itomd.analysis.molecular.slow_input_features`)."""
         if self.topology is None:
             raise InvalidInputError("the backbone torsions of a molecule need its topology")
-        from itomd.analysis.molecular import backbone_torsions, slow_input_features, torsion_set
+        from itomd.analysis.molecular import slow_input_features, torsion_set
 
-        if not len(torsion_set(self.topology, ("phi", "psi"))):
+        backbone = torsion_set(self.topology, ("phi", "psi"))
+        if not len(backbone):
             return slow_input_features(trajectories, self.topology)
-        return [np.concatenate([np.cos(a), np.sin(a)], axis=1) for a in backbone_torsions(trajectories, self.topology)]
+        return [np.concatenate([np.cos(a), np.sin(a)], axis=1) for a in backbone.compute(trajectories, self.topology)]
 
     def featurizer(self, energy: "Callable[[np.ndarray], np.ndarray | None] | None" = None) -> "Featurizer":
         """The torsions (:func:`~itomd.analysis.features.torsion_featurizer`): φ/ψ grid states and the

@@ -14,7 +14,8 @@ Three implementations ship: :class:`CoordinateFeaturizer` (the raw coordinates: 
 array data), :class:`BackboneTorsionFeaturizer` (φ/ψ of a molecule with one of each, alanine
 dipeptide) and :class:`TorsionTICAFeaturizer` (the TICA plane of every φ, ψ, χ₁ and ligand torsion of
 any other molecule, or of atom-pair distances where it has fewer than two torsions); see
-:mod:`itomd.analysis.molecular`. :func:`torsion_featurizer` picks one of the two for a topology, :meth:`itomd.representation.Representation.featurizer` one for a system.
+:mod:`itomd.analysis.molecular`. :func:`torsion_featurizer` picks one of the two for a topology,
+:meth:`itomd.representation.Representation.featurizer` one for a system.
 
 A featurizer may be fitted to data (:meth:`Featurizer.fit`; the TICA model):
 :func:`~itomd.analysis.pipeline.analyze` fits an unfitted one on the analysed data, and

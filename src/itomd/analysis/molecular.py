@@ -222,6 +222,11 @@ def torsion_set(topology: "mdtraj.Topology", kinds: Sequence[str] = TORSION_KIND
                       kinds=tuple(r[3] for r in rows), labels=tuple(r[4] for r in rows))
 
 
+def _heavy_atoms(topology: "mdtraj.Topology") -> np.ndarray:
+    """[n_atoms] bool: atoms with an element other than hydrogen (virtual sites, element None, are not)."""
+    return np.array([a.element is not None and a.element.symbol != "H" for a in topology.atoms])
+
+
 def rotatable_torsions(topology: "mdtraj.Topology") -> TorsionSet:
     """One torsion per rotatable bond of the residues that are not amino acids (ligands, hosts, guests).
 
@@ -247,7 +252,7 @@ def rotatable_torsions(topology: "mdtraj.Topology") -> TorsionSet:
 def _rotatable_quartets(topology: "mdtraj.Topology") -> np.ndarray:
     """[n, 4] atom indices of :func:`rotatable_torsions` (the finder :func:`torsion_set` uses)."""
     atoms = list(topology.atoms)
-    heavy = np.array([a.element is not None and a.element.symbol != "H" for a in atoms])
+    heavy = _heavy_atoms(topology)
     neighbours: list[set[int]] = [set() for _ in atoms]
     for i, j in bond_pairs(topology):
         neighbours[i].add(int(j))
@@ -291,7 +296,7 @@ def distance_pairs(topology: "mdtraj.Topology", max_pairs: int = MAX_TICA_DISTAN
     np.ndarray, shape [n_pairs, 2], int
     """
     pairs = nonbonded_pairs(topology, min_separation=3)
-    heavy = np.array([a.element is not None and a.element.symbol != "H" for a in topology.atoms])
+    heavy = _heavy_atoms(topology)
     if heavy.sum() >= 2:
         pairs = pairs[heavy[pairs[:, 0]] & heavy[pairs[:, 1]]]
     if len(pairs) > max_pairs:
