@@ -15,8 +15,8 @@ continues where it stopped; ``all`` runs them in this order):
 
 ``md``
     Two independent stores per molecule, ``md_train`` (seed 1) and ``md_reference`` (seed 2), each
-    ``--n-traj`` 4 × ``--n-frames`` 2001 frames of 1 ps from the prepared structure (amber14, OBC2,
-    300 K; ``--chunk-size 1``, ``--md-workers`` OpenMM processes). A store already complete (its
+    ``--n-traj`` 4 × ``--n-frames`` 2001 frames of 1 ps from the prepared structure (amber14, OBC2, 300 K;
+    raise ``--n-frames`` where the two sets disagree on the slowest process; ``--chunk-size 1``, ``--md-workers`` OpenMM processes). A store already complete (its
     manifest's size and every trajectory file present) is skipped without a call; an incomplete one
     is handed to ``itomd simulate`` with the same arguments, which resumes it. Cost: one 8-ns set of
     ``peptide:S`` took 640 s on two cores of the busy development machine (0.0125 ns/s), so ≈ 20–30
@@ -162,11 +162,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--its-lags", dest="its_lags", type=_ints, default=[1, 2, 3, 4],
                         help="MSM lags of the evaluation in jumps (lag times = these × --lag ps)")
     parser.add_argument("--no-report", dest="report", action="store_false", help="evaluate: skip itomd report")
-    # sizes for smoke runs (the full run keeps the defaults)
-    parser.add_argument("--n-traj", dest="n_traj", type=int, default=4, help=argparse.SUPPRESS)
-    parser.add_argument("--n-frames", dest="n_frames", type=int, default=2001, help=argparse.SUPPRESS)
-    parser.add_argument("--max-steps", dest="max_steps", type=int, default=None, help=argparse.SUPPRESS)
-    parser.add_argument("--max-lag", dest="max_lag", type=int, default=None, help=argparse.SUPPRESS)
+    # sizes: longer MD where two 8-ns sets disagree on the slowest process, more steps for a longer budget
+    parser.add_argument("--n-traj", dest="n_traj", type=int, default=4, help="MD trajectories per set")
+    parser.add_argument("--n-frames", dest="n_frames", type=int, default=2001,
+                        help="frames of 1 ps per MD trajectory (a store made with other sizes needs another --work)")
+    parser.add_argument("--max-steps", dest="max_steps", type=int, default=None,
+                        help="itomd train --max-steps (default: the recipe's; raise it with --train-minutes)")
+    parser.add_argument("--max-lag", dest="max_lag", type=int, default=None, help="itomd train --max-lag")
     args = parser.parse_args(argv)
     args.work, args.out = args.work.resolve(), args.out.resolve()
     return args
