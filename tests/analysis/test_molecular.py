@@ -243,10 +243,18 @@ def test_molecular_report_shows_validity_table_and_ramachandran_figure(md_vs_md,
     # the Ramachandran free energy (next to MD's) takes the place of the plain free-energy plot
     assert captions == ["Implied timescales vs lag time (exact: dashed; hollow grey: unresolved)",
                         "Ramachandran free energy in kT (this data vs MD; φ/ψ, 10° bins)",
-                        "Chapman–Kolmogorov test", "Autocorrelation (exact: dashed)",
+                        "Torsion distributions, this data (line) vs MD (filled); 36 bins, JS in nats",
+                        "Chapman–Kolmogorov test",
+                        "Autocorrelation (exact: dashed; MD: squares, same lag times)",
                         "Mean first passage times between basins (bars: intervals)",
                         "Implied timescales: this data vs MD (same states)"]
-    assert page.count('<img src="data:image/png;base64,') == 6
+    assert page.count('<img src="data:image/png;base64,') == 7
+    # one histogram panel per torsion (φ, ψ), titled with its JS divergence
+    section = md_vs_md[0].section(MolecularSection)
+    fig = section.report_figures(md_vs_md[0])[1][1]
+    titles = [ax.get_title() for ax in fig.axes if ax.get_visible()]
+    assert titles == [f"{t['label']}  (JS {t['js_divergence']:.3f})" for t in section.torsion_comparison]
+    assert len(titles) == 2
     headings = re.findall(r"<h2>([^<]*)</h2>", page)
     assert headings == ["Key numbers", "Slowest implied timescale by lag", "Mean first passage times between basins",
                         "Chemical validity", "Torsions vs MD",

@@ -18,7 +18,8 @@ TOP_LEVEL_KEYS = {"autocorrelation", "ck_test", "comparison", "dim", "discretiza
                   "mfpt"}  # added by issue 14 (first passage times)
 COMPARISON_KEYS = {"frame_interval", "implied_timescales", "js_divergence", "js_divergence_details", "label",
                    "n_frames", "n_trajectories", "slowest_timescale_ratio",
-                   "mfpt", "mfpt_ratio"}  # added by issue 14
+                   "mfpt", "mfpt_ratio",  # added by issue 14
+                   "autocorrelation", "autocorrelation_max_abs_difference"}  # the comparison's own autocorrelation
 
 
 def test_default_lags():
@@ -103,6 +104,7 @@ def test_toy_json_keys_are_unchanged_and_compare_sees_coordinates(prinz_system, 
 
     same = compare(result, analysed, tau, n_samples=0)  # the same frames on the same states
     assert same.js_divergence.value == pytest.approx(0.0, abs=1e-12)
+    assert same.autocorrelation_difference() == pytest.approx(0.0, abs=1e-12)
     assert np.allclose(same.slowest_timescale_ratio(), 1.0)
     assert np.allclose(same.mfpt_ratio()[[0, 1], [1, 0]], 1.0)  # the same first passage times
 
@@ -121,6 +123,33 @@ def test_toy_json_keys_are_unchanged_and_compare_sees_coordinates(prinz_system, 
     assert out["comparison"]["mfpt"] is None and any(n.startswith("half MFPTs skipped") for n in out["notes"])
     with pytest.raises(InvalidInputError, match="cannot compare 2-dimensional data with 1-dimensional"):
         compare(result, [np.zeros((50, 2))], tau)
+
+
+#: max |C_main − C_comparison| over the autocorrelation lags (1…200 frames) of two independent sets of 64 × 400
+#: frames of the exact OU process (decay 0.9 per frame): 0.071, 0.069, 0.051 for three second seeds; the same
+#: data every second frame but declared at one frame (the wrong lag: decay 0.81): 0.29, 0.27, 0.26.
+OU_ACF_SAME_PROCESS_BOUND, OU_ACF_WRONG_LAG_BOUND = 0.1, 0.2
+
+
+def test_compare_puts_the_second_sets_autocorrelation_beside_the_first(ou_trajectories, ou_decay):
+    first, second = ou_trajectories(64, 400, seed=0), ou_trajectories(64, 400, seed=1)
+    result = analyze(first, 1.0, 1.0, lags=[1, 2, 5], n_samples=0)
+    comparison = compare(result, second, 1.0, label="MD", n_samples=0)
+    theirs = comparison.autocorrelation
+    assert np.array_equal(theirs.lag_times, result.autocorrelation.lag_times)
+    assert theirs.observable == result.autocorrelation.observable
+    assert np.allclose(theirs.values[:3], ou_decay ** theirs.lags[:3], atol=0.03)  # exact 0.9^N at short lags
+    assert comparison.autocorrelation_difference() < OU_ACF_SAME_PROCESS_BOUND
+    # wrong lag: the process seen every second frame but declared at one frame decorrelates twice as fast
+    wrong = compare(result, [t[::2] for t in second], 1.0, n_samples=0)
+    assert wrong.autocorrelation_difference() > OU_ACF_WRONG_LAG_BOUND
+    # declared right (2 frames): only the even lag times, and the same curve there
+    half = compare(result, [t[::2] for t in second], 2.0, n_samples=0)
+    assert np.all(half.autocorrelation.lag_times % 2 == 0) and len(half.autocorrelation.lags) < len(theirs.lags)
+    assert half.autocorrelation_difference() < OU_ACF_SAME_PROCESS_BOUND
+    out = json.loads(json.dumps(result.to_dict(), allow_nan=False))["comparison"]
+    assert out["autocorrelation_max_abs_difference"] == pytest.approx(half.autocorrelation_difference())
+    assert out["autocorrelation"]["lag_times"] == half.autocorrelation.lag_times.tolist()
 
 
 def test_comparison_ratio_leaves_out_unresolved_estimates(prinz_system, prinz_trajectories):

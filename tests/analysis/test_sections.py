@@ -59,7 +59,7 @@ def test_a_featurizer_adds_sections_that_compare_completes_and_the_report_shows(
     text = write_report(result, tmp_path / "report.html").read_text(encoding="utf-8")
     captions = re.findall(r"<figcaption>([^<]*)</figcaption>", text)
     assert captions[:4] == ["Implied timescales vs lag time (exact: dashed; hollow grey: unresolved)", "Free energy (exact: dashed)",
-                            "tail fraction", "Autocorrelation (exact: dashed)"]
+                            "tail fraction", "Autocorrelation (exact: dashed; right: squares, same lag times)"]
     assert "Chapman–Kolmogorov" not in text and f"<p>{expected:.3f} vs right</p>" in text
     assert text.index("<h2>Tail</h2>") < text.index("<h2>Plots</h2>")
 

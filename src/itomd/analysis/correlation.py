@@ -75,13 +75,18 @@ class AutocorrelationResult:
                 "n_pairs": [int(n) for n in self.n_pairs], "max_abs_deviation": self.max_abs_deviation(),
                 "time_unit": self.time_unit}
 
-    def plot(self, ax: "matplotlib.axes.Axes | None" = None) -> "matplotlib.axes.Axes":
-        """C against lag time (log x, in :attr:`time_unit`), exact curve dashed.
+    def plot(self, ax: "matplotlib.axes.Axes | None" = None, comparison: "AutocorrelationResult | None" = None,
+             comparison_label: str = "MD") -> "matplotlib.axes.Axes":
+        """C against lag time (log x, in :attr:`time_unit`), exact curve dashed, a second data set's squares.
 
         Parameters
         ----------
         ax : matplotlib.axes.Axes, optional
             Axes to draw on; a new figure is made otherwise.
+        comparison : AutocorrelationResult, optional
+            The same observable's autocorrelation from another data set (e.g. MD), drawn with squares.
+        comparison_label : str
+            Its name in the legend.
 
         Returns
         -------
@@ -93,7 +98,10 @@ class AutocorrelationResult:
 
         if ax is None:
             ax = plt.subplots(figsize=(5.5, 4.0))[1]
-        ax.plot(self.lag_times, self.values, "o-", ms=3, color="C0", label="trajectories")
+        ax.plot(self.lag_times, self.values, "o-", ms=3, color="C0",
+                label="trajectories" if comparison is None else "this data")
+        if comparison is not None:
+            ax.plot(comparison.lag_times, comparison.values, "s-", ms=4, lw=1, color="C2", label=comparison_label)
         if self.reference is not None:
             ax.plot(self.lag_times, self.reference, "--", color="k", lw=1.2, label="exact")
         ax.axhline(0.0, color="0.7", lw=0.8)

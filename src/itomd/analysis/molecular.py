@@ -912,6 +912,8 @@ def sin_phi(dihedrals: np.ndarray) -> np.ndarray:
 # -- divergences per torsion, PCCA+ populations ---------------------------------------------------
 #: Bins per torsion of the 1-D JS divergences on (−π, π] (10°, as the Ramachandran bins).
 TORSION_BINS = 36
+#: At most this many torsion histograms in a report (those with the largest JS divergence).
+MAX_TORSION_PANELS = 16
 #: Metastable sets of the PCCA+ populations (the convention of the MDGen and Timewarp papers).
 PCCA_SETS = 10
 #: Lag (frames) of the MSM under the PCCA+ populations and default TICA lag: 1 ps at alanine
@@ -1059,8 +1061,9 @@ class MolecularSection(Section):
     convention of the MDGen/Timewarp papers (scipy's JS distance per torsion, PCCA+ populations).
 
     Added by the torsion featurizers (:mod:`itomd.analysis.features`). In the report it shows the
-    chemical-validity table, the per-torsion table and the free energy on the MSM plane (Ramachandran
-    or TICA, next to the comparison's) in place of the plain free-energy plot.
+    chemical-validity table, the per-torsion table and, in place of the plain free-energy plot, the free
+    energy on the MSM plane (Ramachandran or TICA, next to the comparison's) and every torsion's
+    histogram against the comparison's.
 
     Attributes
     ----------
@@ -1090,6 +1093,8 @@ class MolecularSection(Section):
         The TICA model (lag, input features, what it was fitted on, timescales); None on the φ/ψ grid.
     torsion_comparison : list of dict or None
         Per torsion against the comparison data (:func:`torsion_divergences`).
+    comparison_torsion_angles : list of np.ndarray, each [n_frames_i, n_torsions]
+        The comparison data's torsions (for the histograms of the report); not in :meth:`to_dict`.
     tica_js_divergence : JSDivergence or None
         Against the comparison data on the TICA plane (nats).
     pcca : dict or None
@@ -1113,6 +1118,7 @@ class MolecularSection(Section):
     histogram_range: Any = TORUS
     tica: dict | None = None
     torsion_comparison: list[dict] | None = None
+    comparison_torsion_angles: list[np.ndarray] = field(default_factory=list, repr=False)
     tica_js_divergence: JSDivergence | None = None
     pcca: dict | None = None
 
@@ -1157,8 +1163,8 @@ class MolecularSection(Section):
             chirality_reference=v.chirality_reference, reference_bond_lengths=v.reference_bond_lengths,
             cis_reference=v.cis_reference)
         if self.torsions is not None and len(self.torsions) and self.torsion_angles:
-            self.torsion_comparison = torsion_divergences(self.torsion_angles,
-                                                          self.torsions.compute(trajectories, self.topology),
+            self.comparison_torsion_angles = self.torsions.compute(trajectories, self.topology)
+            self.torsion_comparison = torsion_divergences(self.torsion_angles, self.comparison_torsion_angles,
                                                           self.torsions.labels, self.torsions.kinds)
         if self.discretize is not None and self.features:
             states = self.discretize(features)
@@ -1237,7 +1243,47 @@ class MolecularSection(Section):
         return out
 
     def report_figures(self, result: AnalysisView) -> list[tuple[str, "Figure"]]:
-        """The free energy on the MSM plane of the analysed data, next to the comparison's when there is one."""
+        """The free energy on the MSM plane of the analysed data, next to the comparison's when there is
+        one, and then every torsion's histogram against the comparison's."""
+        figures = [self._free_energy_figure(result)]
+        if self.torsion_comparison and self.comparison_torsion_angles:
+            figures.append(self._torsion_figure(result.comparison.label))
+        return figures
+
+    def _torsion_figure(self, label: str) -> tuple[str, "Figure"]:
+        """1-D histograms of the torsions, this data against the comparison (the :data:`MAX_TORSION_PANELS`
+        largest JS divergences when there are more)."""
+        from matplotlib.figure import Figure
+
+        order = np.argsort([-t["js_divergence"] for t in self.torsion_comparison], kind="stable")
+        shown = sorted(order[:MAX_TORSION_PANELS].tolist())
+        mine = np.degrees(np.concatenate(self.torsion_angles))
+        theirs = np.degrees(np.concatenate(self.comparison_torsion_angles))
+        columns = min(4, len(shown))
+        rows = -(-len(shown) // columns)
+        fig = Figure(figsize=(2.7 * columns + 0.4, 2.2 * rows + 0.5))
+        axes = fig.subplots(rows, columns, squeeze=False).ravel()
+        edges = np.linspace(-180.0, 180.0, TORSION_BINS + 1)
+        for ax, k in zip(axes, shown):
+            entry = self.torsion_comparison[k]
+            ax.hist(theirs[:, k], bins=edges, density=True, histtype="stepfilled", color="C2", alpha=0.35, label=label)
+            ax.hist(mine[:, k], bins=edges, density=True, histtype="step", color="C0", lw=1.4, label="this data")
+            ax.set_title(f"{entry['label']}  (JS {entry['js_divergence']:.3f})", fontsize=8)
+            ax.set_xlim(-180, 180)
+            ax.set_xticks([-180, -90, 0, 90, 180])
+            ax.tick_params(labelsize=7)
+            ax.set_yticks([])
+        for ax in axes[len(shown):]:
+            ax.set_visible(False)
+        axes[0].legend(fontsize=7, loc="upper left")
+        fig.supxlabel("torsion (degrees)", fontsize=8)
+        fig.tight_layout()
+        more = "" if len(shown) == len(self.torsion_comparison) else \
+            f"; the {len(shown)} of {len(self.torsion_comparison)} with the largest JS divergence"
+        return (f"Torsion distributions, this data (line) vs {label} (filled); {TORSION_BINS} bins, JS in nats{more}",
+                fig)
+
+    def _free_energy_figure(self, result: AnalysisView) -> tuple[str, "Figure"]:
         from matplotlib.figure import Figure
 
         other = self.comparison_free_energy
@@ -1249,9 +1295,9 @@ class MolecularSection(Section):
         if other is not None:
             plot(other, ax=axes[1], title=f"{result.comparison.label} ({other.n_samples} frames)")
         if self.plane == "ramachandran":
-            return [(f"Ramachandran free energy in kT ({label}; φ/ψ, 10° bins)", fig)]
+            return f"Ramachandran free energy in kT ({label}; φ/ψ, 10° bins)", fig
         fitted = "" if self.tica is None else f"; TICA fitted on {self.tica['fitted_on']}, lag {self.tica['lag_frames']} frames"
-        return [(f"Free energy on the TICA plane in kT ({label}{fitted})", fig)]
+        return f"Free energy on the TICA plane in kT ({label}{fitted})", fig
 
 
 def _contour_free_energy(fes: FreeEnergySurface, x: np.ndarray, y: np.ndarray, ax: "matplotlib.axes.Axes | None",

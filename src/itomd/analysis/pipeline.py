@@ -164,6 +164,11 @@ class Comparison:
     mfpt : MFPTResult or None
         Its mean first passage times between the main analysis' basins at the same lag time (None
         where the main analysis has none or the lag time is not a whole number of its frames).
+    autocorrelation : AutocorrelationResult or None
+        Its autocorrelation of the main analysis' observable at the main analysis' autocorrelation
+        lag times that are whole numbers of its frames and shorter than its trajectories (None: none is).
+    main_autocorrelation : np.ndarray or None, shape [L'']
+        The main analysis' autocorrelation at those lag times.
     """
 
     label: str
@@ -176,6 +181,14 @@ class Comparison:
     main_slowest_resolved: np.ndarray | None = None
     mfpt: MFPTResult | None = None
     main_mfpt: np.ndarray | None = None
+    autocorrelation: AutocorrelationResult | None = None
+    main_autocorrelation: np.ndarray | None = None
+
+    def autocorrelation_difference(self) -> float | None:
+        """max |C_main − C_this| over the common autocorrelation lag times; None without them."""
+        if self.autocorrelation is None or self.main_autocorrelation is None:
+            return None
+        return float(np.max(np.abs(np.asarray(self.main_autocorrelation) - self.autocorrelation.values)))
 
     def mfpt_ratio(self) -> np.ndarray | None:
         """Main analysis' MFPT / this data's per (from, to) basin pair, [m, m]; None without MFPTs."""
@@ -205,6 +218,8 @@ class Comparison:
                 "slowest_timescale_ratio": None if ratio is None
                 else [float(r) if np.isfinite(r) else None for r in ratio],
                 "js_divergence": self.js_divergence.value, "js_divergence_details": self.js_divergence.to_dict(),
+                "autocorrelation": None if self.autocorrelation is None else self.autocorrelation.to_dict(),
+                "autocorrelation_max_abs_difference": self.autocorrelation_difference(),
                 "frame_interval": self.frame_interval, "n_trajectories": self.n_trajectories, "n_frames": self.n_frames}
 
 
@@ -284,10 +299,29 @@ def compare(result: AnalysisResult, trajectories: Sequence[np.ndarray], frame_in
         else:
             result.notes.append(f"{label} MFPTs skipped: the MFPT lag time {result.mfpt.lag_time:g} is not a whole "
                                 f"number of {label}'s frames ({frame_interval:g})")
+    _compare_autocorrelation(result, comparison, features)
     for section in result.sections:
         section.add_comparison(trajectories, features, result.kT)
     result.comparison = comparison
     return comparison
+
+
+def _compare_autocorrelation(result: AnalysisResult, comparison: Comparison, features: Sequence[np.ndarray]) -> None:
+    """The comparison's autocorrelation of the main analysis' observable at its lag times (those that
+    are whole numbers of the comparison's frames and shorter than its trajectories)."""
+    mine = result.autocorrelation
+    longest = max(len(t) for t in features)
+    pairs = sorted({(lag, i) for i, t in enumerate(mine.lag_times)
+                    if (lag := _whole_frames(float(t), comparison.frame_interval)) is not None and lag < longest})
+    if not pairs:
+        result.notes.append(f"no {comparison.label} autocorrelation: none of the lag times "
+                            f"{[float(t) for t in mine.lag_times]} is a whole number of its frames within its trajectories")
+        return
+    arguments = (result.inputs or {}).get("arguments") or {}
+    observable = arguments.get("observable") or result.featurizer.observable
+    comparison.autocorrelation = autocorrelation(features, comparison.frame_interval, [lag for lag, _ in pairs],
+                                                 observable=observable, name=mine.observable, time_unit=result.time_unit)
+    comparison.main_autocorrelation = mine.values[[i for _, i in pairs]]
 
 
 def _whole_frames(lag_time: float, frame_interval: float) -> int | None:

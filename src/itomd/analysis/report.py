@@ -120,7 +120,7 @@ def _figures(result: AnalysisResult) -> list[tuple[str, Figure]]:
                                                      result.implied_timescales.plot, height=5.0)),
         (FREE_ENERGY_FIGURE, lambda: _plotted("Free energy (exact: dashed)", result.free_energy.plot)),
         (CK_TEST_FIGURE, lambda: None if result.ck_test is None else _ck_figure(result)),
-        (AUTOCORRELATION_FIGURE, lambda: _plotted("Autocorrelation (exact: dashed)", result.autocorrelation.plot)),
+        (AUTOCORRELATION_FIGURE, lambda: _autocorrelation_figure(result)),
         ("mfpt", lambda: None if result.mfpt is None else _mfpt_figure(result)),
     ]
     in_place: dict[str, list[tuple[str, Figure]]] = {}
@@ -205,6 +205,16 @@ def _ck_figure(result: AnalysisResult) -> tuple[str, Figure]:
     return "Chapman–Kolmogorov test", result.ck_test.plot(fig=Figure(figsize=(2.3 * m + 1.2, 2.0 * m + 0.8)))
 
 
+def _autocorrelation_figure(result: AnalysisResult) -> tuple[str, Figure]:
+    """The autocorrelation of the analysis' observable, with the exact curve and the comparison's when known."""
+    comparison = result.comparison
+    theirs = None if comparison is None else comparison.autocorrelation
+    if theirs is None:
+        return _plotted("Autocorrelation (exact: dashed)", result.autocorrelation.plot)
+    return _plotted(f"Autocorrelation (exact: dashed; {comparison.label}: squares, same lag times)",
+                    lambda ax: result.autocorrelation.plot(ax, comparison=theirs, comparison_label=comparison.label))
+
+
 def _comparison_html(result: AnalysisResult) -> str:
     """Side-by-side implied timescales and the JS divergence against a second data set (e.g. MD)."""
     comparison = result.comparison
@@ -243,7 +253,10 @@ def _comparison_html(result: AnalysisResult) -> str:
             + html_table(["quantity", "value"], [
                 (f"{comparison.label} data", f"{comparison.n_trajectories} trajectories, {comparison.n_frames} frames, "
                                              f"frame interval {comparison.frame_interval:g} {unit}"),
-                (f"JS divergence vs {comparison.label} (nats)", f"{comparison.js_divergence.value:.4g}")])
+                (f"JS divergence vs {comparison.label} (nats)", f"{comparison.js_divergence.value:.4g}"),
+                *([] if (acf := comparison.autocorrelation_difference()) is None else [
+                    (f"autocorrelation of {result.autocorrelation.observable}: max |C − C_{comparison.label}| over "
+                     f"{len(comparison.autocorrelation.lags)} lag times", f"{acf:.3g}")])])
             + html_table([f"lag time ({unit})", f"slowest timescale, this data ({unit})",
                           f"slowest timescale, {comparison.label} ({unit})", f"ratio this data / {comparison.label}",
                           f"exact ({unit})"], rows)

@@ -115,6 +115,10 @@ def run_analyze(args: argparse.Namespace) -> int:
                      f"JS divergence vs {c['label']}: {c['js_divergence']:.4g} nats")
         if c.get("mfpt") is not None:
             lines.append(_mfpt_line(f"{c['label']}: mean first passage times", c["mfpt"]))
+        if c.get("autocorrelation_max_abs_difference") is not None:
+            lines.append(f"autocorrelation of {c['autocorrelation']['observable']} vs {c['label']}: max |ΔC| "
+                         f"{c['autocorrelation_max_abs_difference']:.3g} over lag times "
+                         + ", ".join(f"{t:g}" for t in c["autocorrelation"]["lag_times"]))
     if any(not row[0] for row in its["resolved"]):
         lines.append("(…): unresolved — the process decays within the lag or too few transitions were seen; "
                      "left out of errors and ratios")
