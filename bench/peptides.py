@@ -16,8 +16,8 @@ continues where it stopped; ``all`` runs them in this order):
 ``md``
     Two independent stores per molecule, ``md_train`` (seed 1) and ``md_reference`` (seed 2), each
     ``--n-traj`` 4 × ``--n-frames`` 2001 frames of 1 ps from the prepared structure (amber14, OBC2, 300 K;
-    raise ``--n-frames`` where the two sets disagree on the slowest process; ``--chunk-size 1``, ``--md-workers`` OpenMM processes). A store already complete (its
-    manifest's size and every trajectory file present) is skipped without a call; an incomplete one
+    raise ``--n-frames`` where the two sets disagree on the slowest process; ``--chunk-size 1``,
+    ``--md-workers`` OpenMM processes). A store already complete (its manifest's size and every trajectory file present) is skipped without a call; an incomplete one
     is handed to ``itomd simulate`` with the same arguments, which resumes it. Cost: one 8-ns set of
     ``peptide:S`` took 640 s on two cores of the busy development machine (0.0125 ns/s), so ≈ 20–30
     min per molecule for both sets. The wall time is recorded (``md_*.run.json``) when this stage
@@ -60,9 +60,13 @@ continues where it stopped; ``all`` runs them in this order):
       (no such lag: "unresolved", not a pass);
     * ≥ 99 % chemically valid frames over the ≥ 10³-jump rollouts.
 
-The full run (after the MD campaign of /tmp/b15/work/md.sh has finished; its stores are reused):
+The setup that met every target on capped AA and S (BENCHMARKS.md; one molecule per process with one thread
+each, side by side; 40-ns MD sets where the side chain turns slowly, as for S):
 
-    .venv/bin/python bench/peptides.py --stage all --molecules S,V,AA --work /tmp/b15/work --train-minutes 30
+    .venv/bin/python bench/peptides.py --stage all --molecules AA --work /tmp/b15/work --threads 1 \
+        --recipe ala2-ito --variant recipe60 --train-minutes 60 --max-steps 30000 --relax-steps 25 --redraws 3
+    .venv/bin/python bench/peptides.py --stage all --molecules S --work /tmp/b15/long --threads 1 --n-frames 10001 \
+        --recipe ala2-ito --variant recipe60 --train-minutes 60 --max-steps 40000 --relax-steps 25 --redraws 3
 
 ``--stage table`` prints the Markdown again from peptides.json. A smoke run (minutes; never into
 bench/results; ``--tolerance`` keeps a barely trained model's walkers from stopping the rollout):
@@ -124,8 +128,9 @@ def main() -> None:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter,
-                                     epilog="Full run: .venv/bin/python bench/peptides.py --stage all --molecules S,V,AA "
-                                            "--work /tmp/b15/work --train-minutes 30")
+                                     epilog="As run for BENCHMARKS.md: .venv/bin/python bench/peptides.py --stage all "
+                                            "--molecules AA --threads 1 --recipe ala2-ito --variant recipe60 "
+                                            "--train-minutes 60 --max-steps 30000 --relax-steps 25 --redraws 3")
     parser.add_argument("--stage", default="all", choices=(*STAGES, "all", "table"),
                         help="one stage, all of them in order, or table (print the Markdown from peptides.json)")
     parser.add_argument("--molecules", type=_sequences, default=["S", "V", "AA"],
