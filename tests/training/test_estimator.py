@@ -117,11 +117,15 @@ def test_a_budgeted_run_anneals_its_learning_rate_within_the_budget(ou_data, tin
     estimator = ITOEstimator(config).fit(ou_data, 0.1, run_dir=tmp_path / "run", progress=False)
     assert estimator.stopped_by_budget
     rates = [json.loads(line)["learning_rate"] for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
-    assert rates[-1] < 0.25e-3 and max(rates) > 0.9e-3, rates[-5:]
+    # alone the last rate is within a few % of the floor (0.05e-3); a machine whose load rises after the
+    # calibration does fewer steps than planned (measured under two simulations alongside: 0.36e-3), still far
+    # below the peak that a decay planned for 10⁹ steps would keep
+    assert rates[-1] < 0.5e-3 and max(rates) > 0.9e-3, rates[-5:]
     schedule = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=False)["schedule_steps"]
     # the plan extrapolates the speed of the first 0.3 s: alone 0.78–1.10× the steps done, but under the
     # test suite's parallel load the machine can speed up 3× after it (measured: 512 planned, 1,450 done)
-    assert 0.2 * estimator.step < schedule < 1.5 * estimator.step
+    # or slow down
+    assert 0.2 * estimator.step < schedule < 3 * estimator.step
 
 
 def test_training_rejects_bad_data(tiny_config):
