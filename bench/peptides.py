@@ -17,10 +17,11 @@ continues where it stopped; ``all`` runs them in this order):
     Two independent stores per molecule, ``md_train`` (seed 1) and ``md_reference`` (seed 2), each
     ``--n-traj`` 4 × ``--n-frames`` 2001 frames of 1 ps from the prepared structure (amber14, OBC2, 300 K;
     raise ``--n-frames`` where the two sets disagree on the slowest process; ``--chunk-size 1``,
-    ``--md-workers`` OpenMM processes). A store already complete (its manifest's size and every trajectory file present) is skipped without a call; an incomplete one
-    is handed to ``itomd simulate`` with the same arguments, which resumes it. Cost: one 8-ns set of
-    ``peptide:S`` took 640 s on two cores of the busy development machine (0.0125 ns/s), so ≈ 20–30
-    min per molecule for both sets. The wall time is recorded (``md_*.run.json``) when this stage
+    ``--md-workers`` OpenMM processes). A store already complete (its manifest's size and every
+    trajectory file present) is skipped without a call; an incomplete one is handed to ``itomd
+    simulate`` with the same arguments, which resumes it. Cost: one 8-ns set of ``peptide:S`` took
+    640 s on two cores of the busy development machine (0.0125 ns/s), so ≈ 20–30 min per molecule for
+    both sets. The wall time is recorded (``md_*.run.json``) when this stage
     ran the campaign from scratch; for stores written by someone else it is estimated from file times
     (manifest written at the start, last trajectory file at the end; 636 s against the 640.5 s
     itomd reported for that set) and marked so.

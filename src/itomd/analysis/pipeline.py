@@ -265,13 +265,7 @@ def compare(result: AnalysisResult, trajectories: Sequence[np.ndarray], frame_in
     if features[0].shape[1] != result.discretization.dim:
         raise InvalidInputError(f"cannot compare {features[0].shape[1]}-dimensional data with "
                                 f"{result.discretization.dim}-dimensional data")
-    longest = max(len(t) for t in features)
-    lags = []
-    for lag_time in result.implied_timescales.lag_times:
-        lag = _whole_frames(lag_time, frame_interval)
-        if lag is not None and lag < longest:
-            lags.append(lag)
-    lags = sorted(set(lags))
+    lags = sorted({lag for lag, _ in _lags_in_frames(result.implied_timescales.lag_times, frame_interval, features)})
     if not lags:
         raise InvalidInputError(f"none of the lag times {result.implied_timescales.lag_times.tolist()} is a whole "
                                 f"multiple of the comparison's frame interval {frame_interval:g} shorter than its trajectories")
@@ -310,9 +304,7 @@ def _compare_autocorrelation(result: AnalysisResult, comparison: Comparison, fea
     """The comparison's autocorrelation of the main analysis' observable at its lag times (those that
     are whole numbers of the comparison's frames and shorter than its trajectories)."""
     mine = result.autocorrelation
-    longest = max(len(t) for t in features)
-    pairs = sorted({(lag, i) for i, t in enumerate(mine.lag_times)
-                    if (lag := _whole_frames(float(t), comparison.frame_interval)) is not None and lag < longest})
+    pairs = _lags_in_frames(mine.lag_times, comparison.frame_interval, features)
     if not pairs:
         result.notes.append(f"no {comparison.label} autocorrelation: none of the lag times "
                             f"{[float(t) for t in mine.lag_times]} is a whole number of its frames within its trajectories")
@@ -322,6 +314,20 @@ def _compare_autocorrelation(result: AnalysisResult, comparison: Comparison, fea
     comparison.autocorrelation = autocorrelation(features, comparison.frame_interval, [lag for lag, _ in pairs],
                                                  observable=observable, name=mine.observable, time_unit=result.time_unit)
     comparison.main_autocorrelation = mine.values[[i for _, i in pairs]]
+
+
+def _lags_in_frames(lag_times: Sequence[float], frame_interval: float,
+                    trajectories: Sequence[np.ndarray]) -> list[tuple[int, int]]:
+    """(lag in frames, index in ``lag_times``) of the lag times that a data set of ``frame_interval`` and
+    these ``trajectories`` can use: whole numbers of its frames, shorter than its longest trajectory;
+    sorted by lag, one entry per lag."""
+    longest = max(len(t) for t in trajectories)
+    found: dict[int, int] = {}
+    for i, lag_time in enumerate(lag_times):
+        lag = _whole_frames(float(lag_time), frame_interval)
+        if lag is not None and lag < longest:
+            found.setdefault(lag, i)
+    return sorted(found.items())
 
 
 def _whole_frames(lag_time: float, frame_interval: float) -> int | None:
