@@ -81,6 +81,9 @@ class AnalysisResult:
     inputs : dict or None
         The trajectories and arguments given to :func:`analyze` (for :func:`compare` to redo the
         analysis on a featurizer refitted on the comparison data); not in :meth:`to_dict`.
+    observable : callable or None
+        The observable whose autocorrelation was computed (the ``observable`` argument, else the
+        featurizer's); :func:`compare` computes the comparison's with the same one.
     """
 
     implied_timescales: ImpliedTimescalesResult
@@ -104,6 +107,7 @@ class AnalysisResult:
     histogram_range: "Range | None" = None
     time_unit: str = DEFAULT_TIME_UNIT
     inputs: dict | None = field(default=None, repr=False)
+    observable: Observable | None = field(default=None, repr=False)
 
     def section(self, kind: type[SectionType]) -> SectionType | None:
         """The section of type ``kind`` (e.g. ``MolecularSection``), or None if the featurizer added none."""
@@ -309,10 +313,8 @@ def _compare_autocorrelation(result: AnalysisResult, comparison: Comparison, fea
         result.notes.append(f"no {comparison.label} autocorrelation: none of the lag times "
                             f"{[float(t) for t in mine.lag_times]} is a whole number of its frames within its trajectories")
         return
-    arguments = (result.inputs or {}).get("arguments") or {}
-    observable = arguments.get("observable") or result.featurizer.observable
     comparison.autocorrelation = autocorrelation(features, comparison.frame_interval, [lag for lag, _ in pairs],
-                                                 observable=observable, name=mine.observable, time_unit=result.time_unit)
+                                                 observable=result.observable, name=mine.observable, time_unit=result.time_unit)
     comparison.main_autocorrelation = mine.values[[i for _, i in pairs]]
 
 
@@ -576,7 +578,7 @@ def analyze(
                           frame_interval=frame_interval, kT=kT, features=features, notes=notes, sections=sections,
                           featurizer=featurizer, feature_trajectories=trajectories, histogram_bins=histogram_bins,
                           histogram_range=histogram_range, time_unit=str(time_unit),
-                          inputs={"trajectories": raw_trajectories, "arguments": arguments})
+                          inputs={"trajectories": raw_trajectories, "arguments": arguments}, observable=observable)
 
 
 def _first_passage_times(discretization: Discretization, featurizer: Featurizer, frame_interval: float, lag: int,
