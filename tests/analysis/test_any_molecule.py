@@ -288,6 +288,25 @@ def test_charged_termini_have_no_caps_no_missing_torsions_and_no_nh3_stereocentr
         M.backbone_torsions([np.zeros((1, 3 * lone.n_atoms))], lone)
 
 
+def test_capped_glycine_has_phi_psi_only_and_no_stereocentre_to_check():
+    """ACE-GLY-NME (a benchmark molecule): φ/ψ and no χ₁, no stereocentre (no Cβ), two peptide bonds; analysed
+    on the φ/ψ grid like alanine dipeptide, and its validity reports no chirality checks rather than failing."""
+    import mdtraj
+
+    from itomd.systems.molecules import build_peptide
+
+    openmm_topology, positions = build_peptide("G")
+    topology = mdtraj.Topology.from_openmm(openmm_topology)
+    assert topology.n_atoms == 19
+    assert M.torsion_set(topology).labels == ("φ GLY2", "ψ GLY2")
+    assert len(M.chiral_centres(topology)) == 0
+    assert M.peptide_bonds(topology).labels == ("ω ACE1–GLY2", "ω GLY2–NME3")
+    assert isinstance(torsion_featurizer(topology), BackboneTorsionFeaturizer)
+    structure = np.asarray(positions, dtype=float).ravel()
+    validity = M.chemical_validity([structure[None]], topology, reference_structure=structure)
+    assert validity.fraction_valid == 1.0 and validity.fraction_chirality_kept == 1.0
+
+
 @pytest.mark.slow
 def test_full_pcca_agrees_with_inner_simplex_populations_on_md():
     """deeptime's full pcca (the papers' procedure, the default outside the suite) and the inner-simplex
