@@ -269,7 +269,7 @@ def compare(result: AnalysisResult, trajectories: Sequence[np.ndarray], frame_in
     if features[0].shape[1] != result.discretization.dim:
         raise InvalidInputError(f"cannot compare {features[0].shape[1]}-dimensional data with "
                                 f"{result.discretization.dim}-dimensional data")
-    lags = sorted({lag for lag, _ in _lags_in_frames(result.implied_timescales.lag_times, frame_interval, features)})
+    lags = [lag for lag, _ in _lags_in_frames(result.implied_timescales.lag_times, frame_interval, features)]
     if not lags:
         raise InvalidInputError(f"none of the lag times {result.implied_timescales.lag_times.tolist()} is a whole "
                                 f"multiple of the comparison's frame interval {frame_interval:g} shorter than its trajectories")
