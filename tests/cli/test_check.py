@@ -43,11 +43,38 @@ def test_check_reports_records_against_the_exact_dynamics_and_the_report_shows_t
     assert "Self-consistency: one jump of N vs k jumps of N/k" in page and "exact vs exact" in page
 
 
+def test_check_kinetics_against_the_md_of_from(prinz_run, prinz_data, tmp_path, capsys):
+    capsys.readouterr()
+    assert main(["check", str(prinz_run), "--lags", "4", "--splits", "2", "--n-starts", "1", "--n-samples", "50",
+                 "--n-steps", "3", "--tolerance", "1000", "--from", str(prinz_data), "--kinetics", "1,2",
+                 "--kinetics-walkers", "32", "--kinetics-jumps", "30", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    kinetics = result["kinetics"]
+    assert [k["lag"] for k in kinetics] == [1, 2] and all(len(k["lag_times"]) == 4 for k in kinetics)
+    for k in kinetics:
+        assert k["n_walkers"] == 32 and k["n_jumps"] == 30 and 0 <= k["js_divergence"] <= 0.7
+        for ratio, model, md, flagged in zip(k["ratio"], k["slowest_timescale_model"], k["slowest_timescale_data"],
+                                             k["flagged_lag_times"]):
+            assert (ratio is None) or ratio == pytest.approx(model / md)
+            assert flagged == (ratio is not None and abs(ratio - 1) > k["tolerance"])
+    assert result["flagged"] == (any(k["flagged"] for k in kinetics) or any(r["flagged"] for r in result["self_consistency"]))
+    rollout = tmp_path / "rollout"
+    assert main(["sample", str(prinz_run), "--lag", "2", "--n-jumps", "20", "--n-walkers", "4", "--out", str(rollout),
+                 "--from", str(prinz_data), "--n-steps", "3", "--tolerance", "1000", "--quiet"]) == 0
+    assert main(["report", str(rollout), "--out", str(tmp_path / "report.html"), "--lags", "1,2", "--quiet"]) == 0
+    assert "Kinetics against MD: rollouts from MD frames" in (tmp_path / "report.html").read_text()
+
+
 def test_check_refuses_bad_requests_in_one_line(prinz_run, bopito_runs, capsys):
     assert_one_line_exit(capsys, main(["check", str(bopito_runs["eq"])]), "equilibrium model")
     assert_one_line_exit(capsys, main(["check", str(prinz_run), "--lags", "11"]), "beyond the model's largest")
     assert_one_line_exit(capsys, main(["check", str(prinz_run), "--lags", "5", "--splits", "2"]), "no split k")
     assert_one_line_exit(capsys, main(["check", str(prinz_run), "--n-samples", "1"]), "at least 2")
+    assert_one_line_exit(capsys, main(["check", str(prinz_run), "--kinetics", "2"]), "--from DIR")
+    assert_one_line_exit(capsys, main(["check", str(prinz_run), "--kinetics", "2", "--from", "x",
+                                       "--kinetics-jumps", "3"]), "at least 6 jumps")
+    assert_one_line_exit(capsys, main(["check", str(prinz_run), "--kinetics", "20", "--from", "x"]),
+                         "beyond the model's largest")
 
 
 def test_check_of_a_missing_run_is_one_line(tmp_path):

@@ -141,9 +141,16 @@ def start_points_from_store(path: str | os.PathLike, n_walkers: int, seed: int, 
     np.ndarray, shape [n_walkers, dim], float64
     """
     trajectories = TrajectoryStore(path).trajectories()
+    width = trajectories[0].shape[1] if trajectories else 0
+    if width != dim:
+        raise InvalidInputError(f"{path} holds {width}-dimensional frames; the model is {dim}-dimensional")
+    return start_points_from_trajectories(trajectories, n_walkers, seed)
+
+
+def start_points_from_trajectories(trajectories: list[np.ndarray], n_walkers: int, seed: int) -> np.ndarray:
+    """``n_walkers`` frames drawn uniformly (with replacement) from trajectories [T_i, dim]
+    (``SeedSequence(seed, spawn_key=(0, 1))``, as :func:`start_points_from_store`); [n_walkers, dim]."""
     frames = np.concatenate(trajectories)
-    if frames.shape[1] != dim:
-        raise InvalidInputError(f"{path} holds {frames.shape[1]}-dimensional frames; the model is {dim}-dimensional")
     rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(0, 1)))
     return frames[rng.integers(len(frames), size=n_walkers)]
 
