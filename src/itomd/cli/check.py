@@ -15,7 +15,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                              DEFAULT_STARTS, FLAG_FACTOR, KINETICS_LAG_JUMPS, KINETICS_TOLERANCE)
     from itomd.rollout import DEFAULT_TOLERANCE
 
-    p = sub.add_parser("check", help="self-consistency: one jump of lag N vs k nested jumps of N/k")
+    p = sub.add_parser("check", help="self-consistency: one jump of lag N vs k nested jumps of N/k; "
+                                      "with --kinetics, timescales against MD")
     p.add_argument("run", type=Path, help="run directory (or model.pt) from itomd train")
     p.add_argument("--lags", type=lag_list, help="lags N in frames, comma-separated (default: the largest "
                                                  "multiple of 4 up to the model's largest training lag)")
