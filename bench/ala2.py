@@ -95,6 +95,9 @@ def main() -> None:
     parser.add_argument("--relax-steps", type=int, default=0,
                         help="evaluate: steps of damped force-field Langevin dynamics after every jump (itomd sample "
                              "--relax-steps); results get the suffix _relax<K>")
+    parser.add_argument("--redraws", type=int, default=0,
+                        help="evaluate: redraw a walker's blown-up jump up to this many times (itomd sample --redraws); "
+                             "results get the suffix _redraws<K>")
     parser.add_argument("--precision", default="float32", choices=("float32", "bfloat16"),
                         help="evaluate: the equivariant network's pair tensors while sampling (itomd sample "
                              "--precision); results with bfloat16 get the suffix _bf16")
@@ -145,21 +148,25 @@ def stage_evaluate(args, run: str = "ito", label: str = "ito") -> None:
     relax = ThermalRelaxation(system, args.relax_steps, seed=2) if args.relax_steps else None
     relaxed = f"_relax{args.relax_steps}" if relax is not None else ""
     relaxed += "_bf16" if args.precision == "bfloat16" else ""
+    relaxed += f"_redraws{args.redraws}" if args.redraws else ""
     sampled = f"_{args.sampler}" if args.sampler is not None else ""
     # the cache's name carries the levels anyway; the results' names carry them beside the sampler
     cache = args.work / f"rollout_{label}_lag{args.lag}_{args.walkers}x{args.jumps}_{args.n_steps}{sampled}{relaxed}.npy"
     timing = cache.with_suffix(".json")
     if cache.exists():
         paths = np.load(cache)
-        seconds = json.loads(timing.read_text())["seconds"] if timing.exists() else None
+        cached = json.loads(timing.read_text()) if timing.exists() else {}
+        seconds, redrawn = cached.get("seconds"), cached.get("redrawn_jumps", 0)
     else:
         generator = torch.Generator().manual_seed(1)
-        paths = rollout(model, x0, args.lag, args.jumps, generator=generator, sampler=args.sampler,
-                        n_steps=args.n_steps, progress=True,
-                        relax=relax)
+        paths, redrawn = rollout(model, x0, args.lag, args.jumps, generator=generator, sampler=args.sampler,
+                                 n_steps=args.n_steps, progress=True, relax=relax, max_redraws=args.redraws,
+                                 return_redraws=True)
+        redrawn = int(redrawn.sum())
         seconds = time.perf_counter() - start
         np.save(cache, paths)
-        write_text_atomically(timing, json.dumps({"seconds": seconds, "threads": torch.get_num_threads()}))
+        write_text_atomically(timing, json.dumps({"seconds": seconds, "threads": torch.get_num_threads(),
+                                                  "redrawn_jumps": redrawn}))
     surrogate = [p.astype(np.float64) for p in paths]
     tau = model.frame_interval * args.lag
     featurizer = representation_for(system).featurizer(system.analysis_energies)
@@ -181,7 +188,7 @@ def stage_evaluate(args, run: str = "ito", label: str = "ito") -> None:
         "model": str(args.work / run), "model_steps": model.info.get("steps"),
         "train_seconds": model.info.get("train_seconds"),
         "walkers": args.walkers, "jumps": args.jumps, "lag_frames": args.lag, "n_steps": args.n_steps,
-        "relax_steps": args.relax_steps, "sampler": args.sampler or model.default_sampler, "jump_ps": tau,
+        "relax_steps": args.relax_steps, "redraws": args.redraws, "redrawn_jumps": redrawn, "sampler": args.sampler or model.default_sampler, "jump_ps": tau,
         "precision": args.precision,
         "rollout_seconds": seconds, "surrogate_ns": args.walkers * args.jumps * tau / 1000.0,
         "js_phi_psi_vs_md": comparison.js_divergence.value,

@@ -155,6 +155,8 @@ class KineticsRecord:
     mfpt_ratio : dict or None
         Model / MD mean first passage times between the analysis's cores, where it has them.
     n_walkers, n_jumps : int
+    redrawn_jumps : int
+        Jumps drawn again because they blew up (``max_redraws``).
     """
 
     lag: int
@@ -171,6 +173,7 @@ class KineticsRecord:
     mfpt_ratio: dict[str, Any] | None
     n_walkers: int
     n_jumps: int
+    redrawn_jumps: int = 0
 
 
 @dataclass
@@ -218,7 +221,9 @@ class SelfConsistencyResult:
         lines.append(f"({self.features}; JS in nats, worst start of {len(self.starts)}; "
                      f"Δ⟨f⟩ in standard deviations) {verdict}")
         for k in self.kinetics:
-            lines.append(f"kinetics against MD, jumps of {k.lag} ({k.n_walkers} × {k.n_jumps}; JS {k.js_divergence:.3g}): "
+            redrawn = f", {k.redrawn_jumps} jumps redrawn" if k.redrawn_jumps else ""
+            lines.append(f"kinetics against MD, jumps of {k.lag} ({k.n_walkers} × {k.n_jumps}{redrawn}; "
+                         f"JS {k.js_divergence:.3g}): "
                          "slowest timescale model / MD at " + ", ".join(
                              f"{t:g} {self.time_unit}: " + (f"{m:.3g} / {d:.3g} = {r:.2f}" + (" FLAGGED" if f else "")
                                                             if r is not None else "unresolved")
@@ -488,7 +493,7 @@ def kinetics_against_data(model: TransitionModel, data: Sequence[np.ndarray], da
                           n_walkers: int = DEFAULT_KINETICS_WALKERS, n_jumps: int = DEFAULT_KINETICS_JUMPS,
                           sampler: str | None = None, n_steps: int | None = None, seed: int = 0,
                           tolerance: float = DEFAULT_TOLERANCE, kinetics_tolerance: float = KINETICS_TOLERANCE,
-                          progress: bool = False) -> KineticsRecord:
+                          max_redraws: int = 0, progress: bool = False) -> KineticsRecord:
     """Roll the model out from MD frames in jumps of ``lag`` and compare its slowest implied timescale
     with the MD's at the same lag times (the module docstring says why and when a lag time is flagged).
 
@@ -508,6 +513,9 @@ def kinetics_against_data(model: TransitionModel, data: Sequence[np.ndarray], da
         As for ``itomd sample``.
     kinetics_tolerance : float
         Relative tolerance of the timescale ratio.
+    max_redraws : int
+        Redraw a walker's blown-up jump up to this many times instead of stopping (as ``itomd sample
+        --redraws``); the count is recorded (``redrawn_jumps``).
     progress : bool
 
     Returns
@@ -526,8 +534,8 @@ def kinetics_against_data(model: TransitionModel, data: Sequence[np.ndarray], da
     representation = representation_for(system) if system is not None else CoordinateRepresentation(model.dim)
     starts = start_points_from_trajectories(data, n_walkers, seed)
     generator = torch.Generator(device=model.device).manual_seed(int(seed) + 1)
-    paths = rollout(model, starts, lag, n_jumps, generator=generator, sampler=sampler, n_steps=n_steps,
-                    tolerance=tolerance, progress=progress)
+    paths, redrawn = rollout(model, starts, lag, n_jumps, generator=generator, sampler=sampler, n_steps=n_steps,
+                             tolerance=tolerance, progress=progress, max_redraws=max_redraws, return_redraws=True)
     time_unit = system.time_unit if system is not None else "time units"
     result = analyze([p.astype(np.float64) for p in paths], model.frame_interval * lag,
                      system.kT if system is not None else 1.0, lags=list(KINETICS_LAG_JUMPS), seed=seed,
@@ -551,7 +559,7 @@ def kinetics_against_data(model: TransitionModel, data: Sequence[np.ndarray], da
         data_interval=[[float(a), float(b)] if np.isfinite(d) else None for a, b, d in zip(lower, upper, data_its)],
         ratio=[number(v) for v in ratio], flagged_lag_times=[bool(v) for v in outside], flagged=bool(outside.any()),
         resolved=bool(both.any()), tolerance=float(kinetics_tolerance), js_divergence=float(comparison.js_divergence.value),
-        mfpt_ratio=mfpt_ratio, n_walkers=int(n_walkers), n_jumps=int(n_jumps))
+        mfpt_ratio=mfpt_ratio, n_walkers=int(n_walkers), n_jumps=int(n_jumps), redrawn_jumps=int(np.sum(redrawn)))
 
 
 @dataclass

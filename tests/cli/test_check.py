@@ -47,12 +47,12 @@ def test_check_kinetics_against_the_md_of_from(prinz_run, prinz_data, tmp_path, 
     capsys.readouterr()
     assert main(["check", str(prinz_run), "--lags", "4", "--splits", "2", "--n-starts", "1", "--n-samples", "50",
                  "--n-steps", "3", "--tolerance", "1000", "--from", str(prinz_data), "--kinetics", "1,2",
-                 "--kinetics-walkers", "32", "--kinetics-jumps", "30", "--json"]) == 0
+                 "--kinetics-walkers", "32", "--kinetics-jumps", "30", "--redraws", "2", "--json"]) == 0
     result = json.loads(capsys.readouterr().out)
     kinetics = result["kinetics"]
     assert [k["lag"] for k in kinetics] == [1, 2] and all(len(k["lag_times"]) == 4 for k in kinetics)
     for k in kinetics:
-        assert k["n_walkers"] == 32 and k["n_jumps"] == 30 and 0 <= k["js_divergence"] <= 0.7
+        assert k["n_walkers"] == 32 and k["n_jumps"] == 30 and 0 <= k["js_divergence"] <= 0.7 and k["redrawn_jumps"] >= 0
         for ratio, model, md, flagged in zip(k["ratio"], k["slowest_timescale_model"], k["slowest_timescale_data"],
                                              k["flagged_lag_times"]):
             assert (ratio is None) or ratio == pytest.approx(model / md)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from itomd.cli._common import (add_sampler_options, model_on_device, emit, lag_list, positive_float, positive_int,
-                               recorded_frame_interval, seed_int, write_json)
+from itomd.cli._common import (add_sampler_options, model_on_device, emit, lag_list, nonnegative_int, positive_float,
+                               positive_int, recorded_frame_interval, seed_int, write_json)
 from itomd.errors import InvalidInputError
 
 
@@ -35,6 +35,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                         f"{', '.join(f'{k}N' if k > 1 else 'N' for k in KINETICS_LAG_JUMPS)}")
     p.add_argument("--kinetics-walkers", dest="kinetics_walkers", type=positive_int, default=DEFAULT_KINETICS_WALKERS,
                    help=f"walkers of each kinetics rollout (default {DEFAULT_KINETICS_WALKERS})")
+    p.add_argument("--redraws", type=nonnegative_int, default=0, metavar="K",
+                   help="kinetics rollouts: draw a walker's jump again, up to K times, when it blows up, as itomd "
+                        "sample --redraws (default 0: stop)")
     p.add_argument("--kinetics-jumps", dest="kinetics_jumps", type=positive_int, default=DEFAULT_KINETICS_JUMPS,
                    help=f"jumps per walker of each kinetics rollout (default {DEFAULT_KINETICS_JUMPS})")
     add_sampler_options(p)
@@ -76,7 +79,7 @@ def run(args: argparse.Namespace) -> int:
         result.kinetics = [kinetics_against_data(model, data, interval, lag, n_walkers=args.kinetics_walkers,
                                                  n_jumps=args.kinetics_jumps, sampler=args.sampler,
                                                  n_steps=args.n_steps, seed=args.seed, tolerance=args.tolerance,
-                                                 progress=not (args.quiet or args.json))
+                                                 max_redraws=args.redraws, progress=not (args.quiet or args.json))
                            for lag in args.kinetics]
     out = {**result.to_dict(), "model": str(args.run)}
     write_json(check_file(args.run), out)
