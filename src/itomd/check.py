@@ -39,10 +39,15 @@ implied timescale of an MSM of those chains is compared with the MD's at the sam
 3N, 5N), on the same states (:func:`~itomd.analysis.compare`). On alanine dipeptide the ratio of a
 rollout against the training MD was within 0.04 of its ratio against independent MD for five models
 whose ratios spread from 0.66 to 1.34, and the check's own rollouts agreed with the benchmark's verdicts
-(BENCHMARKS.md, "Training noise levels for short-lag kinetics"). A lag time is **flagged** when both estimates resolve the process and the
-ratio is outside 1 ± :data:`KINETICS_TOLERANCE`. The MD's own credible interval is recorded beside it
-(``data_interval``) but does not decide the flag: Bayesian MSM intervals of a barely resolved process
-can be open-ended, and a 20 % error is what the field's benchmarks judge.
+(BENCHMARKS.md, "Training noise levels for short-lag kinetics").
+
+A lag time is **flagged** when both estimates resolve the process and the ratio is outside
+1 ± :data:`KINETICS_TOLERANCE`, or when only one resolves it (the other's timescale is then at most
+about the lag time) and the resolved timescale exceeds the lag time by more than that tolerance (a
+model so fast that its process is gone within the lag time is flagged, not skipped). The MD's own
+credible interval is recorded beside it (``data_interval``) but does not decide the flag: Bayesian MSM
+intervals of a barely resolved process can be open-ended, and a 20 % error is what the field's
+benchmarks judge.
 """
 
 from __future__ import annotations
@@ -145,7 +150,9 @@ class KineticsRecord:
     ratio : list of float or None, length L
         Model / MD where both resolve the process.
     flagged_lag_times : list of bool, length L
-        Both resolve the process and the ratio is outside 1 ± ``tolerance``.
+        Both resolve the process and the ratio is outside 1 ± ``tolerance``, or one does not resolve it (its
+        timescale is at most about the lag time) where the other's exceeds the lag time by more than the
+        tolerance (e.g. a model so fast that its process is gone within the lag time).
     flagged : bool
         Any lag time flagged.
     resolved : bool
@@ -226,8 +233,10 @@ class SelfConsistencyResult:
             lines.append(f"kinetics against MD, jumps of {k.lag} ({k.n_walkers} × {k.n_jumps}{redrawn}; "
                          f"JS {k.js_divergence:.3g}): "
                          "slowest timescale model / MD at " + ", ".join(
-                             f"{t:g} {self.time_unit}: " + (f"{m:.3g} / {d:.3g} = {r:.2f}" + (" FLAGGED" if f else "")
-                                                            if r is not None else "unresolved")
+                             f"{t:g} {self.time_unit}: " + (f"{m:.3g} / {d:.3g} = {r:.2f}" if r is not None else
+                                                            f"{'unresolved' if m is None else f'{m:.3g}'} / "
+                                                            f"{'unresolved' if d is None else f'{d:.3g}'}")
+                             + (" FLAGGED" if f else "")
                              for t, m, d, r, f in zip(k.lag_times, k.slowest_timescale_model, k.slowest_timescale_data,
                                                       k.ratio, k.flagged_lag_times)))
             if not k.resolved:
@@ -549,6 +558,12 @@ def kinetics_against_data(model: TransitionModel, data: Sequence[np.ndarray], da
     ratio = model_its / data_its
     both = np.isfinite(ratio)
     outside = both & (np.abs(np.where(both, ratio, 1.0) - 1) > kinetics_tolerance)
+    # One resolves the process and the other does not: the unresolved timescale is at most about the lag time,
+    # so the ratio is beyond the tolerance where the resolved one exceeds the lag time by that much.
+    times = np.asarray(mine.lag_times, dtype=float)
+    model_too_fast = np.isfinite(data_its) & ~np.isfinite(model_its) & (np.nan_to_num(data_its) * (1 - kinetics_tolerance) > times)
+    model_too_slow = np.isfinite(model_its) & ~np.isfinite(data_its) & (np.nan_to_num(model_its) > (1 + kinetics_tolerance) * times)
+    outside = outside | model_too_fast | model_too_slow
 
     def number(v: float) -> float | None:
         return float(v) if np.isfinite(v) else None
