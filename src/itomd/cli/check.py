@@ -35,11 +35,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                         f"{', '.join(f'{k}N' if k > 1 else 'N' for k in KINETICS_LAG_JUMPS)}")
     p.add_argument("--kinetics-walkers", dest="kinetics_walkers", type=positive_int, default=DEFAULT_KINETICS_WALKERS,
                    help=f"walkers of each kinetics rollout (default {DEFAULT_KINETICS_WALKERS})")
+    p.add_argument("--kinetics-jumps", dest="kinetics_jumps", type=positive_int, default=DEFAULT_KINETICS_JUMPS,
+                   help=f"jumps per walker of each kinetics rollout (default {DEFAULT_KINETICS_JUMPS})")
     p.add_argument("--redraws", type=nonnegative_int, default=0, metavar="K",
                    help="kinetics rollouts: draw a walker's jump again, up to K times, when it blows up, as itomd "
                         "sample --redraws (default 0: stop)")
-    p.add_argument("--kinetics-jumps", dest="kinetics_jumps", type=positive_int, default=DEFAULT_KINETICS_JUMPS,
-                   help=f"jumps per walker of each kinetics rollout (default {DEFAULT_KINETICS_JUMPS})")
     add_sampler_options(p)
     p.add_argument("--tolerance", type=positive_float, default=DEFAULT_TOLERANCE,
                    help="blow-up threshold, as for itomd sample")
