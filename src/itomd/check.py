@@ -64,7 +64,7 @@ from itomd.analysis.divergence import js_divergence
 from itomd.errors import InvalidInputError
 from itomd.models import TransitionModel
 from itomd.rollout import DEFAULT_TOLERANCE, rollout
-from itomd.validation import require_int
+from itomd.validation import check_trajectories, require_int
 
 #: A record is flagged when JS(direct, nested) exceeds this multiple of JS(direct, direct').
 FLAG_FACTOR = 2.0
@@ -537,9 +537,10 @@ def kinetics_against_data(model: TransitionModel, data: Sequence[np.ndarray], da
     from itomd.representation import CoordinateRepresentation, representation_for
 
     kinetics_request(model, [lag], n_walkers, n_jumps)
-    data = [np.asarray(t, dtype=np.float64) for t in data]
-    if not data or any(t.ndim != 2 or t.shape[1] != model.dim for t in data):
-        raise InvalidInputError(f"MD trajectories of dimension {model.dim} are needed to judge the kinetics")
+    data = check_trajectories(data)
+    if data[0].shape[1] != model.dim:
+        raise InvalidInputError(f"MD trajectories of dimension {model.dim} are needed to judge the kinetics, "
+                                f"got {data[0].shape[1]}")
     system = model.system.build() if model.system is not None else None
     representation = representation_for(system) if system is not None else CoordinateRepresentation(model.dim)
     starts = start_points_from_trajectories(data, n_walkers, seed)
@@ -552,8 +553,7 @@ def kinetics_against_data(model: TransitionModel, data: Sequence[np.ndarray], da
                      featurizer=representation.featurizer(None), time_unit=time_unit)
     comparison = compare(result, data, data_frame_interval, seed=seed)
     mine, theirs = result.implied_timescales, comparison.implied_timescales
-    model_its = np.where(mine.resolved[:, 0], mine.timescales[:, 0], np.nan)
-    data_its = theirs.resolved_timescales()[:, 0]
+    model_its, data_its = mine.resolved_timescales()[:, 0], theirs.resolved_timescales()[:, 0]
     lower, upper = theirs.lower[:, 0], theirs.upper[:, 0]
     ratio = model_its / data_its
     both = np.isfinite(ratio)
