@@ -97,3 +97,5 @@ def test_kinetics_requests_are_checked_before_any_work(ou_model, ou_trajectories
         kinetics_against_data(ou_model, md, 0.1, lag=11)
     with pytest.raises(InvalidInputError, match="dimension 1"):
         kinetics_against_data(ou_model, [np.zeros((50, 2))], 0.1, lag=2)
+    with pytest.raises(InvalidInputError, match="NaN"):
+        kinetics_against_data(ou_model, [np.full((50, 1), np.nan)], 0.1, lag=2)
