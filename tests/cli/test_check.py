@@ -54,14 +54,16 @@ def test_check_kinetics_against_the_md_of_from(prinz_run, prinz_data, tmp_path, 
     for k in kinetics:
         assert k["n_walkers"] == 32 and k["n_jumps"] == 30 and 0 <= k["js_divergence"] <= 0.7 and k["redrawn_jumps"] >= 0
         tol = k["tolerance"]
-        for t, ratio, model, md, flagged in zip(k["lag_times"], k["ratio"], k["slowest_timescale_model"],
-                                                k["slowest_timescale_data"], k["flagged_lag_times"]):
+        for t, ratio, model, md, model_raw, md_raw, flagged in zip(
+                k["lag_times"], k["ratio"], k["slowest_timescale_model"], k["slowest_timescale_data"],
+                k["timescale_estimate_model"], k["timescale_estimate_data"], k["flagged_lag_times"]):
             assert (ratio is None) or ratio == pytest.approx(model / md)
             # the rule of KineticsRecord.flagged_lag_times: off by more than the tolerance, or only one side resolved
-            # with its timescale beyond the lag time by more than the tolerance
+            # and off the other's bound (the larger of the lag time and its unresolved estimate) by more than that
+            model_bound, md_bound = max(model_raw or t, t), max(md_raw or t, t)
             expected = ((ratio is not None and abs(ratio - 1) > tol)
-                        or (model is None and md is not None and md * (1 - tol) > t)
-                        or (md is None and model is not None and model > (1 + tol) * t))
+                        or (model is None and md is not None and md * (1 - tol) > model_bound)
+                        or (md is None and model is not None and model > (1 + tol) * md_bound))
             assert flagged == expected
     assert result["flagged"] == (any(k["flagged"] for k in kinetics) or any(r["flagged"] for r in result["self_consistency"]))
     rollout = tmp_path / "rollout"
