@@ -33,8 +33,10 @@ each cached under ``--work`` (default bench/work/ala2) so a re-run continues whe
                     trajectories (equal data, equal steps), each evaluated as in 4;
    ``bopito_forcefield`` — BoPITO with the force-field prior (OpenMM's forces blended with that
                     equilibrium model across noise levels), same data and steps, evaluated as in 4;
-   ``bopito_linear`` — BoPITO with the linear part of its dynamic term (``linear_dynamic_part``:
-                    D = D_eq + v(N)[D_lin − D_lin^∞] + λ̂^N σ F), same data and steps, evaluated as in 4.
+   ``bopito_linear`` — BoPITO with the linear part of its dynamic term (``dynamic_part = "linear"``:
+                    D = D_eq + v(N)[D_lin − D_lin^∞] + λ̂^N σ F), same data and steps, evaluated as in 4;
+   ``bopito_transition`` — BoPITO whose dynamic term is an ITO transition denoiser's departure from the
+                    prior (``dynamic_part = "transition"``: D = D_eq + λ̂^N [D_tr − D_eq]), same data and steps.
 
     .venv/bin/python bench/ala2.py --stage all            # every stage
     .venv/bin/python bench/ala2.py --stage evaluate       # one stage (its inputs must exist)
@@ -76,6 +78,9 @@ from itomd.simulate.campaign import run_campaign
 from itomd.systems import SystemSpec
 
 SYSTEM = "ala2-implicit"
+#: ln σ ~ N(p_mean, p_std²) of the Boltzmann generator (``equilibrium``): three generators trained with them drew
+#: 97.7-99.8 % valid structures (BENCHMARKS.md).
+EQUILIBRIUM_NOISE_LEVELS = (-0.5, 1.2)
 
 
 def main() -> None:
@@ -373,10 +378,15 @@ def stage_long_jumps(args, run: str = "ito") -> None:
 
 
 def stage_equilibrium(args) -> None:
-    """The Boltzmann generator: an equilibrium model of the training frames, judged against MD."""
+    """The Boltzmann generator: an equilibrium model of the training frames, judged against MD.
+
+    The recipe's network and schedule with the noise levels its generators were validated with
+    (:data:`EQUILIBRIUM_NOISE_LEVELS`): the recipe's own are the transition model's, ln(σ/σ_d(N)),
+    and taken as ln σ for an equilibrium model (p_mean 0, p_std 1.5) they gave 47 % valid samples."""
     base = TrainingConfig.from_recipe("ala2-ito", minutes=args.bopito_minutes)
+    p_mean, p_std = EQUILIBRIUM_NOISE_LEVELS
     config = TrainingConfig.from_dict({**base.to_dict(), "equilibrium": True, "max_lag": 1,
-                                       "max_steps": args.bopito_steps})
+                                       "max_steps": args.bopito_steps, "p_mean": p_mean, "p_std": p_std})
     _train(config, args.work / "md_train", args.work / "equilibrium")
     model = TransitionModel.load(args.work / "equilibrium")
     topology = SystemSpec(SYSTEM).build().topology()
@@ -430,8 +440,14 @@ def stage_bopito_forcefield(args) -> None:
 
 
 def stage_bopito_linear(args) -> None:
-    """BoPITO as ``bopito`` but with the linear part (``linear_dynamic_part = true``), then its evaluation."""
-    _equal_data_stage(args, "bopito_linear", prior=str(args.work / "equilibrium"), linear_dynamic_part=True)
+    """BoPITO as ``bopito`` but with the linear part (``dynamic_part = "linear"``), then its evaluation."""
+    _equal_data_stage(args, "bopito_linear", prior=str(args.work / "equilibrium"), dynamic_part="linear")
+
+
+def stage_bopito_transition(args) -> None:
+    """BoPITO as ``bopito`` but with the transition part (``dynamic_part = "transition"``: an ITO-preconditioned
+    transition denoiser's departure from the prior, targets superposed on x_t), then its evaluation."""
+    _equal_data_stage(args, "bopito_transition", prior=str(args.work / "equilibrium"), dynamic_part="transition")
 
 
 def stage_ito_short(args) -> None:
@@ -439,11 +455,11 @@ def stage_ito_short(args) -> None:
     _equal_data_stage(args, "ito_short")
 
 
-def _equal_data_stage(args, run: str, prior: str | None = None, linear_dynamic_part: bool = False) -> None:
+def _equal_data_stage(args, run: str, prior: str | None = None, dynamic_part: str = "residual") -> None:
     """Train the ``ala2-ito`` recipe (lags to 50 ps, ``--bopito-steps``, ``--bopito-minutes``; with
     ``prior``: BoPITO) on the BG-seeded short trajectories into ``run``, then evaluate it as in 4."""
     base = TrainingConfig.from_recipe("ala2-ito", minutes=args.bopito_minutes)
-    changes = {"max_lag": 50, "max_steps": args.bopito_steps, "linear_dynamic_part": linear_dynamic_part,
+    changes = {"max_lag": 50, "max_steps": args.bopito_steps, "dynamic_part": dynamic_part,
                **({} if prior is None else {"prior": prior})}
     if prior is not None and args.lambda_hat is not None:
         changes["lambda_hat"] = args.lambda_hat
@@ -510,6 +526,7 @@ STAGES: dict[str, Callable[[argparse.Namespace], None]] = {
     "bopito": stage_bopito,
     "bopito_forcefield": stage_bopito_forcefield,
     "bopito_linear": stage_bopito_linear,
+    "bopito_transition": stage_bopito_transition,
     "ito_short": stage_ito_short,
 }
 

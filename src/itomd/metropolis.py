@@ -37,11 +37,12 @@ How exact it is
   bias; the choice is recorded with the rollout.
 * Molecules are centred structures; μ is the Boltzmann distribution of the force field without
   constraints (bonds to hydrogen vibrate), the one the system's energy function evaluates.
-* ITO models of molecules learn x_{t+N} superposed on x_t, so their density lives near the frame
-  aligned on the start. The reverse density q(x | y) is evaluated with x superposed on y. The
-  rotational volume factors of shape space then cancel between μ and q except for the ratio of the
-  model's spreads across orientations in the two directions, which is taken as 1 — an approximation
-  that models with isotropic or lab-frame densities (BoPITO, toy systems) do not need.
+* ITO models of molecules (and BoPITO's transition form) learn x_{t+N} superposed on x_t, so their
+  density lives near the frame aligned on the start. The reverse density q(x | y) is evaluated with x
+  superposed on y. The rotational volume factors of shape space then cancel between μ and q except for
+  the ratio of the model's spreads across orientations in the two directions, which is taken as 1 — an
+  approximation that models with isotropic or lab-frame densities (BoPITO's other forms, toy systems)
+  do not need.
 """
 
 from __future__ import annotations

@@ -76,7 +76,7 @@ def test_train_with_exact_and_learned_priors(bopito_runs):
     assert exact.is_bopito and isinstance(exact.spec.prior, ExactPrior)
     assert 0.98 < exact.lambda_hat < 1.0  # Prinz: exact λ₂ = 0.9940 per frame; 16 short trajectories here
     assert isinstance(learned.spec.prior, LearnedPrior) and learned.lambda_hat == 0.99
-    assert not exact.spec.linear_dynamic_part and not learned.spec.linear_dynamic_part  # off unless asked for
+    assert exact.spec.dynamic_part == learned.spec.dynamic_part == "residual"  # unless asked for
 
 
 def test_train_with_the_forcefield_prior_then_sample_and_metropolis(bopito_runs, tmp_path, capsys):
@@ -148,6 +148,28 @@ def test_bopito_for_a_molecule_with_a_learned_equilibrium_prior(ala2_runs, tmp_p
     turned = (frames.reshape(len(frames), 22, 3) @ rotation.T).reshape(frames.shape)
     assert model.untrained_starts(frames) == 0 and model.untrained_starts(turned + 5.0) == 0
     assert model.untrained_starts(2.0 * frames) == len(frames)
+    # the transition part learns superposed targets, as ITO does, and takes x_t as given; rotating x_t and
+    # the noisy state together rotates the denoised structure (equivariance)
+    transition = tmp_path / "bopito_transition"
+    assert main(["train", "--data", str(ala2_runs["data"]), "--out", str(transition), "--config",
+                 str(ala2_runs["config"]), "--prior", str(eq), "--lambda-hat", "0.95", "--dynamic-part", "transition",
+                 "--max-steps", "10", "--quiet"]) == 0
+    model = TransitionModel.load(transition)
+    representation = model.spec.representation
+    assert model.spec.dynamic_part == "transition" and model.denoiser.dynamic_part == "transition"
+    assert representation.superpose_targets and not representation.orientation_marginal
+    assert not model.denoiser.superpose_condition
+    q = torch.as_tensor(rotation, dtype=torch.float32)
+    x_t = torch.as_tensor(frames[:3], dtype=torch.float32)
+    x_t = (x_t.reshape(3, 22, 3) - x_t.reshape(3, 22, 3).mean(1, keepdim=True)).reshape(3, 66)
+    x = x_t + 0.05 * torch.randn(3, 66, generator=torch.Generator().manual_seed(1))
+    x = (x.reshape(3, 22, 3) - x.reshape(3, 22, 3).mean(1, keepdim=True)).reshape(3, 66)
+    turn = lambda y: (y.reshape(-1, 22, 3) @ q.T).reshape(-1, 66)  # noqa: E731
+    sigma, lags = torch.full((3,), 0.1), torch.full((3,), 5.0)
+    with torch.no_grad():
+        plain = model.denoiser(x, sigma, cond=x_t, lag=lags)
+        turned_out = model.denoiser(turn(x), sigma, cond=turn(x_t), lag=lags)
+    assert torch.allclose(turned_out, turn(plain), atol=1e-4)
 
 
 def test_forcefield_prior_for_a_molecule_needs_a_learned_base(ala2_runs, tmp_path, capsys):

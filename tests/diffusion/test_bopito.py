@@ -1,4 +1,5 @@
-"""BoPITO composition: D = D_eq + v(N)·[D_lin − D_lin^∞] + w(N)·σ·F, the decay of w and v, and the limit N → ∞."""
+"""BoPITO composition: D = D_eq + v(N)·[D_lin − D_lin^∞] + w(N)·σ·F or D_eq + w(N)·[D_tr − D_eq], the decay of w
+and v, and the limit N → ∞."""
 
 from __future__ import annotations
 
@@ -65,7 +66,7 @@ class _ZeroInner(nn.Module):
 
 def test_linear_part_adds_the_linear_gaussian_departure_from_its_equilibrium_limit():
     d = BoPITODenoiser(_RecordingInner(), _ShiftEquilibrium(), 0.9, sigma_data=1.0, mean=[0.2],
-                       lag_coefficients=[[0.5]] * 20, lag_scales=[0.3] * 20, linear_dynamic_part=True)
+                       lag_coefficients=[[0.5]] * 20, lag_scales=[0.3] * 20, dynamic_part="linear")
     plain = _bopito()
     plain.shift.fill_(0.2)
     plain.inner.weight.data.copy_(d.inner.weight.data)
@@ -92,7 +93,7 @@ def test_linear_part_makes_an_untrained_bopito_exact_for_ou():
     scales = [math.sqrt(1 - a ** (2 * n)) for n in range(1, max_lag + 1)]
     prior = GaussianEquilibriumDenoiser([0.0], [1.0])
     kwargs = dict(sigma_data=1.0, mean=[0.0], lag_coefficients=coefficients, lag_scales=scales)
-    linear = BoPITODenoiser(_ZeroInner(), prior, a, linear_dynamic_part=True, **kwargs).double()
+    linear = BoPITODenoiser(_ZeroInner(), prior, a, dynamic_part="linear", **kwargs).double()
     plain = BoPITODenoiser(_ZeroInner(), prior, a, **kwargs).double()
     x, x_t = torch.randn(500, 1, dtype=torch.float64) * 2, torch.randn(500, 1, dtype=torch.float64) * 1.5
     sigma = torch.exp(torch.linspace(-5, 3, 500, dtype=torch.float64))
@@ -102,6 +103,32 @@ def test_linear_part_makes_an_untrained_bopito_exact_for_ou():
         lags = torch.full((500,), float(lag), dtype=torch.float64)
         assert torch.allclose(linear(x, sigma, cond=x_t, lag=lags), exact, atol=1e-6)
         assert (plain(x, sigma, cond=x_t, lag=lags) - exact).abs().max() > 0.1 * a**lag
+
+
+def test_transition_part_is_the_prior_plus_weighted_departure_of_an_ito_denoiser():
+    """D = D_eq + w(N)[D_tr − D_eq] with D_tr the ITO denoiser around c_N (same inner network): at
+    λ̂ = 1 it is that ITO denoiser exactly; its loss weight is ITO's over w²."""
+    from itomd.diffusion.denoiser import TransitionDenoiser
+
+    tables = dict(sigma_data=1.0, mean=[0.2], lag_coefficients=[[0.5]] * 20, lag_scales=[0.3] * 20)
+    d = BoPITODenoiser(_RecordingInner(), _ShiftEquilibrium(), 0.9, dynamic_part="transition", **tables)
+    ito = TransitionDenoiser(d.inner, **tables)
+    x, x_t = torch.randn(6, 1), torch.randn(6, 1)
+    sigma = torch.tensor([0.01, 0.1, 0.5, 1.0, 3.0, 10.0])
+    for lag, w in ((1.0, 0.9), (7.0, 0.9**7), (20.0, 0.9**20), (25.0, 0.9**25)):
+        lags = torch.full((6,), lag)
+        d_tr = ito(x, sigma, cond=x_t, lag=lags.clamp(max=20.0))
+        d_eq = d.equilibrium(x, sigma)
+        assert torch.allclose(d(x, sigma, cond=x_t, lag=lags), d_eq + w * (d_tr - d_eq), atol=1e-6)
+    d.lambda_hat = 1.0
+    lags = torch.full((6,), 4.0)
+    assert torch.allclose(d(x, sigma, cond=x_t, lag=lags), ito(x, sigma, cond=x_t, lag=lags), atol=1e-6)
+    d.lambda_hat = 0.8
+    sd = torch.full((6,), 0.3)
+    np.testing.assert_allclose(d.loss_weight(sigma, sd, lag=lags).numpy(),
+                               (ito.loss_weight(sigma, sd) / 0.8 ** 8).numpy(), rtol=1e-5)
+    with pytest.raises(InvalidInputError, match="dynamic_part must be one of"):
+        BoPITODenoiser(_RecordingInner(), _ShiftEquilibrium(), 0.9, dynamic_part="quadratic", **tables)
 
 
 def test_weight_decays_as_lambda_hat_then_lambda_int_and_network_lag_is_clamped():
@@ -125,8 +152,9 @@ def test_equilibrium_part_alone_when_the_weight_vanishes():
     sigma = torch.full((4,), 0.7)
     out = d(x, sigma, cond=x_t, lag=torch.full((4,), 5000.0))
     assert torch.equal(out, d.equilibrium(x, sigma))
-    d.linear_dynamic_part = True  # its weight λ_int^(N − N_max) vanishes beyond the tables as well
-    assert torch.equal(d(x, sigma, cond=x_t, lag=torch.full((4,), 5000.0)), d.equilibrium(x, sigma))
+    for part in ("linear", "transition"):  # their weights vanish beyond the tables as well
+        d.dynamic_part = part
+        assert torch.equal(d(x, sigma, cond=x_t, lag=torch.full((4,), 5000.0)), d.equilibrium(x, sigma))
 
 
 def test_loss_weight_puts_unit_weight_on_the_network_output():
@@ -179,13 +207,18 @@ def test_spec_round_trip_rebuilds_the_prior():
                              pairs=PairSampler(data, UniformLag(5)), prior=prior, lambda_hat=0.99)
     again = DenoiserSpec.from_dict(spec.to_dict())
     assert again == spec and again.is_bopito and again.lambda_hat == 0.99
-    assert not spec.linear_dynamic_part and "linear_dynamic_part" not in spec.to_dict()  # as files written before
-    assert not spec.build().linear_dynamic_part
-    linear = fit_denoiser_spec(data, CoordinateRepresentation(1), NetworkSize(8, 1, 2), max_lag=5,
-                               pairs=PairSampler(data, UniformLag(5)), prior=prior, lambda_hat=0.99,
-                               linear_dynamic_part=True)
-    assert linear.to_dict()["linear_dynamic_part"] is True and DenoiserSpec.from_dict(linear.to_dict()) == linear
-    assert linear.build().linear_dynamic_part
+    assert spec.dynamic_part == "residual" and "dynamic_part" not in spec.to_dict()  # as files written before
+    assert spec.build().dynamic_part == "residual"
+    for part in ("linear", "transition"):
+        other = fit_denoiser_spec(data, CoordinateRepresentation(1), NetworkSize(8, 1, 2), max_lag=5,
+                                  pairs=PairSampler(data, UniformLag(5)), prior=prior, lambda_hat=0.99,
+                                  dynamic_part=part)
+        assert other.to_dict()["dynamic_part"] == part and DenoiserSpec.from_dict(other.to_dict()) == other
+        assert other.build().dynamic_part == part
+    legacy = {**spec.to_dict(), "linear_dynamic_part": True}  # files of the earlier boolean key
+    assert DenoiserSpec.from_dict(legacy).dynamic_part == "linear"
+    with pytest.raises(DataFileError, match="dynamic_part must be one of"):
+        DenoiserSpec.from_dict({**spec.to_dict(), "dynamic_part": "quadratic"})
     assert isinstance(again.prior.build(), ExactEquilibriumDenoiser)
     assert spec.to_dict()["prior"] == {"kind": "exact", "shape": [200], "box": [list(prior.box[0])]}
     with pytest.raises(DataFileError, match="unknown equilibrium prior"):

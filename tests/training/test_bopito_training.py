@@ -23,15 +23,16 @@ def _learned_prior(path) -> LearnedPrior:
     return LearnedPrior.of_model(TransitionModel.load(path))
 
 
+@pytest.mark.parametrize("dynamic_part", ["linear", "transition"])
 def test_tiny_bopito_model_with_the_exact_prior_learns_ou_transitions(ou_trajectories, ou_decay, tiny_config,
-                                                                      assert_learns_ou_transitions):
+                                                                      assert_learns_ou_transitions, dynamic_part):
     data = ou_trajectories(200, 300, seed=1)
     config = tiny_config(prior="exact", hidden=64, n_blocks=2, n_frequencies=8, batch_size=256, max_steps=1500,
-                         warmup_steps=100, learning_rate=3e-3, ema_decay=0.995, linear_dynamic_part=True)
+                         warmup_steps=100, learning_rate=3e-3, ema_decay=0.995, dynamic_part=dynamic_part)
     model = ITOEstimator(config).fit(data, frame_interval=0.1, progress=False, system=HARMONIC,
                                      prior=_exact_prior()).fetch_model()
     assert model.is_bopito and abs(model.lambda_hat - ou_decay) < 0.02
-    assert model.spec.linear_dynamic_part
+    assert model.spec.dynamic_part == dynamic_part
     generator = torch.Generator().manual_seed(0)
     assert_learns_ou_transitions(model, generator)
     far = model.sample(torch.full((4000, 1), 1.5), lag=1000, generator=generator).numpy()[:, 0]

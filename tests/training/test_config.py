@@ -41,7 +41,8 @@ def test_config_from_toml(tmp_path):
     ({"p_std": float("nan")}, "p_std"), ({"grad_clip": -0.1}, "grad_clip"), ({"p_mean": float("inf")}, "p_mean"),
     ({"equilibrium": "yes"}, "equilibrium must be true or false"), ({"prior": ""}, "prior must be"),
     ({"prior": "exact", "lambda_hat": 0.0}, "lambda_hat"),
-    ({"linear_dynamic_part": "yes"}, "linear_dynamic_part must be true or false"),
+    ({"prior": "exact", "dynamic_part": "yes"}, "dynamic_part must be one of"),
+    ({"dynamic_part": "transition"}, "dynamic_part 'transition' is BoPITO's: it needs a prior"),
 ])
 def test_more_options_are_validated_in_one_line(changes, message):
     with pytest.raises(InvalidInputError, match=message) as error:
@@ -53,7 +54,7 @@ def test_more_options_are_validated_in_one_line(changes, message):
     {}, {"max_lag": 7, "lag_distribution": "uniform", "prior": "exact", "lambda_hat": 0.9, "minutes": 1.5,
          "p_mean": -0.5, "learning_rate": 3e-4, "device": "cpu"},
     {"equilibrium": True, "seed": 12, "weight_decay": 0.01, "grad_clip": 0.0},
-    {"prior": "runs/eq dir/model.pt", "lag_distribution": "fixed"},
+    {"prior": "runs/eq dir/model.pt", "lag_distribution": "fixed", "dynamic_part": "transition"},
 ])
 def test_toml_round_trip(tmp_path, changes):
     config = TrainingConfig(**changes)
@@ -63,6 +64,16 @@ def test_toml_round_trip(tmp_path, changes):
     text = config.to_toml()
     assert ("minutes" in text) == (config.minutes is not None) and ("p_mean" in text) == (config.p_mean is not None)
     assert f"equilibrium = {str(config.equilibrium).lower()}" in text
+
+
+def test_run_directories_of_the_boolean_linear_part_are_read(tmp_path):
+    path = tmp_path / "config.toml"
+    for legacy, part in (("true", "linear"), ("false", "residual")):
+        path.write_text(f'prior = "exact"\nlinear_dynamic_part = {legacy}\n')
+        assert TrainingConfig.from_toml(path).dynamic_part == part
+    path.write_text('linear_dynamic_part = "yes"\n')
+    with pytest.raises(InvalidInputError, match="linear_dynamic_part must be true or false"):
+        TrainingConfig.from_toml(path)
 
 
 def test_overrides_replace_file_values_unless_none(tmp_path):

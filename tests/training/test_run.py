@@ -83,7 +83,7 @@ def test_checkpoint_round_trip_restores_the_training_state_exactly(tmp_path, ou_
     # a checkpoint written before a configuration key existed resumes (its model description keeps the old
     # behaviour); the keys it has are still compared
     written = torch.load(run.checkpoint_path, weights_only=False)
-    del written["config"]["linear_dynamic_part"]
+    del written["config"]["dynamic_part"]
     torch.save(written, run.checkpoint_path)
     assert run.load_checkpoint(config, summary)["step"] == 3
     with pytest.raises(InvalidInputError, match="different configuration: hidden 32 → 16"):

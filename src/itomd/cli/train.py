@@ -33,6 +33,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                         "(itomd train --equilibrium)")
     p.add_argument("--lambda-hat", dest="lambda_hat", type=positive_float,
                    help="BoPITO's λ̂ per frame (default: slowest MSM eigenvalue of the data at lag 1)")
+    p.add_argument("--dynamic-part", dest="dynamic_part", metavar="residual|linear|transition",
+                   help="BoPITO's dynamic part: 'residual' (default; D_eq + λ̂^N σ F), 'linear' (started from the "
+                        "linear-Gaussian transition) or 'transition' (λ̂^N times an ITO transition denoiser's departure "
+                        "from D_eq; molecules learn targets superposed on x_t, as ITO)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out exactly where it stopped")
     p.add_argument("--quiet", action="store_true")
     p.add_argument("--json", action="store_true")
@@ -47,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
 
     overrides = dict(max_lag=args.max_lag, minutes=args.minutes, max_steps=args.max_steps, batch_size=args.batch_size,
                      seed=args.seed, device=args.device, equilibrium=True if args.equilibrium else None,
-                     prior=args.prior, lambda_hat=args.lambda_hat)
+                     prior=args.prior, lambda_hat=args.lambda_hat, dynamic_part=args.dynamic_part)
     if args.config is not None:
         config = TrainingConfig.from_recipe(args.config, **overrides)
     elif args.resume and (args.out / "config.toml").is_file():

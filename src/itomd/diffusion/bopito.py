@@ -37,7 +37,10 @@ interpolates between the dynamics learned from (possibly off-equilibrium) data a
 Training minimises the usual denoising loss of the composed D with the weight
 :math:`1/(w(N)\sigma)^2`, i.e. unit weight on the network output F.
 
-**The linear part** (``linear_dynamic_part``; off by default, see docs/architecture.md). An ITO
+**The dynamic part** (``dynamic_part``): ``"residual"`` (the default, the form above), ``"linear"`` or
+``"transition"`` (below; docs/architecture.md says what each measured).
+
+**The linear part** (``dynamic_part = "linear"``). An ITO
 denoiser returns the linear prediction :math:`c_N` at large σ for free, through its preconditioning;
 in the form above F would have to learn that whole shift from μ's mean towards x_t, at every σ, and
 a BoPITO model that has not learned it lets the prior pull every jump towards μ (its kinetics come out
@@ -56,6 +59,23 @@ with :math:`D_\mathrm{lin} = c_N + k_N (x - c_N)`, :math:`k_N = \sigma_d(N)^2/(\
 with the data's own autocorrelation; :math:`v(N) = 1` up to N_max and :math:`\lambda_\mathrm{int}^{N-N_\mathrm{max}}`
 beyond, so the model still tends to D_eq — to μ — as N → ∞. For Ornstein–Uhlenbeck dynamics with the exact
 (Gaussian) prior, D is exact with F = 0, as an ITO model's is. The loss weight stays :math:`1/(w\sigma)^2`.
+
+**The transition part** (``dynamic_part = "transition"``). The dynamic score is written as the
+difference of a whole ITO transition score and the prior's, :math:`s_\mathrm{dyn} = s_\mathrm{tr} - s_\mathrm{eq}`:
+
+.. math::
+    D = D_\mathrm{eq}(x;\sigma) + w(N)\,\big[D_\mathrm{tr}(x;\sigma,x_t,N) - D_\mathrm{eq}(x;\sigma)\big],
+    \qquad D_\mathrm{tr} = c_\mathrm{skip}\,x + c_\mathrm{out}\,F + (1 - c_\mathrm{skip})\,c_N,
+
+with ITO's preconditioning around c_N and σ_d(N) (:class:`~itomd.diffusion.TransitionDenoiser`). It is
+still BoPITO's split, s = s_eq + w(N) s_dyn, and still tends to D_eq as N → ∞; but where w ≈ 1 the model
+is an ITO model, whose errors keep a jump near the linear prediction from x_t, instead of a residual
+on μ's denoiser, whose errors pull it towards μ (too-fast kinetics). F's output enters D with
+:math:`w\,c_\mathrm{out}`, bounded by w σ_d(N) at large σ (the residual form's w σ grows with σ), and the
+loss weight is :math:`1/(w\,c_\mathrm{out})^2`: unit weight on F. Molecules learn the targets superposed on
+x_t, as ITO does (the prior is isotropic, and D_eq's orientation follows x^σ's, so the two agree at
+small σ; the rotational part the prior lacks is F's to learn, and beyond the training lags the model
+samples μ in any orientation).
 """
 
 from __future__ import annotations
@@ -82,20 +102,22 @@ class BoPITODenoiser(TransitionDenoiser):
         As for :class:`~itomd.diffusion.TransitionDenoiser`; ``len(lag_scales)`` is N_max. Molecules
         use ``superpose_condition``: the prior's μ is isotropic, and so is the long-lag limit of
         the orientation-marginal density it makes the model learn.
-    linear_dynamic_part : bool
-        Add the linear-Gaussian transition denoiser's departure from its equilibrium limit to the
-        dynamic part (module docstring); False: the original D_eq + w σ F (model files written before).
+    dynamic_part : {"residual", "linear", "transition"}
+        How the dynamic part is formed (module docstring): ``"residual"``, the original D_eq + w σ F
+        (model files written before the choice existed); ``"linear"``, with the linear-Gaussian
+        transition denoiser's departure from its equilibrium limit added; ``"transition"``, w times
+        an ITO-preconditioned transition denoiser's departure from D_eq.
     """
 
     def __init__(self, inner: nn.Module, equilibrium: nn.Module, lambda_hat: float, sigma_data: float,
                  mean: "torch.Tensor | list[float]", lag_coefficients: "torch.Tensor | list[list[float]]",
                  lag_scales: "torch.Tensor | list[float]", p_mean: float = -1.2 + 0.6931471805599453,
                  p_std: float = 1.2, n_atoms: int | None = None, superpose_condition: bool = False,
-                 linear_dynamic_part: bool = False):
+                 dynamic_part: str = "residual"):
         super().__init__(inner, sigma_data, mean, lag_coefficients, lag_scales, p_mean=p_mean, p_std=p_std,
                          n_atoms=n_atoms, superpose_condition=superpose_condition)
         self.lambda_hat = check_eigenvalue(lambda_hat, "lambda_hat")
-        self.linear_dynamic_part = bool(linear_dynamic_part)
+        self.dynamic_part = check_dynamic_part(dynamic_part)
         self.equilibrium = equilibrium.eval().requires_grad_(False)
         self.lambda_interpolation: float | None = None
 
@@ -150,22 +172,40 @@ class BoPITODenoiser(TransitionDenoiser):
         centre, sd = self.linear_prediction(x, cond, lag)
         sigma = sigma.to(x.dtype)
         lag = torch.as_tensor(lag, device=x.device).to(x.dtype).expand(x.shape[0])
-        c_in = append_dims(1.0 / (sigma**2 + sd**2).sqrt(), x.ndim)
         network_lag = lag.clamp(max=float(self.max_lag))
+        weight = append_dims(self.dynamic_weight(lag).to(x.dtype), x.ndim)
+        equilibrium = self.equilibrium(x, sigma)
+        if self.dynamic_part == "transition":
+            transition = self._denoise(x, sigma, centre, sd, cond=cond, lag=network_lag)
+            return self.project(equilibrium + weight * (transition - equilibrium))
+        c_in = append_dims(1.0 / (sigma**2 + sd**2).sqrt(), x.ndim)
         dynamic = self.network(c_in * (x - centre), sigma.log() / 4, x, cond=cond, lag=network_lag)
-        scale = append_dims(self.dynamic_weight(lag).to(x.dtype) * sigma, x.ndim)
-        d = self.equilibrium(x, sigma) + scale * dynamic
-        if self.linear_dynamic_part:
+        d = equilibrium + weight * append_dims(sigma, x.ndim) * dynamic
+        if self.dynamic_part == "linear":
             d = d + append_dims(self.linear_weight(lag).to(x.dtype), x.ndim) * self.linear_departure(x, sigma, centre, sd)
         return self.project(d)
 
     def loss_weight(self, sigma: torch.Tensor, sigma_data: torch.Tensor, lag: torch.Tensor | None = None,
                     **_) -> torch.Tensor:
-        """1/(w(N)σ)² [B]: unit weight on the network output."""
+        """Unit weight on the network output [B]: 1/(w(N)σ)², or 1/(w(N) c_out)² for the transition part
+        (``sigma_data``: σ_d(N) [B])."""
         if lag is None:
             raise InvalidInputError("a BoPITO denoiser needs lag= to weight its loss")
         w = self.dynamic_weight(torch.as_tensor(lag, device=sigma.device).expand(sigma.shape[0])).to(sigma.dtype)
+        if self.dynamic_part == "transition":
+            return super().loss_weight(sigma, sigma_data) / w**2
         return 1.0 / (w * sigma) ** 2
+
+
+#: BoPITO's forms of the dynamic part (:class:`BoPITODenoiser`).
+DYNAMIC_PARTS = ("residual", "linear", "transition")
+
+
+def check_dynamic_part(value: str) -> str:
+    """``value`` if it names one of :data:`DYNAMIC_PARTS`, else a one-line :class:`InvalidInputError`."""
+    if value not in DYNAMIC_PARTS:
+        raise InvalidInputError(f"dynamic_part must be one of {', '.join(DYNAMIC_PARTS)}, got {value!r}")
+    return value
 
 
 def check_eigenvalue(value: float, name: str) -> float:

@@ -82,7 +82,7 @@ def lag_statistics(pairs: PairSampler, representation: Representation, max_lag: 
 def fit_denoiser_spec(trajectories: Sequence[np.ndarray], representation: Representation, network: NetworkSize,
                       max_lag: int, pairs: PairSampler | None = None, p_mean: float | None = None,
                       p_std: float = 1.2, prior: Prior | None = None, lambda_hat: float | None = None,
-                      progress: bool = False, linear_dynamic_part: bool = False) -> DenoiserSpec:
+                      progress: bool = False, dynamic_part: str = "residual") -> DenoiserSpec:
     """A :class:`DenoiserSpec` with the data scales estimated from prepared ``trajectories``.
 
     Parameters
@@ -103,9 +103,8 @@ def fit_denoiser_spec(trajectories: Sequence[np.ndarray], representation: Repres
         BoPITO's frozen equilibrium part and λ̂.
     progress : bool
         Show the lag statistics' progress.
-    linear_dynamic_part : bool
-        BoPITO only: the dynamic part includes the linear prediction's departure from its equilibrium
-        limit (:class:`~itomd.diffusion.BoPITODenoiser`).
+    dynamic_part : {"residual", "linear", "transition"}
+        BoPITO only: how its dynamic part is formed (:class:`~itomd.diffusion.BoPITODenoiser`).
 
     σ_data is the pooled standard deviation of the centred frames; transition models also get the
     RMS displacement per lag (:func:`lag_statistics`).
@@ -131,7 +130,7 @@ def fit_denoiser_spec(trajectories: Sequence[np.ndarray], representation: Repres
                         p_mean=float(p_mean), p_std=float(p_std), representation=representation,
                         lag_coefficients=lag_coefficients, lag_scales=lag_scales, prior=prior,
                         lambda_hat=None if lambda_hat is None else float(lambda_hat),
-                        linear_dynamic_part=bool(linear_dynamic_part and prior is not None and pairs is not None))
+                        dynamic_part=dynamic_part if prior is not None and pairs is not None else "residual")
 
 
 __all__ = ["fit_denoiser_spec", "lag_statistics", "LAG_STATISTICS_PAIRS"]

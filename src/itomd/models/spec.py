@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Sequence, Union
 import numpy as np
 import torch
 
-from itomd.diffusion.bopito import BoPITODenoiser
+from itomd.diffusion.bopito import BoPITODenoiser, check_dynamic_part
 from itomd.diffusion.denoiser import Denoiser, TransitionDenoiser
 from itomd.diffusion.equilibrium import ExactEquilibriumDenoiser
 from itomd.diffusion.forcefield import (BLEND_GRID_POINTS, ForceFieldEquilibriumDenoiser, GaussianEquilibriumDenoiser,
@@ -281,10 +281,9 @@ class DenoiserSpec:
         BoPITO's frozen equilibrium part; None: a plain ITO (or equilibrium) model.
     lambda_hat : float, optional
         BoPITO's λ̂, the per-frame decay of the dynamic part.
-    linear_dynamic_part : bool
-        BoPITO's dynamic part includes the linear-Gaussian transition denoiser's departure from its
-        equilibrium limit (:class:`~itomd.diffusion.BoPITODenoiser`); absent from (False in) model files
-        written before it existed.
+    dynamic_part : {"residual", "linear", "transition"}
+        How BoPITO's dynamic part is formed (:class:`~itomd.diffusion.BoPITODenoiser`); "residual" in
+        model files written before the choice existed (those with ``linear_dynamic_part = true``: "linear").
     """
 
     dim: int
@@ -302,7 +301,7 @@ class DenoiserSpec:
     lag_scales: tuple[float, ...] | None = None
     prior: Prior | None = None
     lambda_hat: float | None = None
-    linear_dynamic_part: bool = False
+    dynamic_part: str = "residual"
 
     @property
     def is_bopito(self) -> bool:
@@ -336,8 +335,7 @@ class DenoiserSpec:
             return TransitionDenoiser(inner, **tables)
         if self.lambda_hat is None:
             raise DataFileError("a BoPITO model description needs lambda_hat")
-        return BoPITODenoiser(inner, self.prior.build(), self.lambda_hat, linear_dynamic_part=self.linear_dynamic_part,
-                              **tables)
+        return BoPITODenoiser(inner, self.prior.build(), self.lambda_hat, dynamic_part=self.dynamic_part, **tables)
 
     def noise_range(self, lags: Sequence[float] | None = None) -> tuple[float, float]:
         """(smallest, largest) data scale a sampling schedule must cover for jumps of these lags."""
@@ -361,8 +359,8 @@ class DenoiserSpec:
              "lag_scales": None if self.lag_scales is None else list(self.lag_scales),
              "prior": None if self.prior is None else self.prior.to_dict(), "lambda_hat": self.lambda_hat,
              "molecule": self.representation.to_dict()}
-        if self.linear_dynamic_part:  # absent from model files written before it existed
-            d["linear_dynamic_part"] = True
+        if self.dynamic_part != "residual":  # absent from model files written before the choice existed
+            d["dynamic_part"] = self.dynamic_part
         return d
 
     @classmethod
@@ -386,7 +384,16 @@ class DenoiserSpec:
                    lag_scales=None if d.get("lag_scales") is None else _floats(d["lag_scales"]),
                    prior=None if d.get("prior") is None else prior_from_dict(d["prior"], system),
                    lambda_hat=None if d.get("lambda_hat") is None else float(d["lambda_hat"]),
-                   linear_dynamic_part=bool(d.get("linear_dynamic_part", False)))
+                   dynamic_part=_dynamic_part(d))
+
+
+def _dynamic_part(d: dict[str, Any]) -> str:
+    """A model description's BoPITO dynamic part (files of the boolean ``linear_dynamic_part``: "linear")."""
+    value = d.get("dynamic_part", "linear" if d.get("linear_dynamic_part") else "residual")
+    try:
+        return check_dynamic_part(value)
+    except InvalidInputError as exc:
+        raise DataFileError(f"model description: {exc}") from None
 
 
 def _floats(values: Sequence[Any]) -> tuple[float, ...]:

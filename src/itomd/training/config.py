@@ -18,7 +18,7 @@ from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
-from itomd.diffusion.bopito import check_eigenvalue
+from itomd.diffusion.bopito import check_dynamic_part, check_eigenvalue
 from itomd.errors import DataFileError, InvalidInputError
 from itomd.representation import NetworkSize, TrainingSize
 from itomd.validation import is_finite_number, require_int
@@ -100,12 +100,15 @@ class TrainingConfig:
         BoPITO's λ̂ per frame; default: the slowest non-unit eigenvalue of an MSM at lag 1 frame of
         the training data (:func:`~itomd.analysis.msm.slowest_eigenvalue`), raised if needed so that
         λ̂^max_lag ≥ :data:`MIN_DYNAMIC_WEIGHT` (with a warning).
-    linear_dynamic_part : bool
-        BoPITO only: start the dynamic part from the linear-Gaussian transition denoiser's departure
-        from its equilibrium limit, as ITO's preconditioning does (:class:`~itomd.diffusion.BoPITODenoiser`);
-        false (default): the original D_eq + λ̂^N σ F, whose network must learn the shift towards x_t
-        itself. Measured: it helps Müller–Brown's kinetics, not alanine dipeptide's, whose validity
-        it lowered (BENCHMARKS.md, "BoPITO's linear part").
+    dynamic_part : {"residual", "linear", "transition"}
+        BoPITO only: how the dynamic part is formed (:class:`~itomd.diffusion.BoPITODenoiser`).
+        ``"residual"`` (default): the original D_eq + λ̂^N σ F, whose network must learn the shift
+        towards x_t itself; ``"linear"``: started from the linear-Gaussian transition denoiser's
+        departure from its equilibrium limit (measured: helps Müller–Brown's kinetics, not alanine
+        dipeptide's, whose validity it lowered — BENCHMARKS.md, "BoPITO's linear part");
+        ``"transition"``: λ̂^N times an ITO-preconditioned transition denoiser's departure from D_eq
+        (molecules: targets superposed on x_t, as ITO's). Run directories written with the boolean
+        ``linear_dynamic_part`` are read as "linear" (true) or "residual" (false).
     batch_size : int, optional
         Global batch (pairs per optimiser step, summed over data-parallel processes). None: the
         system's default (:meth:`~itomd.representation.Representation.training_size`), filled in when
@@ -145,7 +148,7 @@ class TrainingConfig:
     equilibrium: bool = False
     prior: str | None = None
     lambda_hat: float | None = None
-    linear_dynamic_part: bool = False
+    dynamic_part: str = "residual"
     batch_size: int | None = None
     learning_rate: float = 2e-3
     warmup_steps: int = 200
@@ -187,9 +190,12 @@ class TrainingConfig:
             raise InvalidInputError(f"minutes must be a positive number, got {self.minutes!r}")
         if self.p_mean is not None and not is_finite_number(self.p_mean):
             raise InvalidInputError(f"p_mean must be a number, got {self.p_mean!r}")
-        for name in ("equilibrium", "linear_dynamic_part"):
-            if not isinstance(getattr(self, name), bool):
-                raise InvalidInputError(f"{name} must be true or false, got {getattr(self, name)!r}")
+        if not isinstance(self.equilibrium, bool):
+            raise InvalidInputError(f"equilibrium must be true or false, got {self.equilibrium!r}")
+        check_dynamic_part(self.dynamic_part)
+        if self.dynamic_part != "residual" and self.prior is None:
+            raise InvalidInputError(f"dynamic_part {self.dynamic_part!r} is BoPITO's: it needs a prior "
+                                    "(--prior exact or an equilibrium run)")
         if self.prior is not None and (not isinstance(self.prior, str) or not self.prior):
             raise InvalidInputError(f"prior must be 'exact', 'forcefield', 'forcefield:RUN' or the path of an equilibrium "
                                     f"model, got {self.prior!r}")
@@ -226,6 +232,12 @@ class TrainingConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any], source: str = "config", **overrides: Any) -> "TrainingConfig":
         names = {f.name for f in dataclasses.fields(cls)}
+        if "linear_dynamic_part" in data and "dynamic_part" not in data:  # run directories of an earlier version
+            data = dict(data)
+            legacy = data.pop("linear_dynamic_part")
+            if not isinstance(legacy, bool):
+                raise InvalidInputError(f"{source}: linear_dynamic_part must be true or false, got {legacy!r}")
+            data["dynamic_part"] = "linear" if legacy else "residual"
         unknown = sorted(set(data) - names)
         if unknown:
             raise InvalidInputError(f"{source}: unknown training option(s) {', '.join(unknown)}")

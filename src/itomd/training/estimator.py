@@ -318,13 +318,16 @@ def _new_spec(config: TrainingConfig, trajectories: list[np.ndarray], representa
         if lambda_hat is None:
             lambda_hat = estimated_lambda_hat(representation.slow_coordinates(trajectories), config.max_lag,
                                               config.seed)
-    transition = pairs is not None  # molecules: ITO learns superposed targets, BoPITO the orientation-marginal density
-    representation = representation.for_model(superpose_targets=transition and prior is None,
-                                              orientation_marginal=transition and prior is not None)
+    # molecules: ITO (and BoPITO's transition part) learn superposed targets, BoPITO's other forms the
+    # orientation-marginal density
+    transition = pairs is not None
+    superposed = prior is None or config.dynamic_part == "transition"
+    representation = representation.for_model(superpose_targets=transition and superposed,
+                                              orientation_marginal=transition and not superposed)
     return fit_denoiser_spec(trajectories, representation,
                              config.network, config.max_lag, pairs=pairs, p_mean=config.p_mean, p_std=config.p_std,
                              prior=prior, lambda_hat=lambda_hat, progress=progress,
-                             linear_dynamic_part=config.linear_dynamic_part)
+                             dynamic_part=config.dynamic_part)
 
 
 def estimated_lambda_hat(trajectories: Sequence[np.ndarray], max_lag: int, seed: int = 0) -> float:
