@@ -29,14 +29,15 @@ each cached under ``--work`` (default bench/work/ala2) so a re-run continues whe
                     ns/s next to OpenMM in the same run, and the accuracy reached (JS vs MD, validity);
 6. ``equilibrium`` — an equilibrium model (the Boltzmann generator) of the training frames;
 7. ``bg_data``    — 100 × 100 ps trajectories started from its samples (BoPITO's data);
-8. ``bopito``, ``ito_short`` — BoPITO (that prior) and ITO trained on those same short
-                    trajectories (equal data, equal steps), each evaluated as in 4;
+8. ``bopito``, ``ito_short`` — BoPITO (that prior; a molecule's default dynamic part, the transition
+                    form) and ITO trained on those same short trajectories (equal data, equal steps), each
+                    evaluated as in 4;
+   ``bopito_residual`` — BoPITO with the residual dynamic part (``dynamic_part = "residual"``: D = D_eq +
+                    λ̂^N σ F, the orientation-marginal density), same data and steps, evaluated as in 4;
    ``bopito_forcefield`` — BoPITO with the force-field prior (OpenMM's forces blended with that
                     equilibrium model across noise levels), same data and steps, evaluated as in 4;
    ``bopito_linear`` — BoPITO with the linear part of its dynamic term (``dynamic_part = "linear"``:
-                    D = D_eq + v(N)[D_lin − D_lin^∞] + λ̂^N σ F), same data and steps, evaluated as in 4;
-   ``bopito_transition`` — BoPITO whose dynamic term is an ITO transition denoiser's departure from the
-                    prior (``dynamic_part = "transition"``: D = D_eq + λ̂^N [D_tr − D_eq]), same data and steps.
+                    D = D_eq + v(N)[D_lin − D_lin^∞] + λ̂^N σ F), same data and steps, evaluated as in 4.
 
     .venv/bin/python bench/ala2.py --stage all            # every stage
     .venv/bin/python bench/ala2.py --stage evaluate       # one stage (its inputs must exist)
@@ -427,8 +428,14 @@ def stage_bg_data(args) -> None:
 
 
 def stage_bopito(args) -> None:
-    """BoPITO (learned prior) on the BG-seeded short trajectories, then its evaluation."""
+    """BoPITO (learned prior; the molecule's default dynamic part) on the BG-seeded short trajectories, then its
+    evaluation."""
     _equal_data_stage(args, "bopito", prior=str(args.work / "equilibrium"))
+
+
+def stage_bopito_residual(args) -> None:
+    """BoPITO as ``bopito`` but with the residual dynamic part (``dynamic_part = "residual"``), then its evaluation."""
+    _equal_data_stage(args, "bopito_residual", prior=str(args.work / "equilibrium"), dynamic_part="residual")
 
 
 def stage_bopito_forcefield(args) -> None:
@@ -442,18 +449,13 @@ def stage_bopito_linear(args) -> None:
     _equal_data_stage(args, "bopito_linear", prior=str(args.work / "equilibrium"), dynamic_part="linear")
 
 
-def stage_bopito_transition(args) -> None:
-    """BoPITO as ``bopito`` but with the transition part (``dynamic_part = "transition"``: an ITO-preconditioned
-    transition denoiser's departure from the prior, targets superposed on x_t), then its evaluation."""
-    _equal_data_stage(args, "bopito_transition", prior=str(args.work / "equilibrium"), dynamic_part="transition")
-
 
 def stage_ito_short(args) -> None:
     """ITO on the same BG-seeded short trajectories (equal data), then its evaluation."""
     _equal_data_stage(args, "ito_short")
 
 
-def _equal_data_stage(args, run: str, prior: str | None = None, dynamic_part: str = "residual") -> None:
+def _equal_data_stage(args, run: str, prior: str | None = None, dynamic_part: str | None = None) -> None:
     """Train the ``ala2-ito`` recipe (lags to 50 ps, ``--bopito-steps``, ``--bopito-minutes``; with
     ``prior``: BoPITO) on the BG-seeded short trajectories into ``run``, then evaluate it as in 4."""
     base = TrainingConfig.from_recipe("ala2-ito", minutes=args.bopito_minutes)
@@ -522,9 +524,9 @@ STAGES: dict[str, Callable[[argparse.Namespace], None]] = {
     "equilibrium": stage_equilibrium,
     "bg_data": stage_bg_data,
     "bopito": stage_bopito,
+    "bopito_residual": stage_bopito_residual,
     "bopito_forcefield": stage_bopito_forcefield,
     "bopito_linear": stage_bopito_linear,
-    "bopito_transition": stage_bopito_transition,
     "ito_short": stage_ito_short,
 }
 

@@ -92,6 +92,10 @@ class Representation(ABC):
     #: The model learns the transition density marginalised over the orientation of x_{t+N}
     #: (BoPITO models of molecules, see :class:`MolecularRepresentation`); points have no orientation.
     orientation_marginal: bool = False
+    #: The form of a BoPITO model's dynamic part unless its config names one
+    #: (:class:`~itomd.diffusion.BoPITODenoiser`): the original residual for points, whose
+    #: data-efficiency results were measured with it; molecules override it.
+    bopito_dynamic_part: str = "residual"
 
     # -- data ------------------------------------------------------------------------------------
     def prepare_trajectories(self, trajectories: Sequence[np.ndarray]) -> list[np.ndarray]:
@@ -226,6 +230,9 @@ class MolecularRepresentation(Representation):
     graph: MoleculeGraph
     superpose_targets: bool = False
     orientation_marginal: bool = False
+    #: BoPITO's transition form: the residual form's short-lag kinetics of alanine dipeptide were 2-7×
+    #: too fast at every attempt, the transition form's within 20 % (BENCHMARKS.md, "BoPITO's transition part").
+    bopito_dynamic_part = "transition"
     topology: "mdtraj.Topology | None" = field(default=None, compare=False, repr=False)
     reference_structure: "np.ndarray | None" = field(default=None, compare=False, repr=False)
 

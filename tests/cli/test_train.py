@@ -76,7 +76,7 @@ def test_train_with_exact_and_learned_priors(bopito_runs):
     assert exact.is_bopito and isinstance(exact.spec.prior, ExactPrior)
     assert 0.98 < exact.lambda_hat < 1.0  # Prinz: exact λ₂ = 0.9940 per frame; 16 short trajectories here
     assert isinstance(learned.spec.prior, LearnedPrior) and learned.lambda_hat == 0.99
-    assert exact.spec.dynamic_part == learned.spec.dynamic_part == "residual"  # unless asked for
+    assert exact.spec.dynamic_part == learned.spec.dynamic_part == "residual"  # a toy system's default
 
 
 def test_train_with_the_forcefield_prior_then_sample_and_metropolis(bopito_runs, tmp_path, capsys):
@@ -130,11 +130,13 @@ def test_bopito_for_a_molecule_with_a_learned_equilibrium_prior(ala2_runs, tmp_p
     draws = prior.sample(None, n_samples=4, n_steps=3, generator=torch.Generator().manual_seed(0))
     assert draws.shape == (4, 66) and draws.reshape(4, 22, 3).mean(1).abs().max() < 1e-5
     assert main(["train", "--data", str(ala2_runs["data"]), "--out", str(bopito), "--config", str(ala2_runs["config"]),
-                 "--prior", str(eq), "--lambda-hat", "0.95", "--max-steps", "10", "--quiet"]) == 0
+                 "--prior", str(eq), "--lambda-hat", "0.95", "--dynamic-part", "residual", "--max-steps", "10",
+                 "--quiet"]) == 0
     model = TransitionModel.load(bopito)
-    # the orientation-marginal density with lab-frame targets (the isotropic prior would never match
-    # superposed ones): x_t enters superposed on the noisy state
+    # the residual form learns the orientation-marginal density with lab-frame targets (the isotropic
+    # prior would never match superposed ones): x_t enters superposed on the noisy state
     representation = model.spec.representation
+    assert model.spec.dynamic_part == "residual"
     assert model.is_bopito and representation.n_atoms == 22 and not representation.superpose_targets
     assert representation.orientation_marginal and model.denoiser.superpose_condition
     assert model.lambda_hat == 0.95
@@ -148,12 +150,12 @@ def test_bopito_for_a_molecule_with_a_learned_equilibrium_prior(ala2_runs, tmp_p
     turned = (frames.reshape(len(frames), 22, 3) @ rotation.T).reshape(frames.shape)
     assert model.untrained_starts(frames) == 0 and model.untrained_starts(turned + 5.0) == 0
     assert model.untrained_starts(2.0 * frames) == len(frames)
-    # the transition part learns superposed targets, as ITO does, and takes x_t as given; rotating x_t and
-    # the noisy state together rotates the denoised structure (equivariance)
+    # the transition form (a molecule's default) learns superposed targets, as ITO does, and takes x_t as
+    # given; rotating x_t and the noisy state together rotates the denoised structure (equivariance)
     transition = tmp_path / "bopito_transition"
     assert main(["train", "--data", str(ala2_runs["data"]), "--out", str(transition), "--config",
-                 str(ala2_runs["config"]), "--prior", str(eq), "--lambda-hat", "0.95", "--dynamic-part", "transition",
-                 "--max-steps", "10", "--quiet"]) == 0
+                 str(ala2_runs["config"]), "--prior", str(eq), "--lambda-hat", "0.95", "--max-steps", "10",
+                 "--quiet"]) == 0
     model = TransitionModel.load(transition)
     representation = model.spec.representation
     assert model.spec.dynamic_part == "transition" and model.denoiser.dynamic_part == "transition"

@@ -107,7 +107,7 @@ def test_linear_part_makes_an_untrained_bopito_exact_for_ou():
 
 def test_transition_part_is_the_prior_plus_weighted_departure_of_an_ito_denoiser():
     """D = D_eq + w(N)[D_tr − D_eq] with D_tr the ITO denoiser around c_N (same inner network): at
-    λ̂ = 1 it is that ITO denoiser exactly; its loss weight is ITO's over w²."""
+    λ̂ = 1 it is that ITO denoiser exactly; its loss weight is ITO's on D (w² on F), not the residual form's."""
     from itomd.diffusion.denoiser import TransitionDenoiser
 
     tables = dict(sigma_data=1.0, mean=[0.2], lag_coefficients=[[0.5]] * 20, lag_scales=[0.3] * 20)
@@ -125,8 +125,11 @@ def test_transition_part_is_the_prior_plus_weighted_departure_of_an_ito_denoiser
     assert torch.allclose(d(x, sigma, cond=x_t, lag=lags), ito(x, sigma, cond=x_t, lag=lags), atol=1e-6)
     d.lambda_hat = 0.8
     sd = torch.full((6,), 0.3)
-    np.testing.assert_allclose(d.loss_weight(sigma, sd, lag=lags).numpy(),
-                               (ito.loss_weight(sigma, sd) / 0.8 ** 8).numpy(), rtol=1e-5)
+    np.testing.assert_allclose(d.loss_weight(sigma, sd, lag=lags).numpy(), ito.loss_weight(sigma, sd).numpy(),
+                               rtol=1e-6)
+    d.dynamic_part = "residual"
+    np.testing.assert_allclose(d.loss_weight(sigma, sd, lag=lags).numpy(), (1 / (0.8**4 * sigma) ** 2).numpy(),
+                               rtol=1e-5)
     with pytest.raises(InvalidInputError, match="dynamic_part must be one of"):
         BoPITODenoiser(_RecordingInner(), _ShiftEquilibrium(), 0.9, dynamic_part="quadratic", **tables)
 

@@ -42,6 +42,7 @@ def test_config_from_toml(tmp_path):
     ({"equilibrium": "yes"}, "equilibrium must be true or false"), ({"prior": ""}, "prior must be"),
     ({"prior": "exact", "lambda_hat": 0.0}, "lambda_hat"),
     ({"prior": "exact", "dynamic_part": "yes"}, "dynamic_part must be one of"),
+    ({"dynamic_part": "residual"}, "dynamic_part 'residual' is BoPITO's: it needs a prior"),
     ({"dynamic_part": "transition"}, "dynamic_part 'transition' is BoPITO's: it needs a prior"),
 ])
 def test_more_options_are_validated_in_one_line(changes, message):

@@ -34,9 +34,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--lambda-hat", dest="lambda_hat", type=positive_float,
                    help="BoPITO's λ̂ per frame (default: slowest MSM eigenvalue of the data at lag 1)")
     p.add_argument("--dynamic-part", dest="dynamic_part", metavar="residual|linear|transition",
-                   help="BoPITO's dynamic part: 'residual' (default; D_eq + λ̂^N σ F), 'linear' (started from the "
-                        "linear-Gaussian transition) or 'transition' (λ̂^N times an ITO transition denoiser's departure "
-                        "from D_eq; molecules learn targets superposed on x_t, as ITO)")
+                   help="BoPITO's dynamic part: 'transition' (λ̂^N times an ITO transition denoiser's departure from "
+                        "D_eq; molecules learn targets superposed on x_t, as ITO; the default for molecules), "
+                        "'residual' (D_eq + λ̂^N σ F; the default for toy systems) or 'linear' (the residual started "
+                        "from the linear-Gaussian transition)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out exactly where it stopped")
     p.add_argument("--quiet", action="store_true")
     p.add_argument("--json", action="store_true")

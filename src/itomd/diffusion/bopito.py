@@ -35,7 +35,8 @@ interpolates between the dynamics learned from (possibly off-equilibrium) data a
 μ whatever x_t.
 
 Training minimises the usual denoising loss of the composed D with the weight
-:math:`1/(w(N)\sigma)^2`, i.e. unit weight on the network output F.
+:math:`1/(w(N)\sigma)^2`, i.e. unit weight on the network output F (the transition form below weights
+D as ITO does).
 
 **The dynamic part** (``dynamic_part``): ``"residual"`` (the default, the form above), ``"linear"`` or
 ``"transition"`` (below; docs/architecture.md says what each measured).
@@ -71,8 +72,11 @@ with ITO's preconditioning around c_N and σ_d(N) (:class:`~itomd.diffusion.Tran
 still BoPITO's split, s = s_eq + w(N) s_dyn, and still tends to D_eq as N → ∞; but where w ≈ 1 the model
 is an ITO model, whose errors keep a jump near the linear prediction from x_t, instead of a residual
 on μ's denoiser, whose errors pull it towards μ (too-fast kinetics). F's output enters D with
-:math:`w\,c_\mathrm{out}`, bounded by w σ_d(N) at large σ (the residual form's w σ grows with σ), and the
-loss weight is :math:`1/(w\,c_\mathrm{out})^2`: unit weight on F. Molecules learn the targets superposed on
+:math:`w\,c_\mathrm{out}`, bounded by w σ_d(N) at large σ (the residual form's w σ grows with σ). The loss
+weight is ITO's on the composed D, :math:`1/c_\mathrm{out}^2`, i.e. :math:`w(N)^2` on F: the sampler uses D,
+and F's errors reach D scaled by w, so the long lags — where the prior carries the density — are not
+weighted up (with unit weight on F, 1/w² up-weights them and the model's short-lag kinetics came out 35 %
+too fast on alanine dipeptide; BENCHMARKS.md, "BoPITO's transition part"). Molecules learn the targets superposed on
 x_t, as ITO does (the prior is isotropic, and D_eq's orientation follows x^σ's, so the two agree at
 small σ; the rotational part the prior lacks is F's to learn, and beyond the training lags the model
 samples μ in any orientation).
@@ -187,13 +191,13 @@ class BoPITODenoiser(TransitionDenoiser):
 
     def loss_weight(self, sigma: torch.Tensor, sigma_data: torch.Tensor, lag: torch.Tensor | None = None,
                     **_) -> torch.Tensor:
-        """Unit weight on the network output [B]: 1/(w(N)σ)², or 1/(w(N) c_out)² for the transition part
-        (``sigma_data``: σ_d(N) [B])."""
+        """1/(w(N)σ)² [B], unit weight on the network output; for the transition part ITO's weight on the
+        composed D, 1/c_out² (``sigma_data``: σ_d(N) [B]), which weights F by w(N)² (module docstring)."""
         if lag is None:
             raise InvalidInputError("a BoPITO denoiser needs lag= to weight its loss")
-        w = self.dynamic_weight(torch.as_tensor(lag, device=sigma.device).expand(sigma.shape[0])).to(sigma.dtype)
         if self.dynamic_part == "transition":
-            return super().loss_weight(sigma, sigma_data) / w**2
+            return super().loss_weight(sigma, sigma_data)
+        w = self.dynamic_weight(torch.as_tensor(lag, device=sigma.device).expand(sigma.shape[0])).to(sigma.dtype)
         return 1.0 / (w * sigma) ** 2
 
 

@@ -100,10 +100,11 @@ class TrainingConfig:
         BoPITO's λ̂ per frame; default: the slowest non-unit eigenvalue of an MSM at lag 1 frame of
         the training data (:func:`~itomd.analysis.msm.slowest_eigenvalue`), raised if needed so that
         λ̂^max_lag ≥ :data:`MIN_DYNAMIC_WEIGHT` (with a warning).
-    dynamic_part : {"residual", "linear", "transition"}
-        BoPITO only: how the dynamic part is formed (:class:`~itomd.diffusion.BoPITODenoiser`).
-        ``"residual"`` (default): the original D_eq + λ̂^N σ F, whose network must learn the shift
-        towards x_t itself; ``"linear"``: started from the linear-Gaussian transition denoiser's
+    dynamic_part : {"residual", "linear", "transition"}, optional
+        BoPITO only: how the dynamic part is formed (:class:`~itomd.diffusion.BoPITODenoiser`). None:
+        the system's (:attr:`~itomd.representation.Representation.bopito_dynamic_part`: "transition"
+        for molecules, "residual" for points). ``"residual"``: the original D_eq + λ̂^N σ F, whose network
+        must learn the shift towards x_t itself; ``"linear"``: started from the linear-Gaussian transition denoiser's
         departure from its equilibrium limit (measured: helps Müller–Brown's kinetics, not alanine
         dipeptide's, whose validity it lowered — BENCHMARKS.md, "BoPITO's linear part");
         ``"transition"``: λ̂^N times an ITO-preconditioned transition denoiser's departure from D_eq
@@ -148,7 +149,7 @@ class TrainingConfig:
     equilibrium: bool = False
     prior: str | None = None
     lambda_hat: float | None = None
-    dynamic_part: str = "residual"
+    dynamic_part: str | None = None
     batch_size: int | None = None
     learning_rate: float = 2e-3
     warmup_steps: int = 200
@@ -192,8 +193,9 @@ class TrainingConfig:
             raise InvalidInputError(f"p_mean must be a number, got {self.p_mean!r}")
         if not isinstance(self.equilibrium, bool):
             raise InvalidInputError(f"equilibrium must be true or false, got {self.equilibrium!r}")
-        check_dynamic_part(self.dynamic_part)
-        if self.dynamic_part != "residual" and self.prior is None:
+        if self.dynamic_part is not None:
+            check_dynamic_part(self.dynamic_part)
+        if self.dynamic_part is not None and self.prior is None:
             raise InvalidInputError(f"dynamic_part {self.dynamic_part!r} is BoPITO's: it needs a prior "
                                     "(--prior exact or an equilibrium run)")
         if self.prior is not None and (not isinstance(self.prior, str) or not self.prior):

@@ -321,13 +321,14 @@ def _new_spec(config: TrainingConfig, trajectories: list[np.ndarray], representa
     # molecules: ITO (and BoPITO's transition part) learn superposed targets, BoPITO's other forms the
     # orientation-marginal density
     transition = pairs is not None
-    superposed = prior is None or config.dynamic_part == "transition"
+    dynamic_part = config.dynamic_part or representation.bopito_dynamic_part
+    superposed = prior is None or dynamic_part == "transition"
     representation = representation.for_model(superpose_targets=transition and superposed,
                                               orientation_marginal=transition and not superposed)
     return fit_denoiser_spec(trajectories, representation,
                              config.network, config.max_lag, pairs=pairs, p_mean=config.p_mean, p_std=config.p_std,
                              prior=prior, lambda_hat=lambda_hat, progress=progress,
-                             dynamic_part=config.dynamic_part)
+                             dynamic_part=dynamic_part)
 
 
 def estimated_lambda_hat(trajectories: Sequence[np.ndarray], max_lag: int, seed: int = 0) -> float:
