@@ -381,8 +381,8 @@ def stage_equilibrium(args) -> None:
     The recipe's network and schedule at the default noise levels of an equilibrium model
     (ln σ ~ N(−1.2 + ln(σ_data/0.5), 1.2²), as the generators of BENCHMARKS.md were trained): the
     recipe's own p_mean and p_std are the transition model's, ln(σ/σ_d(N)), and read as ln σ by an
-    equilibrium model (0.0 / 1.5 gave 45 % valid samples at 10 noise levels, 80 % at 25; −0.5 / 1.2
-    gave 2.5 % / 16.5 %)."""
+    equilibrium model (0.0 / 1.5 gave 47 % valid samples at 10 noise levels, 80 % at 25; −0.5 / 1.2
+    gave 3.8 % / 16.5 %; the defaults 99.9 % at 10)."""
     base = TrainingConfig.from_recipe("ala2-ito", minutes=args.bopito_minutes)
     config = TrainingConfig.from_dict({**base.to_dict(), "equilibrium": True, "max_lag": 1,
                                        "max_steps": args.bopito_steps, "p_mean": None, "p_std": 1.2})
