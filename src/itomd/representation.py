@@ -231,7 +231,8 @@ class MolecularRepresentation(Representation):
     superpose_targets: bool = False
     orientation_marginal: bool = False
     #: BoPITO's transition form: the residual form's short-lag kinetics of alanine dipeptide were 2-7×
-    #: too fast at every attempt, the transition form's within 20 % (BENCHMARKS.md, "BoPITO's transition part").
+    #: too fast at every attempt, the transition form's 1-ps jumps within 20 % of MD (BENCHMARKS.md, "BoPITO's
+    #: transition part").
     bopito_dynamic_part = "transition"
     topology: "mdtraj.Topology | None" = field(default=None, compare=False, repr=False)
     reference_structure: "np.ndarray | None" = field(default=None, compare=False, repr=False)

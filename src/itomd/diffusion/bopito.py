@@ -38,8 +38,9 @@ Training minimises the usual denoising loss of the composed D with the weight
 :math:`1/(w(N)\sigma)^2`, i.e. unit weight on the network output F (the transition form below weights
 D as ITO does).
 
-**The dynamic part** (``dynamic_part``): ``"residual"`` (the default, the form above), ``"linear"`` or
-``"transition"`` (below; docs/architecture.md says what each measured).
+**The dynamic part** (``dynamic_part``): ``"residual"`` (the form above: this class's default and toy
+systems'), ``"linear"`` or ``"transition"`` (below; a molecule's default). docs/architecture.md says what
+each measured.
 
 **The linear part** (``dynamic_part = "linear"``). An ITO
 denoiser returns the linear prediction :math:`c_N` at large σ for free, through its preconditioning;
@@ -75,8 +76,8 @@ on μ's denoiser, whose errors pull it towards μ (too-fast kinetics). F's outpu
 :math:`w\,c_\mathrm{out}`, bounded by w σ_d(N) at large σ (the residual form's w σ grows with σ). The loss
 weight is ITO's on the composed D, :math:`1/c_\mathrm{out}^2`, i.e. :math:`w(N)^2` on F: the sampler uses D,
 and F's errors reach D scaled by w, so the long lags — where the prior carries the density — are not
-weighted up (with unit weight on F, 1/w² up-weights them and the model's short-lag kinetics came out 35 %
-too fast on alanine dipeptide; BENCHMARKS.md, "BoPITO's transition part"). Molecules learn the targets superposed on
+weighted up (with unit weight on F, 1/w² up-weights them, and alanine dipeptide's 1-ps kinetics came out
+0.61–0.65 of MD's instead of 0.80–0.96; BENCHMARKS.md, "BoPITO's transition part"). Molecules learn the targets superposed on
 x_t, as ITO does (the prior is isotropic, and D_eq's orientation follows x^σ's, so the two agree at
 small σ; the rotational part the prior lacks is F's to learn, and beyond the training lags the model
 samples μ in any orientation).
