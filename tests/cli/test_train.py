@@ -172,6 +172,18 @@ def test_bopito_for_a_molecule_with_a_learned_equilibrium_prior(ala2_runs, tmp_p
         plain = model.denoiser(x, sigma, cond=x_t, lag=lags)
         turned_out = model.denoiser(turn(x), sigma, cond=turn(x_t), lag=lags)
     assert torch.allclose(turned_out, turn(plain), atol=1e-4)
+    # beyond the training lags a sample's orientation drifts with the prior: x_t enters superposed on the
+    # noisy state there, so x_t's own orientation no longer matters (within them it does: the targets'
+    # frame is x_t's)
+    far, large = torch.full((3,), 6.0), torch.full((3,), 1.0)  # N_max = 4 here: weight 0.95^6 = 0.74
+    with torch.no_grad():
+        assert torch.allclose(model.denoiser(x, large, cond=turn(x_t), lag=far),
+                              model.denoiser(x, large, cond=x_t, lag=far), atol=1e-4)
+        first = torch.ones(3)  # within the training lags
+        assert not torch.allclose(model.denoiser(x, large, cond=turn(x_t), lag=first),
+                                  model.denoiser(x, large, cond=x_t, lag=first), atol=1e-3)
+    far_jumps = model.sample(x_t, lag=10_000, n_steps=3, generator=torch.Generator().manual_seed(0))
+    assert torch.isfinite(far_jumps).all()
 
 
 def test_forcefield_prior_for_a_molecule_needs_a_learned_base(ala2_runs, tmp_path, capsys):

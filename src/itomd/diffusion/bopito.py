@@ -90,6 +90,7 @@ from torch import nn
 
 from itomd.diffusion.denoiser import TransitionDenoiser, append_dims
 from itomd.errors import InvalidInputError
+from itomd.geometry import superpose
 
 
 class BoPITODenoiser(TransitionDenoiser):
@@ -181,6 +182,12 @@ class BoPITODenoiser(TransitionDenoiser):
         weight = append_dims(self.dynamic_weight(lag).to(x.dtype), x.ndim)
         equilibrium = self.equilibrium(x, sigma)
         if self.dynamic_part == "transition":
+            if self.n_atoms is not None and cond is not None and bool((lag > self.max_lag).any()):
+                # beyond the training lags D_eq takes over and a sample's orientation drifts from x_t's; the
+                # network only saw noisy states in x_t's frame, so x_t enters superposed on them there
+                beyond = append_dims(lag > self.max_lag, x.ndim)
+                cond = torch.where(beyond, superpose(cond.to(x.dtype).expand_as(x), x, self.n_atoms), cond)
+                centre, sd = self.linear_prediction(x, cond, lag)
             transition = self._denoise(x, sigma, centre, sd, cond=cond, lag=network_lag)
             return self.project(equilibrium + weight * (transition - equilibrium))
         c_in = append_dims(1.0 / (sigma**2 + sd**2).sqrt(), x.ndim)
