@@ -142,6 +142,19 @@ class BoPITODenoiser(TransitionDenoiser):
         self.lambda_interpolation = (None if lambda_interpolation is None
                                      else check_eigenvalue(lambda_interpolation, "lambda_int"))
 
+    def condition_in_frame(self, x: torch.Tensor, cond: torch.Tensor | None,
+                           lag: torch.Tensor | None = None) -> torch.Tensor | None:
+        """As :meth:`TransitionDenoiser.condition_in_frame`; the transition form of a molecule also takes
+        x_t superposed on x in the rows whose lag is beyond the training lags: D_eq takes over there and a
+        sample's orientation drifts from x_t's, while the network only saw noisy states in x_t's frame."""
+        if self.dynamic_part != "transition" or self.n_atoms is None or cond is None or lag is None:
+            return super().condition_in_frame(x, cond, lag)
+        beyond = torch.as_tensor(lag, device=x.device).expand(x.shape[0]) > self.max_lag
+        if not bool(beyond.any()):
+            return cond
+        superposed = superpose(cond.to(x.dtype).expand_as(x), x, self.n_atoms)
+        return torch.where(append_dims(beyond, x.ndim), superposed, cond)
+
     def dynamic_weight(self, lag: torch.Tensor) -> torch.Tensor:
         """w(N) for lags [B] (float tensor of frames); shape [B]."""
         lag = lag.to(torch.float64)
@@ -174,7 +187,7 @@ class BoPITODenoiser(TransitionDenoiser):
     def forward(self, x: torch.Tensor, sigma: torch.Tensor, cond: torch.Tensor | None = None,
                 lag: torch.Tensor | None = None, **_) -> torch.Tensor:
         """D(x; σ, x_t, N), shape of ``x`` [B, dim]; ``sigma`` and ``lag`` have shape [B]."""
-        cond = self.condition_in_frame(x, cond)  # once: the centre and the network see the same frame
+        cond = self.condition_in_frame(x, cond, lag)  # once: the centre and the network see the same frame
         centre, sd = self.linear_prediction(x, cond, lag)
         sigma = sigma.to(x.dtype)
         lag = torch.as_tensor(lag, device=x.device).to(x.dtype).expand(x.shape[0])
@@ -182,12 +195,6 @@ class BoPITODenoiser(TransitionDenoiser):
         weight = append_dims(self.dynamic_weight(lag).to(x.dtype), x.ndim)
         equilibrium = self.equilibrium(x, sigma)
         if self.dynamic_part == "transition":
-            if self.n_atoms is not None and cond is not None and bool((lag > self.max_lag).any()):
-                # beyond the training lags D_eq takes over and a sample's orientation drifts from x_t's; the
-                # network only saw noisy states in x_t's frame, so x_t enters superposed on them there
-                beyond = append_dims(lag > self.max_lag, x.ndim)
-                cond = torch.where(beyond, superpose(cond.to(x.dtype).expand_as(x), x, self.n_atoms), cond)
-                centre, sd = self.linear_prediction(x, cond, lag)
             transition = self._denoise(x, sigma, centre, sd, cond=cond, lag=network_lag)
             return self.project(equilibrium + weight * (transition - equilibrium))
         c_in = append_dims(1.0 / (sigma**2 + sd**2).sqrt(), x.ndim)

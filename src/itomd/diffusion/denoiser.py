@@ -202,9 +202,10 @@ class TransitionDenoiser(Denoiser):
     def _index(self, lag: torch.Tensor) -> torch.Tensor:
         return torch.clamp(torch.round(lag).long(), 1, len(self.lag_scales)) - 1
 
-    def condition_in_frame(self, x: torch.Tensor, cond: torch.Tensor | None) -> torch.Tensor | None:
-        """x_t [B, dim] as the denoiser uses it (centre and network) for the states ``x`` [B, dim]:
-        superposed on each x (Kabsch, differentiable) with ``superpose_condition``, else as given."""
+    def condition_in_frame(self, x: torch.Tensor, cond: torch.Tensor | None,
+                           lag: torch.Tensor | None = None) -> torch.Tensor | None:
+        """x_t [B, dim] as the denoiser uses it (centre and network) for the states ``x`` [B, dim] and lags
+        ``lag`` [B]: superposed on each x (Kabsch, differentiable) with ``superpose_condition``, else as given."""
         if not self.superpose_condition or cond is None:
             return cond
         return superpose(cond.to(x.dtype).expand_as(x), x, self.n_atoms)
@@ -213,14 +214,14 @@ class TransitionDenoiser(Denoiser):
                 lag: torch.Tensor | None = None, **rest) -> torch.Tensor:
         """D(x; σ, x_t, N), shape of ``x`` [B, dim]: x_t brought into its frame once
         (:meth:`condition_in_frame`), for the centre and the network alike."""
-        cond = self.condition_in_frame(x, cond)
+        cond = self.condition_in_frame(x, cond, lag)
         shift, sd = self.linear_prediction(x, cond, lag)
         return self._denoise(x, sigma, shift, sd, cond=cond, lag=lag, **rest)
 
     def centre_and_scale(self, x: torch.Tensor, cond: torch.Tensor | None = None, lag: torch.Tensor | None = None,
                          **_) -> tuple[torch.Tensor, torch.Tensor]:
         # x_t in the frame of x: a sampler's first draw around the centre is then isotropic too
-        return self.linear_prediction(x, self.condition_in_frame(x, cond), lag)
+        return self.linear_prediction(x, self.condition_in_frame(x, cond, lag), lag)
 
     def linear_prediction(self, x: torch.Tensor, cond: torch.Tensor | None, lag: torch.Tensor | None
                           ) -> tuple[torch.Tensor, torch.Tensor]:
