@@ -104,6 +104,9 @@ def main() -> None:
     parser.add_argument("--precision", default="float32", choices=("float32", "bfloat16"),
                         help="evaluate: the equivariant network's pair tensors while sampling (itomd sample "
                              "--precision); results with bfloat16 get the suffix _bf16")
+    parser.add_argument("--compile", action="store_true",
+                        help="evaluate: the equivariant network through torch.compile (itomd sample --compile); "
+                             "results get the suffix _compiled")
     parser.add_argument("--posterior-samples", type=int, default=20,
                         help="Bayesian MSM samples of the intervals (implied timescales, passage times)")
     parser.add_argument("--bopito-minutes", type=float, default=20.0, help="budget of each BoPITO-stage model")
@@ -141,7 +144,7 @@ def stage_ito_long(args) -> None:
 
 
 def stage_evaluate(args, run: str = "ito", label: str = "ito") -> None:
-    model = TransitionModel.load(args.work / run).set_precision(args.precision)
+    model = TransitionModel.load(args.work / run).set_precision(args.precision).set_compiled(args.compile)
     reference = _trajectories(args.work / "md_reference")
     rng = np.random.default_rng(0)
     frames = np.concatenate(reference)
@@ -152,6 +155,7 @@ def stage_evaluate(args, run: str = "ito", label: str = "ito") -> None:
     relaxed = f"_relax{args.relax_steps}" if relax is not None else ""
     relaxed += "_bf16" if args.precision == "bfloat16" else ""
     relaxed += f"_redraws{args.redraws}" if args.redraws else ""
+    relaxed += "_compiled" if args.compile else ""
     sampled = f"_{args.sampler}" if args.sampler is not None else ""
     # the cache's name carries the levels anyway; the results' names carry them beside the sampler
     cache = args.work / f"rollout_{label}_lag{args.lag}_{args.walkers}x{args.jumps}_{args.n_steps}{sampled}{relaxed}.npy"
@@ -193,7 +197,7 @@ def stage_evaluate(args, run: str = "ito", label: str = "ito") -> None:
         "walkers": args.walkers, "jumps": args.jumps, "lag_frames": args.lag, "n_steps": args.n_steps,
         "relax_steps": args.relax_steps, "redraws": args.redraws, "redrawn_jumps": redrawn,
         "sampler": args.sampler or model.default_sampler, "jump_ps": tau,
-        "precision": args.precision,
+        "precision": args.precision, "compiled": args.compile,
         "rollout_seconds": seconds, "surrogate_ns": args.walkers * args.jumps * tau / 1000.0,
         "js_phi_psi_vs_md": comparison.js_divergence.value,
         "lag_times_ps": [float(v) for v in np.asarray(result.implied_timescales.lag_times)],

@@ -16,6 +16,9 @@ values). For each batch:
   two evaluations of warm-up under the profiler), the largest first, each with the tensor shapes it
   ran on: where the time goes. ``profiled_ms`` is their total; where it exceeds
   ``ms_per_evaluation``, the profiled evaluations paid page faults that the timed loop did not;
+* ``compiled_*`` — the same network through ``torch.compile`` (``EquivariantTransitionNet.compiled``),
+  float32 and bfloat16 pair tensors, timed in the same rounds; ``compile_seconds`` is its first two
+  calls (compiling, or loading compiled code from the compiler's disk cache), untimed in the rates;
 * ``memory`` — for ``--memory-walkers`` batch sizes (default 10³, 10⁴, 10⁵ walkers), the growth of
   the peak resident memory over one evaluation in a fresh process (``VmHWM``), in pieces
   and, up to 4096 walkers, whole: memory per walker of a rollout (the CUDA figure is
@@ -74,11 +77,13 @@ def _inputs(start: torch.Tensor, batch: int) -> dict:
                 lag=torch.full((batch,), 10.0))
 
 
-def _rate(net, inputs: dict, seconds: float, max_pair_elements: int, pair_dtype: torch.dtype = torch.float32) -> float:
-    """Structures per second of repeated evaluations (at least two) with pieces of that size and
-    pair tensors of that dtype."""
+def _rate(net, inputs: dict, seconds: float, max_pair_elements: int, pair_dtype: torch.dtype = torch.float32,
+          compiled: bool = False) -> float:
+    """Structures per second of repeated evaluations (at least two, after one untimed: a compiled
+    network compiles there) with pieces of that size, pair tensors of that dtype, compiled or not."""
     net.max_pair_elements = max_pair_elements
     net.pair_dtype = pair_dtype
+    net.compiled = compiled
     with torch.no_grad():
         net(**inputs)
         begin, calls = time.perf_counter(), 0
@@ -123,16 +128,39 @@ def _bfloat16_error(net, inputs: dict) -> float:
     return float((outputs[1] - outputs[0]).norm() / outputs[0].norm())
 
 
+def _compiled_error(net, inputs: dict, pair_dtype: torch.dtype) -> float:
+    """‖out_compiled − out_eager,float32‖ / ‖out_eager,float32‖ of one evaluation, the compiled network's
+    pair tensors in ``pair_dtype`` (random output layer as in :func:`_bfloat16_error`)."""
+    if not net.output.weight.any():
+        net = copy.deepcopy(net)
+        torch.nn.init.normal_(net.output.weight, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        net.compiled, net.pair_dtype = False, torch.float32
+        reference = net(**inputs)
+        net.compiled, net.pair_dtype = True, pair_dtype
+        out = net(**inputs)
+    net.compiled, net.pair_dtype = False, torch.float32
+    return float((out - reference).norm() / reference.norm())
+
+
 def measure(net, start, batch: int, seconds: float, rounds: int, profile_calls: int = 2, top: int = 12) -> dict:
-    """Evaluations per second (float32 in pieces, bfloat16 pair tensors in pieces, float32 whole,
-    alternately) and the operator breakdown of one batch size in either precision."""
+    """Evaluations per second (float32 in pieces, bfloat16 pair tensors in pieces, float32 whole, and
+    compiled in float32 and in bfloat16, alternately) and the operator breakdown of one batch size in
+    either precision."""
     inputs = _inputs(start, batch)
     default = EquivariantTransitionNet.max_pair_elements
-    pieces_rates, bfloat16_rates, whole_rates = [], [], []
+    pieces_rates, bfloat16_rates, whole_rates, compiled_rates, compiled_bfloat16_rates = [], [], [], [], []
+    began = time.perf_counter()
+    _rate(net, inputs, 0.0, default, torch.float32, compiled=True)  # compiles (or loads the compiled code)
+    _rate(net, inputs, 0.0, default, torch.bfloat16, compiled=True)
+    compile_seconds = time.perf_counter() - began
     for _ in range(rounds):
         pieces_rates.append(_rate(net, inputs, seconds / rounds, default))
         bfloat16_rates.append(_rate(net, inputs, seconds / rounds, default, torch.bfloat16))
         whole_rates.append(_rate(net, inputs, seconds / rounds, WHOLE_BATCH))
+        compiled_rates.append(_rate(net, inputs, seconds / rounds, default, compiled=True))
+        compiled_bfloat16_rates.append(_rate(net, inputs, seconds / rounds, default, torch.bfloat16, compiled=True))
+    net.compiled = False
     net.max_pair_elements = default
     net.pair_dtype = torch.float32
     total, rows = _profile(net, inputs, profile_calls, top)
@@ -144,30 +172,45 @@ def measure(net, start, batch: int, seconds: float, rounds: int, profile_calls: 
             "bfloat16_evaluations_per_s": max(bfloat16_rates), "bfloat16_speedup": max(bfloat16_rates) / rate,
             "bfloat16_relative_error": _bfloat16_error(net, _inputs(start, min(batch, 64))),
             "whole_batch_evaluations_per_s": max(whole_rates), "rates_by_round": pieces_rates,
+            "compiled_evaluations_per_s": max(compiled_rates), "compiled_speedup": max(compiled_rates) / rate,
+            "compiled_bfloat16_evaluations_per_s": max(compiled_bfloat16_rates),
+            "compiled_bfloat16_speedup": max(compiled_bfloat16_rates) / rate,
+            "compiled_relative_error": _compiled_error(net, _inputs(start, min(batch, 64)), torch.float32),
+            "compiled_bfloat16_relative_error": _compiled_error(net, _inputs(start, min(batch, 64)), torch.bfloat16),
+            "compile_seconds": compile_seconds, "compiled_rates_by_round": compiled_rates,
+            "compiled_bfloat16_rates_by_round": compiled_bfloat16_rates,
             "bfloat16_rates_by_round": bfloat16_rates, "whole_batch_rates_by_round": whole_rates,
             "max_pair_elements": default, "profiled_ms": total, "by_operator": rows,
             "bfloat16_profiled_ms": bfloat16_total, "bfloat16_by_operator": bfloat16_rows}
 
 
-def _peak_memory(walkers: int, whole: bool, model: str | None) -> dict:
-    """Peak resident memory growth of one evaluation of ``walkers`` structures, in this process."""
+def _peak_memory(walkers: int, whole: bool, model: str | None, compiled: bool = False) -> dict:
+    """Peak resident memory growth of one evaluation of ``walkers`` structures, in this process (compiled:
+    after untimed evaluations that compile both piece shapes, so the compiler's own memory and one
+    piece's working set are not in the growth)."""
     net, start = _network(model)
     if whole:
         net.max_pair_elements = WHOLE_BATCH
+    net.compiled = compiled
+    if compiled:  # compile both shapes (a full piece, the padded last one) before measuring
+        with torch.no_grad():
+            for size in {min(walkers, net.compiled_piece), walkers % net.compiled_piece} - {0}:
+                net(**_inputs(start, size))
     inputs = _inputs(start, walkers)
     before = peak_resident_mb()
     began = time.perf_counter()
     with torch.no_grad():
         net(**inputs)
     growth = peak_resident_mb() - before
-    return {"walkers": walkers, "whole_batch": whole, "peak_growth_mb": growth,
+    return {"walkers": walkers, "whole_batch": whole, "compiled": compiled, "peak_growth_mb": growth,
             "kb_per_walker": growth * 1024.0 / walkers, "seconds": time.perf_counter() - began,
             "max_pair_elements": None if whole else EquivariantTransitionNet.max_pair_elements}
 
 
-def _memory_in_fresh_process(walkers: int, whole: bool, model: str | None) -> dict:
+def _memory_in_fresh_process(walkers: int, whole: bool, model: str | None, compiled: bool = False) -> dict:
     """:func:`_peak_memory` in a child process of its own (so earlier measurements' peaks do not hide it)."""
     command = [sys.executable, __file__, "--memory-child", str(walkers)] + (["--whole"] if whole else [])
+    command += ["--compiled"] if compiled else []
     command += ["--model", model] if model else []
     output = subprocess.run(command, check=True, capture_output=True, text=True).stdout
     return json.loads(output.strip().splitlines()[-1])
@@ -185,10 +228,11 @@ def main() -> None:
     parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "network.json"))
     parser.add_argument("--memory-child", type=int, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--whole", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--compiled", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     keep_freed_memory()
     if args.memory_child is not None:
-        print(json.dumps(_peak_memory(args.memory_child, args.whole, args.model)))
+        print(json.dumps(_peak_memory(args.memory_child, args.whole, args.model, args.compiled)))
         return
     net, start = _network(args.model)
     results = []
@@ -199,7 +243,11 @@ def main() -> None:
               f"{result['evaluations_per_s']:.0f} structures/s (bfloat16 pair tensors: "
               f"{result['bfloat16_evaluations_per_s']:.0f}/s = {result['bfloat16_speedup']:.2f}×, relative output "
               f"error {result['bfloat16_relative_error']:.1e}; whole batch in one piece: "
-              f"{result['whole_batch_evaluations_per_s']:.0f}/s)")
+              f"{result['whole_batch_evaluations_per_s']:.0f}/s)\ncompiled: float32 "
+              f"{result['compiled_evaluations_per_s']:.0f}/s = {result['compiled_speedup']:.2f}× (relative output error "
+              f"{result['compiled_relative_error']:.1e}), bfloat16 pair tensors {result['compiled_bfloat16_evaluations_per_s']:.0f}/s "
+              f"= {result['compiled_bfloat16_speedup']:.2f}× ({result['compiled_bfloat16_relative_error']:.1e}); "
+              f"first calls {result['compile_seconds']:.1f} s", flush=True)
         for label, key in (("float32", "by_operator"), ("bfloat16", "bfloat16_by_operator")):
             print(f"profile of one evaluation in pieces, {label}:\n| operator | shapes | ms | share |\n|---|---|---:|---:|")
             for row in result[key]:
@@ -208,10 +256,13 @@ def main() -> None:
         results = json.loads(Path(args.out).read_text()).get("results", [])
     memory = []
     for walkers in (int(w) for w in args.memory_walkers.split(",") if w.strip()):
-        for whole in (False, True) if walkers <= 4096 else (False,):
-            row = _memory_in_fresh_process(walkers, whole, args.model)
+        for whole, compiled in ((False, False), (True, False), (False, True)):
+            if whole and walkers > 4096:
+                continue
+            row = _memory_in_fresh_process(walkers, whole, args.model, compiled)
             memory.append(row)
-            print(f"{walkers} walkers{' (whole batch)' if whole else ''}: peak +{row['peak_growth_mb']:.0f} MB, "
+            kind = " (whole batch)" if whole else " (compiled)" if compiled else ""
+            print(f"{walkers} walkers{kind}: peak +{row['peak_growth_mb']:.0f} MB, "
                   f"{row['kb_per_walker']:.1f} kB per walker, {row['seconds']:.1f} s", flush=True)
     path = write_results(args.out, {"command": command_line(), "threads": torch.get_num_threads(),
                                     "hidden": net.hidden, "layers": net.n_layers, "n_atoms": net.n_atoms,

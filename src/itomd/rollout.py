@@ -322,6 +322,8 @@ def _trajectory_metadata(model: TransitionModel, system: Any, frame_interval: fl
         metadata.update({"lambda_hat": model.lambda_hat, "lambda_interpolation": model.lambda_interpolation})
     if model.precision != "float32":  # the molecular network's pair tensors (TransitionModel.set_precision)
         metadata["precision"] = model.precision
+    if model.compiled:  # evaluated through torch.compile (TransitionModel.set_compiled)
+        metadata["compiled"] = True
     return metadata
 
 

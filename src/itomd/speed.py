@@ -74,6 +74,9 @@ class SpeedComparison:
         Force-field relaxation steps after every jump (0: none; :mod:`itomd.simulate.relax`).
     precision : str
         Dtype of the molecular network's pair tensors (:meth:`TransitionModel.set_precision`).
+    compiled : bool
+        Whether the molecular network ran through ``torch.compile`` (:meth:`TransitionModel.set_compiled`;
+        compilation happens in the untimed warm-up jump).
     surrogate : dict
         ``jumps``, ``wall_seconds``, ``device``, ``threads``.
     md : dict
@@ -94,6 +97,7 @@ class SpeedComparison:
     network_evaluations: int
     relax_steps: int = 0
     precision: str = "float32"
+    compiled: bool = False
     surrogate: dict[str, Any] = field(default_factory=dict)
     md: dict[str, Any] = field(default_factory=dict)
 
@@ -107,6 +111,8 @@ class SpeedComparison:
         relaxed = f", then {self.relax_steps} relaxation steps" if self.relax_steps else ""
         if self.precision != "float32":
             relaxed += f", pair tensors in {self.precision}"
+        if self.compiled:
+            relaxed += ", compiled network"
         verdict = (f"{self.ratio:.3g}× faster than MD" if self.ratio >= 1
                    else f"{self.ratio:.3g}: the surrogate is slower than MD here")
         return (f"surrogate: {self.surrogate_rate:.4g} {unit} ({self.n_walkers} walkers, lag {self.lag} = "
@@ -190,7 +196,8 @@ def measure_speed(model: TransitionModel, x0: np.ndarray | None = None, lag: int
                            time_unit=system.time_unit, lag=int(lag), frame_interval=float(model.frame_interval),
                            n_walkers=int(n_walkers), sampler=sampler, n_steps=int(n_steps),
                            network_evaluations=network_evaluations(sampler, n_steps),
-                           relax_steps=int(relax_steps), precision=model.precision, surrogate=surrogate,
+                           relax_steps=int(relax_steps), precision=model.precision, compiled=model.compiled,
+                           surrogate=surrogate,
                            md={k: v for k, v in md.items() if k != "rate"})
 
 

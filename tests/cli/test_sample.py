@@ -241,3 +241,17 @@ def test_bfloat16_precision_is_recorded_for_molecules_and_refused_for_toy_models
     assert_one_line_exit(capsys, main(["sample", str(bopito_runs["exact"]), "--lag", "2", "--n-jumps", "1",
                                        "--n-walkers", "2", "--precision", "bfloat16", "--out", str(tmp_path / "toy"),
                                        "--quiet"]), "applies to molecular models")
+
+
+def test_compile_is_recorded_for_molecules_and_refused_for_toy_models(bopito_runs, ala2_runs, tmp_path, capsys):
+    """``--compile`` (the molecular network through torch.compile; same outputs: tests/nn/test_equivariant.py)
+    is recorded in the rollout's metadata; a toy model's network is not compiled: one line, exit 2."""
+    out = tmp_path / "compiled"
+    assert main(["sample", str(ala2_runs["run"]), "--lag", "2", "--n-jumps", "1", "--n-walkers", "2", "--from",
+                 str(ala2_runs["data"]), "--n-steps", "3", "--tolerance", "1e6", "--compile",
+                 "--out", str(out), "--quiet"]) == 0
+    capsys.readouterr()
+    assert TrajectoryStore(out).metadata["compiled"] is True
+    assert_one_line_exit(capsys, main(["sample", str(bopito_runs["exact"]), "--lag", "2", "--n-jumps", "1",
+                                       "--n-walkers", "2", "--compile", "--out", str(tmp_path / "toy"),
+                                       "--quiet"]), "applies to molecular models")

@@ -71,9 +71,11 @@ def test_relaxation_steps_are_timed_with_the_jumps(ala2_runs, prinz_run, capsys,
     monkeypatch.setattr(TransitionModel, "sample", lambda self, x, **kwargs: x.clone())
     options = ("--lag", "2", "--n-walkers", "4", "--n-steps", "2", "--from", str(ala2_runs["data"]))
     plain = _speed(capsys, ala2_runs["run"], *options)
-    relaxed = _speed(capsys, ala2_runs["run"], *options, "--relax-steps", "1000", "--precision", "bfloat16")
+    relaxed = _speed(capsys, ala2_runs["run"], *options, "--relax-steps", "1000", "--precision", "bfloat16",
+                     "--compile")
     assert plain["relax_steps"] == 0 and relaxed["relax_steps"] == 1000
     assert plain["precision"] == "float32" and relaxed["precision"] == "bfloat16"
+    assert plain["compiled"] is False and relaxed["compiled"] is True
     # 4 walkers x 1000 Reference steps per jump cost far more than 3 evaluations of the tiny network
     assert relaxed["surrogate_rate"] < plain["surrogate_rate"] / 2
     assert_one_line_exit(capsys, main(["speed", str(prinz_run), "--seconds", "0.1", "--relax-steps", "5"]),

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import json
+import warnings
 
 import numpy as np
 import pytest
@@ -479,3 +480,76 @@ def test_model_samples_in_bfloat16_and_rollouts_record_it(ala2, md_frames, tiny_
     with pytest.raises(InvalidInputError, match="precision must be one of"):
         model.set_precision("float16")
     assert model.set_precision("float32").precision == "float32"
+
+
+def test_compiled_network_is_the_same_function_in_fixed_shape_pieces(graph, md_frames, monkeypatch):
+    """``compiled = True``: without gradients the network runs through ``torch.compile`` in pieces of a
+    power-of-two number of structures (a short last piece padded, the padding dropped): the outputs
+    of the eager network to float32 rounding (measured: ~1e-7 relative), per-row and scalar lags
+    alike, and the compiled function only ever sees the one piece shape; with gradients it runs
+    eagerly. A compiler that fails warns once, and the network gives the eager outputs."""
+    from itomd.nn import equivariant
+
+    torch.manual_seed(0)
+    net = EquivariantTransitionNet(graph, hidden=8, n_layers=2)
+    torch.nn.init.normal_(net.output.weight)
+    g = torch.Generator().manual_seed(4)
+    cond = torch.as_tensor(md_frames.reshape(-1, 3 * N_ATOMS)[:7], dtype=torch.float32)
+    noisy = cond + 0.03 * torch.randn(cond.shape, generator=g)
+    inputs = dict(x_in=torch.randn(cond.shape, generator=g), c_noise=torch.randn(7, generator=g), positions=noisy,
+                  cond=cond, lag=torch.arange(1.0, 8.0))
+    with torch.no_grad():
+        eager = net(**inputs)
+        eager_scalar_lag = net(**{**inputs, "lag": 3.0})
+    net.compiled = True
+    net.compiled_pair_elements = 4 * N_ATOMS**2 * 4 * 8  # pieces of four structures: 4 + (3 padded to 4)
+    compiled = equivariant._compiled_forward(net)
+    shapes = []
+    monkeypatch.setitem(equivariant._COMPILED, net, lambda *a: shapes.append(tuple(a[0].shape)) or compiled(*a))
+    with torch.no_grad():
+        out = net(**inputs)
+        out_scalar_lag = net(**{**inputs, "lag": 3.0})
+    assert shapes == [(4, 3 * N_ATOMS)] * 4
+    relative = lambda a, b: float((a - b).norm() / b.norm())  # noqa: E731
+    assert out.shape == eager.shape and relative(out, eager) < 1e-5
+    assert relative(out_scalar_lag, eager_scalar_lag) < 1e-5 and relative(out_scalar_lag, out) > 1e-3
+    shapes.clear()
+    assert torch.equal(net(**inputs).detach(), eager) and shapes == []  # training: eager, to the bit
+    with pytest.raises(Exception, match="cond must have shape"), torch.no_grad():  # one-line errors, not the compiler's
+        net(**{**inputs, "cond": cond[:, :6]})
+
+    def broken(*args):
+        raise RuntimeError("no C++ compiler\nsecond line")
+
+    monkeypatch.setitem(equivariant._COMPILED, net, broken)
+    with pytest.warns(UserWarning, match="could not compile the molecular network .RuntimeError: no C.. compiler.; "
+                                         "it runs eagerly"), torch.no_grad():
+        fallback = net(**inputs)
+    assert torch.equal(fallback, eager) and equivariant._COMPILED[net] is None
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # warned once: later evaluations are eager and quiet
+        with torch.no_grad():
+            assert torch.equal(net(**inputs), eager)
+
+
+def test_compiled_model_samples_as_the_eager_one_and_rollouts_record_it(md_frames, tiny_model_run, tmp_path):
+    """``TransitionModel.set_compiled()`` reaches the molecule's network; one jump from the same starts
+    and seed is the eager one's to float32 rounding (against 0.065 nm between two seeds); a rollout
+    records it; ``set_compiled(False)`` restores the eager network."""
+    from itomd.models import TransitionModel
+    from itomd.rollout import run_rollout
+
+    _, run = tiny_model_run
+    model = TransitionModel.load(run)
+    start = torch.as_tensor(md_frames[:, ::10].reshape(-1, 3 * N_ATOMS))
+    jump = lambda: model.sample(start, lag=1, generator=torch.Generator().manual_seed(0), n_steps=4)  # noqa: E731
+    assert not model.compiled
+    eager = jump()
+    assert model.set_compiled() is model and model.compiled and model.denoiser.inner.compiled
+    compiled = jump()
+    rms = lambda x: float(x.pow(2).mean().sqrt())  # noqa: E731
+    assert rms(compiled - eager) < 1e-5
+    store = run_rollout(model, tmp_path / "rollout", lag=1, n_jumps=1, x0=start.numpy(), seed=0, n_steps=4,
+                        tolerance=1e6, progress=False)
+    assert store.metadata["compiled"] is True
+    assert not model.set_compiled(False).compiled and not model.denoiser.inner.compiled

@@ -72,6 +72,8 @@ def test_run_directories_of_the_boolean_linear_part_are_read(tmp_path):
     for legacy, part in (("true", "linear"), ("false", "residual")):
         path.write_text(f'prior = "exact"\nlinear_dynamic_part = {legacy}\n')
         assert TrainingConfig.from_toml(path).dynamic_part == part
+    path.write_text("max_lag = 5\nlinear_dynamic_part = false\n")  # an ITO run of that version recorded it too
+    assert TrainingConfig.from_toml(path).dynamic_part is None
     path.write_text('linear_dynamic_part = "yes"\n')
     with pytest.raises(InvalidInputError, match="linear_dynamic_part must be true or false"):
         TrainingConfig.from_toml(path)

@@ -61,7 +61,7 @@ def run(args: argparse.Namespace) -> int:
 
     if args.sampler is not None:
         sampler_named(args.sampler)
-    model = model_on_device(args.run, args.device, args.precision)
+    model = model_on_device(args.run, args.device, args.precision, args.compile)
     check_request(model, args.lags, args.n_samples)  # before the start points are drawn
     if args.kinetics is not None:
         if args.from_store is None:

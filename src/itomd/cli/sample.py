@@ -53,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
     from itomd.metropolis import PROPOSAL_SAMPLER, MetropolisHastings
     from itomd.rollout import acceptance_rate, redrawn_fraction, run_rollout, simulated_time
 
-    model = model_on_device(args.run, args.device, args.precision)
+    model = model_on_device(args.run, args.device, args.precision, args.compile)
     if not model.conditional:
         raise InvalidInputError(f"{args.run} is an equilibrium model; rollouts need a transition model")
     if args.lambda_int is not None:

@@ -48,7 +48,7 @@ def run(args: argparse.Namespace) -> int:
         raise InvalidInputError(f"--seconds {args.seconds:g} is more than an hour: at most {MAX_SECONDS:g} per rate")
     if args.sampler is not None:
         sampler_named(args.sampler)
-    model = model_on_device(args.run, args.device, args.precision)
+    model = model_on_device(args.run, args.device, args.precision, args.compile)
     x0 = None
     if args.from_store is not None:
         from itomd.data.starts import start_points_from_store

@@ -38,6 +38,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                         "D_eq; molecules learn targets superposed on x_t, as ITO; the default for molecules), "
                         "'residual' (D_eq + λ̂^N σ F; the default for toy systems) or 'linear' (the residual started "
                         "from the linear-Gaussian transition)")
+    p.add_argument("--compile", action="store_true",
+                   help="molecules: train the equivariant network through torch.compile (the same function, about "
+                        "1.8x the steps per second on a CPU; the first step compiles; needs a C++ compiler, else it "
+                        "warns and trains eagerly)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out exactly where it stopped")
     p.add_argument("--quiet", action="store_true")
     p.add_argument("--json", action="store_true")
@@ -52,7 +56,8 @@ def run(args: argparse.Namespace) -> int:
 
     overrides = dict(max_lag=args.max_lag, minutes=args.minutes, max_steps=args.max_steps, batch_size=args.batch_size,
                      seed=args.seed, device=args.device, equilibrium=True if args.equilibrium else None,
-                     prior=args.prior, lambda_hat=args.lambda_hat, dynamic_part=args.dynamic_part)
+                     prior=args.prior, lambda_hat=args.lambda_hat, dynamic_part=args.dynamic_part,
+                     compile=True if args.compile else None)
     if args.config is not None:
         config = TrainingConfig.from_recipe(args.config, **overrides)
     elif args.resume and (args.out / "config.toml").is_file():

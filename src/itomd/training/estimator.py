@@ -142,6 +142,7 @@ class ITOEstimator:
             metrics = session.run_dir.start(config, state.step)
         deadline = None if config.minutes is None else time.monotonic() + 60.0 * config.minutes
         start, elapsed_before, first_step = time.monotonic(), state.elapsed_seconds, state.step
+        timed_from, timed_step = start, first_step  # the learning-rate schedule's speed, from the first step on
         bar = tqdm(total=max(until_step, config.max_steps), initial=state.step, unit="step", dynamic_ncols=True,
                    disable=not (progress and dist.is_main), desc=session.label)
         loss_sum, loss_count, window_start, window_step = 0.0, 0, time.monotonic(), state.step
@@ -158,10 +159,14 @@ class ITOEstimator:
                 # (rank 0 decides when, every rank the same step; checkpointed, so resumes keep it)
                 now = time.monotonic()
                 if dist.rank0_decides(now - start >= SCHEDULE_CALIBRATION_FRACTION * 60.0 * config.minutes):
-                    rate = (state.step - first_step) / max(now - start, 1e-9)
+                    # timed from the end of this invocation's first step: that one pays one-off costs
+                    # (a compiled network compiles there, for tens of seconds)
+                    rate = (state.step - timed_step) / max(now - timed_from, 1e-9)
                     planned = budgeted_schedule_steps(state.step, rate, deadline - now, config)
                     state.schedule_steps = int(round(dist.mean(float(planned))))
             loss_sum += session.step()
+            if state.step == first_step + 1:
+                timed_from, timed_step = time.monotonic(), state.step
             loss_count += 1
             bar.update(1)
             step = state.step
