@@ -8,8 +8,8 @@ One prepared script for a machine with a CUDA GPU (under 10 minutes, no download
 4. ``itomd speed``'s comparison (:func:`itomd.speed.measure_speed`): OpenMM on every platform present
    (CUDA among them), one replica per process with ``--processes`` processes at once, its best aggregate
    rate, against the surrogate — the teacher's default sampler (49 evaluations per jump; its network's
-   pair tensors in float32 and in bfloat16) and the distilled student (its default, 4) — with 10⁴ and
-   10⁵ walkers in one batch, jumps of ``--lag`` ps;
+   pair tensors in float32 and in bfloat16; with ``--compile`` also compiled) and the distilled student
+   (its default, 4) — with 10⁴ and 10⁵ walkers in one batch, jumps of ``--lag`` ps;
 5. peak device memory per walker during a jump (CUDA only).
 
 The models are trained for seconds, so their *accuracy* is not the point here (the CPU benchmarks
@@ -32,6 +32,7 @@ from _common import _remove, make_parser, parse_args, write_results
 
 from itomd.diffusion.samplers import network_evaluations
 from itomd.models import TransitionModel
+from itomd.nn.equivariant import EquivariantTransitionNet
 from itomd.simulate.campaign import run_campaign
 from itomd.speed import measure_speed, time_surrogate
 from itomd.systems import SystemSpec
@@ -52,6 +53,9 @@ def main() -> None:
     parser.add_argument("--device", default="auto", help="auto (CUDA when present), cuda or cpu")
     parser.add_argument("--smoke", action="store_true", help="tiny sizes: a few seconds on any machine")
     parser.add_argument("--processes", type=int, default=None, help="OpenMM replicas at once (default: cores)")
+    parser.add_argument("--compile", action="store_true",
+                        help="also time the teacher with its network compiled (torch.compile; bfloat16 pair tensors; "
+                             "on a GPU in pieces of max_pair_elements structures, not a CPU cache's 128)")
     args = parse_args(parser)
     sizes = SMOKE if args.smoke else FULL
     device = select_device(args.device)
@@ -99,14 +103,21 @@ def main() -> None:
     result["openmm"] = {"rate_ps_per_second": speed.md_rate, "ns_per_day": speed.md_rate * 86400 / 1000,
                         **speed.md}
     rows = []
-    for label, model, precision in (("teacher", teacher, "float32"), ("teacher", teacher, "bfloat16"),
-                                    ("student", student, "float32")):
-        model.set_precision(precision)
+    settings = [("teacher", teacher, "float32", False), ("teacher", teacher, "bfloat16", False),
+                ("student", student, "float32", False)]
+    if args.compile:
+        settings.append(("teacher", teacher, "bfloat16", True))
+        if device.type == "cuda":  # a GPU wants large pieces; the CPU's 128 structures fit its cache
+            for network in teacher.denoiser.modules():
+                if isinstance(network, EquivariantTransitionNet):
+                    network.compiled_pair_elements = network.max_pair_elements
+    for label, model, precision, compiled in settings:
+        model.set_precision(precision).set_compiled(compiled)
         for walkers in sizes["walkers"]:
             rows.append(_surrogate_row(label, model, device, np.broadcast_to(start, (walkers, len(start))), lag,
                                        sizes["seconds"], speed.md_rate, args.seed))
             print(json.dumps(rows[-1]), flush=True)
-        model.set_precision("float32")
+        model.set_precision("float32").set_compiled(False)
     result["surrogate"] = rows
     result["lag_ps"] = lag * frame_interval
     to_take = [] if device.type == "cuda" else ["every number above on a CUDA GPU (this run used the CPU)"]
@@ -118,7 +129,8 @@ def main() -> None:
 def _surrogate_row(label: str, model: TransitionModel, device: torch.device, x0: np.ndarray, lag: int,
                    seconds: float, md_rate: float, seed: int) -> dict:
     """Rate and peak memory of ``len(x0)`` walkers jumping together (an out-of-memory is a result)."""
-    row = {"model": label, "walkers": len(x0), "precision": model.precision, "sampler": model.default_sampler,
+    row = {"model": label, "walkers": len(x0), "precision": model.precision, "compiled": model.compiled,
+           "sampler": model.default_sampler,
            "network_evaluations": network_evaluations(model.default_sampler, model.default_n_steps)}
     if device.type == "cuda":
         torch.cuda.empty_cache()

@@ -486,8 +486,9 @@ def test_compiled_network_is_the_same_function_in_fixed_shape_pieces(graph, md_f
     """``compiled = True``: without gradients the network runs through ``torch.compile`` in pieces of a
     power-of-two number of structures (a short last piece padded, the padding dropped): the outputs
     of the eager network to float32 rounding (measured: ~1e-7 relative), per-row and scalar lags
-    alike, and the compiled function only ever sees the one piece shape; with gradients it runs
-    eagerly. A compiler that fails warns once, and the network gives the eager outputs."""
+    alike, and the compiled function only ever sees the one piece shape; with gradients (training)
+    it sees the whole batch, and outputs and gradients are the eager ones to rounding. A compiler
+    that fails warns once, and the network gives the eager outputs."""
     from itomd.nn import equivariant
 
     torch.manual_seed(0)
@@ -514,7 +515,15 @@ def test_compiled_network_is_the_same_function_in_fixed_shape_pieces(graph, md_f
     assert out.shape == eager.shape and relative(out, eager) < 1e-5
     assert relative(out_scalar_lag, eager_scalar_lag) < 1e-5 and relative(out_scalar_lag, out) > 1e-3
     shapes.clear()
-    assert torch.equal(net(**inputs).detach(), eager) and shapes == []  # training: eager, to the bit
+    net.compiled = False
+    (eager_loss := net(**inputs).square().sum()).backward()
+    eager_grads = [p.grad.clone() for p in net.parameters()]
+    net.zero_grad()
+    net.compiled = True
+    trained = net(**inputs)  # training (gradients on, a fixed batch size): the whole batch in one call
+    trained.square().sum().backward()
+    assert shapes == [(7, 3 * N_ATOMS)] and relative(trained.detach(), eager) < 1e-5
+    assert eager_loss > 0 and all(relative(p.grad, g) < 1e-4 for p, g in zip(net.parameters(), eager_grads) if g.any())
     with pytest.raises(Exception, match="cond must have shape"), torch.no_grad():  # one-line errors, not the compiler's
         net(**{**inputs, "cond": cond[:, :6]})
 
