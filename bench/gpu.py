@@ -32,7 +32,6 @@ from _common import _remove, make_parser, parse_args, write_results
 
 from itomd.diffusion.samplers import network_evaluations
 from itomd.models import TransitionModel
-from itomd.nn.equivariant import EquivariantTransitionNet
 from itomd.simulate.campaign import run_campaign
 from itomd.speed import measure_speed, time_surrogate
 from itomd.systems import SystemSpec
@@ -54,8 +53,7 @@ def main() -> None:
     parser.add_argument("--smoke", action="store_true", help="tiny sizes: a few seconds on any machine")
     parser.add_argument("--processes", type=int, default=None, help="OpenMM replicas at once (default: cores)")
     parser.add_argument("--compile", action="store_true",
-                        help="also time the teacher with its network compiled (torch.compile; bfloat16 pair tensors; "
-                             "on a GPU in pieces of max_pair_elements structures, not a CPU cache's 128)")
+                        help="also time the teacher with its network compiled (torch.compile; bfloat16 pair tensors)")
     args = parse_args(parser)
     sizes = SMOKE if args.smoke else FULL
     device = select_device(args.device)
@@ -105,12 +103,8 @@ def main() -> None:
     rows = []
     settings = [("teacher", teacher, "float32", False), ("teacher", teacher, "bfloat16", False),
                 ("student", student, "float32", False)]
-    if args.compile:
+    if args.compile:  # on a GPU in pieces of max_pair_elements (EquivariantTransitionNet.compiled_piece)
         settings.append(("teacher", teacher, "bfloat16", True))
-        if device.type == "cuda":  # a GPU wants large pieces; the CPU's 128 structures fit its cache
-            for network in teacher.denoiser.modules():
-                if isinstance(network, EquivariantTransitionNet):
-                    network.compiled_pair_elements = network.max_pair_elements
     for label, model, precision, compiled in settings:
         model.set_precision(precision).set_compiled(compiled)
         for walkers in sizes["walkers"]:

@@ -194,7 +194,7 @@ def _peak_memory(walkers: int, whole: bool, model: str | None, compiled: bool = 
     net.compiled = compiled
     if compiled:  # compile both shapes (a full piece, the padded last one) before measuring
         with torch.no_grad():
-            for size in {min(walkers, net.compiled_piece), walkers % net.compiled_piece} - {0}:
+            for size in {min(walkers, net.compiled_piece()), walkers % net.compiled_piece()} - {0}:
                 net(**_inputs(start, size))
     inputs = _inputs(start, walkers)
     before = peak_resident_mb()

@@ -499,17 +499,18 @@ class EquivariantTransitionNet(nn.Module):
     #: first evaluation warns once and the network runs eagerly.
     compiled: bool = False
 
-    #: Compiled evaluation runs in pieces of a power-of-two number of structures whose pair tensors
-    #: hold at most this many numbers (2²³: 128 alanine-dipeptide structures, small enough to stay in
-    #: a CPU's cache); a shorter last piece is padded to the next power of two (at least 8), so a
+    #: Compiled evaluation on a CPU runs in pieces of a power-of-two number of structures whose pair
+    #: tensors hold at most this many numbers (2²³: 128 alanine-dipeptide structures, small enough to
+    #: stay in a CPU's cache; on a GPU :attr:`max_pair_elements` bounds them); a shorter last piece is padded to the next power of two (at least 8), so a
     #: rollout compiles a handful of shapes once (the compiler caches them on disk between runs).
     compiled_pair_elements: int = 2**23
 
-    @property
-    def compiled_piece(self) -> int:
-        """Structures per piece of a compiled evaluation: the largest power of two whose pair tensors
-        hold at most :attr:`compiled_pair_elements` numbers (at least 1)."""
-        fits = max(1, self.compiled_pair_elements // (self.n_atoms**2 * 4 * self.hidden))
+    def compiled_piece(self, device: torch.device | str = "cpu") -> int:
+        """Structures per piece of a compiled evaluation on ``device``: the largest power of two whose
+        pair tensors hold at most :attr:`compiled_pair_elements` numbers on a CPU (its cache), at most
+        :attr:`max_pair_elements` on a GPU (whose kernels want large batches); at least 1."""
+        limit = self.compiled_pair_elements if torch.device(device).type == "cpu" else self.max_pair_elements
+        fits = max(1, limit // (self.n_atoms**2 * 4 * self.hidden))
         return 1 << (fits.bit_length() - 1)
 
     def _forward_compiled(self, compiled: Any, x_in: torch.Tensor, c_noise: torch.Tensor,
@@ -525,7 +526,7 @@ class EquivariantTransitionNet(nn.Module):
         if lag is not None:
             lag = torch.as_tensor(lag, dtype=x_in.dtype, device=x_in.device).expand(b)
         training = torch.is_grad_enabled()
-        piece = b if training else self.compiled_piece
+        piece = b if training else self.compiled_piece(x_in.device)
         outputs = []
         for start in range(0, b, piece):
             n = min(piece, b - start)
