@@ -527,6 +527,14 @@ def test_compiled_network_is_the_same_function_in_fixed_shape_pieces(graph, md_f
     with pytest.raises(Exception, match="cond must have shape"), torch.no_grad():  # one-line errors, not the compiler's
         net(**{**inputs, "cond": cond[:, :6]})
 
+    equilibrium = EquivariantTransitionNet(graph, hidden=8, n_layers=1, conditional=False)  # a Boltzmann generator's
+    torch.nn.init.normal_(equilibrium.output.weight)
+    equilibrium.compiled_pair_elements = net.compiled_pair_elements
+    with torch.no_grad():
+        eager_equilibrium = equilibrium(inputs["x_in"], inputs["c_noise"], positions=noisy)
+        equilibrium.compiled = True
+        assert relative(equilibrium(inputs["x_in"], inputs["c_noise"], positions=noisy), eager_equilibrium) < 1e-5
+
     def broken(*args):
         raise RuntimeError("no C++ compiler\nsecond line")
 
