@@ -40,7 +40,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                         "from the linear-Gaussian transition)")
     p.add_argument("--compile", action="store_true",
                    help="molecules: train the equivariant network through torch.compile (the same function, about "
-                        "1.8x the steps per second on a CPU; the first step compiles; needs a C++ compiler, else it "
+                        "1.6-1.8x the steps per second on a CPU; the first step compiles; needs a C++ compiler, else it "
                         "warns and trains eagerly)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out exactly where it stopped")
     p.add_argument("--quiet", action="store_true")

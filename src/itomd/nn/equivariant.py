@@ -492,7 +492,7 @@ class EquivariantTransitionNet(nn.Module):
 
     #: Evaluate through ``torch.compile`` (inductor): the message sums become fused loops that read
     #: each pair tensor once instead of the einsums' permuting copies — the same function (float32
-    #: outputs agree to rounding), ~2× the evaluations per second on a CPU, ~1.8× the training steps
+    #: outputs agree to rounding), ~2× the evaluations per second on a CPU, 1.6–1.8× the training steps
     #: (BENCHMARKS.md, "The molecular network compiled"). Set by
     #: :meth:`itomd.models.TransitionModel.set_compiled` for sampling and by ``TrainingConfig.compile``
     #: for training. Where the compiler is unavailable (no C++ compiler, an unsupported device) the

@@ -144,7 +144,7 @@ class TrainingConfig:
         "auto" (CUDA when present, else CPU), "cpu" or "cuda[:k]".
     compile : bool
         Molecules: train the equivariant network through ``torch.compile`` (the same function, fused
-        message sums; ~1.8× the steps per second on a CPU at alanine dipeptide's size; the first step
+        message sums; 1.6–1.8× the steps per second on a CPU at alanine dipeptide's size; the first step
         compiles, 20–60 s cold). Where compiling fails it warns once and trains eagerly. Speed only:
         a run may be resumed with or without it.
     """
