@@ -453,7 +453,6 @@ def stage_bopito_linear(args) -> None:
     _equal_data_stage(args, "bopito_linear", prior=str(args.work / "equilibrium"), dynamic_part="linear")
 
 
-
 def stage_ito_short(args) -> None:
     """ITO on the same BG-seeded short trajectories (equal data), then its evaluation."""
     _equal_data_stage(args, "ito_short")

@@ -113,31 +113,16 @@ def _profile(net, inputs: dict, calls: int, top: int) -> tuple[float, list[dict]
     return total, rows[:top]
 
 
-def _bfloat16_error(net, inputs: dict) -> float:
-    """‖out_bf16 − out_f32‖ / ‖out_f32‖ of one evaluation (an untrained network's zero output layer is
-    drawn at random for this, on a copy)."""
-    if not net.output.weight.any():
-        net = copy.deepcopy(net)
-        torch.nn.init.normal_(net.output.weight, generator=torch.Generator().manual_seed(0))
-    outputs = []
-    for dtype in (torch.float32, torch.bfloat16):
-        net.pair_dtype = dtype
-        with torch.no_grad():
-            outputs.append(net(**inputs))
-    net.pair_dtype = torch.float32
-    return float((outputs[1] - outputs[0]).norm() / outputs[0].norm())
-
-
-def _compiled_error(net, inputs: dict, pair_dtype: torch.dtype) -> float:
-    """‖out_compiled − out_eager,float32‖ / ‖out_eager,float32‖ of one evaluation, the compiled network's
-    pair tensors in ``pair_dtype`` (random output layer as in :func:`_bfloat16_error`)."""
+def _relative_error(net, inputs: dict, pair_dtype: torch.dtype, compiled: bool = False) -> float:
+    """‖out − out_eager,float32‖ / ‖out_eager,float32‖ of one evaluation with pair tensors in ``pair_dtype``,
+    compiled or not (an untrained network's zero output layer is drawn at random for this, on a copy)."""
     if not net.output.weight.any():
         net = copy.deepcopy(net)
         torch.nn.init.normal_(net.output.weight, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         net.compiled, net.pair_dtype = False, torch.float32
         reference = net(**inputs)
-        net.compiled, net.pair_dtype = True, pair_dtype
+        net.compiled, net.pair_dtype = compiled, pair_dtype
         out = net(**inputs)
     net.compiled, net.pair_dtype = False, torch.float32
     return float((out - reference).norm() / reference.norm())
@@ -170,13 +155,14 @@ def measure(net, start, batch: int, seconds: float, rounds: int, profile_calls: 
     rate = max(pieces_rates)
     return {"batch": batch, "ms_per_evaluation": batch / rate * 1e3, "evaluations_per_s": rate,
             "bfloat16_evaluations_per_s": max(bfloat16_rates), "bfloat16_speedup": max(bfloat16_rates) / rate,
-            "bfloat16_relative_error": _bfloat16_error(net, _inputs(start, min(batch, 64))),
+            "bfloat16_relative_error": _relative_error(net, _inputs(start, min(batch, 64)), torch.bfloat16),
             "whole_batch_evaluations_per_s": max(whole_rates), "rates_by_round": pieces_rates,
             "compiled_evaluations_per_s": max(compiled_rates), "compiled_speedup": max(compiled_rates) / rate,
             "compiled_bfloat16_evaluations_per_s": max(compiled_bfloat16_rates),
             "compiled_bfloat16_speedup": max(compiled_bfloat16_rates) / rate,
-            "compiled_relative_error": _compiled_error(net, _inputs(start, min(batch, 64)), torch.float32),
-            "compiled_bfloat16_relative_error": _compiled_error(net, _inputs(start, min(batch, 64)), torch.bfloat16),
+            "compiled_relative_error": _relative_error(net, _inputs(start, min(batch, 64)), torch.float32, compiled=True),
+            "compiled_bfloat16_relative_error": _relative_error(net, _inputs(start, min(batch, 64)), torch.bfloat16,
+                                                                compiled=True),
             "compile_seconds": compile_seconds, "compiled_rates_by_round": compiled_rates,
             "compiled_bfloat16_rates_by_round": compiled_bfloat16_rates,
             "bfloat16_rates_by_round": bfloat16_rates, "whole_batch_rates_by_round": whole_rates,

@@ -35,7 +35,7 @@ from itomd.diffusion.samplers import DEFAULT_SAMPLER, sampler_named
 from itomd.diffusion.schedules import consistency_sigmas, karras_sigmas
 from itomd.errors import DataFileError, InvalidInputError
 from itomd.models.spec import DenoiserSpec
-from itomd.nn.equivariant import EquivariantTransitionNet
+from itomd.nn.equivariant import equivariant_networks, set_compiled
 from itomd.systems.molecules import embed_files, restore_files
 from itomd.systems.registry import SystemSpec
 from itomd.validation import as_real_array
@@ -174,18 +174,13 @@ class TransitionModel:
         compiles (seconds to tens of seconds, cached on disk for later runs); where no compiler works
         it warns once and runs eagerly. Toy systems' networks are not compiled: they take False only.
         """
-        networks = self._pair_networks()
-        if compiled and not networks:
-            raise InvalidInputError("--compile applies to molecular models (the equivariant network's message "
-                                    "passing); this model's network runs eagerly")
-        for network in networks:
-            network.compiled = bool(compiled)
+        set_compiled(self.denoiser, compiled)
         return self
 
     def _pair_networks(self) -> list:
         """The equivariant networks (with pair tensors) inside the denoiser: the transition network
         and, for BoPITO, a learned prior's."""
-        return [m for m in self.denoiser.modules() if isinstance(m, EquivariantTransitionNet)]
+        return equivariant_networks(self.denoiser)
 
     def to(self, device: torch.device | str) -> "TransitionModel":
         """Move the network to ``device`` (in place); returns self."""

@@ -464,7 +464,7 @@ class EquivariantTransitionNet(nn.Module):
             compiled = _compiled_forward(self)
             if compiled is not None:
                 return self._forward_compiled(compiled, x_in, c_noise, positions, cond, lag)
-        piece = max(1, self.max_pair_elements // (self.n_atoms**2 * 4 * self.hidden))
+        piece = max(1, self.max_pair_elements // self.pair_elements_per_structure)
         if b <= piece or torch.is_grad_enabled():
             return self._forward(x_in, c_noise, positions, cond, lag)
 
@@ -505,12 +505,17 @@ class EquivariantTransitionNet(nn.Module):
     #: rollout compiles a handful of shapes once (the compiler caches them on disk between runs).
     compiled_pair_elements: int = 2**23
 
+    @property
+    def pair_elements_per_structure(self) -> int:
+        """Numbers in one structure's pair tensor [n, n, 4·hidden] (what pieces are sized by)."""
+        return self.n_atoms**2 * 4 * self.hidden
+
     def compiled_piece(self, device: torch.device | str = "cpu") -> int:
         """Structures per piece of a compiled evaluation on ``device``: the largest power of two whose
         pair tensors hold at most :attr:`compiled_pair_elements` numbers on a CPU (its cache), at most
         :attr:`max_pair_elements` on a GPU (whose kernels want large batches); at least 1."""
         limit = self.compiled_pair_elements if torch.device(device).type == "cpu" else self.max_pair_elements
-        fits = max(1, limit // (self.n_atoms**2 * 4 * self.hidden))
+        fits = max(1, limit // self.pair_elements_per_structure)
         return 1 << (fits.bit_length() - 1)
 
     def _forward_compiled(self, compiled: Any, x_in: torch.Tensor, c_noise: torch.Tensor,
@@ -595,6 +600,24 @@ _COMPILED: "weakref.WeakKeyDictionary[EquivariantTransitionNet, Callable | None]
 #: Compiled shapes a process may hold per compiled function before torch falls back to eager code:
 #: every network (BoPITO has two), piece size and pair dtype is one.
 _RECOMPILE_LIMIT = 64
+
+
+def equivariant_networks(module: nn.Module) -> list[EquivariantTransitionNet]:
+    """The equivariant networks inside ``module`` (a denoiser: its transition network and, for BoPITO,
+    a learned prior's); [] for a toy system's."""
+    return [m for m in module.modules() if isinstance(m, EquivariantTransitionNet)]
+
+
+def set_compiled(module: nn.Module, compiled: bool) -> None:
+    """Evaluate (sampling and training alike) every equivariant network inside ``module`` through
+    ``torch.compile``, or not (:attr:`EquivariantTransitionNet.compiled`); compiling a module without
+    one (a toy system's MLP) is an error: one line."""
+    networks = equivariant_networks(module)
+    if compiled and not networks:
+        raise InvalidInputError("--compile applies to molecular models (the equivariant network's message "
+                                "passing); this model's network runs eagerly")
+    for network in networks:
+        network.compiled = bool(compiled)
 
 
 def _compiled_forward(network: EquivariantTransitionNet) -> Callable | None:

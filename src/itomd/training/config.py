@@ -201,9 +201,9 @@ class TrainingConfig:
             raise InvalidInputError(f"equilibrium must be true or false, got {self.equilibrium!r}")
         if self.dynamic_part is not None:
             check_dynamic_part(self.dynamic_part)
-        if self.dynamic_part is not None and self.prior is None:
-            raise InvalidInputError(f"dynamic_part {self.dynamic_part!r} is BoPITO's: it needs a prior "
-                                    "(--prior exact or an equilibrium run)")
+            if self.prior is None:
+                raise InvalidInputError(f"dynamic_part {self.dynamic_part!r} is BoPITO's: it needs a prior "
+                                        "(--prior exact or an equilibrium run)")
         if self.prior is not None and (not isinstance(self.prior, str) or not self.prior):
             raise InvalidInputError(f"prior must be 'exact', 'forcefield', 'forcefield:RUN' or the path of an equilibrium "
                                     f"model, got {self.prior!r}")

@@ -211,19 +211,6 @@ class BatchSource:
         return x0, cond, sigma, noise
 
 
-def compile_pair_networks(denoiser: Denoiser) -> None:
-    """Evaluate the denoiser's equivariant networks through ``torch.compile`` (``config.compile``); a
-    denoiser without one (a toy system's MLP) is an error: one line."""
-    from itomd.nn.equivariant import EquivariantTransitionNet
-
-    networks = [m for m in denoiser.modules() if isinstance(m, EquivariantTransitionNet)]
-    if not networks:
-        raise InvalidInputError("compile applies to molecular models (the equivariant network's message passing); "
-                                "this model's network trains eagerly")
-    for network in networks:
-        network.compiled = True
-
-
 @dataclass
 class TrainingState:
     """What a training run changes as it goes (and a checkpoint saves)."""
@@ -247,7 +234,9 @@ class TrainingState:
         optimizer = torch.optim.AdamW(trainable, lr=config.learning_rate, weight_decay=config.weight_decay,
                                       foreach=True)
         if config.compile:  # after the EMA's copy: only the trained network runs compiled
-            compile_pair_networks(denoiser)
+            from itomd.nn.equivariant import set_compiled
+
+            set_compiled(denoiser, True)
         return cls(denoiser, ema, optimizer, torch.Generator().manual_seed(config.seed))
 
     def state_dict(self) -> dict[str, Any]:
