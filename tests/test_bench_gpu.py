@@ -24,10 +24,14 @@ def test_the_gpu_benchmark_runs_its_cpu_smoke_mode(tmp_path):
     assert result["device"].startswith("cpu") and result["still_to_take_on_a_gpu"]
     assert result["training"]["steps"] > 0 and result["training"]["steps_per_second"] > 0
     assert result["distillation"]["steps"] > 0 and result["distillation"]["steps_per_second"] > 0
-    assert result["openmm"]["rate_ps_per_second"] > 0 and result["openmm"]["platform"]
+    assert result["openmm"]["rate_ps_per_second"] > 0 and result["openmm"]["best"] in result["openmm"]["trials"]
+    assert result["openmm_installation"]["platforms"] and not result["skipped"]
     rows = result["surrogate"]
-    assert sorted((r["model"], r["precision"], r["walkers"]) for r in rows) == sorted(
-        (m, p, w) for m, p in (("teacher", "float32"), ("teacher", "bfloat16"), ("student", "float32")) for w in (8, 16))
+    assert sorted((r["model"], r["sampler"], r["precision"], r["walkers"]) for r in rows) == sorted(
+        [("teacher", "heun-churn", "float32", 8)]
+        + [("teacher", "dpmpp-2m", p, w) for p in ("float32", "bfloat16") for w in (8, 16)]
+        + [("student", "consistency", "float32", w) for w in (8, 16)] + [("student", "consistency", "bfloat16", 16)])
     assert all(r["rate_ps_per_second"] > 0 and r["ratio_to_openmm"] > 0 for r in rows)
     assert {r["network_evaluations"] for r in rows if r["model"] == "student"} == {DEFAULT_SAMPLING_STEPS}
-    assert {r["network_evaluations"] for r in rows if r["model"] == "teacher"} == {49}
+    assert {r["network_evaluations"] for r in rows if r["sampler"] == "heun-churn"} == {49}
+    assert {r["network_evaluations"] for r in rows if r["sampler"] == "dpmpp-2m"} == {10}

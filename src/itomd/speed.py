@@ -28,7 +28,7 @@ from concurrent.futures import ProcessPoolExecutor
 import os
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
@@ -191,7 +191,7 @@ def measure_speed(model: TransitionModel, x0: np.ndarray | None = None, lag: int
 
     if progress:
         print(f"timing MD ({processes} processes) for {seconds:g} s per platform ...", flush=True)
-    md = _time_md(model.system, system, start, seconds, processes, seed)
+    md = time_md(model.system, system, start, seconds, processes, seed)
     return SpeedComparison(surrogate_rate=surrogate_rate, md_rate=md["rate"], ratio=surrogate_rate / md["rate"],
                            time_unit=system.time_unit, lag=int(lag), frame_interval=float(model.frame_interval),
                            n_walkers=int(n_walkers), sampler=sampler, n_steps=int(n_steps),
@@ -234,13 +234,17 @@ def time_surrogate(model: TransitionModel, x0: np.ndarray, lag: int, sampler: st
     return jumps, time.perf_counter() - start
 
 
-def _time_md(spec: SystemSpec, system: Any, x0: np.ndarray, seconds: float, processes: int,
-             seed: int) -> dict[str, Any]:
-    """MD's rate: the fastest OpenMM platform (molecules) or the batched Langevin engine (toy systems)."""
+def time_md(spec: SystemSpec, system: Any, x0: np.ndarray, seconds: float, processes: int, seed: int,
+            platforms: Sequence[str] = MD_PLATFORMS) -> dict[str, Any]:
+    """MD's rate (the MD half of :func:`measure_speed`): the fastest of ``platforms`` that this OpenMM
+    has (molecules; ``processes`` replicas at once, one per process), or the batched Langevin engine
+    (toy systems; the walkers ``x0`` [W, dim] split over ``processes``). ``rate`` is simulated time
+    summed over replicas per wall-second; ``platforms`` maps each platform tried to its rate or to
+    ``"failed: ..."``."""
     if system.topology() is not None:
         from itomd.simulate.molecular import available_platforms
 
-        platforms = [p for p in MD_PLATFORMS if p in available_platforms()]
+        platforms = [p for p in platforms if p in available_platforms()]
         starts = [system.default_start()] * processes
         rates: dict[str, Any] = {}
         walls = {}
@@ -308,4 +312,4 @@ def _langevin_worker(spec: SystemSpec, x0: np.ndarray, seconds: float, seed: int
     return len(x0) * done * system.frame_interval, time.perf_counter() - start
 
 
-__all__ = ["SpeedComparison", "measure_speed", "DEFAULT_SECONDS", "DEFAULT_WALKERS"]
+__all__ = ["SpeedComparison", "measure_speed", "time_md", "time_surrogate", "DEFAULT_SECONDS", "DEFAULT_WALKERS"]
