@@ -239,5 +239,6 @@ class TransitionDenoiser(Denoiser):
         lag = cond.get("lag")
         if lag is None:
             raise InvalidInputError("a transition denoiser draws training noise levels per lag: pass lag=")
-        z = torch.randn(n, generator=generator, device=device)
-        return self.lag_scales[self._index(torch.as_tensor(lag, device=z.device))] * (self.p_mean + self.p_std * z).exp()
+        z = torch.randn(n, generator=generator, device=device)  # on the generator's device (batches: the CPU)
+        scales = self.lag_scales.to(z.device)
+        return scales[self._index(torch.as_tensor(lag, device=z.device))] * (self.p_mean + self.p_std * z).exp()
