@@ -111,6 +111,8 @@ class Distributed:
     rank: int = 0
     world_size: int = 1
     local_rank: int = 0
+    #: Where the collectives' tensors live: NCCL (GPU jobs) reduces CUDA tensors only.
+    collective_device: str = "cpu"
 
     @property
     def enabled(self) -> bool:
@@ -130,8 +132,9 @@ class Distributed:
 
         if not dist.is_initialized():
             dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
-        return cls(rank=dist.get_rank(), world_size=dist.get_world_size(),
-                   local_rank=int(os.environ.get("LOCAL_RANK", "0")))
+        local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+        return cls(rank=dist.get_rank(), world_size=dist.get_world_size(), local_rank=local_rank,
+                   collective_device=f"cuda:{local_rank}" if dist.get_backend() == "nccl" else "cpu")
 
     def rank0_decides(self, local: bool) -> bool:
         """Rank 0's decision (to stop, to fix the schedule...), broadcast to every rank."""
@@ -139,7 +142,7 @@ class Distributed:
             return local
         import torch.distributed as dist
 
-        flag = torch.tensor([1.0 if local else 0.0])
+        flag = torch.tensor([1.0 if local else 0.0], device=self.collective_device)
         dist.broadcast(flag, src=0)
         return bool(flag.item())
 
@@ -149,7 +152,7 @@ class Distributed:
             return value
         import torch.distributed as dist
 
-        t = torch.tensor([value], dtype=torch.float64)
+        t = torch.tensor([value], dtype=torch.float64, device=self.collective_device)
         dist.all_reduce(t)
         return float(t.item()) / self.world_size
 
