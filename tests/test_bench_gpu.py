@@ -35,3 +35,26 @@ def test_the_gpu_benchmark_runs_its_cpu_smoke_mode(tmp_path):
     assert {r["network_evaluations"] for r in rows if r["model"] == "student"} == {DEFAULT_SAMPLING_STEPS}
     assert {r["network_evaluations"] for r in rows if r["sampler"] == "heun-churn"} == {49}
     assert {r["network_evaluations"] for r in rows if r["sampler"] == "dpmpp-2m"} == {10}
+
+
+def test_a_failed_or_late_stage_is_recorded_and_the_run_goes_on(tmp_path, monkeypatch):
+    """A stage that raises leaves its one-line error in the results file (written at once), the next
+    stage still runs, and a stage past the time budget is skipped and listed."""
+    monkeypatch.syspath_prepend(str(ROOT / "bench"))
+    import gpu
+
+    path = tmp_path / "gpu.json"
+    run = gpu.Run(path, budget_seconds=3600.0, result={"device": "cpu"})
+
+    def broken():
+        raise RuntimeError("no CUDA platform here\nsecond line")
+
+    assert run.stage("openmm", broken) is None
+    written = json.loads(path.read_text())
+    assert written["openmm"] == {"error": "RuntimeError: no CUDA platform here"} and "openmm" in written["stages"]
+    assert run.stage("training", lambda: {"steps_per_second": 2.0}) == {"steps_per_second": 2.0}
+    run.budget = 0.0
+    assert run.stage("distillation", lambda: {"steps": 1}) is None
+    written = json.loads(path.read_text())
+    assert written["training"] == {"steps_per_second": 2.0} and written["skipped"] == ["distillation"]
+    assert "distillation" not in written
