@@ -238,9 +238,9 @@ def time_md(spec: SystemSpec, system: Any, x0: np.ndarray, seconds: float, proce
             platforms: Sequence[str] = MD_PLATFORMS) -> dict[str, Any]:
     """MD's rate (the MD half of :func:`measure_speed`): the fastest of ``platforms`` that this OpenMM
     has (molecules; ``processes`` replicas at once, one per process), or the batched Langevin engine
-    (toy systems; the walkers ``x0`` [W, dim] split over ``processes``). ``rate`` is simulated time
-    summed over replicas per wall-second; ``platforms`` maps each platform tried to its rate or to
-    ``"failed: ..."``."""
+    (toy systems; the walkers ``x0`` [W, dim] split over ``processes``). Returns a dict: ``rate``, the
+    simulated time summed over replicas per wall-second, and for molecules ``platforms``, each platform
+    tried mapped to its rate or to ``"failed: <one line>"`` (a failed platform does not stop the others)."""
     if system.topology() is not None:
         from itomd.simulate.molecular import available_platforms
 
@@ -279,20 +279,29 @@ def _in_processes(worker, arguments: list[tuple]) -> list[tuple[float, float]]:
 
 
 def _openmm_worker(spec: SystemSpec, platform: str, x0: np.ndarray, seconds: float, seed: int) -> tuple[float, float]:
-    """(simulated ps, wall s) of one OpenMM walker on ``platform``, one thread, after a warm-up."""
+    """(simulated ps, wall s) of one OpenMM walker on ``platform``, one thread, after a warm-up; a
+    platform that OpenMM lists but cannot run here (an OpenCL library without a device, a GPU that
+    refuses a context) raises :class:`~itomd.simulate.integrators.SimulationError`, which
+    :func:`time_md` records as that platform's failure."""
+    import openmm
+
+    from itomd.simulate.integrators import SimulationError
     from itomd.simulate.molecular import make_context
 
     system = spec.build()
-    context = make_context(system, x0, seed + 1, seed + 2, platform=platform)
-    integrator = context.getIntegrator()
-    steps = 50
-    integrator.step(steps)  # warm-up (kernels, neighbour lists)
-    done, start = 0, time.perf_counter()
-    while time.perf_counter() - start < seconds:
-        integrator.step(steps)
-        done += steps
-        steps = min(2 * steps, 100_000)
-    context.getState(getPositions=True)  # the last steps have finished (GPU platforms run asynchronously)
+    try:
+        context = make_context(system, x0, seed + 1, seed + 2, platform=platform)
+        integrator = context.getIntegrator()
+        steps = 50
+        integrator.step(steps)  # warm-up (kernels, neighbour lists)
+        done, start = 0, time.perf_counter()
+        while time.perf_counter() - start < seconds:
+            integrator.step(steps)
+            done += steps
+            steps = min(2 * steps, 100_000)
+        context.getState(getPositions=True)  # the last steps have finished (GPU platforms run asynchronously)
+    except openmm.OpenMMException as exc:
+        raise SimulationError(f"OpenMM's {platform} platform failed here ({' '.join(str(exc).split())})") from None
     return done * system.timestep, time.perf_counter() - start
 
 

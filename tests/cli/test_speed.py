@@ -90,3 +90,27 @@ def test_speed_refuses_an_equilibrium_model_and_a_bad_sampler(bopito_runs, prinz
 
 def test_speed_of_a_missing_run_is_one_line(tmp_path):
     assert_one_line_error(run_cli("speed", str(tmp_path / "nothing")), "no model file at")
+
+
+def test_a_platform_that_openmm_lists_but_cannot_run_is_recorded_and_the_others_count(monkeypatch):
+    """An OpenMM platform that loads but fails here (an OpenCL library without a device: seen on a GPU
+    machine) is a one-line failure in ``platforms``, not a crash of ``itomd speed``."""
+    import openmm
+
+    import itomd.simulate.molecular as molecular
+    from itomd.speed import time_md
+    from itomd.systems import SystemSpec
+
+    real = molecular.make_context
+
+    def make_context(system, *args, platform="Reference", **kwargs):
+        if platform == "CPU":
+            raise openmm.OpenMMException("No compatible\n device is available")
+        return real(system, *args, platform=platform, **kwargs)
+
+    monkeypatch.setattr(molecular, "make_context", make_context)
+    spec = SystemSpec("ala2-implicit")
+    system = spec.build()
+    md = time_md(spec, system, system.default_start()[None], 0.2, 1, 0, platforms=("Reference", "CPU"))
+    assert md["platforms"]["CPU"] == "failed: OpenMM's CPU platform failed here (No compatible device is available)"
+    assert md["platform"] == "Reference" and md["rate"] == md["platforms"]["Reference"] > 0
