@@ -143,11 +143,11 @@ def _chain_of(n_atoms: int) -> MoleculeGraph:
 def test_a_molecule_default_batch_keeps_the_pair_tensors_of_alanine_dipeptide(n_atoms, batch):
     """batch × n_atoms² ≈ 64 × 22² (the cost of a step), multiples of 8, from 16 to 64; 32 channels."""
     size = MolecularRepresentation(_chain_of(n_atoms)).training_size()
-    assert size == TrainingSize(batch_size=batch, hidden=32)
+    assert size == TrainingSize(batch_size=batch, hidden=32, start_balance=0.0)
 
 
 def test_points_train_a_wide_mlp_on_large_batches_by_default():
-    assert CoordinateRepresentation(2).training_size() == TrainingSize(batch_size=512, hidden=128)
+    assert CoordinateRepresentation(2).training_size() == TrainingSize(batch_size=512, hidden=128, start_balance=1.0)
 
 
 def test_slow_coordinates_of_a_molecule_need_its_topology():

@@ -66,16 +66,20 @@ class NetworkSize:
 @dataclass(frozen=True)
 class TrainingSize:
     """What a training run's cost depends on and the system decides when the user does not:
-    pairs per optimiser step and the inner network's width (see :meth:`Representation.training_size`).
+    pairs per optimiser step, the inner network's width and how strongly rare starts are favoured
+    (see :meth:`Representation.training_size`).
 
     Parameters
     ----------
     batch_size : int
     hidden : int
+    start_balance : float
+        Exponent of the training pairs' start weights (:attr:`itomd.training.TrainingConfig.start_balance`).
     """
 
     batch_size: int
     hidden: int
+    start_balance: float = 0.0
 
 
 #: A molecule's default batch keeps batch × n_atoms² (the pair tensors' size, which sets a CPU step's
@@ -196,8 +200,10 @@ class CoordinateRepresentation(Representation):
         return CoordinateFeaturizer()
 
     def training_size(self) -> TrainingSize:
-        """512 pairs of a 128-unit MLP: a step costs milliseconds in a few dimensions."""
-        return TrainingSize(batch_size=512, hidden=128)
+        """512 pairs of a 128-unit MLP: a step costs milliseconds in a few dimensions; starts balanced
+        over the coordinates' histogram (exponent 1: measured on Müller–Brown, BENCHMARKS.md
+        "Balanced starts")."""
+        return TrainingSize(batch_size=512, hidden=128, start_balance=1.0)
 
     def inner_network(self, size: NetworkSize, conditional: bool, max_log_lag: float,
                       condition_shift: Sequence[float], condition_scale: Sequence[float]) -> nn.Module:

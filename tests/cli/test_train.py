@@ -243,6 +243,26 @@ def test_without_a_config_the_system_sizes_the_run(ala2_runs, prinz_data, tmp_pa
     assert {"batch_size = 100", "hidden = 128"} <= set((points / "config.toml").read_text().splitlines())
 
 
+def test_start_balance_is_the_systems_default_and_a_flag(ala2_runs, prinz_data, tmp_path):
+    """Points draw balanced starts by default (start_balance = 1 recorded), molecules uniform ones; a
+    molecule with ``--start-balance 1`` balances on its φ/ψ plane (cos/sin of the torsions, projected by
+    TICA) and records how many frames the weights effectively keep (a value outside [0, 1]: tests/cli/test_cli.py)."""
+    points, molecule = tmp_path / "points", tmp_path / "molecule"
+    assert main(["train", "--data", str(prinz_data), "--out", str(points), "--max-lag", "4", "--max-steps", "1",
+                 "--quiet"]) == 0
+    assert "start_balance = 1.0" in (points / "config.toml").read_text().splitlines()
+    assert 0 < TransitionModel.load(points).info["data"]["start_weights_effective_fraction"] < 1
+    assert main(["train", "--data", str(ala2_runs["data"]), "--out", str(tmp_path / "uniform"), "--max-lag", "4",
+                 "--max-steps", "1", "--quiet"]) == 0
+    assert "start_balance = 0.0" in (tmp_path / "uniform" / "config.toml").read_text().splitlines()
+    assert "start_weights_effective_fraction" not in TransitionModel.load(tmp_path / "uniform").info["data"]
+    assert main(["train", "--data", str(ala2_runs["data"]), "--out", str(molecule), "--max-lag", "4",
+                 "--max-steps", "2", "--start-balance", "1", "--quiet"]) == 0
+    model = TransitionModel.load(molecule)
+    assert model.info["config"]["start_balance"] == 1.0
+    assert 0 < model.info["data"]["start_weights_effective_fraction"] < 1
+
+
 def test_compiled_training_follows_the_eager_run_and_is_refused_for_toy_models(ala2_runs, prinz_data, tiny_toml,
                                                                                tmp_path, capsys):
     """``--compile`` trains the molecule's network through torch.compile: the same function, so the

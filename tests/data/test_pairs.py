@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from itomd.data.pairs import FixedLag, LogUniformLag, PairSampler, UniformLag, make_lag_sampler
+from itomd.data.pairs import (FixedLag, LogUniformLag, PairSampler, UniformLag, balanced_start_weights, make_lag_sampler,
+                              slow_plane)
 from itomd.errors import InvalidInputError
 
 
@@ -94,3 +95,88 @@ def test_batches_and_lag_too_long(tiny):
         PairSampler([np.array([[0.0], [np.nan]])], FixedLag(1))
 
 
+
+
+@pytest.mark.filterwarnings("ignore:.*too short")
+def test_weighted_starts_follow_their_weights_at_every_lag(tiny):
+    """With start weights, each lag's starts are drawn in proportion to the weights of its valid starts
+    — through the rejection draws and through the exact fallback (lag 4: one valid start in 13)."""
+    trajs, lengths = tiny
+    frames = np.concatenate(trajs)[:, 0]
+    weights = 1.0 + (frames % 10)                    # frame t of every trajectory weighs 1 + t
+    sampler = PairSampler(trajs, UniformLag(4), start_weights=weights)
+    lags = UniformLag(4).sample(200000, torch.Generator().manual_seed(5))
+    i0, i1 = sampler.sample_indices(lags, torch.Generator().manual_seed(6))
+    a = sampler.frames[i0, 0].numpy()
+    assert np.all(sampler.frames[i1, 0].numpy() - a == lags.numpy())
+    for lag in range(1, 5):
+        valid = sorted((i, t) for i, n in enumerate(lengths) for t in range(n - lag))
+        pairs = Counter((int(v // 10), int(v % 10)) for v in a[lags.numpy() == lag])
+        assert sorted(pairs) == valid
+        expected = np.array([1.0 + t for _, t in valid])
+        freq = np.array([pairs[k] for k in valid]) / sum(pairs.values())
+        np.testing.assert_allclose(freq, expected / expected.sum(), atol=0.01)
+    uniform = Counter(int(v % 10) for v in PairSampler(trajs, UniformLag(4)).sample_indices(
+        torch.full((20000,), 1), torch.Generator().manual_seed(6))[0].numpy())
+    assert abs(uniform[0] - uniform[3]) / 20000 > 0.1  # control: without weights frame 0 starts far more pairs
+
+
+@pytest.mark.filterwarnings("ignore:.*too short")
+def test_bad_start_weights(tiny):
+    trajs, _ = tiny
+    n = sum(len(t) for t in trajs)
+    for bad, match in [(np.ones(n - 1), "one entry per frame"), (-np.ones(n), "non-negative"),
+                       (np.full(n, np.nan), "finite"), (np.zeros(n), "not all zero")]:
+        with pytest.raises(InvalidInputError, match=match):
+            PairSampler(trajs, UniformLag(2), start_weights=bad)
+    only_last_frames = np.array([0.0 if t % 10 < 2 else 1.0 for t in np.concatenate(trajs)[:, 0]])
+    with pytest.raises(InvalidInputError, match="zero on every valid start"):
+        PairSampler(trajs, UniformLag(3), start_weights=only_last_frames)
+
+
+def test_balanced_weights_give_every_visited_cell_equal_mass():
+    """A basin holding 5 % of the frames: at exponent 1 its starts are a third of the draws (every cell
+    denser than an even filling of the box is drawn alike, and the rare basin has fewer such cells),
+    at 0.5 fewer, at 0 its 5 %. The cap: a single far-out frame is drawn no more often than an
+    evenly filled cell, not as often as a whole basin."""
+    rng = np.random.default_rng(0)
+    common, rare = rng.normal(0.0, 0.05, (19000, 2)), rng.normal(1.0, 0.05, (1000, 2))
+    points = [np.concatenate([common[:9500], rare[:500]]), np.concatenate([common[9500:], rare[500:]])]
+    is_rare = np.concatenate(points)[:, 0] > 0.5
+    for exponent, share in [(1.0, None), (0.5, None), (0.0, 0.05)]:
+        w = balanced_start_weights(points, exponent)
+        assert w.shape == (20000,) and w.mean() == pytest.approx(1.0)
+        if share is not None:
+            assert w[is_rare].sum() / w.sum() == pytest.approx(share)
+    w1 = balanced_start_weights(points, 1.0)
+    w05 = balanced_start_weights(points, 0.5)
+    assert 0.25 < w1[is_rare].sum() / w1.sum() < 0.45            # measured 0.33
+    assert 0.05 * 2 < w05[is_rare].sum() / w05.sum() < w1[is_rare].sum() / w1.sum()  # measured 0.16
+    outlier = [np.concatenate([points[0], [[5.0, 5.0]]]), points[1]]
+    w = balanced_start_weights(outlier, 1.0)
+    assert w[10000] / w.sum() < 1e-3                         # without the cap: the weight of a cell of 1 frame
+    # 1-D works too, and the weights depend only on the cell
+    w = balanced_start_weights([np.array([[0.0], [0.0], [0.0], [1.0]])], 1.0)
+    np.testing.assert_allclose(w, [2 / 3, 2 / 3, 2 / 3, 2.0])
+    for bad, match in [([np.zeros((5, 3))], "one or two coordinates"), ([np.full((5, 1), np.nan)], "NaN"),
+                       ([np.zeros((5, 1))], None)]:
+        if match is None:
+            np.testing.assert_allclose(balanced_start_weights(bad, 1.0), 1.0)  # one cell: uniform
+        else:
+            with pytest.raises(InvalidInputError, match=match):
+                balanced_start_weights(bad, 1.0)
+    with pytest.raises(InvalidInputError, match="non-negative"):
+        balanced_start_weights(points, -1.0)
+
+
+def test_slow_plane_keeps_two_coordinates_and_finds_the_slow_ones():
+    """One or two coordinates pass through; more are projected on their two slowest TICA components:
+    a slow two-state coordinate hidden among four fast noise coordinates is what the plane's first axis follows."""
+    rng = np.random.default_rng(1)
+    two = [rng.normal(size=(50, 2))]
+    assert np.array_equal(slow_plane(two)[0], two[0])
+    slow = np.repeat(rng.choice([-1.0, 1.0], 40), 50)[:, None] + 0.1 * rng.normal(size=(2000, 1))
+    data = np.concatenate([rng.normal(size=(2000, 2)), slow, rng.normal(size=(2000, 2))], axis=1)
+    plane = slow_plane([data[:1000], data[1000:]])
+    assert [p.shape for p in plane] == [(1000, 2), (1000, 2)]
+    assert abs(np.corrcoef(np.concatenate(plane)[:, 0], slow[:, 0])[0, 1]) > 0.95

@@ -30,7 +30,8 @@ from itomd.systems import SystemSpec
 LEGACY = Path(__file__).resolve().parent.parent / "fixtures" / "legacy"
 #: Transition models whose training numerics changed on purpose after the legacy files were written
 #: (2026-12-02: training batches draw their start frames for all lags at once, by rejection, instead
-#: of lag by lag — the same distribution, another random stream). Their weights are compared with the
+#: of lag by lag — the same distribution, another random stream; 2026-12-04: points draw their starts
+#: balanced over the slow coordinates by default, ``start_balance`` = 1). Their weights are compared with the
 #: ones today's code recorded in RETRAINED_DIR, so any *unintended* change is still caught bit for bit;
 #: their descriptions (lag tables, λ̂, ...) are still compared with the legacy files. Re-record only
 #: for a deliberate change: ITOMD_RECORD_TRAINING_REFERENCE=1 pytest tests/models/test_legacy_files.py -k bit_for_bit

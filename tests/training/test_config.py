@@ -14,7 +14,8 @@ from itomd.training.config import RECIPES, config_source, recipe_names
 @pytest.mark.parametrize("changes, message", [
     ({"max_lag": 0}, "max_lag"), ({"lag_distribution": "gaussian"}, "lag_distribution"),
     ({"learning_rate": -1.0}, "learning_rate"), ({"ema_decay": 1.0}, "ema_decay"), ({"minutes": 0}, "minutes"),
-    ({"batch_size": 2.5}, "batch_size"),
+    ({"batch_size": 2.5}, "batch_size"), ({"start_balance": 1.5}, "start_balance"),
+    ({"start_balance": -0.1}, "start_balance"), ({"start_balance": "yes"}, "start_balance"),
 ])
 def test_config_validation(changes, message):
     with pytest.raises(InvalidInputError, match=message):
@@ -55,6 +56,7 @@ def test_more_options_are_validated_in_one_line(changes, message):
     {}, {"max_lag": 7, "lag_distribution": "uniform", "prior": "exact", "lambda_hat": 0.9, "minutes": 1.5,
          "p_mean": -0.5, "learning_rate": 3e-4, "device": "cpu"},
     {"equilibrium": True, "seed": 12, "weight_decay": 0.01, "grad_clip": 0.0},
+    {"start_balance": 0.5, "batch_size": 128},
     {"prior": "runs/eq dir/model.pt", "lag_distribution": "fixed", "dynamic_part": "transition"},
 ])
 def test_toml_round_trip(tmp_path, changes):
@@ -98,11 +100,11 @@ def test_network_is_the_typed_view_of_the_size_options():
 def test_the_system_fills_in_only_what_the_config_leaves_open():
     from itomd.representation import TrainingSize
 
-    size = TrainingSize(batch_size=48, hidden=32)
+    size = TrainingSize(batch_size=48, hidden=32, start_balance=0.5)
     config = TrainingConfig().with_system_defaults(size)
-    assert (config.batch_size, config.hidden, config.network.n_frequencies) == (48, 32, 16)
-    config = TrainingConfig(batch_size=8, hidden=16).with_system_defaults(size)
-    assert (config.batch_size, config.hidden) == (8, 16)
+    assert (config.batch_size, config.hidden, config.network.n_frequencies, config.start_balance) == (48, 32, 16, 0.5)
+    config = TrainingConfig(batch_size=8, hidden=16, start_balance=0.0).with_system_defaults(size)
+    assert (config.batch_size, config.hidden, config.start_balance) == (8, 16, 0.0)
     assert "batch_size" not in TrainingConfig().to_toml()  # an open option is not written as a value
     with pytest.raises(InvalidInputError, match="batch_size"):
         TrainingConfig(batch_size=0)

@@ -6,7 +6,7 @@ import argparse
 import time
 from pathlib import Path
 
-from itomd.cli._common import (InterruptRequests, checkpoint_kept, emit, positive_float, positive_int,
+from itomd.cli._common import (InterruptRequests, checkpoint_kept, emit, fraction, positive_float, positive_int,
                                recorded_frame_interval, report_stop, seed_int)
 from itomd.errors import InvalidInputError
 
@@ -23,6 +23,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-steps", dest="max_steps", type=positive_int, help="optimiser steps in all (default 20000)")
     p.add_argument("--batch-size", dest="batch_size", type=positive_int, help="global batch size (default: 512 for points; for molecules "
                         "64 at 22 atoms, scaled with 1/atoms², at least 16)")
+    p.add_argument("--start-balance", dest="start_balance", type=fraction, metavar="A",
+                   help="draw training starts x_t with weight max(n, n_even)^-A, n the frames in x_t's cell of a "
+                        "histogram of the slow coordinates: rare metastable states are drawn more often, the learned "
+                        "p(x_t+N | x_t) is the same; 0 = uniform, 1 = the data's density capped at an even one "
+                        "(default: 1 for points, 0 for molecules)")
     p.add_argument("--seed", type=seed_int)
     p.add_argument("--device", help="auto (default), cpu or cuda")
     p.add_argument("--equilibrium", action="store_true", help="train an unconditional model of the frames")
@@ -57,7 +62,7 @@ def run(args: argparse.Namespace) -> int:
     overrides = dict(max_lag=args.max_lag, minutes=args.minutes, max_steps=args.max_steps, batch_size=args.batch_size,
                      seed=args.seed, device=args.device, equilibrium=True if args.equilibrium else None,
                      prior=args.prior, lambda_hat=args.lambda_hat, dynamic_part=args.dynamic_part,
-                     compile=True if args.compile else None)
+                     compile=True if args.compile else None, start_balance=args.start_balance)
     if args.config is not None:
         config = TrainingConfig.from_recipe(args.config, **overrides)
     elif args.resume and (args.out / "config.toml").is_file():

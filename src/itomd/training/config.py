@@ -27,7 +27,7 @@ LAG_DISTRIBUTIONS = ("fixed", "uniform", "log-uniform")
 #: Config fields that may change when a run is resumed (they do not change what a step computes).
 RESUMABLE_CHANGES = frozenset({"max_steps", "minutes", "checkpoint_every", "log_every", "device", "compile"})
 #: Config fields whose default (None) the system decides (:meth:`TrainingConfig.with_system_defaults`).
-SYSTEM_DEFAULTS = ("batch_size", "hidden")
+SYSTEM_DEFAULTS = ("batch_size", "hidden", "start_balance")
 #: The folder of the shipped recipes (package data; one TOML file per recipe).
 RECIPES = Path(str(files("itomd") / "recipes"))
 
@@ -115,6 +115,14 @@ class TrainingConfig:
         system's default (:meth:`~itomd.representation.Representation.training_size`), filled in when
         training starts and recorded in the run: 512 for points, for molecules 64 at 22 atoms scaled
         with 1/n_atoms² (floor 16).
+    start_balance : float, optional
+        Exponent a ∈ [0, 1] of the start weights n(x_t)^(−a) of the training pairs
+        (:func:`~itomd.data.pairs.balanced_start_weights`; n: frames in x_t's cell of a histogram of
+        the slow coordinates): rare states are drawn more often, the conditional density learned is
+        the same. 0: uniform starts; 1: every visited cell alike. None: the system's default, filled
+        in like ``batch_size`` (1 for points, where it takes the demo's Müller–Brown model from
+        −18…+27 % to … of the exact slowest timescale across training seeds — BENCHMARKS.md,
+        "Balanced starts"; 0 for molecules, where it is not measured). Transition models only.
     learning_rate : float
         AdamW learning rate after a linear warm-up of ``warmup_steps``; cosine decay to
         ``final_lr_fraction`` × it over ``max_steps``.
@@ -156,6 +164,7 @@ class TrainingConfig:
     lambda_hat: float | None = None
     dynamic_part: str | None = None
     batch_size: int | None = None
+    start_balance: float | None = None
     learning_rate: float = 2e-3
     warmup_steps: int = 200
     max_steps: int = 20_000
@@ -195,6 +204,9 @@ class TrainingConfig:
             raise InvalidInputError(f"ema_decay must be in [0, 1), got {self.ema_decay!r}")
         if self.minutes is not None and not (is_finite_number(self.minutes) and self.minutes > 0):
             raise InvalidInputError(f"minutes must be a positive number, got {self.minutes!r}")
+        if self.start_balance is not None and not (is_finite_number(self.start_balance)
+                                                   and 0 <= self.start_balance <= 1):
+            raise InvalidInputError(f"start_balance must be a number in [0, 1], got {self.start_balance!r}")
         if self.p_mean is not None and not is_finite_number(self.p_mean):
             raise InvalidInputError(f"p_mean must be a number, got {self.p_mean!r}")
         if not isinstance(self.equilibrium, bool):

@@ -53,14 +53,13 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import torch
 
-from itomd.data.pairs import PairSampler, make_lag_sampler
 from itomd.diffusion.denoiser import append_dims
 from itomd.diffusion.schedules import CONSISTENCY_GRID_LEVELS, karras_sigmas
 from itomd.errors import InvalidInputError
 from itomd.models import TransitionModel
 from itomd.models.transition import DEFAULT_RHO, SIGMA_MAX_FACTOR, SIGMA_MIN_FACTOR
 from itomd.training.config import TrainingConfig
-from itomd.training.estimator import ITOEstimator, _Session
+from itomd.training.estimator import ITOEstimator, _Session, balanced_pairs, resumed_config
 from itomd.training.loop import (BatchSource, Distributed, TrainingState, optimizer_step, select_device,
                                  set_learning_rate)
 from itomd.training.run import RunDirectory
@@ -213,7 +212,9 @@ class _DistillationSession(_Session):
             if run_dir is not None and run_dir.has_checkpoint():
                 raise InvalidInputError(f"{run_dir.path} already holds a run; pass --resume to continue it "
                                         "or choose a new --out")
-        pairs = PairSampler(trajectories, make_lag_sampler(config.lag_distribution, config.max_lag))
+        if checkpoint is not None:
+            config = resumed_config(config, checkpoint)
+        pairs = balanced_pairs(trajectories, representation, config)
 
         torch.manual_seed(config.seed)
         student = teacher.spec.build()

@@ -16,6 +16,7 @@ the run directory (checkpoints, model, metrics, exact resume) is :mod:`itomd.tra
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 import warnings
@@ -27,7 +28,7 @@ import torch
 from tqdm.auto import tqdm
 
 from itomd.analysis.msm import slowest_eigenvalue
-from itomd.data.pairs import PairSampler, make_lag_sampler
+from itomd.data.pairs import PairSampler, balanced_start_weights, make_lag_sampler, slow_plane
 from itomd.errors import InvalidInputError
 from itomd.models import DenoiserSpec, Prior, TransitionModel, fit_denoiser_spec
 from itomd.representation import CoordinateRepresentation, Representation, representation_for
@@ -240,18 +241,18 @@ class _Session:
         inputs = None if built is None else built.metadata().get("inputs")
         if inputs is not None:  # a user's molecule: its spec, force field and input files (SHA-256) in the model
             data_summary["inputs"] = inputs
-        pairs = None if config.equilibrium else PairSampler(trajectories, make_lag_sampler(config.lag_distribution,
-                                                                                            config.max_lag))
-        frames_t = torch.as_tensor(frames, dtype=torch.float32) if pairs is None else pairs.frames.to(torch.float32)
-
         checkpoint = None
         if resume:
             checkpoint = run_dir.load_checkpoint(config, data_summary)
+            config = resumed_config(config, checkpoint)
+        elif run_dir is not None and run_dir.has_checkpoint():
+            raise InvalidInputError(f"{run_dir.path} already holds a training run; pass --resume to continue it "
+                                    "or choose a new --out")
+        pairs = None if config.equilibrium else balanced_pairs(trajectories, representation, config, data_summary)
+        frames_t = torch.as_tensor(frames, dtype=torch.float32) if pairs is None else pairs.frames.to(torch.float32)
+        if checkpoint is not None:
             spec = DenoiserSpec.from_dict(checkpoint["spec"], system)
         else:
-            if run_dir is not None and run_dir.has_checkpoint():
-                raise InvalidInputError(f"{run_dir.path} already holds a training run; pass --resume to continue it "
-                                        "or choose a new --out")
             spec = _new_spec(config, trajectories, representation, pairs, prior, progress and dist.is_main)
 
         torch.manual_seed(config.seed)
@@ -301,6 +302,30 @@ class _Session:
         if self.run_dir is not None and self.dist.is_main:
             self.run_dir.save(self.config, self.spec, self.data_summary, self.state, model)
         return model
+
+
+def resumed_config(config: TrainingConfig, checkpoint: dict[str, Any]) -> TrainingConfig:
+    """``config`` for resuming ``checkpoint``: a run written before ``start_balance`` existed drew its
+    starts uniformly and goes on doing so."""
+    if "start_balance" not in checkpoint["config"]:
+        return dataclasses.replace(config, start_balance=0.0)
+    return config
+
+
+def balanced_pairs(trajectories: list[np.ndarray], representation: Representation, config: TrainingConfig,
+                   data_summary: dict[str, Any] | None = None) -> PairSampler:
+    """The training pairs of ``config``: starts weighted by :func:`~itomd.data.pairs.balanced_start_weights`
+    on the plane of the system's slow coordinates (:meth:`~itomd.representation.Representation.slow_coordinates`,
+    :func:`~itomd.data.pairs.slow_plane`) with exponent ``config.start_balance``, uniform where it is 0.
+    ``data_summary`` (a run's record of its data) gets the weights' effective fraction of the frames
+    (Kish: (Σw)²/(n Σw²)) under ``start_weights_effective_fraction``."""
+    lags = make_lag_sampler(config.lag_distribution, config.max_lag)
+    if not config.start_balance:
+        return PairSampler(trajectories, lags)
+    weights = balanced_start_weights(slow_plane(representation.slow_coordinates(trajectories)), config.start_balance)
+    if data_summary is not None:
+        data_summary["start_weights_effective_fraction"] = round(float(weights.sum() ** 2 / (len(weights) * (weights ** 2).sum())), 4)
+    return PairSampler(trajectories, lags, start_weights=weights)
 
 
 def _new_spec(config: TrainingConfig, trajectories: list[np.ndarray], representation: Representation,
