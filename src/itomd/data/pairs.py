@@ -11,8 +11,8 @@ Given N, a pair is drawn among all *valid* start frames of all trajectories: fra
 trajectory i is valid iff t + N ≤ T_i − 1, so trajectory i offers max(T_i − N, 0) starts and a
 trajectory shorter than N + 1 frames offers none. Starts are uniform, or drawn in proportion to
 per-frame weights (:func:`balanced_start_weights`: rare states drawn more often, which leaves the
-conditional density p(x_{t+N} | x_t) that a transition model learns unchanged). Trajectories that cannot serve the largest lag
-are reported once with a warning. All randomness comes from an explicit :class:`torch.Generator`
+conditional density p(x_{t+N} | x_t) that a transition model learns unchanged). Trajectories that
+cannot serve the largest lag are reported once with a warning. All randomness comes from an explicit :class:`torch.Generator`
 (training draws every global batch from one seeded generator, so batches do not depend on the number
 of data-parallel processes).
 """
@@ -259,9 +259,9 @@ def balanced_start_weights(coordinates: Sequence[np.ndarray], exponent: float, b
     count of a cell if the frames filled the histogram's box evenly. At exponent 1 starts are drawn
     from the data's density capped at that even density: every cell denser than even is drawn as
     often as an even one, sparser cells (high-energy excursions, a few frames each) in proportion to
-    their frames — without the cap, one-frame cells at the edges took 80 % of the draws on
-    Müller–Brown's data. A transition
-    model learns p(x_{t+N} | x_t) for each x_t; the minimiser of its loss does not depend on how
+    their frames (without the cap, the 1 % of Müller–Brown's frames with the largest weights, in
+    sparse cells at the edges, took 81 % of the draws). A transition model learns
+    p(x_{t+N} | x_t) for each x_t; the minimiser of its loss does not depend on how
     often each x_t is drawn, but the training signal does. Equilibrium data visit a metastable state
     in proportion to its population, so the escapes that set the slowest timescales — from a basin
     holding a few per cent of the frames — are a few pairs per batch, and their rate varies from one
