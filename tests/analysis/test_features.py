@@ -8,6 +8,7 @@ import pytest
 
 from itomd.analysis import BackboneTorsionFeaturizer, CoordinateFeaturizer, MolecularSection, analyze
 from itomd.analysis import molecular as M
+from itomd.analysis.features import slow_plane
 from itomd.errors import InvalidInputError
 
 FRAME_INTERVAL = 0.1  # ps: the frame interval of md_trajectories
@@ -58,3 +59,16 @@ def test_torsion_features_are_phi_psi_on_a_grid_with_a_validity_section(ala2, to
     assert featurizer.discretize([features]).method == "grid" and "4×4 grid" in featurizer.note(2)
     (section,) = featurizer.sections([frames], [features])
     assert isinstance(section, MolecularSection) and section.validity.n_frames == 2
+
+
+def test_slow_plane_keeps_two_coordinates_and_finds_the_slow_ones():
+    """One or two coordinates pass through; more are projected on their two slowest TICA components:
+    a slow two-state coordinate hidden among four fast noise coordinates is what the plane's first axis follows."""
+    rng = np.random.default_rng(1)
+    two = [rng.normal(size=(50, 2))]
+    assert np.array_equal(slow_plane(two)[0], two[0])
+    slow = np.repeat(rng.choice([-1.0, 1.0], 40), 50)[:, None] + 0.1 * rng.normal(size=(2000, 1))
+    data = np.concatenate([rng.normal(size=(2000, 2)), slow, rng.normal(size=(2000, 2))], axis=1)
+    plane = slow_plane([data[:1000], data[1000:]])
+    assert [p.shape for p in plane] == [(1000, 2), (1000, 2)]
+    assert abs(np.corrcoef(np.concatenate(plane)[:, 0], slow[:, 0])[0, 1]) > 0.95

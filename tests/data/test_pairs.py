@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from itomd.data.pairs import (FixedLag, LogUniformLag, PairSampler, UniformLag, balanced_start_weights, make_lag_sampler,
-                              slow_plane)
+from itomd.data.pairs import (FixedLag, LogUniformLag, PairSampler, UniformLag, balanced_start_weights,
+                              make_lag_sampler)
 from itomd.errors import InvalidInputError
 
 
@@ -69,17 +69,23 @@ def test_mixed_lags_in_one_draw_are_each_uniform_over_their_valid_starts(tiny):
     """One call with every lag mixed (rejection draws and, for lag 4 whose one valid start is 1 frame
     in 13, the exact fallback) gives each lag the same distribution as drawing it alone."""
     trajs, lengths = tiny
-    sampler = PairSampler(trajs, UniformLag(4))
-    lags = UniformLag(4).sample(200000, torch.Generator().manual_seed(3))
-    i0, i1 = sampler.sample_indices(lags, torch.Generator().manual_seed(4))
+    _assert_each_lag_follows(PairSampler(trajs, UniformLag(4)), lengths, lambda t: 1.0, seeds=(3, 4))
+
+
+def _assert_each_lag_follows(sampler: PairSampler, lengths: list[int], weight_of, seeds: tuple[int, int]) -> None:
+    """Draw 200,000 pairs of lags 1–4 in one call: every pair is ``lag`` frames of one trajectory, and
+    each lag's starts cover exactly its valid starts, frame t drawn in proportion to ``weight_of(t)``."""
+    lags = UniformLag(4).sample(200000, torch.Generator().manual_seed(seeds[0]))
+    i0, i1 = sampler.sample_indices(lags, torch.Generator().manual_seed(seeds[1]))
     a = sampler.frames[i0, 0].numpy()
     assert np.all(sampler.frames[i1, 0].numpy() - a == lags.numpy())
     for lag in range(1, 5):
         valid = sorted((i, t) for i, n in enumerate(lengths) for t in range(n - lag))
         pairs = Counter((int(v // 10), int(v % 10)) for v in a[lags.numpy() == lag])
         assert sorted(pairs) == valid
+        expected = np.array([weight_of(t) for _, t in valid])
         freq = np.array([pairs[k] for k in valid]) / sum(pairs.values())
-        np.testing.assert_allclose(freq, 1 / len(valid), atol=0.01)
+        np.testing.assert_allclose(freq, expected / expected.sum(), atol=0.01)
 
 
 @pytest.mark.filterwarnings("ignore:.*too short")
@@ -104,18 +110,8 @@ def test_weighted_starts_follow_their_weights_at_every_lag(tiny):
     trajs, lengths = tiny
     frames = np.concatenate(trajs)[:, 0]
     weights = 1.0 + (frames % 10)                    # frame t of every trajectory weighs 1 + t
-    sampler = PairSampler(trajs, UniformLag(4), start_weights=weights)
-    lags = UniformLag(4).sample(200000, torch.Generator().manual_seed(5))
-    i0, i1 = sampler.sample_indices(lags, torch.Generator().manual_seed(6))
-    a = sampler.frames[i0, 0].numpy()
-    assert np.all(sampler.frames[i1, 0].numpy() - a == lags.numpy())
-    for lag in range(1, 5):
-        valid = sorted((i, t) for i, n in enumerate(lengths) for t in range(n - lag))
-        pairs = Counter((int(v // 10), int(v % 10)) for v in a[lags.numpy() == lag])
-        assert sorted(pairs) == valid
-        expected = np.array([1.0 + t for _, t in valid])
-        freq = np.array([pairs[k] for k in valid]) / sum(pairs.values())
-        np.testing.assert_allclose(freq, expected / expected.sum(), atol=0.01)
+    _assert_each_lag_follows(PairSampler(trajs, UniformLag(4), start_weights=weights), lengths, lambda t: 1.0 + t,
+                             seeds=(5, 6))
     uniform = Counter(int(v % 10) for v in PairSampler(trajs, UniformLag(4)).sample_indices(
         torch.full((20000,), 1), torch.Generator().manual_seed(6))[0].numpy())
     assert abs(uniform[0] - uniform[3]) / 20000 > 0.1  # control: without weights frame 0 starts far more pairs
@@ -168,15 +164,3 @@ def test_balanced_weights_give_every_visited_cell_equal_mass():
     with pytest.raises(InvalidInputError, match="non-negative"):
         balanced_start_weights(points, -1.0)
 
-
-def test_slow_plane_keeps_two_coordinates_and_finds_the_slow_ones():
-    """One or two coordinates pass through; more are projected on their two slowest TICA components:
-    a slow two-state coordinate hidden among four fast noise coordinates is what the plane's first axis follows."""
-    rng = np.random.default_rng(1)
-    two = [rng.normal(size=(50, 2))]
-    assert np.array_equal(slow_plane(two)[0], two[0])
-    slow = np.repeat(rng.choice([-1.0, 1.0], 40), 50)[:, None] + 0.1 * rng.normal(size=(2000, 1))
-    data = np.concatenate([rng.normal(size=(2000, 2)), slow, rng.normal(size=(2000, 2))], axis=1)
-    plane = slow_plane([data[:1000], data[1000:]])
-    assert [p.shape for p in plane] == [(1000, 2), (1000, 2)]
-    assert abs(np.corrcoef(np.concatenate(plane)[:, 0], slow[:, 0])[0, 1]) > 0.95

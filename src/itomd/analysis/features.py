@@ -350,14 +350,8 @@ class TorsionTICAFeaturizer(Featurizer):
             provisional: bool = False) -> "TorsionTICAFeaturizer":
         from dataclasses import replace
 
-        from deeptime.decomposition import TICA
-
         inputs = self.input_features(check_trajectories(trajectories))
-        lag = int(max(1, min(self.lag, max(len(t) for t in inputs) // 10)))
-        usable = [t for t in inputs if len(t) > lag]
-        if not usable:
-            raise InvalidInputError(f"TICA needs trajectories longer than its lag ({lag} frames)")
-        model = TICA(lagtime=lag, dim=2, scaling="kinetic_map").fit(usable).fetch_model()
+        model, lag = fit_tica_plane(inputs, self.lag)
         projected = np.concatenate([model.transform(t) for t in inputs])
         if projected.shape[1] < 2:
             raise InvalidInputError("the TICA inputs of the fitted data span fewer than two TICA components")
@@ -428,3 +422,52 @@ def torsion_featurizer(topology: "mdtraj.Topology", reference_structure: np.ndar
     if torsions.count("phi") == 1 and torsions.count("psi") == 1:
         return BackboneTorsionFeaturizer(topology, reference_structure=reference_structure, **options)
     return TorsionTICAFeaturizer(topology, reference_structure=reference_structure, **options)
+
+
+def fit_tica_plane(inputs: Sequence[np.ndarray], lag: int) -> tuple[Any, int]:
+    """deeptime's TICA (two components, kinetic map) fitted on ``inputs`` at ``lag`` frames, or at a
+    tenth of the longest trajectory where that is shorter; trajectories no longer than the lag are
+    left out of the fit.
+
+    Parameters
+    ----------
+    inputs : sequence of np.ndarray, each [n_frames_i, k]
+    lag : int
+
+    Returns
+    -------
+    (deeptime.decomposition.CovarianceKoopmanModel, int)
+        The fitted model and the lag used.
+    """
+    from deeptime.decomposition import TICA
+
+    lag = int(max(1, min(lag, max(len(t) for t in inputs) // 10)))
+    usable = [t for t in inputs if len(t) > lag]
+    if not usable:
+        raise InvalidInputError(f"TICA needs trajectories longer than its lag ({lag} frames)")
+    return TICA(lagtime=lag, dim=2, scaling="kinetic_map").fit(usable).fetch_model(), lag
+
+
+#: Lag (frames) of the TICA that :func:`slow_plane` projects on, unless the trajectories are shorter.
+SLOW_PLANE_LAG = 10
+
+
+def slow_plane(coordinates: Sequence[np.ndarray]) -> list[np.ndarray]:
+    """The slow coordinates themselves where they are one or two, else their plane of the two slowest
+    TICA components (:func:`fit_tica_plane` at :data:`SLOW_PLANE_LAG` frames): where
+    :func:`~itomd.data.pairs.balanced_start_weights` histograms a system's
+    :meth:`~itomd.representation.Representation.slow_coordinates`.
+
+    Parameters
+    ----------
+    coordinates : sequence of np.ndarray, each [n_frames_i, k]
+
+    Returns
+    -------
+    list of np.ndarray, each [n_frames_i, min(k, 2)]
+    """
+    coordinates = [np.asarray(c, dtype=np.float64) for c in coordinates]
+    if coordinates[0].shape[1] <= 2:
+        return coordinates
+    model, _ = fit_tica_plane(coordinates, SLOW_PLANE_LAG)
+    return [np.asarray(model.transform(c), dtype=np.float64) for c in coordinates]

@@ -12,8 +12,8 @@ trajectory i is valid iff t + N ≤ T_i − 1, so trajectory i offers max(T_i �
 trajectory shorter than N + 1 frames offers none. Starts are uniform, or drawn in proportion to
 per-frame weights (:func:`balanced_start_weights`: rare states drawn more often, which leaves the
 conditional density p(x_{t+N} | x_t) that a transition model learns unchanged). Trajectories that
-cannot serve the largest lag are reported once with a warning. All randomness comes from an explicit :class:`torch.Generator`
-(training draws every global batch from one seeded generator, so batches do not depend on the number
+cannot serve the largest lag are reported once with a warning. All randomness comes from an
+explicit :class:`torch.Generator` (training draws every global batch from one seeded generator, so batches do not depend on the number
 of data-parallel processes).
 """
 
@@ -255,7 +255,8 @@ def balanced_start_weights(coordinates: Sequence[np.ndarray], exponent: float, b
     """Start weights that draw rarely visited states more often: w(x) = max(n(x), n̄)^(−exponent).
 
     n(x) is the number of frames in x's cell of a regular histogram of ``coordinates`` (one or two
-    columns: the system's slow coordinates, or their TICA plane — :func:`slow_plane`), and n̄ the
+    columns: the system's slow coordinates, or their TICA plane —
+    :func:`~itomd.analysis.features.slow_plane`), and n̄ the
     count of a cell if the frames filled the histogram's box evenly. At exponent 1 starts are drawn
     from the data's density capped at that even density: every cell denser than even is drawn as
     often as an even one, sparser cells (high-energy excursions, a few frames each) in proportion to
@@ -300,31 +301,3 @@ def balanced_start_weights(coordinates: Sequence[np.ndarray], exponent: float, b
     weights = np.maximum(counts[inverse].astype(np.float64), even) ** (-float(exponent))
     return weights / weights.mean()
 
-
-#: Lag (frames) of the TICA that :func:`slow_plane` projects on, unless the trajectories are shorter.
-SLOW_PLANE_LAG = 10
-
-
-def slow_plane(coordinates: Sequence[np.ndarray]) -> list[np.ndarray]:
-    """The slow coordinates themselves where they are one or two, else their plane of the two slowest
-    TICA components (deeptime, lag :data:`SLOW_PLANE_LAG` frames or a tenth of the longest trajectory).
-
-    Parameters
-    ----------
-    coordinates : sequence of np.ndarray, each [n_frames_i, k]
-
-    Returns
-    -------
-    list of np.ndarray, each [n_frames_i, min(k, 2)]
-    """
-    coordinates = [np.asarray(c, dtype=np.float64) for c in coordinates]
-    if coordinates[0].shape[1] <= 2:
-        return coordinates
-    from deeptime.decomposition import TICA
-
-    lag = int(max(1, min(SLOW_PLANE_LAG, max(len(c) for c in coordinates) // 10)))
-    usable = [c for c in coordinates if len(c) > lag]
-    if not usable:
-        raise InvalidInputError(f"the slow plane's TICA needs trajectories longer than {lag} frames")
-    model = TICA(lagtime=lag, dim=2).fit(usable).fetch_model()
-    return [np.asarray(model.transform(c), dtype=np.float64) for c in coordinates]

@@ -118,11 +118,12 @@ class TrainingConfig:
     start_balance : float, optional
         Exponent a ∈ [0, 1] of the start weights n(x_t)^(−a) of the training pairs
         (:func:`~itomd.data.pairs.balanced_start_weights`; n: frames in x_t's cell of a histogram of
-        the slow coordinates): rare states are drawn more often, the conditional density learned is
-        the same. 0: uniform starts; 1: every visited cell alike. None: the system's default, filled
-        in like ``batch_size`` (1 for points, where it takes the demo's Müller–Brown model from
-        −18…+27 % to … of the exact slowest timescale across training seeds — BENCHMARKS.md,
-        "Balanced starts"; 0 for molecules, where it is not measured). Transition models only.
+        the slow coordinates, capped at an evenly filled cell's): rare states are drawn more often,
+        the conditional density learned is the same. 0: uniform starts; 1: the data's density capped
+        at an even one. None: the system's default, filled in like ``batch_size`` (1 for points: over
+        four training seeds of the demo's Müller–Brown model it removed the runs 10–18 % too fast and
+        left one 19–30 % too slow — BENCHMARKS.md, "Balanced starts"; 0 for molecules, where it is not
+        measured). Transition models only.
     learning_rate : float
         AdamW learning rate after a linear warm-up of ``warmup_steps``; cosine decay to
         ``final_lr_fraction`` × it over ``max_steps``.

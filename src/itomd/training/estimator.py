@@ -28,7 +28,8 @@ import torch
 from tqdm.auto import tqdm
 
 from itomd.analysis.msm import slowest_eigenvalue
-from itomd.data.pairs import PairSampler, balanced_start_weights, make_lag_sampler, slow_plane
+from itomd.analysis.features import slow_plane
+from itomd.data.pairs import PairSampler, balanced_start_weights, make_lag_sampler
 from itomd.errors import InvalidInputError
 from itomd.models import DenoiserSpec, Prior, TransitionModel, fit_denoiser_spec
 from itomd.representation import CoordinateRepresentation, Representation, representation_for
@@ -316,7 +317,7 @@ def balanced_pairs(trajectories: list[np.ndarray], representation: Representatio
                    data_summary: dict[str, Any] | None = None) -> PairSampler:
     """The training pairs of ``config``: starts weighted by :func:`~itomd.data.pairs.balanced_start_weights`
     on the plane of the system's slow coordinates (:meth:`~itomd.representation.Representation.slow_coordinates`,
-    :func:`~itomd.data.pairs.slow_plane`) with exponent ``config.start_balance``, uniform where it is 0.
+    :func:`~itomd.analysis.features.slow_plane`) with exponent ``config.start_balance``, uniform where it is 0.
     ``data_summary`` (a run's record of its data) gets the weights' effective fraction of the frames
     (Kish: (Σw)²/(n Σw²)) under ``start_weights_effective_fraction``."""
     lags = make_lag_sampler(config.lag_distribution, config.max_lag)
