@@ -35,13 +35,17 @@ class _Result:
         self.n_trajectories, self.n_frames = len(trajectories), sum(len(t) for t in trajectories)
         self.implied_timescales = SimpleNamespace(lag_times=np.array([lag_time, 2 * lag_time]),
                                                   timescales=np.array([[4.81234, 0.1], [4.9, 0.1]]),
-                                                  resolved=np.array([[True, False], [False, False]]))
+                                                  resolved=np.array([[True, False], [False, False]]),
+                                                  lower=np.array([[4.5, 0.09], [np.nan, 0.09]]),
+                                                  upper=np.array([[5.25, 0.11], [np.nan, 0.11]]))
         self.js_divergence = SimpleNamespace(value=0.0123456)
 
     def to_dict(self):
         return {"implied_timescales": {"timescales": self.implied_timescales.timescales.tolist(),
                                        "lag_times": self.implied_timescales.lag_times.tolist(),
-                                       "resolved": self.implied_timescales.resolved.tolist()},
+                                       "resolved": self.implied_timescales.resolved.tolist(),
+                                       "lower": [[4.5, 0.09], [None, 0.09]], "upper": [[5.25, 0.11], [None, 0.11]],
+                                       "confidence": 0.95},
                 "js_divergence": self.js_divergence.value}
 
 
@@ -104,6 +108,7 @@ def test_the_quick_demo_runs_every_stage_once_and_records_the_results(stages, tm
     assert [campaign[k] for k in ("n_trajectories", "n_frames", "seed", "n_workers")] == [200, 101, 2026, 0]
     ((config, n_md, tau, fit),) = stages["fit"]
     assert (config.max_lag, config.max_steps, config.seed, config.minutes) == (20, 150, 2026, None)
+    assert config.lag_distribution == "uniform"  # the rollout jumps half the largest lag (demo.py)
     assert n_md == 200 and fit == {"run_dir": out / "run", "resume": False, "system": spec} and stages["load"] == []
     ((model, path, rollout),) = stages["rollout"]
     assert path == out / "rollout" and model.info == {"steps": 150} and rollout["model_source"] == str(out / "run")
@@ -126,7 +131,9 @@ def test_the_quick_demo_runs_every_stage_once_and_records_the_results(stages, tm
     assert f"<td>{2 * tau:.4g}</td><td>4.9</td><td>no</td>" in section  # unresolved estimates are marked
     printed = capsys.readouterr().out
     assert "slowest implied timescale: exact 5.000" in printed
-    assert f"4.812 (lag {10 * tau:g})" in printed and f"(4.900) (lag {20 * tau:g})" in printed  # the rollout at 10 τ
+    assert f"4.812 (lag {10 * tau:g})" not in printed  # the interval comes with the estimate
+    assert f"4.812 [4.50, 5.25] (lag {10 * tau:g})" in printed and f"(4.900) (lag {20 * tau:g})" in printed  # at 10 τ
+    assert "brackets: 95% Bayesian interval" in printed
 
 
 def test_a_finished_run_is_reused_and_an_unfinished_one_resumed(stages, tmp_path):

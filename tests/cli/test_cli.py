@@ -42,6 +42,7 @@ def test_help_lists_commands():
     (["train", "--data", "/nonexistent/store", "--out", "{tmp}/r"], "/nonexistent/store"),
     (["train", "--data", "{data}", "--out", "{tmp}/r", "--max-lag", "0"], "positive"),
     (["train", "--data", "{data}", "--out", "{tmp}/r", "--start-balance", "1.5"], "a number in [0, 1]"),
+    (["train", "--data", "{data}", "--out", "{tmp}/r", "--lag-distribution", "gaussian"], "lag_distribution must be one of"),
     (["train", "--data", "{data}", "--out", "{tmp}/r", "--max-lag", "500"], "need a trajectory longer than"),
     (["train", "--data", "{data}", "--out", "{tmp}/r", "--resume"], "nothing to resume"),
     (["train", "--data", "{data}", "--out", "{tmp}/r", "--config", "{tmp}/missing.toml"], "no config file"),

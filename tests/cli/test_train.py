@@ -263,6 +263,17 @@ def test_start_balance_is_the_systems_default_and_a_flag(ala2_runs, prinz_data, 
     assert 0 < model.info["data"]["start_weights_effective_fraction"] < 1
 
 
+def test_lag_distribution_flag_reaches_the_run(prinz_data, tmp_path):
+    """``--lag-distribution uniform`` is recorded in the run's config (and resumed from it); without the
+    flag the run keeps log-uniform lags (an unknown name: tests/cli/test_cli.py)."""
+    for flag, expected in ((["--lag-distribution", "uniform"], "uniform"), ([], "log-uniform")):
+        out = tmp_path / expected
+        assert main(["train", "--data", str(prinz_data), "--out", str(out), "--max-lag", "8", "--max-steps", "1",
+                     *flag, "--quiet"]) == 0
+        assert f'lag_distribution = "{expected}"' in (out / "config.toml").read_text().splitlines()
+        assert TransitionModel.load(out).info["config"]["lag_distribution"] == expected
+
+
 def test_compiled_training_follows_the_eager_run_and_is_refused_for_toy_models(ala2_runs, prinz_data, tiny_toml,
                                                                                tmp_path, capsys):
     """``--compile`` trains the molecule's network through torch.compile: the same function, so the

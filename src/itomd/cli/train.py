@@ -28,6 +28,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                         "histogram of the slow coordinates: rare metastable states are drawn more often, the learned "
                         "p(x_t+N | x_t) is the same; 0 = uniform, 1 = the data's density capped at an even one "
                         "(default: 1 for points, 0 for molecules)")
+    p.add_argument("--lag-distribution", dest="lag_distribution", metavar="log-uniform|uniform|fixed",
+                   help="how training lags are drawn from 1..max-lag (default log-uniform: every scale alike); "
+                        "uniform suits a model whose rollouts jump near the largest lag (itomd demo)")
     p.add_argument("--seed", type=seed_int)
     p.add_argument("--device", help="auto (default), cpu or cuda")
     p.add_argument("--equilibrium", action="store_true", help="train an unconditional model of the frames")
@@ -62,7 +65,8 @@ def run(args: argparse.Namespace) -> int:
     overrides = dict(max_lag=args.max_lag, minutes=args.minutes, max_steps=args.max_steps, batch_size=args.batch_size,
                      seed=args.seed, device=args.device, equilibrium=True if args.equilibrium else None,
                      prior=args.prior, lambda_hat=args.lambda_hat, dynamic_part=args.dynamic_part,
-                     compile=True if args.compile else None, start_balance=args.start_balance)
+                     compile=True if args.compile else None, start_balance=args.start_balance,
+                     lag_distribution=args.lag_distribution)
     if args.config is not None:
         config = TrainingConfig.from_recipe(args.config, **overrides)
     elif args.resume and (args.out / "config.toml").is_file():
