@@ -26,6 +26,7 @@ run whenever that run completes its steps (checked: seed 2026). ``--lag-distribu
 
 from __future__ import annotations
 
+import dataclasses
 import multiprocessing
 import shutil
 import time
@@ -36,32 +37,28 @@ import numpy as np
 import torch
 from _common import ROOT, command_line, lag_list, make_parser, merge_results, parse_args
 
+from itomd.demo import demo_plan
+
 DEMO_SEED = 2026
-ROLLOUT_LAG, N_JUMPS, DEMO_WALKERS = 50, 100, 2000
 JUDGE_SEED = 99
 
 
-def demo_config(seed: int, lag_distribution: str, start_balance: float | None, max_steps: int):
-    """The demo's training configuration for one training seed, without the budget."""
-    from itomd.training import TrainingConfig
-    return TrainingConfig(max_lag=100, max_steps=max_steps, lag_distribution=lag_distribution,
-                          start_balance=start_balance, seed=seed)
-
-
 def judge(model, out: Path, n_walkers: int, seed: int) -> dict:
-    """Roll ``model`` out like the demo from ``n_walkers`` exact-equilibrium starts; its MSM summary."""
+    """Roll ``model`` out like the demo (its lag, jumps and MSM lags) from ``n_walkers``
+    exact-equilibrium starts; its MSM summary."""
     from itomd.analysis.pipeline import analyze
     from itomd.rollout import run_rollout
     from itomd.systems import SystemSpec
     from itomd.systems.reference import exact_reference
+    plan = demo_plan()
     system = SystemSpec("muller-brown").build()
     reference = exact_reference(system)
     x0 = reference.sample(n_walkers, np.random.default_rng(seed))
     shutil.rmtree(out, ignore_errors=True)
-    trajectories = run_rollout(model, out, lag=ROLLOUT_LAG, n_jumps=N_JUMPS, x0=x0, seed=seed,
+    trajectories = run_rollout(model, out, lag=plan.lag, n_jumps=plan.n_jumps, x0=x0, seed=seed,
                                progress=False).trajectories()
-    result = analyze(trajectories, ROLLOUT_LAG * system.frame_interval, system.kT, reference=reference, seed=seed,
-                     lags=[1, 2, 4, 8])
+    result = analyze(trajectories, plan.lag * system.frame_interval, system.kT, reference=reference, seed=seed,
+                     lags=list(plan.analysis_lags))
     its = result.implied_timescales
     x = np.stack(trajectories)[..., 0]
     mean, var = x.mean(), x.var()
@@ -88,30 +85,33 @@ def one_seed(seed: int, data: Path, work: Path, lag_distribution: str, start_bal
     spec = SystemSpec("muller-brown")
     run = work / f"seed_{seed}"
     t0 = time.perf_counter()
-    model = ITOEstimator(demo_config(seed, lag_distribution, start_balance, max_steps)).fit(
+    config = dataclasses.replace(demo_plan(seed=seed, train_minutes=None).config, lag_distribution=lag_distribution,
+                                 start_balance=start_balance, max_steps=max_steps)
+    model = ITOEstimator(config).fit(
         TrajectoryStore(data).trajectories(), spec.build().frame_interval, run_dir=run,
         resume=(run / "checkpoint.pt").exists(), progress=False, system=spec).fetch_model()
     train_s = time.perf_counter() - t0
     return {"seed": seed, "steps": model.info.get("steps"), "train_seconds_one_thread": round(train_s, 1),
             "start_weights_effective_fraction": model.info["data"].get("start_weights_effective_fraction"),
-            "demo": judge(model, work / f"rollout_{seed}", DEMO_WALKERS, DEMO_SEED),
+            "demo": judge(model, work / f"rollout_{seed}", demo_plan().n_walkers, DEMO_SEED),
             "model": judge(model, work / f"judge_{seed}", judge_walkers, JUDGE_SEED)}
 
 
 def main() -> None:
     parser = make_parser(__doc__, work=ROOT / "bench" / "work" / "demo_seeds")
     parser.add_argument("--seeds", type=lag_list, default=[DEMO_SEED, 3, 7, 11], help="training seeds, e.g. 2026,3,7,11")
-    parser.add_argument("--lag-distribution", default="uniform", help="the demo's: uniform")
+    parser.add_argument("--lag-distribution", default=demo_plan().config.lag_distribution, help="default: the demo's")
     parser.add_argument("--start-balance", type=float, default=None, help="default: the system's (1 for points)")
-    parser.add_argument("--max-steps", type=int, default=16_000)
+    parser.add_argument("--max-steps", type=int, default=demo_plan().config.max_steps)
     parser.add_argument("--judge-walkers", type=int, default=8000)
     parser.add_argument("--jobs", type=int, default=2, help="training runs side by side, one thread each")
     args = parse_args(parser)
     from itomd.simulate.campaign import run_campaign
     from itomd.systems import SystemSpec
     data = args.work / "trajectories"
-    run_campaign(SystemSpec("muller-brown"), data, n_trajectories=4000, n_frames=501, seed=DEMO_SEED, chunk_size=500,
-                 n_workers=0, progress=True)
+    plan = demo_plan()
+    run_campaign(SystemSpec("muller-brown"), data, n_trajectories=plan.n_trajectories, n_frames=plan.n_frames,
+                 seed=DEMO_SEED, chunk_size=plan.chunk_size, n_workers=0, progress=True)
     name = f"lags_{args.lag_distribution}_balance_{'default' if args.start_balance is None else args.start_balance}"
     work = args.work / name
     with ProcessPoolExecutor(max_workers=args.jobs, mp_context=multiprocessing.get_context("spawn")) as pool:

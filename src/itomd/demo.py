@@ -9,13 +9,58 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from itomd._files import write_text_atomically
 from itomd.systems import SystemSpec
 from itomd.systems.reference import exact_reference
+
+if TYPE_CHECKING:
+    from itomd.training import TrainingConfig
+
+
+@dataclass(frozen=True)
+class DemoPlan:
+    """The demo's sizes: its MD campaign, training configuration, rollout and the rollout's MSM lags.
+
+    Attributes
+    ----------
+    n_trajectories, n_frames, chunk_size : int
+        The campaign: equilibrium-started trajectories of ``n_frames`` frames, stored in chunks.
+    config : TrainingConfig
+    lag, n_walkers, n_jumps : int
+        The rollout: ``n_walkers`` exact-equilibrium walkers, ``n_jumps`` jumps of ``lag`` frames.
+    analysis_lags : tuple of int
+        MSM lags of the rollout's analysis, in jumps.
+    """
+
+    n_trajectories: int
+    n_frames: int
+    chunk_size: int
+    config: "TrainingConfig"
+    lag: int
+    n_walkers: int
+    n_jumps: int
+    analysis_lags: tuple[int, ...]
+
+
+def demo_plan(quick: bool = False, seed: int = 2026, train_minutes: float | None = 4.0) -> DemoPlan:
+    """The sizes :func:`run_demo` uses (``bench/demo_seeds.py`` judges its training recipe over seeds);
+    ``train_minutes`` None trains all steps whatever they take (the full demo only)."""
+    from itomd.training import TrainingConfig
+    if quick:
+        config = TrainingConfig(max_lag=20, max_steps=150, hidden=64, n_blocks=2, batch_size=256, checkpoint_every=50,
+                                lag_distribution="uniform", seed=seed)
+        return DemoPlan(200, 101, 100, config, lag=10, n_walkers=200, n_jumps=20, analysis_lags=(1, 2))
+    # lags uniform on 1..100 rather than log-uniform: the rollout jumps 50 τ, and log-uniform lags put 3 pairs in 4
+    # below 32 τ, where the escapes that set the slowest timescale are rarest (BENCHMARKS.md, "make demo", "Uniform
+    # training lags": over four training seeds the models' own slowest timescale 4.78–5.27 against 4.88–5.93, exact 5.00)
+    config = TrainingConfig(max_lag=100, max_steps=16_000, minutes=train_minutes, lag_distribution="uniform", seed=seed)
+    return DemoPlan(4000, 501, 500, config, lag=50, n_walkers=2000, n_jumps=100, analysis_lags=(1, 2, 4, 8))
 
 
 def run_demo(out: Path, quick: bool = False, n_workers: int | None = None, seed: int = 2026,
@@ -41,7 +86,7 @@ def run_demo(out: Path, quick: bool = False, n_workers: int | None = None, seed:
     """
     from itomd.analysis import analyze, compare
     from itomd.analysis.report import write_report
-    from itomd.training import ITOEstimator, TrainingConfig
+    from itomd.training import ITOEstimator
     from itomd.models import TransitionModel
     from itomd.rollout import run_rollout
     from itomd.simulate.campaign import run_campaign
@@ -51,20 +96,9 @@ def run_demo(out: Path, quick: bool = False, n_workers: int | None = None, seed:
     spec = SystemSpec("muller-brown")
     system = spec.build()
     tau = system.frame_interval
-    if quick:
-        n_traj, n_frames, chunk = 200, 101, 100
-        config = TrainingConfig(max_lag=20, max_steps=150, hidden=64, n_blocks=2, batch_size=256, checkpoint_every=50,
-                                lag_distribution="uniform", seed=seed)
-        lag, n_walkers, n_jumps = 10, 200, 20
-    else:
-        n_traj, n_frames, chunk = 4000, 501, 500
-        # lags uniform on 1..100 rather than log-uniform: the rollout jumps 50 τ, and log-uniform lags put 3 pairs
-        # in 4 below 32 τ, where the escapes that set the slowest timescale are rarest (BENCHMARKS.md, "make demo",
-        # "Uniform training lags": over four training seeds the models' own slowest timescale 4.78–5.27 against
-        # 4.88–5.93, exact 5.00)
-        config = TrainingConfig(max_lag=100, max_steps=16_000, minutes=train_minutes, lag_distribution="uniform",
-                                seed=seed)
-        lag, n_walkers, n_jumps = 50, 2000, 100
+    plan = demo_plan(quick, seed, train_minutes)
+    n_traj, n_frames, chunk, config = plan.n_trajectories, plan.n_frames, plan.chunk_size, plan.config
+    lag, n_walkers, n_jumps = plan.lag, plan.n_walkers, plan.n_jumps
     timings = {}
 
     print(f"[1/5] simulating {n_traj} Müller–Brown trajectories of {n_frames} frames "
@@ -106,7 +140,7 @@ def run_demo(out: Path, quick: bool = False, n_workers: int | None = None, seed:
     rollouts = rollout_store.trajectories()
     md_result = analyze(md, tau, system.kT, reference=reference, seed=seed)
     rollout_result = analyze(rollouts, lag * tau, system.kT, reference=reference, seed=seed,
-                             lags=[1, 2, 4, 8] if not quick else [1, 2])
+                             lags=list(plan.analysis_lags))
     compare(rollout_result, md, tau, label="MD", seed=seed)
     timings["analyze"] = time.perf_counter() - t0
     md_summary = md_result.to_dict()
